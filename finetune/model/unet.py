@@ -1,0 +1,263 @@
+"""GLIDE's text-conditioned ADM UNet, one class for all four variants (base, super-resolution,
+inpainting, super-resolution inpainting); the variant only changes how the input is assembled."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from .layers import (
+    AttentionBlock,
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    TimestepEmbedSequential,
+    Upsample,
+    timestep_embedding,
+    zero_,
+)
+from .options import architecture
+from .text_encoder import LayerNorm32, TextEmbedding, Transformer
+
+
+class Text2ImUNet(nn.Module):
+    """Build with `finetune.model.build_model(options)`; `options` are OpenAI's option names."""
+
+    def __init__(self, options: dict[str, Any]):
+        super().__init__()
+        arch = architecture(options)
+        self.options = dict(options)
+        self.image_size = arch["image_size"]
+        self.in_channels = arch["in_channels"]
+        self.super_res = bool(options["super_res"])
+        self.inpaint = bool(options["inpaint"])
+        self.text_ctx = int(options["text_ctx"])
+        self.xf_width = arch["xf_width"]
+        self.xf_padding = bool(options["xf_padding"])
+        self.vocab_size = arch["vocab_size"]
+        self.tokenizer_name = options["tokenizer"]
+        self.model_channels = mc = int(options["num_channels"])
+        self.compute_dtype = torch.float32
+        self.gradient_checkpointing = False
+
+        num_res_blocks = int(options["num_res_blocks"])
+        dropout = float(options["dropout"])
+        scale_shift = bool(options["use_scale_shift_norm"])
+        updown = bool(options["resblock_updown"])
+        channel_mult = arch["channel_mult"]
+        attention_strides = arch["attention_strides"]
+        encoder_channels = self.xf_width or None
+        emb_dim = mc * 4
+
+        def attention(ch: int, heads: int) -> AttentionBlock:
+            return AttentionBlock(ch, heads, int(options["num_head_channels"]), encoder_channels)
+
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        ch = input_ch = int(channel_mult[0] * mc)
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(self.in_channels, ch, 3, padding=1))])
+        skip_channels = [ch]
+        ds = 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, emb_dim, dropout, int(mult * mc), scale_shift)]
+                ch = int(mult * mc)
+                if ds in attention_strides:
+                    layers.append(attention(ch, int(options["num_heads"])))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(channel_mult) - 1:
+                down = ResBlock(ch, emb_dim, dropout, ch, scale_shift, down=True) if updown else Downsample(ch, True)
+                self.input_blocks.append(TimestepEmbedSequential(down))
+                skip_channels.append(ch)
+                ds *= 2
+
+        self.middle_block = TimestepEmbedSequential(
+            ResBlock(ch, emb_dim, dropout, None, scale_shift),
+            attention(ch, int(options["num_heads"])),
+            ResBlock(ch, emb_dim, dropout, None, scale_shift),
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, dropout, int(mc * mult), scale_shift)]
+                ch = int(mc * mult)
+                if ds in attention_strides:
+                    layers.append(attention(ch, arch["num_heads_upsample"]))
+                if level and i == num_res_blocks:
+                    layers.append(ResBlock(ch, emb_dim, dropout, ch, scale_shift, up=True) if updown else Upsample(ch, True))
+                    ds //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(GroupNorm32(ch, swish=True), nn.Identity(), zero_(nn.Conv2d(input_ch, 6, 3, padding=1)))
+
+        if self.xf_width:
+            w = self.xf_width
+            self.transformer = Transformer(w, int(options["xf_layers"]), int(options["xf_heads"]))
+            self.final_ln = LayerNorm32(w) if options["xf_final_ln"] else None
+            self.token_embedding = nn.Embedding(self.vocab_size, w)
+            self.positional_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
+            self.transformer_proj = nn.Linear(w, emb_dim)
+            if self.xf_padding:
+                self.padding_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
+            self._init_text_parameters()
+
+        if options["use_fp16"]:
+            self.convert_to_fp16()
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _init_text_parameters(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if self.xf_padding:
+            nn.init.normal_(self.padding_embedding, std=0.01)
+
+    def convert_to_fp16(self) -> None:
+        """GLIDE's `use_fp16`: UNet-block convolutions and the text transformer's linears in float16;
+        norms, embeddings and the output layer stay float32. (Autocast is the better choice for training.)"""
+
+        def half_(module: nn.Module, kinds: tuple[type, ...]) -> None:
+            for m in module.modules():
+                if isinstance(m, kinds):
+                    m.half()
+
+        for blocks in (self.input_blocks, self.middle_block, self.output_blocks):
+            half_(blocks, (nn.Conv1d, nn.Conv2d))
+        if self.xf_width:
+            half_(self.transformer, (nn.Linear, nn.Conv1d, nn.Conv2d))
+            self.transformer_proj.half()
+            self.token_embedding.half()
+        self.compute_dtype = torch.float16
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each UNet block and transformer layer in the backward pass (less memory, ~30% more compute)."""
+        self.gradient_checkpointing = bool(enabled)
+        if self.xf_width:
+            self.transformer.gradient_checkpointing = bool(enabled)
+
+    # ----------------------------------------------------------------------------------- text
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> TextEmbedding:
+        """Run the caption transformer once; pass the result to forward as `text_emb=`."""
+        if not self.xf_width:
+            raise ValueError("this model has no text transformer (xf_width is 0)")
+        tokens, mask = self._check_tokens(tokens, mask)
+        xf_in = self.token_embedding(tokens) + self.positional_embedding[None]
+        if self.xf_padding:
+            xf_in = torch.where(mask[..., None], xf_in, self.padding_embedding[None])
+        xf_out = self.transformer(xf_in.to(self.compute_dtype))
+        if self.final_ln is not None:
+            xf_out = self.final_ln(xf_out)
+        # GLIDE pools the last position (a padding slot for short captions), not the end token.
+        return TextEmbedding(pooled=self.transformer_proj(xf_out[:, -1]), sequence=xf_out)
+
+    def _check_tokens(self, tokens, mask):
+        if tokens is None:
+            raise ValueError("tokens are required (or pass text_emb= from model.encode_text)")
+        if not torch.is_tensor(tokens) or tokens.dim() != 2 or tokens.shape[1] != self.text_ctx:
+            shape = tuple(tokens.shape) if torch.is_tensor(tokens) else type(tokens).__name__
+            raise ValueError(f"tokens must be a [batch, text_ctx={self.text_ctx}] tensor, got {shape}")
+        if tokens.is_floating_point():
+            raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+        tokens = tokens.long()
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(
+                f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} vocabulary; "
+                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        if self.xf_padding:
+            if mask is None:
+                raise ValueError("mask is required with tokens (False marks padding positions)")
+            if mask.shape != tokens.shape:
+                raise ValueError(f"mask shape {tuple(mask.shape)} must equal tokens shape {tuple(tokens.shape)}")
+            mask = mask.to(device=tokens.device, dtype=torch.bool)
+        return tokens, mask
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        text_emb: TextEmbedding | None = None,
+        low_res: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
+        inpaint_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B,3,S,S] and timesteps [B] -> [B,6,S,S] (eps in channels 0-2, variance values in 3-5)."""
+        h = self._assemble_input(x, low_res, inpaint_image, inpaint_mask)
+        batch = x.shape[0]
+        timesteps = self._check_timesteps(timesteps, batch, x.device)
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        encoder_seq = None
+        if self.xf_width:
+            if text_emb is None:
+                text_emb = self.encode_text(tokens, mask)
+            elif tokens is not None:
+                raise ValueError("pass either tokens/mask or text_emb, not both")
+            elif not isinstance(text_emb, TextEmbedding):
+                raise TypeError(f"text_emb must come from model.encode_text, got {type(text_emb).__name__}")
+            if len(text_emb) != batch:
+                raise ValueError(f"text batch size {len(text_emb)} does not match image batch size {batch}")
+            emb = emb + text_emb.pooled.to(emb)
+            encoder_seq = text_emb.sequence
+
+        h = h.to(self.compute_dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = self._run(block, h, emb, encoder_seq)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, encoder_seq)
+        for block in self.output_blocks:
+            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, encoder_seq)
+        return self.out(h.to(x.dtype))
+
+    def _run(self, block, h, emb, encoder_seq):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, h, emb, encoder_seq, use_reentrant=False)
+        return block(h, emb, encoder_seq)
+
+    def _check_timesteps(self, timesteps, batch: int, device) -> torch.Tensor:
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor(timesteps, device=device)
+        if timesteps.dim() == 0:
+            timesteps = timesteps.expand(batch)
+        if timesteps.dim() != 1 or timesteps.shape[0] != batch:
+            raise ValueError(f"timesteps must be a 1-D tensor of {batch} values, got shape {tuple(timesteps.shape)}")
+        return timesteps
+
+    def _check_image(self, name: str, t, batch: int, channels: int, size: tuple[int, int] | None) -> None:
+        if not torch.is_tensor(t) or t.dim() != 4 or t.shape[0] != batch or t.shape[1] != channels:
+            shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+            raise ValueError(f"{name} must be a [{batch}, {channels}, H, W] tensor, got {shape}")
+        if size is not None and tuple(t.shape[2:]) != size:
+            raise ValueError(f"{name} must be {size[0]}x{size[1]} pixels, got {t.shape[2]}x{t.shape[3]}")
+
+    def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.dim() != 4:
+            raise ValueError(f"x must be a [batch, 3, H, W] tensor, got {tuple(x.shape) if torch.is_tensor(x) else x!r}")
+        batch, size = x.shape[0], (self.image_size, self.image_size)
+        self._check_image("x", x, batch, 3, size)
+        parts = [x]
+        if self.inpaint:
+            if inpaint_image is None:
+                inpaint_image = torch.zeros_like(x)
+            if inpaint_mask is None:
+                inpaint_mask = torch.zeros_like(x[:, :1])
+            self._check_image("inpaint_image", inpaint_image, batch, 3, size)
+            self._check_image("inpaint_mask", inpaint_mask, batch, 1, size)
+            parts += [inpaint_image * inpaint_mask, inpaint_mask]
+        elif inpaint_image is not None or inpaint_mask is not None:
+            raise ValueError("inpaint_image/inpaint_mask were given but this is not an inpainting model")
+        if self.super_res:
+            if low_res is None:
+                raise ValueError("low_res is required by a super-resolution model")
+            self._check_image("low_res", low_res, batch, 3, None)
+            parts.append(F.interpolate(low_res, size, mode="bilinear", align_corners=False))
+        elif low_res is not None:
+            raise ValueError("low_res was given but this is not a super-resolution model")
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
