@@ -1,1 +1,1 @@
-"""data_pipeline."""
+"""Dataset building: sources -> shard writer (data_pipeline.shards) -> WebDataset shards + manifest."""

@@ -1,0 +1,40 @@
+"""`python -m data_pipeline SOURCE ... --out DIR`: build and inspect caption-image datasets."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module exposes register(subparsers), which adds one subcommand whose `func(args)` returns
+# the exit status. One line per subcommand module.
+SUBCOMMAND_MODULES = [
+    "data_pipeline.folder",
+    "data_pipeline.flickr30k",
+    "data_pipeline.inspect",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_pipeline",
+        description="Build caption-image datasets as WebDataset shards (DIR/<size>/NNNNN.tar + "
+                    "DIR/manifest.json) and inspect them. Rerunning a build resumes it.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
