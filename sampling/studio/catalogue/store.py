@@ -1,0 +1,274 @@
+"""The catalogue: saved images with captions, prompts and generation parameters."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .backends import PostgresBackend, SQLiteBackend, open_backend
+from .errors import ImageMissing, InvalidInput, ItemNotFound
+from .images import ImageStore, png_bytes
+
+MAX_CAPTION_CHARS = 500
+MAX_PROMPT_CHARS = 4000
+MAX_PARAMS_CHARS = 64_000
+SORTS = ("date", "caption")
+
+_COLUMNS = "id, image_hash, caption, prompt, params, created_at, embedding_model"
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    image_hash: str
+    caption: str
+    prompt: str
+    params: dict
+    created_at: datetime
+    embedding_model: str | None = None
+    score: float | None = field(default=None, compare=False)
+
+
+def clean_caption(text: str, limit: int = MAX_CAPTION_CHARS, what: str = "caption") -> str:
+    """Normalise untrusted caption text; refuse empty or over-long captions with a clear message."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} must be text")
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        raise InvalidInput(f"{what} is empty")
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is {len(text)} characters long; the limit is {limit}")
+    return text
+
+
+class Catalogue:
+    """Rows in a database (SQLite file or PostgreSQL) plus image files under content-hash names.
+
+    ``embedder`` (see :mod:`sampling.studio.search`) turns captions into unit vectors for search
+    by meaning; without one, search falls back to substring matching.
+    """
+
+    def __init__(self, database: str | Path, image_dir: str | Path, embedder=None, migrate: bool = True):
+        self.backend: SQLiteBackend | PostgresBackend = open_backend(database)
+        self.images = ImageStore(image_dir)
+        self.embedder = embedder
+        if migrate:
+            self.backend.migrate()
+
+    @classmethod
+    def in_folder(cls, folder: str | Path, dsn: str | None = None, embedder=None) -> "Catalogue":
+        """The studio's layout: ``folder/catalogue.sqlite`` (unless a DSN is given) and ``folder/images/``."""
+        folder = Path(folder)
+        return cls(dsn or folder / "catalogue.sqlite", folder / "images", embedder=embedder)
+
+    def describe(self) -> str:
+        return self.backend.describe()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def add(self, image, caption: str, prompt: str = "", params: dict | None = None) -> Item:
+        caption = clean_caption(caption)
+        prompt = clean_caption(prompt, MAX_PROMPT_CHARS, "prompt") if prompt and prompt.strip() else ""
+        params_text = _params_text(params)
+        data = png_bytes(image, params)
+        embedding = self._embed_one(caption)
+        with self.images.lock():
+            image_hash = self.images.put(data)
+            try:
+                with self.backend.transaction(write=True) as cur:
+                    row = cur.execute(
+                        "INSERT INTO items (image_hash, caption, prompt, params, created_at, embedding, embedding_model) "
+                        f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                        (
+                            image_hash,
+                            caption,
+                            prompt,
+                            self.backend.params_to_db(params_text),
+                            self.backend.now(),
+                            None if embedding is None else self.backend.blob(embedding.tobytes()),
+                            None if embedding is None else self.embedder.name,
+                        ),
+                    )[0]
+            except BaseException:
+                self._drop_file_if_unreferenced(image_hash)
+                raise
+        return self._item(row)
+
+    def rename(self, item_id: int, caption: str) -> Item:
+        caption = clean_caption(caption)
+        embedding = self._embed_one(caption)
+        with self.backend.transaction(write=True) as cur:
+            rows = cur.execute(
+                f"UPDATE items SET caption = ?, embedding = ?, embedding_model = ? WHERE id = ? RETURNING {_COLUMNS}",
+                (
+                    caption,
+                    None if embedding is None else self.backend.blob(embedding.tobytes()),
+                    None if embedding is None else self.embedder.name,
+                    int(item_id),
+                ),
+            )
+        if not rows:
+            raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
+        return self._item(rows[0])
+
+    def delete(self, item_id: int) -> Item:
+        """Remove a row; its image file goes too once no other row uses the same image."""
+        with self.images.lock():
+            with self.backend.transaction(write=True) as cur:
+                rows = cur.execute(f"DELETE FROM items WHERE id = ? RETURNING {_COLUMNS}", (int(item_id),))
+            if not rows:
+                raise ItemNotFound(f"catalogue item {item_id} does not exist (already deleted?)")
+            item = self._item(rows[0])
+            self._drop_file_if_unreferenced(item.image_hash)
+        return item
+
+    def _drop_file_if_unreferenced(self, image_hash: str) -> None:
+        with self.backend.transaction() as cur:
+            left = cur.execute("SELECT COUNT(*) AS n FROM items WHERE image_hash = ?", (image_hash,))[0]["n"]
+        if left == 0:
+            self.images.remove(image_hash)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, item_id: int) -> Item:
+        with self.backend.transaction() as cur:
+            rows = cur.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (int(item_id),))
+        if not rows:
+            raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
+        return self._item(rows[0])
+
+    def list(self, sort: str = "date", descending: bool | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
+        """Items newest first (``sort="date"``) or A→Z by caption, case-insensitively (``sort="caption"``)."""
+        if sort not in SORTS:
+            raise InvalidInput(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        if descending is None:
+            descending = sort == "date"
+        direction = "DESC" if descending else "ASC"
+        key = "created_at" if sort == "date" else self.backend.caption_order_sql()
+        sql = f"SELECT {_COLUMNS} FROM items ORDER BY {key} {direction}, id {direction}"
+        args: tuple = ()
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args = (int(limit), int(offset))
+        with self.backend.transaction() as cur:
+            rows = cur.execute(sql, args)
+        return [self._item(row) for row in rows]
+
+    def count(self) -> int:
+        with self.backend.transaction() as cur:
+            return cur.execute("SELECT COUNT(*) AS n FROM items")[0]["n"]
+
+    def image_path(self, item: Item | int) -> Path:
+        """Path of the item's image on disk; :class:`ImageMissing` when the file is gone."""
+        item = item if isinstance(item, Item) else self.get(item)
+        path = self.images.path(item.image_hash)
+        if not path.is_file():
+            raise ImageMissing(
+                f"the image of catalogue item {item.id} ({item.caption!r}) is missing on disk: {path}"
+            )
+        return path
+
+    def export(self, item: Item | int, dest_dir: str | Path) -> Path:
+        """Copy the image to ``dest_dir`` under a readable name (for downloads)."""
+        item = item if isinstance(item, Item) else self.get(item)
+        source = self.image_path(item)
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / f"{slugify(item.caption)}-{item.id}.png"
+        tmp = target.with_suffix(".png.tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+        return target
+
+    # --- search --------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 20) -> tuple[list[Item], str]:
+        """Items ranked for ``query`` and the method used: ``"meaning"`` or ``"substring"``."""
+        query = clean_caption(query, MAX_CAPTION_CHARS, "search text")
+        if self.embedder is None:
+            return self._substring_search(query, limit), "substring"
+        self._backfill_embeddings()
+        with self.backend.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT {_COLUMNS}, embedding FROM items WHERE embedding_model = ?", (self.embedder.name,)
+            )
+        if not rows:
+            return [], "meaning"
+        matrix = np.stack([np.frombuffer(bytes(row["embedding"]), dtype=np.float32) for row in rows])
+        scores = matrix @ self._embed_one(query)
+        order = np.argsort(-scores, kind="stable")[:limit]
+        return [self._item(rows[i], score=float(scores[i])) for i in order], "meaning"
+
+    def _substring_search(self, query: str, limit: int) -> list[Item]:
+        words = query.split()
+        where = " AND ".join([self.backend.like_sql()] * len(words))
+        patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", word) + "%" for word in words]
+        with self.backend.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*patterns, int(limit)),
+            )
+        return [self._item(row) for row in rows]
+
+    def _backfill_embeddings(self) -> None:
+        """Embed captions saved while the model was absent or under another embedding model."""
+        with self.backend.transaction() as cur:
+            stale = cur.execute(
+                "SELECT id, caption FROM items WHERE embedding_model IS NULL OR embedding_model <> ?",
+                (self.embedder.name,),
+            )
+        if not stale:
+            return
+        vectors = self.embedder.encode([row["caption"] for row in stale])
+        with self.backend.transaction(write=True) as cur:
+            for row, vector in zip(stale, vectors):
+                # Only if the caption is unchanged: a concurrent rename has embedded its own text.
+                cur.execute(
+                    "UPDATE items SET embedding = ?, embedding_model = ? WHERE id = ? AND caption = ?",
+                    (self.backend.blob(vector.astype(np.float32).tobytes()), self.embedder.name, row["id"], row["caption"]),
+                )
+
+    def _embed_one(self, text: str) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        return self.embedder.encode([text])[0].astype(np.float32)
+
+    def _item(self, row: dict, score: float | None = None) -> Item:
+        return Item(
+            id=int(row["id"]),
+            image_hash=row["image_hash"],
+            caption=row["caption"],
+            prompt=row["prompt"],
+            params=json.loads(self.backend.params_from_db(row["params"])),
+            created_at=self.backend.parse_time(row["created_at"]),
+            embedding_model=row.get("embedding_model"),
+            score=score,
+        )
+
+
+def _params_text(params: dict | None) -> str:
+    if params is None:
+        return "{}"
+    if not isinstance(params, dict):
+        raise InvalidInput("generation parameters must be a mapping")
+    try:
+        text = json.dumps(params, sort_keys=True, allow_nan=False, default=str)
+    except ValueError as exc:
+        raise InvalidInput(f"generation parameters are not valid JSON: {exc}") from exc
+    if len(text) > MAX_PARAMS_CHARS:
+        raise InvalidInput(f"generation parameters take {len(text)} characters; the limit is {MAX_PARAMS_CHARS}")
+    return text
+
+
+def slugify(text: str, limit: int = 60) -> str:
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return text[:limit].rstrip("-") or "image"
