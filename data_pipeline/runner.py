@@ -126,6 +126,7 @@ def run_shard_tasks(
                     summary.errors.append(f"shard {shard_name(task.shard_id)}: {type(exc).__name__}: {exc}")
                 finally:
                     counter.flush()
+                    show(0, 0)
         else:
             _run_in_pool(pending, produce, config, processes, summary, show)
     finally:
@@ -151,6 +152,7 @@ def _run_in_pool(pending, produce, config, processes, summary, show) -> None:
                         summary.add(fut.result())
                     except Exception as exc:  # noqa: BLE001
                         summary.errors.append(f"shard {shard_name(task.shard_id)}: {type(exc).__name__}: {exc}")
+                    show(0, 0)
             _drain(progress_queue, show)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)

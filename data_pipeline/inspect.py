@@ -1,0 +1,236 @@
+"""`inspect DIR`: what a built dataset holds -- totals, splits, failure reasons, caption-length and
+original-size histograms -- and a contact sheet PNG of random samples with their captions."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import math
+import os
+import random
+import tarfile
+import textwrap
+from collections import Counter
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from data_pipeline.images import ImageError, decode_image
+from data_pipeline.shards import SPLITS
+
+CAPTION_WORD_BINS = (0, 5, 10, 15, 20, 30, 50)
+SIZE_BINS = (0, 64, 128, 256, 512, 1024, 2048)
+
+
+def dataset_sizes(out_dir: str) -> list[int]:
+    return sorted(int(d) for d in os.listdir(out_dir) if d.isdigit() and os.path.isdir(os.path.join(out_dir, d)))
+
+
+def _bin_label(bins: tuple[int, ...], i: int) -> str:
+    return f"{bins[i]}-{bins[i + 1] - 1}" if i + 1 < len(bins) else f"{bins[i]}+"
+
+
+def _histogram(values: list[int], bins: tuple[int, ...]) -> dict[str, int]:
+    counts = Counter(int(np.searchsorted(bins, v, side="right")) - 1 for v in values)
+    return {_bin_label(bins, i): counts.get(i, 0) for i in range(len(bins))}
+
+
+def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, seed: int = 0,
+                    sheet_path: str | None = None) -> dict:
+    """Scan the shards of one size and return a report; draw a contact sheet when sheet_path is set."""
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"{out_dir}: not a directory")
+    sizes = dataset_sizes(out_dir)
+    if not sizes:
+        raise FileNotFoundError(f"{out_dir}: no shard folders (DIR/<size>/NNNNN.tar)")
+    size = size if size is not None else sizes[-1]
+    if size not in sizes:
+        raise FileNotFoundError(f"{out_dir}: no shards of size {size} (have {', '.join(map(str, sizes))})")
+    tars = sorted(glob.glob(os.path.join(out_dir, str(size), "[0-9]*.tar")))
+
+    rng = random.Random(seed)
+    chosen: list[tuple[str, bytes | None, str]] = []  # reservoir of (key, image bytes, caption)
+    words: list[int] = []
+    short_sides: list[int] = []
+    splits: Counter = Counter()
+    sources: Counter = Counter()
+    seen = 0
+    for path in tars:
+        for key, meta, image in _scan_tar(path, lambda: len(chosen) < samples or rng.random() < samples / (seen + 1)):
+            if meta is None:
+                continue
+            caption = meta.get("caption") or ""
+            words.append(len(caption.split()))
+            if meta.get("width") and meta.get("height"):
+                short_sides.append(min(int(meta["width"]), int(meta["height"])))
+            splits[meta.get("split", "train")] += 1
+            sources[meta.get("source") or "?"] += 1
+            if image is not None:
+                if len(chosen) < samples:
+                    chosen.append((key, image, caption))
+                else:
+                    chosen[rng.randrange(samples)] = (key, image, caption)
+            seen += 1
+
+    stats = _shard_stats(out_dir, size)
+    failures: Counter = Counter()
+    for st in stats:
+        failures.update(st.get("failures", {}))
+    manifest_path = os.path.join(out_dir, "manifest.json")
+    manifest = None
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    report = {
+        "dir": os.path.abspath(out_dir),
+        "sizes": sizes,
+        "inspected_size": size,
+        "shards": len(tars),
+        "complete_shards": len(stats),
+        "samples": seen,
+        "items": sum(st.get("count", 0) for st in stats),
+        "failed": sum(failures.values()),
+        "failures": dict(failures.most_common()),
+        "splits": {s: splits.get(s, 0) for s in SPLITS},
+        "sources": dict(sources.most_common()),
+        "caption_words": _histogram(words, CAPTION_WORD_BINS),
+        "caption_words_mean": round(float(np.mean(words)), 2) if words else 0.0,
+        "original_short_side": _histogram(short_sides, SIZE_BINS),
+        "manifest": manifest is not None,
+        "contact_sheet": None,
+    }
+    if sheet_path and chosen:
+        chosen.sort(key=lambda c: c[0])
+        write_contact_sheet(chosen, sheet_path)
+        report["contact_sheet"] = os.path.abspath(sheet_path)
+    return report
+
+
+def _scan_tar(path: str, want_image):
+    """Yield (key, metadata, image bytes or None) reading image bytes only when want_image() says so."""
+    with tarfile.open(path, "r") as tar:
+        key, meta, image, image_member = None, None, None, None
+        for member in tar:
+            if not member.isfile():
+                continue
+            stem, _, ext = member.name.partition(".")
+            if stem != key:
+                if key is not None:
+                    yield key, meta, _read(tar, image_member, want_image)
+                key, meta, image_member = stem, None, None
+            if ext == "json":
+                try:
+                    meta = json.loads(tar.extractfile(member).read())
+                except ValueError:
+                    meta = None
+            elif ext in ("jpg", "jpeg", "png", "webp"):
+                image_member = member
+        if key is not None:
+            yield key, meta, _read(tar, image_member, want_image)
+
+
+def _read(tar, member, want_image):
+    if member is None or not want_image():
+        return None
+    return tar.extractfile(member).read()
+
+
+def _shard_stats(out_dir: str, size: int) -> list[dict]:
+    stats = []
+    for path in sorted(glob.glob(os.path.join(out_dir, str(size), "[0-9]*_stats.json"))):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                stats.append(json.load(fh))
+        except (OSError, ValueError):
+            continue
+    return stats
+
+
+def write_contact_sheet(samples: list[tuple[str, bytes, str]], path: str, tile: int = 192) -> None:
+    """A grid of images, each with its key and wrapped caption underneath; written atomically."""
+    cols = math.ceil(math.sqrt(len(samples)))
+    rows = math.ceil(len(samples) / cols)
+    font = _font(12)
+    line_h = 15
+    text_lines = 6
+    cell_w, cell_h = tile + 8, tile + 8 + line_h * text_lines
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    chars = max(10, tile // 7)
+    for i, (key, data, caption) in enumerate(samples):
+        x, y = (i % cols) * cell_w + 4, (i // cols) * cell_h + 4
+        try:
+            rgb, _ = decode_image(data)
+            img = Image.fromarray(rgb)
+            scale = tile / max(img.size)
+            resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST  # keep small pixels crisp
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), resample)
+            sheet.paste(img, (x + (tile - img.width) // 2, y + (tile - img.height) // 2))
+        except ImageError as exc:
+            draw.text((x + 4, y + tile // 2), f"unreadable: {exc.reason}", fill=(200, 0, 0), font=font)
+        lines = [key] + textwrap.wrap(caption, chars)
+        if len(lines) > text_lines:
+            lines = lines[: text_lines - 1] + [lines[text_lines - 1][: chars - 1] + "…"]
+        for j, line in enumerate(lines):
+            draw.text((x, y + tile + 2 + j * line_h), line, fill=(90, 90, 90) if j == 0 else (0, 0, 0), font=font)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"dataset {report['dir']}",
+        f"  sizes {', '.join(map(str, report['sizes']))}; inspected {report['inspected_size']} px, "
+        f"{report['shards']} shards ({report['complete_shards']} complete)",
+        f"  samples {report['samples']} of {report['items']} input items, {report['failed']} failed",
+        "  splits " + ", ".join(f"{k}={v}" for k, v in report["splits"].items()),
+        "  sources " + ", ".join(f"{k}={v}" for k, v in report["sources"].items()),
+    ]
+    if report["failures"]:
+        lines.append("  failures by reason:")
+        lines += [f"    {reason:<24} {count}" for reason, count in report["failures"].items()]
+    for title, key in (("caption length (words)", "caption_words"), ("original short side (px)", "original_short_side")):
+        hist = report[key]
+        peak = max(hist.values()) or 1
+        lines.append(f"  {title}:")
+        lines += [f"    {label:>10} {count:>7} {'#' * round(30 * count / peak)}" for label, count in hist.items()]
+    lines.append(f"  mean caption length {report['caption_words_mean']} words")
+    if report["contact_sheet"]:
+        lines.append(f"  contact sheet: {report['contact_sheet']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    sheet = None if args.samples <= 0 else (args.sheet or os.path.join(args.dir, "contact_sheet.png"))
+    try:
+        report = inspect_dataset(args.dir, size=args.size, samples=args.samples, seed=args.seed, sheet_path=sheet)
+    except (FileNotFoundError, tarfile.TarError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("inspect", help="summarise a built dataset and draw a contact sheet",
+                                   description=__doc__)
+    parser.add_argument("dir", help="dataset directory (the --out of a build)")
+    parser.add_argument("--size", type=int, help="which shard size to read (default: the largest)")
+    parser.add_argument("--samples", type=int, default=16, help="random samples on the contact sheet; 0: no sheet (default: 16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for choosing the samples (default: 0)")
+    parser.add_argument("--sheet", help="contact sheet PNG path (default: DIR/contact_sheet.png)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run)
