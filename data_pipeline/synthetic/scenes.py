@@ -1,0 +1,36 @@
+"""Whole samples of the synthetic world: image, captions and ground truth from (seed, index)."""
+
+from __future__ import annotations
+
+from .captions import make_caption
+from .render import render
+from .world import DEFAULT_WORLD, World, sample_attributes, sample_rng
+
+
+def make_scene(
+    index: int,
+    seed: int = 0,
+    world: World = DEFAULT_WORLD,
+    style: str = "plain",
+    size: int = 64,
+    captions_per_image: int = 3,
+    style_word_p: float = 0.5,
+):
+    """Scene `index` of the run seeded `seed`: (RGB uint8 image, captions, attributes).
+
+    The same arguments always give the same sample, whatever else was generated before.
+    """
+    if captions_per_image < 1:
+        raise ValueError("captions_per_image must be >= 1")
+    rng = sample_rng(seed, index)
+    attributes = sample_attributes(world, rng, style)
+    name_size = len(world.sizes) > 1
+    captions = []
+    # Distinct phrasings where the templates allow; a few draws suffice.
+    for _ in range(8 * captions_per_image):
+        caption = make_caption(attributes, rng, name_size=name_size, style_word_p=style_word_p)
+        if caption not in captions:
+            captions.append(caption)
+        if len(captions) == captions_per_image:
+            break
+    return render(attributes, size), captions, attributes
