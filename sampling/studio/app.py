@@ -1,0 +1,289 @@
+"""The Gradio web layer of the studio: three tabs wired to :class:`~sampling.studio.service.Studio`."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .catalogue import SORTS
+from .service import Studio, StudioError
+from .settings import DEFAULT_STEPS, LIMITS, MAX_PANELS, SAMPLERS
+
+GENERATE_CONCURRENCY = 1  # one sampling job at a time; other users wait in the queue and see their place
+CATALOGUE_CONCURRENCY = 4
+QUEUE_SIZE = 32
+
+
+def _message(lines: list[str] | str) -> str:
+    return "\n".join(lines) if isinstance(lines, list) else lines
+
+
+def build_app(studio: Studio):
+    import gradio as gr
+
+    with gr.Blocks(title="autocomics studio") as demo:
+        gr.Markdown("# autocomics studio")
+        with gr.Tab("Generate", id="generate"):
+            _generate_tab(gr, studio)
+        with gr.Tab("Train", id="train"):
+            _train_tab(gr, studio)
+        with gr.Tab("Catalogue", id="catalogue") as catalogue_tab:
+            refresh_catalogue = _catalogue_tab(gr, studio)
+        catalogue_tab.select(**refresh_catalogue)
+        demo.load(**refresh_catalogue)
+    demo.queue(default_concurrency_limit=CATALOGUE_CONCURRENCY, max_size=QUEUE_SIZE)
+    return demo
+
+
+# --- Generate -------------------------------------------------------------------------------
+
+def _generate_tab(gr, studio: Studio) -> None:
+    choices = studio.model_choices()
+    with gr.Row():
+        with gr.Column(scale=2):
+            model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Model",
+                                allow_custom_value=True, elem_id="gen-model",
+                                info="the bundled model, or a model folder from the models directory")
+            refresh_models = gr.Button("Refresh model list", size="sm")
+            captions = gr.Textbox(lines=4, label=f"Captions, one panel per line (2 to {MAX_PANELS})",
+                                  placeholder="a lighthouse on a cliff, a painting\na boat in a storm, a painting",
+                                  elem_id="gen-captions")
+            with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
+                guidance = gr.Number(value=3.0, label=f"Guidance scale ({LIMITS['guidance'][0]}–{LIMITS['guidance'][1]})",
+                                     elem_id="gen-guidance")
+                sampler = gr.Dropdown(choices=list(SAMPLERS), value=SAMPLERS[0], label="Sampler", elem_id="gen-sampler")
+                steps = gr.Number(value=DEFAULT_STEPS[SAMPLERS[0]], precision=0, label="Steps", elem_id="gen-steps")
+                seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="gen-seed")
+                upsample = gr.Checkbox(value=False, label="Upsample (needs a pipeline with an upsampler)",
+                                       elem_id="gen-upsample")
+                upsample_steps = gr.Number(value=27, precision=0, label="Upsampler steps", elem_id="gen-upsample-steps")
+            generate = gr.Button("Generate", variant="primary", elem_id="gen-run")
+        with gr.Column(scale=3):
+            status = gr.Textbox(label="Messages", interactive=False, lines=3, elem_id="gen-status")
+            strip = gr.Image(label="Strip", type="filepath", interactive=False, elem_id="gen-strip")
+            page = gr.Image(label="Page", type="filepath", interactive=False, elem_id="gen-page")
+            panels = gr.Gallery(label="Panels", columns=4, height="auto", elem_id="gen-panels")
+            with gr.Row():
+                download_strip = gr.DownloadButton("Download strip", interactive=False, elem_id="gen-download-strip")
+                download_page = gr.DownloadButton("Download page", interactive=False, elem_id="gen-download-page")
+            with gr.Row():
+                save_caption = gr.Textbox(label="Caption for the catalogue", max_lines=1, elem_id="gen-save-caption")
+                save = gr.Button("Save strip to catalogue", elem_id="gen-save")
+    result = gr.State(None)
+
+    sampler.change(lambda name: DEFAULT_STEPS.get(name, 20), inputs=sampler, outputs=steps)
+    refresh_models.click(lambda: gr.update(choices=studio.model_choices()), outputs=model)
+
+    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps):
+        try:
+            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps)
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        notes = out.messages + [f"seed {out.settings.seed}, {out.settings.sampler} × {out.settings.steps} steps, "
+                                f"guidance {out.settings.guidance:g}"]
+        return (
+            _message(notes), str(out.strip), str(out.page), [(str(p), c) for p, c in zip(out.panels, out.captions)],
+            gr.update(value=str(out.strip), interactive=True), gr.update(value=str(out.page), interactive=True),
+            " / ".join(out.captions)[:200], {"strip": str(out.strip), "prompt": "\n".join(out.captions), "params": out.params},
+            out.settings.guidance, out.settings.steps, out.settings.seed,
+        )
+
+    generate.click(
+        run, inputs=[model, captions, guidance, steps, sampler, seed, upsample, upsample_steps],
+        outputs=[status, strip, page, panels, download_strip, download_page, save_caption, result, guidance, steps, seed],
+        concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate",
+    )
+
+    def save_to_catalogue(last, caption):
+        if not last:
+            raise gr.Error("nothing to save yet: generate a strip first")
+        try:
+            item = studio.save(last["strip"], caption, prompt=last["prompt"], params=last["params"])
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        return f"saved to the catalogue as #{item.id}: {item.caption}"
+
+    save.click(save_to_catalogue, inputs=[result, save_caption], outputs=status)
+
+
+# --- Train ----------------------------------------------------------------------------------
+
+def _presets() -> list[str]:
+    try:
+        from finetune.model import list_presets
+
+        return list(list_presets())
+    except Exception:
+        return []
+
+
+def _train_tab(gr, studio: Studio) -> None:
+    presets = _presets()
+    default_preset = "tiny-base" if "tiny-base" in presets else (presets[0] if presets else "")
+    with gr.Row():
+        with gr.Column(scale=2):
+            data = gr.Textbox(label="Dataset folder (shards or imagefolder)", elem_id="train-data")
+            init = gr.Dropdown(choices=["scratch"] + [value for _, value in studio.model_choices() if value != "bundled"],
+                               value="scratch", allow_custom_value=True, label="Start from",
+                               info="scratch (uses the preset), or a model folder to fine-tune", elem_id="train-init")
+            preset = gr.Dropdown(choices=presets, value=default_preset, label="Preset", elem_id="train-preset")
+            with gr.Row():
+                max_steps = gr.Number(value=200, precision=0, label="Steps", elem_id="train-steps")
+                batch_size = gr.Number(value=4, precision=0, label="Batch size", elem_id="train-batch")
+            with gr.Row():
+                lr = gr.Number(value=1e-4, label="Learning rate", elem_id="train-lr")
+                uncond_p = gr.Number(value=0.2, label="Empty-caption probability", elem_id="train-uncond")
+            with gr.Row():
+                checkpoint_every = gr.Number(value=100, precision=0, label="Checkpoint every", elem_id="train-ckpt")
+                sample_every = gr.Number(value=100, precision=0, label="Samples every", elem_id="train-sample")
+            with gr.Row():
+                start = gr.Button("Start fine-tune", variant="primary", elem_id="train-start")
+                cancel = gr.Button("Cancel (checkpoints first)", variant="stop", elem_id="train-cancel")
+        with gr.Column(scale=3):
+            status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
+            progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="train-progress")
+            plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="train-plot")
+            samples = gr.Gallery(label="Logged samples", columns=2, height="auto", elem_id="train-samples")
+            log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, interactive=False, autoscroll=True,
+                             elem_id="train-log")
+    timer = gr.Timer(2.0, active=False)
+
+    def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every):
+        settings = {
+            "data": [str(data_dir or "").strip()], "init": init_value or "scratch", "max_steps": steps,
+            "batch_size": bs, "lr": rate, "uncond_p": p_uncond, "checkpoint_every": ckpt, "sample_every": every,
+            "progress": True,
+        }
+        if (init_value or "scratch") == "scratch":
+            settings["preset"] = preset_name
+        if not settings["data"][0]:
+            raise gr.Error("choose a dataset folder")
+        try:
+            job = studio.start_training(settings)
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        return f"started in {job.run_dir}", gr.Timer(active=True)
+
+    start.click(start_run, inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every,
+                                   sample_every], outputs=[status, timer], concurrency_id="train", concurrency_limit=1)
+
+    def poll():
+        info = studio.training_progress()
+        if info is None:
+            return "no fine-tune started", 0, None, [], "", gr.Timer(active=False)
+        rows = [{"step": s, "loss": v, "series": tag} for tag, points in info.losses.items() for s, v in points]
+        frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+        from PIL import Image
+        import io
+
+        pictures = [(Image.open(io.BytesIO(data)), f"{tag} @ step {step}") for tag, step, data in info.samples]
+        if info.running:
+            state = f"running: step {info.step} of {info.max_steps}"
+        elif info.returncode == 0:
+            state = f"finished: step {info.step} of {info.max_steps}; model in {studio.job.run_dir / 'model'}"
+        else:
+            state = (f"stopped (exit code {info.returncode}) at step {info.step}; resume from a terminal with "
+                     f"python -m finetune train --config {studio.job.run_dir / 'studio-config.yaml'} --resume latest")
+        return state, round(100 * info.fraction, 1), frame, pictures, info.log_tail, gr.Timer(active=info.running)
+
+    outputs = [status, progress, plot, samples, log, timer]
+    timer.tick(poll, outputs=outputs, concurrency_id="train-poll", concurrency_limit=4, show_progress="hidden")
+
+    def cancel_run():
+        try:
+            code = studio.cancel_training()
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        gr.Info(f"fine-tune stopped (exit code {code}); its last checkpoint is kept")
+        return poll()
+
+    cancel.click(cancel_run, outputs=outputs, concurrency_id="train", concurrency_limit=1)
+
+
+# --- Catalogue ------------------------------------------------------------------------------
+
+def _catalogue_tab(gr, studio: Studio) -> dict:
+    with gr.Row():
+        query = gr.Textbox(label="Search", placeholder="describe what you are looking for", scale=4,
+                           elem_id="cat-query")
+        search = gr.Button("Search", scale=1, elem_id="cat-search")
+        sort = gr.Radio(choices=list(SORTS), value="date", label="Sort by", scale=2, elem_id="cat-sort")
+    status = gr.Textbox(label="Status", interactive=False, elem_id="cat-status", value=studio.search_status)
+    grid = gr.Gallery(label="Catalogue", columns=4, height="auto", allow_preview=False, elem_id="cat-grid")
+    with gr.Row():
+        selected = gr.Textbox(label="Selected item", interactive=False, elem_id="cat-selected")
+        new_caption = gr.Textbox(label="New caption", max_lines=1, elem_id="cat-new-caption")
+        rename = gr.Button("Rename", elem_id="cat-rename")
+    with gr.Row():
+        download = gr.DownloadButton("Download", interactive=False, elem_id="cat-download")
+        delete = gr.Button("Delete…", variant="stop", elem_id="cat-delete")
+    with gr.Row(visible=False) as confirm_row:
+        confirm_text = gr.Textbox(show_label=False, interactive=False, elem_id="cat-confirm-text")
+        confirm = gr.Button("Yes, delete it", variant="stop", elem_id="cat-confirm")
+        keep = gr.Button("No, keep it", elem_id="cat-keep")
+    items = gr.State([])
+    chosen = gr.State(None)
+
+    def refresh(q, order):
+        try:
+            rows, line = studio.browse(order, q)
+        except StudioError as exc:
+            return [], [], str(exc)
+        ids = [item.id for item, _ in rows]
+        gallery = [(str(path), f"#{item.id} {item.caption}") for item, path in rows]
+        return gallery, ids, line
+
+    listing = {"fn": refresh, "inputs": [query, sort], "outputs": [grid, items, status]}
+    search.click(**listing)
+    query.submit(**listing)
+    sort.change(**listing)
+
+    def choose(ids, evt: gr.SelectData):
+        item_id = ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
+        if item_id is None:
+            return None, "", "", gr.update(interactive=False, value=None), gr.update(visible=False)
+        try:
+            item = studio.catalogue.get(item_id)
+            path = studio.download(item_id)
+            button = gr.update(interactive=True, value=str(path))
+            note = f"#{item.id} {item.caption}"
+        except Exception as exc:  # CatalogueError or StudioError: show it, keep the selection
+            button = gr.update(interactive=False, value=None)
+            note = f"#{item_id}: {exc}"
+            item = None
+        return item_id, note, item.caption if item else "", button, gr.update(visible=False)
+
+    grid.select(choose, inputs=items, outputs=[chosen, selected, new_caption, download, confirm_row])
+
+    def do_rename(item_id, caption, q, order):
+        if item_id is None:
+            raise gr.Error("select an item in the grid first")
+        try:
+            item = studio.rename(item_id, caption)
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        gallery, ids, line = refresh(q, order)
+        return gallery, ids, f"renamed #{item.id} to {item.caption!r}. {line}", f"#{item.id} {item.caption}"
+
+    rename.click(do_rename, inputs=[chosen, new_caption, query, sort], outputs=[grid, items, status, selected])
+
+    def ask(item_id, note):
+        if item_id is None:
+            raise gr.Error("select an item in the grid first")
+        return gr.update(visible=True), f"Delete {note} for good?"
+
+    delete.click(ask, inputs=[chosen, selected], outputs=[confirm_row, confirm_text])
+    keep.click(lambda: gr.update(visible=False), outputs=confirm_row)
+
+    def do_delete(item_id, q, order):
+        if item_id is None:
+            raise gr.Error("select an item in the grid first")
+        try:
+            item = studio.delete(item_id)
+        except StudioError as exc:
+            raise gr.Error(str(exc))
+        gallery, ids, line = refresh(q, order)
+        return (gallery, ids, f"deleted #{item.id} {item.caption!r}. {line}", gr.update(visible=False), None, "",
+                gr.update(interactive=False, value=None))
+
+    confirm.click(do_delete, inputs=[chosen, query, sort],
+                  outputs=[grid, items, status, confirm_row, chosen, selected, download])
+    return listing

@@ -1,0 +1,51 @@
+"""``python -m sampling studio``: serve the web studio (127.0.0.1 unless told otherwise)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path("studio")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="folder for the catalogue (SQLite + images), outputs and fine-tune runs (default: ./studio)")
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="folder of model folders / pipeline folders offered besides the bundled model")
+    parser.add_argument("--database", default=os.environ.get("AUTOCOMICS_STUDIO_DSN"),
+                        help="PostgreSQL DSN (postgresql://user@host/db) for the catalogue; default: SQLite in the "
+                             "workdir (env AUTOCOMICS_STUDIO_DSN)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--device", default="auto", help="sampling device: auto, cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--no-semantic-search", action="store_true",
+                        help="do not load the sentence-embedding model; search captions by substring")
+
+
+def build(args: argparse.Namespace):
+    """The studio service and its Gradio app for parsed arguments."""
+    from .app import build_app
+    from .service import Studio, StudioConfig
+
+    studio = Studio(StudioConfig(
+        workdir=args.workdir.expanduser().resolve(),
+        models_dir=args.models_dir.expanduser().resolve() if args.models_dir else None,
+        database=args.database,
+        device=args.device,
+        semantic_search=not args.no_semantic_search,
+    ))
+    return studio, build_app(studio)
+
+
+def run(args: argparse.Namespace, block: bool = True):
+    studio, demo = build(args)
+    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(studio.config.workdir)],
+                prevent_thread_lock=not block, show_error=True, quiet=not block)
+    return studio, demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sampling studio", description=__doc__)
+    add_arguments(parser)
+    run(parser.parse_args(argv))

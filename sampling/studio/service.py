@@ -1,0 +1,203 @@
+"""What the studio does, without the web layer: generate strips, keep the catalogue, run fine-tunes.
+
+Every public method returns data plus user-facing messages, and turns expected failures
+(bad input, database down, file missing, model not loadable) into :class:`StudioError` with a
+message the UI shows as is. Nothing here imports Gradio, so notebooks and tests can drive it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from .catalogue import Catalogue, CatalogueError, Item
+from .search import load_default_embedder
+from .settings import GenerateSettings, clamp_settings, split_captions
+from .training import Progress, TrainingError, TrainingJob, new_run_dir
+
+log = logging.getLogger(__name__)
+
+BUNDLED = "bundled"
+
+
+class StudioError(Exception):
+    """A failure to show the user (its message says what happened and what to do)."""
+
+
+@dataclass
+class StudioConfig:
+    workdir: Path
+    models_dir: Path | None = None
+    database: str | None = None  # PostgreSQL DSN; default: SQLite in workdir
+    device: str = "auto"
+    semantic_search: bool = True
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.workdir / "outputs"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.workdir / "runs"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.workdir / "downloads"
+
+
+@dataclass
+class StripResult:
+    panels: list[Path]
+    strip: Path
+    page: Path
+    captions: list[str]
+    settings: GenerateSettings
+    model: str
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def params(self) -> dict:
+        return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
+
+
+class Studio:
+    def __init__(self, config: StudioConfig):
+        self.config = config
+        config.workdir.mkdir(parents=True, exist_ok=True)
+        self._catalogue: Catalogue | None = None
+        self._catalogue_lock = threading.Lock()
+        self._embedder = None
+        self.search_status = "search by meaning is off; using substring search"
+        if config.semantic_search:
+            self._embedder, self.search_status = load_default_embedder()
+        self._generator = None
+        self._generator_lock = threading.Lock()
+        self.job: TrainingJob | None = None
+        self._job_lock = threading.Lock()
+
+    # --- catalogue -----------------------------------------------------------------------
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """Opened on first use and re-tried after failures, so a database that comes back is picked up."""
+        with self._catalogue_lock:
+            if self._catalogue is None:
+                try:
+                    self._catalogue = Catalogue.in_folder(
+                        self.config.workdir, dsn=self.config.database, embedder=self._embedder
+                    )
+                except CatalogueError as exc:
+                    raise StudioError(f"catalogue unavailable: {exc}") from exc
+            return self._catalogue
+
+    def _guard(self, action: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CatalogueError as exc:
+            raise StudioError(f"{action} failed: {exc}") from exc
+
+    def save(self, image_path: str | Path, caption: str, prompt: str = "", params: dict | None = None) -> Item:
+        if not image_path or not Path(image_path).is_file():
+            raise StudioError("nothing to save yet: generate a strip first")
+        return self._guard("saving", self.catalogue.add, Path(image_path), caption, prompt=prompt, params=params)
+
+    def browse(self, sort: str = "date", query: str = "") -> tuple[list[tuple[Item, Path]], str]:
+        """Items (with the file to show) for the grid, and a status line."""
+        catalogue = self.catalogue
+        if query and query.strip():
+            items, method = self._guard("searching", catalogue.search, query)
+            how = "by meaning" if method == "meaning" else "by words in the caption (search by meaning is off)"
+            status = f"{len(items)} result(s) for {query.strip()!r}, ranked {how}"
+        else:
+            items = self._guard("listing", catalogue.list, sort)
+            status = f"{len(items)} item(s), sorted by {sort}"
+        rows, missing = [], []
+        for item in items:
+            try:
+                rows.append((item, catalogue.image_path(item)))
+            except CatalogueError:
+                missing.append(item)
+                rows.append((item, self._missing_image()))
+        if missing:
+            ids = ", ".join(f"#{i.id}" for i in missing)
+            status += f". Image file missing on disk for {ids}: the caption is kept; delete the item or restore the file."
+        return rows, status
+
+    def rename(self, item_id: int, caption: str) -> Item:
+        return self._guard("renaming", self.catalogue.rename, item_id, caption)
+
+    def delete(self, item_id: int) -> Item:
+        return self._guard("deleting", self.catalogue.delete, item_id)
+
+    def download(self, item_id: int) -> Path:
+        return self._guard("download", self.catalogue.export, item_id, self.config.downloads_dir)
+
+    def _missing_image(self) -> Path:
+        path = self.config.workdir / "missing-image.png"
+        if not path.is_file():
+            image = Image.new("RGB", (128, 128), (235, 235, 235))
+            draw = ImageDraw.Draw(image)
+            draw.line((0, 0, 127, 127), fill=(200, 60, 60), width=3)
+            draw.line((0, 127, 127, 0), fill=(200, 60, 60), width=3)
+            draw.text((22, 58), "image missing", fill=(40, 40, 40))
+            tmp = path.with_suffix(".tmp.png")
+            image.save(tmp)
+            tmp.replace(path)
+        return path
+
+    # --- generation ----------------------------------------------------------------------
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        from .models import discover_models
+
+        return discover_models(self.config.models_dir, self.config.runs_dir)
+
+    def generate(self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False,
+                 upsample_steps=27) -> StripResult:
+        from .catalogue.errors import InvalidInput
+        from .generation import GenerationError, Generator
+
+        try:
+            captions, messages = split_captions(captions_text)
+        except InvalidInput as exc:
+            raise StudioError(str(exc)) from exc
+        settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps)
+        messages += clamped
+        with self._generator_lock:
+            if self._generator is None:
+                self._generator = Generator(self.config.device)
+            generator = self._generator
+        out_dir = self.config.outputs_dir / time.strftime("%Y%m%d-%H%M%S")
+        try:
+            result = generator.strip(model or BUNDLED, captions, settings, out_dir)
+        except GenerationError as exc:
+            raise StudioError(str(exc)) from exc
+        result.messages = messages + result.messages
+        return result
+
+    # --- training ------------------------------------------------------------------------
+
+    def start_training(self, settings: dict) -> TrainingJob:
+        with self._job_lock:
+            if self.job is not None and self.job.running:
+                raise StudioError(f"a fine-tune is already running in {self.job.run_dir}; cancel it first")
+            try:
+                job = TrainingJob(new_run_dir(self.config.runs_dir), settings)
+                job.start()
+            except TrainingError as exc:
+                raise StudioError(f"cannot start the fine-tune: {exc}") from exc
+            self.job = job
+            return job
+
+    def training_progress(self) -> Progress | None:
+        return None if self.job is None else self.job.progress()
+
+    def cancel_training(self) -> int | None:
+        with self._job_lock:
+            if self.job is None or not self.job.running:
+                raise StudioError("no fine-tune is running")
+            return self.job.cancel()

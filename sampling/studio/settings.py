@@ -1,0 +1,90 @@
+"""Checking what users type: captions split into panels, numbers clamped into range with a message."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+from .catalogue import clean_caption
+from .catalogue.errors import InvalidInput
+
+MIN_PANELS, MAX_PANELS = 2, 8
+MAX_PANEL_CHARS = 300
+SAMPLERS = ("dpmpp_2m", "ddim", "ancestral")  # names as in finetune.diffusion.samplers, fastest first
+DEFAULT_STEPS = {"dpmpp_2m": 20, "ddim": 27, "ancestral": 50}
+LIMITS = {
+    "guidance": (0.0, 30.0),
+    "steps": (1, 1000),
+    "seed": (0, 2**31 - 1),
+    "upsample_steps": (1, 1000),
+}
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    guidance: float = 3.0
+    steps: int = DEFAULT_STEPS["dpmpp_2m"]
+    sampler: str = "dpmpp_2m"
+    seed: int = 0
+    upsample: bool = False
+    upsample_steps: int = 27
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_captions(text: str) -> tuple[list[str], list[str]]:
+    """One caption per non-empty line → (captions, messages). Over-long ones are cut with a message."""
+    if text is None or not str(text).strip():
+        raise InvalidInput(f"write {MIN_PANELS} or more captions, one per line")
+    captions, messages = [], []
+    for number, line in enumerate(str(text).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            captions.append(clean_caption(line, limit=MAX_PANEL_CHARS))
+        except InvalidInput:
+            cut = clean_caption(line, limit=10**9)[:MAX_PANEL_CHARS].rstrip()
+            messages.append(f"caption on line {number} was longer than {MAX_PANEL_CHARS} characters and was cut")
+            captions.append(cut)
+    if len(captions) < MIN_PANELS:
+        raise InvalidInput(f"a strip needs at least {MIN_PANELS} captions (one per line); got {len(captions)}")
+    if len(captions) > MAX_PANELS:
+        messages.append(f"only the first {MAX_PANELS} of {len(captions)} captions are drawn")
+        captions = captions[:MAX_PANELS]
+    return captions, messages
+
+
+def _number(value, name: str, kind, messages: list[str], default):
+    low, high = LIMITS[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        messages.append(f"{name} {value!r} is not a number; using {default}")
+        return default
+    if math.isnan(number):
+        messages.append(f"{name} is not a number; using {default}")
+        return default
+    clamped = min(max(number, low), high)
+    if clamped != number:
+        messages.append(f"{name} {value} is outside {low}–{high}; using {kind(clamped)}")
+    return kind(round(clamped)) if kind is int else kind(clamped)
+
+
+def clamp_settings(guidance, steps, sampler, seed, upsample=False, upsample_steps=27) -> tuple[GenerateSettings, list[str]]:
+    """Turn raw form values into settings the sampler accepts, saying what was changed."""
+    messages: list[str] = []
+    if sampler not in SAMPLERS:
+        messages.append(f"unknown sampler {sampler!r}; using {SAMPLERS[0]}")
+        sampler = SAMPLERS[0]
+    if seed is None or (isinstance(seed, str) and not seed.strip()) or (isinstance(seed, (int, float)) and seed < 0):
+        seed = random.SystemRandom().randint(*LIMITS["seed"])
+    settings = GenerateSettings(
+        guidance=_number(guidance, "guidance", float, messages, 3.0),
+        steps=_number(steps, "steps", int, messages, DEFAULT_STEPS[sampler]),
+        sampler=sampler,
+        seed=_number(seed, "seed", int, messages, 0),
+        upsample=bool(upsample),
+        upsample_steps=_number(upsample_steps, "upsample_steps", int, messages, 27),
+    )
+    return settings, messages

@@ -1,0 +1,186 @@
+"""Fine-tunes started from the studio: a ``python -m finetune train`` child process, watched and cancelled.
+
+The run is an ordinary trainer run (its settings written to ``run_dir/studio-config.yaml``), so it can
+also be resumed from a terminal. Progress comes from what the trainer writes anyway: TensorBoard
+scalars and images in the run folder, and its console output, which the studio captures to a log.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+LOG_NAME = "studio-train.log"
+CONFIG_NAME = "studio-config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot be started (bad settings, one already running) or inspected."""
+
+
+def validate_settings(settings: dict) -> dict:
+    """The trainer's own validation, before any process starts; returns the resolved settings."""
+    from finetune.train.config import ConfigError, build_config
+
+    try:
+        return build_config(settings).to_dict()
+    except ConfigError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+@dataclass
+class Progress:
+    running: bool
+    returncode: int | None
+    step: int
+    max_steps: int
+    losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    samples: list[tuple[str, int, bytes]] = field(default_factory=list)  # (tag, step, PNG/JPEG bytes)
+    log_tail: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+
+class TrainingJob:
+    """One trainer process. ``cancel`` sends SIGINT (the trainer checkpoints and exits), then SIGTERM."""
+
+    def __init__(self, run_dir: str | Path, settings: dict):
+        self.run_dir = Path(run_dir)
+        self.settings = dict(settings, run_dir=str(self.run_dir))
+        self.resolved = validate_settings(self.settings)
+        self.process: subprocess.Popen | None = None
+        self._log_handle = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_NAME
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "finetune", "train", "--config", str(self.run_dir / CONFIG_NAME)]
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.run_dir / CONFIG_NAME
+        tmp = config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(self.settings, sort_keys=True), encoding="utf-8")
+        tmp.replace(config_path)
+        self._log_handle = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the studio's terminal must not kill the run uncheckpointed
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cancel(self, grace_s: float = 120.0) -> int | None:
+        """Ask the trainer to checkpoint and stop; wait up to ``grace_s`` before escalating to SIGTERM."""
+        if not self.running:
+            return self.returncode
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def progress(self, log_chars: int = 4000) -> Progress:
+        scalars, images = read_tensorboard(self.run_dir)
+        losses = {tag: points for tag, points in scalars.items() if tag.rsplit("/", 1)[-1].endswith("loss")}
+        step = max((points[-1][0] for points in scalars.values() if points), default=0)
+        return Progress(
+            running=self.running,
+            returncode=self.returncode,
+            step=step,
+            max_steps=int(self.resolved.get("max_steps") or 0),
+            losses=losses,
+            samples=images,
+            log_tail=tail_text(self.log_path, log_chars),
+        )
+
+
+def tail_text(path: Path, chars: int) -> str:
+    """The end of a console log, with progress-bar carriage returns collapsed to their last state."""
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - chars * 4))
+        text = handle.read().decode("utf-8", errors="replace")
+    lines = [line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r") for line in text.split("\n")]
+    text = "\n".join(lines)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)  # colour codes
+    return text[-chars:]
+
+
+_tb_lock = threading.Lock()
+
+
+def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], list[tuple[str, int, bytes]]]:
+    """All scalar series and the newest image of each image tag from the event files under ``run_dir``."""
+    files = sorted(Path(run_dir).rglob("events.out.tfevents.*")) if Path(run_dir).is_dir() else []
+    if not files:
+        return {}, []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    images: dict[str, tuple[int, bytes]] = {}
+    with _tb_lock:
+        for folder in sorted({f.parent for f in files}):
+            acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 4})
+            try:
+                acc.Reload()
+            except Exception:  # a file being written: read it on the next poll
+                continue
+            prefix = os.path.relpath(folder, run_dir)
+            prefix = "" if prefix == "." else prefix + "/"
+            tags = acc.Tags()
+            for tag in tags.get("scalars", []):
+                series = scalars.setdefault(prefix + tag, {})
+                for event in acc.Scalars(tag):
+                    series[event.step] = event.value  # a resumed run rewrites steps: keep the newest
+            for tag in tags.get("images", []):
+                events = acc.Images(tag)
+                if events:
+                    images[prefix + tag] = (events[-1].step, events[-1].encoded_image_string)
+    return (
+        {tag: sorted(series.items()) for tag, series in scalars.items()},
+        [(tag, step, data) for tag, (step, data) in sorted(images.items())],
+    )
+
+
+def new_run_dir(runs_root: str | Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(runs_root) / f"run-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(runs_root) / f"run-{stamp}-{n}"
+    return path
