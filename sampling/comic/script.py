@@ -1,0 +1,337 @@
+"""Comic scripts (YAML or JSON): parsing and validation that names the line and field of any mistake.
+
+A script tells one or more pages. Top-level keys: `title`, `style` (appended to every caption),
+`character` (a recurring character/style description prepended to every caption), `seed`,
+`layout` (default for pages), and either `panels` (one page) or `pages` (each with `title`,
+`layout`, `panels`). A panel has `caption`, optional `narration`, optional `dialogue`
+(items with `speaker`, `text`, `kind` = speech | thought | shout) and optional `seed`.
+Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C}.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DIALOGUE_KINDS = ("speech", "thought", "shout")
+MAX_PANELS_PER_PAGE = 24
+
+
+class ScriptError(ValueError):
+    """A malformed comic script; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class DialogueLine:
+    speaker: str
+    text: str
+    kind: str = "speech"
+
+
+@dataclass(frozen=True)
+class Panel:
+    caption: str
+    narration: str | None = None
+    dialogue: tuple[DialogueLine, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    rows: int
+    cols: int
+
+    @property
+    def cells(self) -> int:
+        return self.rows * self.cols
+
+    def describe(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str | None
+    layout: Layout
+    panels: tuple[Panel, ...]
+
+
+@dataclass(frozen=True)
+class ComicScript:
+    title: str | None
+    style: str
+    character: str
+    seed: int
+    pages: tuple[Page, ...]
+    source: str = "<script>"
+
+    def prompt_for(self, panel: Panel) -> str:
+        """The text the model sees: character description, caption, style suffix."""
+        prompt = _join(self.character, panel.caption, ", ")
+        return _join(prompt, self.style, ", ")
+
+    def panel_refs(self) -> list[tuple[int, int, Panel]]:
+        """(page number, panel number, panel), both numbers 1-based."""
+        return [(p, q, panel) for p, page in enumerate(self.pages, 1) for q, panel in enumerate(page.panels, 1)]
+
+
+def _join(left: str, right: str, separator: str) -> str:
+    left, right = left.strip(), right.rstrip()
+    if not left:
+        return right.lstrip(" ,;")
+    if not right.strip():
+        return left
+    if right[0] in ",.;:!?" or right[0].isspace():
+        return left + right
+    return left + separator + right
+
+
+def default_layout(n_panels: int) -> Layout:
+    cols = math.ceil(math.sqrt(n_panels))
+    return Layout(math.ceil(n_panels / cols), cols)
+
+
+# ---------------------------------------------------------------- YAML loading that keeps line numbers
+
+class _MarkedDict(dict):
+    line: int = 0
+    key_lines: dict
+
+
+class _MarkedList(list):
+    line: int = 0
+    item_lines: list
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _MarkedDict:
+    loader.flatten_mapping(node)
+    result = _MarkedDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise ScriptError(f"line {key_node.start_mark.line + 1}: keys must be text, got {key!r}")
+        if key in result:
+            raise ScriptError(f"line {key_node.start_mark.line + 1}: '{key}' appears twice in one mapping")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _MarkedList:
+    result = _MarkedList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def _load_document(text: str, source: str, is_json: bool) -> Any:
+    if is_json:
+        try:
+            plain = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScriptError(f"{source}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except ScriptError as exc:
+        raise ScriptError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        if is_json:
+            return plain  # valid JSON that YAML reads differently: validate without line numbers
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScriptError(f"{source}: {where}not valid YAML: {problem}") from None
+
+
+# ---------------------------------------------------------------- validation
+
+class _Fields:
+    """Reads one mapping of the script, reporting errors with its line numbers and field path."""
+
+    def __init__(self, data: Any, path: str, source: str, line: int | None):
+        self.source, self.path, self.data = source, path, data
+        self.line = getattr(data, "line", None) or line
+        self.key_lines = getattr(data, "key_lines", {})
+        if not isinstance(data, dict):
+            self.fail(f"expected a mapping of fields, got {_kind(data)}")
+
+    def where(self, key: str | None = None) -> str:
+        line = self.key_lines.get(key) if key else None
+        line = line or self.line
+        field_path = f"{self.path}.{key}" if key and self.path else (key or self.path or "script")
+        return f"{self.source}: line {line}: {field_path}" if line else f"{self.source}: {field_path}"
+
+    def fail(self, message: str, key: str | None = None):
+        raise ScriptError(f"{self.where(key)}: {message}")
+
+    def only(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail(f"unknown field; expected one of: {', '.join(allowed)}", key)
+
+    def text(self, key: str, required: bool = False, default: str | None = None) -> str | None:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.fail("this field is required", key)
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            hint = " (quote it: YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
+            self.fail(f"expected text, got {_kind(value)}{hint}", key)
+        return str(value)
+
+    def integer(self, key: str, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
+        if key not in self.data or self.data[key] is None:
+            return None
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"expected a whole number, got {_kind(value)}", key)
+        if not minimum <= value <= maximum:
+            self.fail(f"must be between {minimum} and {maximum}, got {value}", key)
+        return value
+
+    def items(self, key: str) -> list[tuple[Any, int | None, str]]:
+        """The list under `key` as (item, line, path) triples."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(f"expected a list, got {_kind(value)}", key)
+        lines = getattr(value, "item_lines", [None] * len(value))
+        prefix = f"{self.path}.{key}" if self.path else key
+        return [(item, lines[i], f"{prefix}[{i}]") for i, item in enumerate(value)]
+
+    def layout(self, key: str) -> Layout | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            spec = value.strip().lower()
+            if spec == "strip":
+                return Layout(1, 0)  # columns filled in from the panel count
+            match = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", spec)
+            if not match:
+                self.fail(f"expected 'strip', 'ROWSxCOLS' (e.g. '2x2') or {{rows: R, cols: C}}, got {value!r}", key)
+            rows, cols = int(match.group(1)), int(match.group(2))
+        elif isinstance(value, dict):
+            sub = _Fields(value, f"{self.path}.{key}" if self.path else key, self.source, self.key_lines.get(key))
+            sub.only(("rows", "cols"))
+            rows, cols = sub.integer("rows", 1, 12), sub.integer("cols", 1, 12)
+            if rows is None or cols is None:
+                sub.fail("needs both rows and cols")
+        else:
+            self.fail(f"expected 'strip', 'ROWSxCOLS' or {{rows: R, cols: C}}, got {_kind(value)}", key)
+        if not (1 <= rows <= 12 and 1 <= cols <= 12):
+            self.fail(f"rows and cols must be between 1 and 12, got {rows}x{cols}", key)
+        return Layout(rows, cols)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"true/false ({value})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _parse_dialogue(item: Any, line: int | None, path: str, source: str) -> DialogueLine:
+    f = _Fields(item, path, source, line)
+    f.only(("speaker", "text", "kind"))
+    text = f.text("text", required=True)
+    if not text.strip():
+        f.fail("dialogue text is empty", "text")
+    kind = (f.text("kind") or "speech").strip().lower()
+    if kind not in DIALOGUE_KINDS:
+        f.fail(f"must be one of {', '.join(DIALOGUE_KINDS)}, got {kind!r}", "kind")
+    return DialogueLine(speaker=(f.text("speaker") or "").strip(), text=text.strip(), kind=kind)
+
+
+def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
+    if isinstance(item, str):  # a bare caption
+        return Panel(caption=item)
+    f = _Fields(item, path, source, line)
+    f.only(("caption", "narration", "dialogue", "seed"))
+    caption = f.text("caption", required=True, default="")
+    narration = f.text("narration")
+    dialogue = tuple(_parse_dialogue(d, dl, dp, source) for d, dl, dp in f.items("dialogue"))
+    return Panel(caption=caption.strip(), narration=narration.strip() if narration and narration.strip() else None,
+                 dialogue=dialogue, seed=f.integer("seed", 0, 2**32 - 1))
+
+
+def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None) -> Page:
+    panel_items = f.items("panels")
+    if not panel_items:
+        f.fail("a page needs at least one panel", "panels")
+    if len(panel_items) > MAX_PANELS_PER_PAGE:
+        f.fail(f"at most {MAX_PANELS_PER_PAGE} panels per page, got {len(panel_items)}", "panels")
+    panels = tuple(_parse_panel(item, line, path, f.source) for item, line, path in panel_items)
+    layout = f.layout("layout") or default_layout_
+    if layout is None:
+        layout = default_layout(len(panels))
+    elif layout.cols == 0:  # strip
+        layout = Layout(1, len(panels))
+    if len(panels) > layout.cells:
+        f.fail(f"layout {layout.describe()} has {layout.cells} cells but the page has {len(panels)} panels",
+               "layout" if "layout" in f.data else "panels")
+    return Page(title=f.text("title", default=default_title), layout=layout, panels=panels)
+
+
+def parse_script(data: Any, source: str = "<script>") -> ComicScript:
+    """Validate an already-loaded script (dict) into a ComicScript."""
+    top = _Fields(data, "", source, 1)
+    top.only(("title", "style", "character", "seed", "layout", "pages", "panels"))
+    if ("pages" in data) == ("panels" in data):
+        top.fail("give either 'panels' (one page) or 'pages' (a list of pages), not both or neither")
+    default_layout_ = top.layout("layout")
+    title = top.text("title")
+    if "panels" in data:
+        pages = (_parse_page(top, default_layout_, title),)
+    else:
+        page_items = top.items("pages")
+        if not page_items:
+            top.fail("the script has no pages", "pages")
+        pages = []
+        for i, (item, line, path) in enumerate(page_items):
+            f = _Fields(item, path, source, line)
+            f.only(("title", "layout", "panels"))
+            # The script title heads the first page unless that page names its own.
+            pages.append(_parse_page(f, default_layout_, title if i == 0 else None))
+        pages = tuple(pages)
+    return ComicScript(title=title, style=top.text("style", default="") or "", character=top.text("character", default="") or "",
+                       seed=top.integer("seed", 0, 2**32 - 1) or 0, pages=pages, source=source)
+
+
+def load_script(path: str | Path) -> ComicScript:
+    """Read and validate a YAML (.yaml/.yml) or JSON (.json) comic script."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScriptError(f"{path}: no such script file") from None
+    except UnicodeDecodeError as exc:
+        raise ScriptError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    data = _load_document(text, str(path), is_json=path.suffix.lower() == ".json")
+    if data is None:
+        raise ScriptError(f"{path}: the script is empty")
+    return parse_script(data, str(path))

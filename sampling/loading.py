@@ -1,0 +1,202 @@
+"""Finding and loading the models a sampling command needs.
+
+A model argument may be a model folder (config.json + weights), a pipeline folder (base/ and
+upsampler/ model folders), or an OpenAI GLIDE `.pt` file (read through the model core with a
+preset and a tokenizer vocabulary). With no model argument the bundled models are used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
+
+
+class ModelLoadError(ValueError):
+    """A model argument that does not name a usable model."""
+
+
+@dataclass
+class SamplingModel:
+    """A model ready for sampling: eval mode, on its device, with its tokenizer and a stable id."""
+
+    model: torch.nn.Module
+    options: dict[str, Any]
+    tokenizer: Any
+    model_id: str
+    source: str
+
+    @property
+    def image_size(self) -> int:
+        return int(self.options["image_size"])
+
+    @property
+    def text_ctx(self) -> int:
+        return int(self.options["text_ctx"])
+
+    @property
+    def is_upsampler(self) -> bool:
+        return bool(self.options.get("super_res"))
+
+    @property
+    def is_inpainting(self) -> bool:
+        return bool(self.options.get("inpaint"))
+
+
+@dataclass
+class ModelPair:
+    base: SamplingModel
+    upsampler: SamplingModel | None
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered for the process so a model is hashed once."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def model_id_for(path: Path, extra: str = "") -> str:
+    """'<name>@<12 hex>': the folder or file name and a hash of the config and weights."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "provenance.json")
+    else:
+        files = [path]
+    h = hashlib.sha256(extra.encode())
+    for p in files:
+        h.update(p.name.encode() + b"\0" + file_digest(p).encode())
+    name = path.name if path.is_dir() else path.stem
+    if path.is_dir() and name in ("base", "upsampler"):
+        name = f"{path.parent.name}/{name}"
+    return f"{name}@{h.hexdigest()[:12]}"
+
+
+def is_pipeline_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "base" / "config.json").is_file() and (path / "upsampler" / "config.json").is_file()
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _describe_expected() -> str:
+    return ("expected a model folder (with config.json), a pipeline folder (with base/ and upsampler/), "
+            "or an OpenAI GLIDE .pt checkpoint")
+
+
+def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
+    from finetune.checkpoints import load_model_folder
+
+    try:
+        loaded = load_model_folder(path, device=device, dtype=None, use_ema=use_ema)
+    except (FileNotFoundError, KeyError, ValueError, OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: could not load the model folder: {exc}") from exc
+    loaded.model.eval().requires_grad_(False)
+    return SamplingModel(loaded.model, dict(loaded.options), loaded.tokenizer,
+                         model_id_for(path, "ema" if use_ema else "raw"), str(path))
+
+
+def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.device) -> SamplingModel:
+    from finetune.checkpoints import check_state_dict, load_openai_checkpoint
+    from finetune.model import build_model, get_preset
+    from finetune.tokenizers import get_tokenizer
+
+    try:
+        options = get_preset(preset)
+    except KeyError as exc:
+        raise ModelLoadError(str(exc.args[0])) from None
+    try:
+        state_dict = load_openai_checkpoint(path)
+        with torch.device("meta"):
+            model = build_model(options)
+        check_state_dict(model, state_dict, what=f"{path} (preset {preset}; pass the right --preset)")
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(str(exc)) from None
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    try:
+        tokenizer = get_tokenizer(options["tokenizer"], int(options["text_ctx"]), vocab_path=vocab)
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"{path}: the {options['tokenizer']} tokenizer needs its vocabulary files; "
+                             f"pass --vocab DIR ({exc})") from None
+    return SamplingModel(model, dict(model.options), tokenizer, model_id_for(path, preset), str(path))
+
+
+def load_sampling_model(path: str | os.PathLike, role: str, device: torch.device, *, preset: str | None = None,
+                        vocab: str | None = None, use_ema: bool = True) -> SamplingModel:
+    """Load one model folder or OpenAI .pt file for `role` ('base' or 'upsampler') and check it fits the role."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or folder; {_describe_expected()}")
+    if is_model_folder(path):
+        loaded = _load_folder(path, device, use_ema)
+    elif path.is_file() and path.suffix == ".pt":
+        loaded = _load_openai(path, preset or DEFAULT_OPENAI_PRESETS[role], vocab, device)
+    elif is_pipeline_folder(path):
+        raise ModelLoadError(f"{path} is a pipeline folder; pass {path / role} for the {role} alone")
+    else:
+        raise ModelLoadError(f"{path} is not a model: {_describe_expected()}")
+    if role == "upsampler" and not loaded.is_upsampler:
+        raise ModelLoadError(f"{path} is a base model, not an upsampler (its options have super_res false)")
+    if role == "base" and loaded.is_upsampler:
+        raise ModelLoadError(f"{path} is an upsampler; give a base model (or a pipeline folder) as the model")
+    return loaded
+
+
+def _bundled_path(role: str) -> Path:
+    try:
+        from finetune.bundled import bundled_model_path
+    except ImportError:
+        raise ModelLoadError("no model was given and this install has no bundled models; pass --model PATH "
+                             "(a model folder, a pipeline folder or an OpenAI .pt file)") from None
+    try:
+        path = Path(bundled_model_path(role))
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"no model was given and the bundled {role} model is not available ({exc}); "
+                             "pass --model PATH") from None
+    if not path.exists():
+        raise ModelLoadError(f"no model was given and the bundled {role} model is missing at {path}; pass --model PATH")
+    return path
+
+
+def load_models(model: str | None, device: torch.device, *, upsampler: str | None = None, use_upsampler: bool = True,
+                preset: str | None = None, upsampler_preset: str | None = None, vocab: str | None = None,
+                use_ema: bool = True) -> ModelPair:
+    """Resolve the base (and optional upsampler) a command samples with.
+
+    `model` may be a pipeline folder, which brings its own upsampler unless `upsampler` names
+    another or `use_upsampler` is false; None means the bundled base and upsampler.
+    """
+    upsampler_path: Path | None = Path(upsampler).expanduser() if upsampler else None
+    if model is None:
+        base_path = _bundled_path("base")
+        if use_upsampler and upsampler_path is None:
+            upsampler_path = _bundled_path("upsampler")
+    else:
+        base_path = Path(model).expanduser()
+        if is_pipeline_folder(base_path):
+            if use_upsampler and upsampler_path is None:
+                upsampler_path = base_path / "upsampler"
+            base_path = base_path / "base"
+    if not use_upsampler:
+        upsampler_path = None
+    base = load_sampling_model(base_path, "base", device, preset=preset, vocab=vocab, use_ema=use_ema)
+    up = None
+    if upsampler_path is not None:
+        # Each model encodes the caption with its own tokenizer, so the two need not share one.
+        up = load_sampling_model(upsampler_path, "upsampler", device, preset=upsampler_preset, vocab=vocab, use_ema=use_ema)
+    return ModelPair(base, up)
