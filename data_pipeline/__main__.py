@@ -12,6 +12,7 @@ SUBCOMMAND_MODULES = [
     "data_pipeline.folder",
     "data_pipeline.flickr30k",
     "data_pipeline.inspect",
+    "data_pipeline.laion",
     "data_pipeline.synthetic.command",
 ]
 

@@ -6,7 +6,7 @@ import email.utils
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -46,7 +46,7 @@ class FetchResult:
     robots_tags: list[str]  # every X-Robots-Tag header, unmerged
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClientConfig:
     user_agent: str = DEFAULT_USER_AGENT
     connect_timeout: float = 5.0
@@ -62,6 +62,18 @@ class ClientConfig:
     pool_maxsize: int = 32
     per_domain_concurrency: int | None = None
     per_domain_rate: float | None = None  # request starts per second per host
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["address_policy"]["allowed_networks"] = list(self.address_policy.allowed_networks)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClientConfig":
+        data = dict(data)
+        policy = data.pop("address_policy", {}) or {}
+        policy = AddressPolicy(policy.get("allow_private", False), tuple(policy.get("allowed_networks", ())))
+        return cls(address_policy=policy, **data)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -113,15 +125,23 @@ class HttpClient:
         self.close()
 
     def get(self, url: str, params: dict | None = None, deadline: float | None = None,
-            max_bytes: int | None = None) -> FetchResult:
-        """GET with retries; raises FetchError (or returns a 2xx result)."""
+            max_bytes: int | None = None, sink=None, total_timeout: float | None = None) -> FetchResult:
+        """GET with retries; returns a 2xx result or raises FetchError.
+
+        With ``sink`` (a binary file object) the body is written there instead of kept in memory
+        (``content`` is then empty); a retry truncates the sink first.
+        """
         if params:
             url = requests.Request("GET", url, params=params).prepare().url
         cfg = self.config
         attempt = 0
         while True:
             try:
-                return self._get_once(url, deadline, max_bytes or cfg.max_bytes)
+                if sink is not None:
+                    sink.seek(0)
+                    sink.truncate()
+                return self._get_once(url, deadline, max_bytes or cfg.max_bytes, sink,
+                                      total_timeout or cfg.total_timeout)
             except FetchError as err:
                 wait = self._retry_wait(err, attempt)
                 if wait is None:
@@ -129,7 +149,7 @@ class HttpClient:
                 if deadline is not None and time.monotonic() + wait > deadline:
                     raise FetchError("deadline", f"retry of {err.reason} would pass the deadline") from None
                 host = urlsplit(url).hostname or ""
-                if err.status == 429 or err.status == 503:
+                if err.status in (429, 503):
                     self.limiter.defer(host, wait)
                 time.sleep(wait)
                 attempt += 1
@@ -147,7 +167,7 @@ class HttpClient:
             jitter = self._rng.uniform(0.5, 1.0)
         return min(cfg.max_backoff, cfg.backoff * (2**attempt)) * jitter
 
-    def _get_once(self, url: str, deadline: float | None, max_bytes: int) -> FetchResult:
+    def _get_once(self, url: str, deadline: float | None, max_bytes: int, sink, total_timeout: float) -> FetchResult:
         visited = []
         current = url
         while True:
@@ -160,7 +180,8 @@ class HttpClient:
             if len(visited) > self.config.max_redirects:
                 raise FetchError("too_many_redirects", f"more than {self.config.max_redirects} redirects")
             visited.append(current)
-            status, headers, robots, content, location = self._request(current, deadline, max_bytes)
+            status, headers, robots, content, location = self._request(
+                current, deadline, max_bytes, sink, total_timeout)
             if status in _REDIRECT_STATUSES and location:
                 current = urljoin(current, location)
                 continue
@@ -169,11 +190,11 @@ class HttpClient:
             raise FetchError(f"http_{status}", f"HTTP {status} from {current}", status=status,
                              retry_after=parse_retry_after(headers.get("retry-after")))
 
-    def _request(self, url: str, deadline: float | None, max_bytes: int):
+    def _request(self, url: str, deadline: float | None, max_bytes: int, sink, total_timeout: float):
         cfg = self.config
         host = urlsplit(url).hostname or ""
         started = time.monotonic()
-        stop = started + cfg.total_timeout
+        stop = started + total_timeout
         if deadline is not None:
             stop = min(stop, deadline)
         try:
@@ -192,7 +213,7 @@ class HttpClient:
                     declared = headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
                         raise FetchError("too_large", f"declared {declared} bytes > limit {max_bytes}")
-                    content = self._read_body(resp, max_bytes, stop, deadline)
+                    content = self._read_body(resp, max_bytes, stop, deadline, sink)
                     return status, headers, robots, content, location
         except DeadlineExceeded as exc:
             raise FetchError("deadline", str(exc)) from None
@@ -215,7 +236,7 @@ class HttpClient:
             raise FetchError("request_error", _short(exc)) from None
 
     @staticmethod
-    def _read_body(resp, max_bytes: int, stop: float, deadline: float | None) -> bytes:
+    def _read_body(resp, max_bytes: int, stop: float, deadline: float | None, sink) -> bytes:
         # read1 returns whatever one socket read gives, so a server that drips bytes slowly
         # cannot hold us past ``stop`` by keeping a large read() from completing.
         chunks, size = [], 0
@@ -226,7 +247,10 @@ class HttpClient:
             size += len(chunk)
             if size > max_bytes:
                 raise FetchError("too_large", f"body exceeds {max_bytes} bytes")
-            chunks.append(chunk)
+            if sink is not None:
+                sink.write(chunk)
+            else:
+                chunks.append(chunk)
             if time.monotonic() > stop:
                 reason = "deadline" if deadline is not None and time.monotonic() > deadline else "timeout"
                 raise FetchError(reason, "response took longer than allowed")

@@ -1,0 +1,175 @@
+"""Command-line options shared by the web sources (laion, wikipedia, retry) and the download step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from data_pipeline.cli import run_build
+from data_pipeline.runner import RunSummary
+from data_pipeline.shards import WriterConfig
+
+from .client import DEFAULT_USER_AGENT, DEFAULT_USER_AGENT_TOKEN, ClientConfig
+from .downloader import DownloadOptions, DownloadProducer, download_plan_tasks, write_plan
+from .robots import DEFAULT_DISALLOWED_DIRECTIVES
+from .url_safety import AddressPolicy
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+    return parse
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in text.split(",") if p.strip())
+
+
+def download_options(defaults: dict | None = None, required: bool = True) -> argparse.ArgumentParser:
+    """Parent parser with the fetching options. ``required=False`` (retry) leaves every default
+    as None so only flags the user gives override the recorded ones."""
+    d = {
+        "threads": 16, "connect_timeout": 5.0, "timeout": 10.0, "max_time": 60.0, "retries": 2,
+        "max_image_bytes": 32 * 1024 * 1024, "shard_deadline": None, "per_domain_concurrency": None,
+        "per_domain_rate": None,
+    }
+    d.update(defaults or {})
+    if not required:
+        d = {k: None for k in d}
+    parser = argparse.ArgumentParser(add_help=False)
+    g = parser.add_argument_group("downloading")
+    g.add_argument("--threads", type=_positive(int), default=d["threads"],
+                   help=f"concurrent downloads per process (default: {d['threads']})")
+    g.add_argument("--connect-timeout", type=_positive(float), default=d["connect_timeout"],
+                   help=f"seconds to open a connection (default: {d['connect_timeout']})")
+    g.add_argument("--timeout", type=_positive(float), default=d["timeout"],
+                   help=f"seconds of silence before a download is abandoned (default: {d['timeout']})")
+    g.add_argument("--max-time", type=_positive(float), default=d["max_time"],
+                   help=f"seconds one download may take in all (default: {d['max_time']})")
+    g.add_argument("--retries", type=int, default=d["retries"],
+                   help=f"extra tries after HTTP 429/5xx or a dropped connection, with backoff; "
+                        f"Retry-After is honoured (default: {d['retries']})")
+    g.add_argument("--max-image-bytes", type=_positive(int), default=d["max_image_bytes"],
+                   help=f"larger responses are dropped (default: {d['max_image_bytes']})")
+    g.add_argument("--shard-deadline", type=_positive(float), default=d["shard_deadline"],
+                   help="seconds a shard may take; URLs still unfinished then fail with reason "
+                        "'deadline' (fetch them later with retry) (default: none)")
+    g.add_argument("--per-domain-concurrency", type=_positive(int), default=d["per_domain_concurrency"],
+                   help="at most this many downloads in flight per host, over all processes "
+                        f"(default: {d['per_domain_concurrency'] or 'no limit'})")
+    g.add_argument("--per-domain-rate", type=_positive(float), default=d["per_domain_rate"],
+                   help="at most this many requests per second per host, over all processes "
+                        f"(default: {d['per_domain_rate'] or 'no limit'})")
+    g.add_argument("--allow-private-addresses", action="store_true", default=None if not required else False,
+                   help="also fetch from loopback/private/link-local addresses (refused by default)")
+    g.add_argument("--allow-network", action="append", metavar="CIDR", default=None,
+                   help="allow this address range although it is not public, e.g. 127.0.0.0/8 (repeatable)")
+    g.add_argument("--user-agent", default=None if not required else DEFAULT_USER_AGENT,
+                   help="User-Agent header (default: an autocomics string)")
+    g.add_argument("--user-agent-token", default=None if not required else DEFAULT_USER_AGENT_TOKEN,
+                   help="our bot name in 'name: directive' X-Robots-Tag values "
+                        f"(default: {DEFAULT_USER_AGENT_TOKEN})")
+    g.add_argument("--disallowed-directives", type=_csv, default=None,
+                   help="X-Robots-Tag directives that make us skip an image "
+                        f"(default: {','.join(DEFAULT_DISALLOWED_DIRECTIVES)})")
+    g.add_argument("--ignore-robots-tag", action="store_true", default=None if not required else False,
+                   help="do not check X-Robots-Tag at all")
+    g.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the shards on Ray instead of local processes: 'local' starts a local "
+                        "instance, 'auto' or ray://HOST:PORT joins a cluster (needs the ray extra)")
+    g.add_argument("--ray-cpus", type=_positive(int), default=None,
+                   help="CPUs of the local Ray instance (default: all)")
+    return parser
+
+
+def _workers(args) -> int:
+    if getattr(args, "ray", None):
+        return getattr(args, "ray_cpus", None) or 1
+    return max(1, getattr(args, "processes", 1) or 1)
+
+
+def options_from_args(args, source: str, base: DownloadOptions | None = None) -> DownloadOptions:
+    """Build download options from flags; with ``base`` (retry), unset flags keep base's values.
+
+    Per-domain limits are for the whole run, so each process gets its share.
+    """
+    base = base or DownloadOptions()
+    c = base.client
+
+    def pick(name, current):
+        value = getattr(args, name, None)
+        return current if value is None else value
+
+    workers = _workers(args)
+    conc = getattr(args, "per_domain_concurrency", None)
+    rate = getattr(args, "per_domain_rate", None)
+    networks = tuple(args.allow_network) if getattr(args, "allow_network", None) else c.address_policy.allowed_networks
+    try:
+        policy = AddressPolicy(bool(pick("allow_private_addresses", c.address_policy.allow_private)), networks)
+    except ValueError as exc:
+        raise SystemExit(f"error: --allow-network: {exc}") from None
+    client = ClientConfig(
+        user_agent=pick("user_agent", c.user_agent),
+        connect_timeout=pick("connect_timeout", c.connect_timeout),
+        read_timeout=pick("timeout", c.read_timeout),
+        total_timeout=pick("max_time", c.total_timeout),
+        max_bytes=pick("max_image_bytes", c.max_bytes),
+        retries=pick("retries", c.retries),
+        address_policy=policy,
+        pool_maxsize=max(c.pool_maxsize, pick("threads", base.threads)),
+        per_domain_concurrency=math.ceil(conc / workers) if conc else c.per_domain_concurrency,
+        per_domain_rate=rate / workers if rate else c.per_domain_rate,
+    )
+    directives = base.robots_directives
+    if getattr(args, "disallowed_directives", None) is not None:
+        directives = args.disallowed_directives
+    if getattr(args, "ignore_robots_tag", None):
+        directives = ()
+    try:
+        return DownloadOptions(
+            client=client,
+            threads=pick("threads", base.threads),
+            shard_deadline=pick("shard_deadline", base.shard_deadline),
+            robots_directives=directives,
+            user_agent_token=pick("user_agent_token", base.user_agent_token),
+            source=source,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def run_download(args, items_path: str, writer: WriterConfig, options: DownloadOptions,
+                 sources: list[dict], filters: dict | None = None) -> int:
+    """Download an item table into shards with the local pool or Ray; print a summary."""
+    write_plan(writer, options, items_path)
+    tasks = download_plan_tasks(items_path, writer)
+    producer = DownloadProducer(options, writer)
+    if not getattr(args, "ray", None):
+        return run_build(args, tasks, producer, sources, filters, config=writer)
+    from data_pipeline.distributed import build_dataset_on_ray
+
+    summary, manifest = build_dataset_on_ray(
+        tasks, producer, writer, address=args.ray, num_cpus=args.ray_cpus,
+        progress=not args.no_progress, sources=sources, filters=filters,
+    )
+    return report(writer, summary, manifest)
+
+
+def report(writer: WriterConfig, summary: RunSummary, manifest: dict) -> int:
+    totals = manifest["totals"]
+    print(f"{writer.out_dir}: {totals['samples']} samples in {totals['shards']}/{totals['expected_shards']} "
+          f"shards ({summary.shards_skipped} already complete), {totals['failed']} failed, "
+          f"splits {json.dumps(manifest['splits'])}, {summary.duration:.1f}s")
+    if manifest["failures"]:
+        print("failures by reason: " + ", ".join(f"{k}={v}" for k, v in manifest["failures"].items()))
+    for error in summary.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if summary.errors:
+        print("some shards did not finish; rerun the same command to resume", file=sys.stderr)
+        return 1
+    return 0
