@@ -49,7 +49,7 @@ def writer_options() -> argparse.ArgumentParser:
                        help="drop images whose original short side is smaller (default: 1)")
     group.add_argument("--dedupe", type=int, default=None, metavar="BITS",
                        help="remove near-duplicate images whose perceptual hashes differ in at most BITS bits "
-                            "(0 = identical hash; try 4); off by default")
+                            "(0 = identical hash; about 8 catches resized or recompressed copies); off by default")
     group.add_argument("--processes", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                        help="worker processes, one shard each at a time (default: min(4, cores))")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -75,6 +75,8 @@ def decode_image(
     except ImageError:
         raise
     except Image.UnidentifiedImageError as exc:
+        if _has_image_signature(data):
+            raise ImageError(CORRUPT_IMAGE, f"broken {_has_image_signature(data)} data") from exc
         raise ImageError(NOT_AN_IMAGE, _sniff(data)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(DECOMPRESSION_BOMB, str(exc)) from exc
@@ -85,6 +87,19 @@ def decode_image(
         # Pillow plugins raise a variety of exceptions on malformed headers.
         raise ImageError(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from exc
     return rgb, (width, height)
+
+
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}
+
+
+def _has_image_signature(data: bytes) -> str | None:
+    """The format named by the file's magic bytes, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _sniff(data: bytes) -> str:
