@@ -96,8 +96,8 @@ class GaussianDiffusion:
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor):
         """Mean, variance and log variance of q(x_t | x_0)."""
         mean = self._coef("sqrt_alphas_cumprod", t, x_start) * x_start
-        variance = self._coef("one_minus_alphas_cumprod", t, x_start)
-        log_variance = self._coef("log_one_minus_alphas_cumprod", t, x_start)
+        variance = self._coef("one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
+        log_variance = self._coef("log_one_minus_alphas_cumprod", t, x_start).expand_as(x_start)
         return mean, variance, log_variance
 
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,8 +116,8 @@ class GaussianDiffusion:
         if x_start.shape != x_t.shape:
             raise ValueError(f"x_start shape {tuple(x_start.shape)} != x_t shape {tuple(x_t.shape)}")
         mean = self._coef("posterior_mean_coef1", t, x_t) * x_start + self._coef("posterior_mean_coef2", t, x_t) * x_t
-        variance = self._coef("posterior_variance", t, x_t)
-        log_variance = self._coef("posterior_log_variance_clipped", t, x_t)
+        variance = self._coef("posterior_variance", t, x_t).expand_as(x_t)
+        log_variance = self._coef("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         return mean, variance, log_variance
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
