@@ -6,7 +6,7 @@ diffusion model produces (noise, colours drifting off the palette, stray blobs):
 1. background: per-channel median of a border ring, named by the nearest world background;
 2. shape colour: pixels are labelled with the nearest of {background, its halftone shade,
    black outline, the world's shape colours}; the colour whose largest connected blob of
-   confidently labelled pixels is biggest wins;
+   confidently labelled pixels is biggest wins (any labelled pixels when none is confident);
 3. shape: that blob's soft coverage is compared (soft IoU) with each world shape's template
    scaled to the same area and centred on the same centroid (analysis by synthesis);
 4. size and position: nearest named size and position of the best template's geometry;
@@ -21,6 +21,7 @@ from os import PathLike
 import cv2
 import numpy as np
 
+from ..images import read_image_file
 from .render import OUTLINE_FRACTION, shape_template
 from .shapes import unit_area, unit_centroid
 from .world import DEFAULT_WORLD, HALFTONE_SHADE, PALETTE, POSITIONS, SIZES, World, colors_compatible
@@ -37,8 +38,6 @@ MIN_BLOB_FRACTION = 0.004
 def as_rgb_uint8(image) -> np.ndarray:
     """Accept an RGB array (H, W, 3) — uint8, or float in [0, 1] — a PIL image or an image path."""
     if isinstance(image, (str, PathLike)):
-        from ..images import read_image_file
-
         image, _ = read_image_file(image)
     elif hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image
         image = np.asarray(image.convert("RGB"))
@@ -66,9 +65,8 @@ def _luma(rgb) -> np.ndarray:
     return np.asarray(rgb, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _nearest_named(value: float, table: dict, names, log: bool = False) -> str:
-    f = (lambda v: np.log(v)) if log else (lambda v: v)
-    return min(names, key=lambda n: abs(f(table[n]) - f(value)))
+def _nearest_size(diameter: float, names) -> str:
+    return min(names, key=lambda n: abs(np.log(SIZES[n] / diameter)))
 
 
 def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
@@ -104,16 +102,10 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
     label = dist.argmin(axis=-1)
     confident = dist.min(axis=-1) < CONFIDENT_DISTANCE
 
-    best = None  # (blob pixels, colour index, component mask)
-    for k in range(len(colors)):
-        sure = ((label == k + 3) & confident).astype(np.uint8)
-        if not sure.any():
-            continue
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(sure, connectivity=8)
-        j = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        area = int(stats[j, cv2.CC_STAT_AREA])
-        if best is None or area > best[0]:
-            best = (area, k, comp == j)
+    best = _largest_blob(label, confident, len(colors), first=3)
+    if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
+        # Colours drifted far off the palette: fall back to plain nearest-colour labels.
+        best = _largest_blob(label, np.ones_like(confident), len(colors), first=3)
     if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
         result.update(_style_scores(pix, bg_obs, None, None, size))
         return result
@@ -140,11 +132,27 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         "shape": best_shape,
         "shape_score": round(best_score, 4),
         "x": round(x, 4), "y": round(y, 4), "diameter": round(diameter, 4),
-        "size": _nearest_named(diameter, SIZES, world.sizes, log=True),
+        "size": _nearest_size(diameter, world.sizes),
         "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
     })
     result.update(_style_scores(pix, bg_obs, c_obs, cover > 0.5, size))
     return result
+
+
+def _largest_blob(label: np.ndarray, keep: np.ndarray, count: int, first: int):
+    """(pixel count, colour index, mask) of the largest 8-connected blob of kept pixels labelled
+    first + k, over the colours k < count; None when there is none."""
+    best = None
+    for k in range(count):
+        mask = ((label == first + k) & keep).astype(np.uint8)
+        if not mask.any():
+            continue
+        _, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        j = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        area = int(stats[j, cv2.CC_STAT_AREA])
+        if best is None or area > best[0]:
+            best = (area, k, comp == j)
+    return best
 
 
 def _coverage(pix: np.ndarray, color: np.ndarray, others: np.ndarray) -> np.ndarray:
