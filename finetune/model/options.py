@@ -130,7 +130,7 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> dict[str, Any]:
     """Options dict of a named preset (a fresh copy the caller may edit)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
 
 

@@ -40,7 +40,7 @@ class Text2ImUNet(nn.Module):
         self.vocab_size = arch["vocab_size"]
         self.tokenizer_name = options["tokenizer"]
         self.model_channels = mc = int(options["num_channels"])
-        self.compute_dtype = torch.float32
+        self._fp16_blocks = False
         self.gradient_checkpointing = False
 
         num_res_blocks = int(options["num_res_blocks"])
@@ -131,7 +131,12 @@ class Text2ImUNet(nn.Module):
             half_(self.transformer, (nn.Linear, nn.Conv1d, nn.Conv2d))
             self.transformer_proj.half()
             self.token_embedding.half()
-        self.compute_dtype = torch.float16
+        self._fp16_blocks = True
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the UNet blocks' activations: float16 after convert_to_fp16, else the weights' dtype."""
+        return torch.float16 if self._fp16_blocks else self.input_blocks[0][0].weight.dtype
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each UNet block and transformer layer in the backward pass (less memory, ~30% more compute)."""
@@ -192,7 +197,7 @@ class Text2ImUNet(nn.Module):
         h = self._assemble_input(x, low_res, inpaint_image, inpaint_mask)
         batch = x.shape[0]
         timesteps = self._check_timesteps(timesteps, batch, x.device)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
         encoder_seq = None
         if self.xf_width:
             if text_emb is None:
@@ -214,7 +219,7 @@ class Text2ImUNet(nn.Module):
         h = self._run(self.middle_block, h, emb, encoder_seq)
         for block in self.output_blocks:
             h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, encoder_seq)
-        return self.out(h.to(x.dtype))
+        return self.out(h.to(self.out[2].weight.dtype)).to(x.dtype)
 
     def _run(self, block, h, emb, encoder_seq):
         if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -1,0 +1,258 @@
+"""Model folders (our format) and OpenAI .pt checkpoints.
+
+A model folder holds ``config.json`` (format version, options, preset, tokenizer name),
+``model.safetensors``, optionally ``ema.safetensors``, the tokenizer's vocabulary files and
+``provenance.json``. Every file is written atomically and config.json last, so a folder with a
+config is complete. OpenAI ``.pt`` files are read with ``torch.load(weights_only=True)`` only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import build_model, resolve_options
+from .tokenizers import Tokenizer, get_tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+PROVENANCE_FILE = "provenance.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model folder that cannot be loaded as asked."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    options: dict[str, Any]
+    tokenizer: Tokenizer
+    config: dict[str, Any]
+    path: Path
+
+
+# ------------------------------------------------------------------------------------ atomic writes
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+
+
+def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
+    """Save a state_dict atomically; floating tensors are cast to `dtype` when given (e.g. float16 storage)."""
+    tensors = {}
+    for name, t in state_dict.items():
+        t = t.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t.contiguous()
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+# ------------------------------------------------------------------------------------ state dicts
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside torch.compile / DistributedDataParallel wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Raise CheckpointError naming the first missing, unexpected and mis-shaped keys, if any."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k}: {what} {list(state_dict[k].shape)} vs model {list(expected[k])}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", misshaped)):
+        if items:
+            problems.append(f"{len(items)} {label} key(s) (first: {'; '.join(items[:3])})")
+    if problems:
+        raise CheckpointError(f"{what} does not match the model: " + ", ".join(problems))
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    check_state_dict(model, state_dict, what)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_openai_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)") from None
+        raise CheckpointError(
+            f"refusing to load {path}: it references the Python object {found.group(1)}, and unpickling it could run "
+            "code; only tensors are read (weights_only=True)"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+    if isinstance(data, dict) and not all(torch.is_tensor(v) for v in data.values()):
+        for key in ("state_dict", "model"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
+    return data
+
+
+# ------------------------------------------------------------------------------------ model folders
+def code_version() -> str:
+    """Installed package version, plus the git commit when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("autocomics")
+    except PackageNotFoundError:
+        text = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{text}+g{commit}" if commit else text
+
+
+def write_model_folder(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    options: dict[str, Any],
+    tokenizer: Tokenizer | None = None,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    provenance: dict[str, Any] | None = None,
+    preset: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a model folder from state dicts. `tokenizer` None writes no vocabulary files (a gpt2
+    folder then needs `vocab_path` when loaded)."""
+    path = Path(path)
+    options = resolve_options(options)
+    if tokenizer is not None and tokenizer.name != options["tokenizer"]:
+        raise ValueError(f"tokenizer {tokenizer.name!r} does not match the model's tokenizer option {options['tokenizer']!r}")
+    if ema_state_dict is not None and set(ema_state_dict) != set(state_dict):
+        raise ValueError("the EMA state_dict must have the same keys as the model state_dict")
+    path.mkdir(parents=True, exist_ok=True)
+    write_safetensors(path / WEIGHTS_FILE, state_dict, dtype)
+    if ema_state_dict is not None:
+        write_safetensors(path / EMA_FILE, ema_state_dict, dtype)
+    else:
+        (path / EMA_FILE).unlink(missing_ok=True)
+    tokenizer_files = [p.name for p in tokenizer.save_files(path)] if tokenizer is not None else []
+    write_json(
+        path / PROVENANCE_FILE,
+        {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(), **(provenance or {})},
+    )
+    config = {
+        "format_version": FORMAT_VERSION,
+        "preset": preset,
+        "tokenizer": options["tokenizer"],
+        "tokenizer_files": tokenizer_files,
+        "has_ema": ema_state_dict is not None,
+        "storage_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        "options": options,
+    }
+    write_json(path / CONFIG_FILE, config)
+    return path
+
+
+def save_model_folder(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    options: dict[str, Any] | None = None,
+    tokenizer: Tokenizer | None = None,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    provenance: dict[str, Any] | None = None,
+    *,
+    preset: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Save a model (and optionally its EMA weights) as a model folder; `dtype=torch.float16` stores half weights."""
+    model = unwrap_model(model)
+    options = options if options is not None else model.options
+    return write_model_folder(path, model.state_dict(), options, tokenizer, ema_state_dict, provenance, preset, dtype)
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a model folder (no {CONFIG_FILE})")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{config_file} has format_version {version!r}; this code reads up to {FORMAT_VERSION}")
+    if not isinstance(config.get("options"), dict):
+        raise CheckpointError(f"{config_file} has no options")
+    return config
+
+
+def load_model_folder(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    use_ema: bool = True,
+    vocab_path: str | os.PathLike | None = None,
+) -> LoadedModel:
+    """Load a model folder: the model in eval mode (EMA weights when present and use_ema), its tokenizer.
+
+    Weights are cast to `dtype` (float32 when None, whatever the storage dtype)."""
+    path = Path(path)
+    config = read_config(path)
+    options = resolve_options(config["options"])
+    weights = path / (EMA_FILE if use_ema and (path / EMA_FILE).is_file() else WEIGHTS_FILE)
+    if not weights.is_file():
+        raise FileNotFoundError(f"model folder {str(path)!r} has no {weights.name}")
+    state_dict = load_file(weights, device=str(device))
+    with torch.device("meta"):
+        model = build_model(options)
+    check_state_dict(model, state_dict, what=str(weights))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.to(device=device, dtype=dtype or torch.float32)
+    if options["use_fp16"] and dtype is None:
+        model.convert_to_fp16()
+    model.eval()
+    try:
+        tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab_path or path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})") from None
+    return LoadedModel(model=model, options=options, tokenizer=tokenizer, config=config, path=path)

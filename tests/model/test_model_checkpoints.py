@@ -1,0 +1,177 @@
+"""OpenAI .pt loading (weights_only), strict key checks, model folders and `convert`."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.bundled import bundled_model_path
+from finetune.checkpoints import (
+    CheckpointError,
+    load_model_folder,
+    load_openai_checkpoint,
+    load_state_dict_strict,
+    save_model_folder,
+)
+from finetune.convert import convert
+from finetune.model import build_model, get_preset
+from finetune.tokenizers import get_tokenizer
+
+VARIANTS = ["tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint"]
+
+
+def run_case(model, case):
+    extra = {k: case[k] for k in ("low_res", "inpaint_image", "inpaint_mask") if k in case}
+    with torch.no_grad():
+        return model(case["x"], case["timesteps"], tokens=case["tokens"], mask=case["mask"], **extra)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_openai_layout_pt_loads_strictly(glide_fixtures, tmp_path, name):
+    # A .pt exactly as OpenAI ships it: torch.save of a plain state_dict.
+    pt = tmp_path / f"{name}.pt"
+    torch.save(load_file(glide_fixtures / f"{name}_weights.safetensors"), pt)
+    options = json.loads((glide_fixtures / "cases.json").read_text())[name]["options"]
+    model = build_model(options).eval()
+    load_state_dict_strict(model, load_openai_checkpoint(pt))
+    case = load_file(glide_fixtures / f"{name}_case.safetensors")
+    assert (run_case(model, case) - case["output"]).abs().max().item() <= 1e-4
+
+
+def test_mismatched_keys_are_refused_by_name(glide_fixtures, tmp_path):
+    state = load_file(glide_fixtures / "tiny_base_weights.safetensors")
+    state.pop("final_ln.weight")
+    state["extra.bias"] = torch.zeros(3)
+    state["out.2.bias"] = torch.zeros(5)
+    options = json.loads((glide_fixtures / "cases.json").read_text())["tiny_base"]["options"]
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict_strict(build_model(options), state)
+    text = str(err.value)
+    assert "1 missing key(s) (first: final_ln.weight)" in text
+    assert "1 unexpected key(s) (first: extra.bias)" in text
+    assert "out.2.bias: checkpoint [5] vs model [6]" in text
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_pickle_with_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "code-ran"
+    pt = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "payload": _RunsCode(marker)}, pt)
+    with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
+        load_openai_checkpoint(pt)
+    assert not marker.exists()
+
+
+def test_non_checkpoints_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_openai_checkpoint(junk)
+    listing = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], listing)
+    with pytest.raises(CheckpointError, match="does not hold a state_dict"):
+        load_openai_checkpoint(listing)
+    with pytest.raises(FileNotFoundError):
+        load_openai_checkpoint(tmp_path / "absent.pt")
+
+
+def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
+    torch.manual_seed(0)
+    options = get_preset("tiny-upsample")
+    model = build_model(options).eval()
+    for p in model.parameters():  # the fresh model zero-initialises output layers; make outputs non-trivial
+        p.data.normal_(0, 0.05)
+    ema = {k: v + 0.01 for k, v in model.state_dict().items()}
+    tokenizer = get_tokenizer("clip", options["text_ctx"])
+    folder = save_model_folder(tmp_path / "m", model, tokenizer=tokenizer, ema_state_dict=ema, provenance={"note": "test"}, preset="tiny-upsample")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format_version"] == 1 and config["preset"] == "tiny-upsample" and config["tokenizer"] == "clip"
+    assert config["options"] == model.options and config["has_ema"]
+    assert json.loads((folder / "provenance.json").read_text())["note"] == "test"
+    assert not list(folder.glob(".*.tmp"))
+
+    raw = load_model_folder(folder, use_ema=False)
+    with_ema = load_model_folder(folder)
+    for k, v in model.state_dict().items():
+        assert torch.equal(raw.model.state_dict()[k], v)
+        assert torch.equal(with_ema.model.state_dict()[k], ema[k])
+    tokens, mask = raw.tokenizer.encode(["a red boat"])
+    x, t, low = torch.randn(1, 3, 64, 64), torch.tensor([10]), torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(raw.model(x, t, tokens=tokens, mask=mask, low_res=low), model(x, t, tokens=tokens, mask=mask, low_res=low))
+
+    half = save_model_folder(tmp_path / "h", model, tokenizer=tokenizer, dtype=torch.float16)
+    assert all(v.dtype == torch.float16 for v in load_file(half / "model.safetensors").values())
+    loaded = load_model_folder(half)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert (half / "model.safetensors").stat().st_size < 0.55 * (folder / "model.safetensors").stat().st_size
+
+
+def test_folder_with_mismatched_weights_is_refused(tmp_path):
+    folder = save_model_folder(tmp_path / "m", build_model(get_preset("tiny-base")), tokenizer=get_tokenizer("clip", 16))
+    config = json.loads((folder / "config.json").read_text())
+    config["options"]["xf_layers"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="missing key.*transformer.resblocks.2"):
+        load_model_folder(folder)
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        load_model_folder(tmp_path)
+
+
+def test_convert_writes_a_loadable_folder(tmp_path):
+    torch.manual_seed(1)
+    model = build_model(get_preset("tiny-base-inpaint")).eval()
+    pt = tmp_path / "ckpt.pt"
+    torch.save(model.state_dict(), pt)
+    folder = convert(pt, "tiny-base-inpaint", tmp_path / "out")
+    loaded = load_model_folder(folder)
+    assert (folder / "bpe_simple_vocab_16e6.txt.gz").is_file()
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["converted_from"] == "openai-glide" and len(provenance["init_checkpoint_sha256"]) == 64
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="preset tiny-upsample"):
+        convert(pt, "tiny-upsample", tmp_path / "wrong")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        convert(pt, "tiny-nonexistent", tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
+
+
+def test_convert_copies_the_gpt2_vocab_when_given(glide_fixtures, tmp_path):
+    options = {**get_preset("tiny-base"), "tokenizer": "gpt2"}
+    pt = tmp_path / "gpt2.pt"
+    torch.save(build_model(options).state_dict(), pt)
+    from finetune.model import options as option_module
+
+    option_module.PRESETS["test-gpt2-tiny"] = options
+    try:
+        bare = convert(pt, "test-gpt2-tiny", tmp_path / "bare")
+        with pytest.raises(FileNotFoundError, match="pass vocab_path"):
+            load_model_folder(bare)
+        assert load_model_folder(bare, vocab_path=glide_fixtures / "gpt2_bpe").tokenizer.name == "gpt2"
+        full = convert(pt, "test-gpt2-tiny", tmp_path / "full", vocab_path=glide_fixtures / "gpt2_bpe")
+        tokens, _ = load_model_folder(full).tokenizer.encode(["a painting of a boat on a beach"])
+        assert tokens[0, :8].tolist() == [64, 12036, 286, 257, 8848, 319, 257, 10481]
+    finally:
+        del option_module.PRESETS["test-gpt2-tiny"]
+
+
+def test_bundled_models_absent_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown bundled model"):
+        bundled_model_path("huge")
+    try:
+        path = bundled_model_path("base")
+    except FileNotFoundError as e:
+        assert "no bundled base model" in str(e)
+    else:
+        assert (path / "config.json").is_file()
