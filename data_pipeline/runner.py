@@ -22,8 +22,8 @@ from data_pipeline.shards import (
     Sample,
     ShardTask,
     WriterConfig,
+    pending_tasks,
     remove_near_duplicates,
-    shard_is_complete,
     shard_name,
     write_manifest,
     write_shard,
@@ -104,7 +104,7 @@ def run_shard_tasks(
     processes > 1 (a module-level function or a functools.partial of one)."""
     started = time.time()
     summary = RunSummary(shards_total=len(tasks))
-    pending = [t for t in tasks if not shard_is_complete(config, t.shard_id)]
+    pending = pending_tasks(tasks, config)
     summary.shards_skipped = len(tasks) - len(pending)
     bar = tqdm(total=sum(len(t) for t in pending), desc=desc, unit="img", disable=not progress, smoothing=0.1)
     live = Counter()

@@ -230,15 +230,40 @@ def read_shard_stats(out_dir: str, size: int, shard_id: int) -> dict | None:
         return None
 
 
-def shard_is_complete(config: WriterConfig, shard_id: int) -> bool:
-    """True when every size has this shard's tar and a stats file written with the same settings."""
+def items_digest(items: Iterable[Any]) -> str:
+    """Digest of a shard task's input items, so a rerun notices when a shard's inputs changed."""
+    def default(value):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return "bytes:" + hashlib.sha256(bytes(value)).hexdigest()
+        if isinstance(value, np.ndarray):
+            return f"array{value.shape}:" + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+        return repr(value)
+
+    h = hashlib.sha256()
+    for item in items:
+        h.update(json.dumps(item, sort_keys=True, default=default).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def shard_is_complete(config: WriterConfig, shard_id: int, task: ShardTask | None = None) -> bool:
+    """True when every size has this shard's tar and a stats file written with the same settings
+    (and, when `task` is given, from the same input items)."""
+    digest = items_digest(task.items) if task is not None else None
     for size in config.sizes:
         stats = read_shard_stats(config.out_dir, size, shard_id)
         if stats is None or stats.get("config") != config.fingerprint():
             return False
+        if digest is not None and stats.get("items_digest") not in (None, digest):
+            return False
         if not os.path.exists(tar_path(config.out_dir, size, shard_id)):
             return False
     return True
+
+
+def pending_tasks(tasks: Iterable[ShardTask], config: WriterConfig) -> list[ShardTask]:
+    """The tasks whose shard is not complete for these settings and these inputs (what to run)."""
+    return [t for t in tasks if not shard_is_complete(config, t.shard_id, t)]
 
 
 # ---------------------------------------------------------------- tar helpers
@@ -478,6 +503,7 @@ def _stats(task: ShardTask, config: WriterConfig, outcome: _Outcome, started: fl
         "failed_items": sorted(outcome.failed_items, key=lambda d: d["index"]),
         "phash": dict(sorted(outcome.hashes.items())),
         "config": config.fingerprint(),
+        "items_digest": items_digest(task.items),
         "start_time": started,
         "end_time": ended,
         "duration": round(ended - started, 3),

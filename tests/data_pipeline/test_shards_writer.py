@@ -250,6 +250,16 @@ def test_changed_settings_redo_complete_shards(tmp_path, image_bytes):
     assert json.load(open(os.path.join(pad.out_dir, "16", "00000_stats.json")))["config"]["resize_mode"] == "pad"
 
 
+def test_changed_inputs_redo_only_their_shard(tmp_path, image_bytes):
+    items = good_items(image_bytes, 6)
+    config = WriterConfig(tmp_path / "ds", sizes=(16,), shard_size=2)
+    build_dataset(plan_shards(items, 2), produce_items, config, progress=False)
+    items[3] = dict(items[3], caption="an edited caption")
+    summary, _ = build_dataset(plan_shards(items, 2), produce_items, config, progress=False)
+    assert summary.shards_skipped == 2 and summary.shards_written == 1
+    assert json.loads(read_samples(config.out_dir, 16)[make_key(1, 1, 2)]["json"])["caption"] == "an edited caption"
+
+
 def test_retry_merges_into_a_complete_shard(tmp_path, image_bytes):
     items = good_items(image_bytes, 6)
     flaky = {1: "http_503", 4: "timeout"}
