@@ -70,7 +70,8 @@ def decode_image(
             if draft_side and img.format == "JPEG" and min(width, height) >= 2 * draft_side:
                 img.draft("RGB", (draft_side * width // min(width, height), draft_side * height // min(width, height)))
             img.load()
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation; transposing copies, so only when needed
+                img = ImageOps.exif_transpose(img)
             rgb = _to_rgb_array(img)
     except ImageError:
         raise

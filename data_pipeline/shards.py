@@ -463,13 +463,14 @@ def _write_sample(sample: Sample, key: str, config: WriterConfig, tars: dict, ou
         return False
     try:
         rgb, width, height = _prepare_image(sample, config)
-        encoded = {
-            size: images.encode_image(
-                images.resize_square(rgb, size, config.resize_mode, config.pad_color),
-                config.image_format, config.quality,
-            )
-            for size in config.sizes
-        }
+        encoded = {}
+        square = None
+        for size in reversed(config.sizes):
+            # Each smaller size is made from the next larger square: cheaper than from the
+            # original, and area averaging composes, so the result is practically the same.
+            square = (images.resize_square(rgb, size, config.resize_mode, config.pad_color) if square is None
+                      else images.resize_square(square, size, "center_crop"))
+            encoded[size] = images.encode_image(square, config.image_format, config.quality)
         hashed = f"{phash(rgb):016x}" if config.dedupe_distance is not None else None
     except images.ImageError as exc:
         outcome.fail(key, sample.index, exc.reason, exc.detail, sample.url)
