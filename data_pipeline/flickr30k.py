@@ -52,6 +52,15 @@ _BROKEN_CSV_FIELD = re.compile(r"^\s*(?P<number>\d+)\s+(?P<caption>.+)$")
 
 def parse_captions(path: str) -> dict[str, list[str]]:
     """Image file name -> captions ordered by their number, in the file's image order."""
+    try:
+        return _parse_captions(path)
+    except UnicodeDecodeError as exc:
+        raise Flickr30kError(f"{path}: not UTF-8 text ({exc})") from None
+    except (csv.Error, KeyError) as exc:
+        raise Flickr30kError(f"{path}: malformed caption file ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_captions(path: str) -> dict[str, list[str]]:
     numbered: dict[str, dict[int, str]] = {}
     with open(path, encoding="utf-8-sig", newline="") as fh:
         head = fh.readline()

@@ -47,7 +47,7 @@ def find_caption_file(root: str) -> str:
 
 def _read_rows(path: str) -> Iterator[tuple[int, dict]]:
     if path.lower().endswith((".jsonl", ".json")):
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -88,7 +88,13 @@ def read_folder_items(root: str, captions_path: str | None = None) -> list[dict]
     items: dict[str, dict] = {}
     stems: dict[str, str] | None = None
     file_col = caption_col = None
-    for lineno, row in _read_rows(captions_path):
+    try:
+        rows = list(_read_rows(captions_path))
+    except UnicodeDecodeError as exc:
+        raise FolderError(f"{captions_path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise FolderError(f"{captions_path}: malformed CSV ({exc})") from None
+    for lineno, row in rows:
         if file_col is None:
             file_col = next((c for c in FILE_COLUMNS if c in row), "id" if "id" in row else None)
             caption_col = next((c for c in CAPTION_COLUMNS if c in row), None)

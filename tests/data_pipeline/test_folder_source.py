@@ -102,5 +102,14 @@ def test_unusable_folders_fail_with_a_clear_message(tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "x.jpg", "text": "ok"}\n{broken\n')
     with pytest.raises(FolderError, match=r"metadata.jsonl:2: not valid JSON"):
         read_folder_items(str(tmp_path))
+    (tmp_path / "metadata.jsonl").write_bytes(b'{"file_name": "x.jpg", "text": "caf\xe9"}\n')
+    with pytest.raises(FolderError, match="not UTF-8"):
+        read_folder_items(str(tmp_path))
     with pytest.raises(SystemExit, match="not a directory"):
         main(["folder", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+
+
+def test_utf8_bom_metadata_is_accepted(tmp_path, image_bytes):
+    (tmp_path / "x.jpg").write_bytes(image_bytes("jpg"))
+    (tmp_path / "metadata.jsonl").write_bytes('\ufeff{"file_name": "x.jpg", "text": "café"}\n'.encode())
+    assert read_folder_items(str(tmp_path))[0]["captions"] == ["café"]
