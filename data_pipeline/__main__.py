@@ -13,6 +13,8 @@ SUBCOMMAND_MODULES = [
     "data_pipeline.flickr30k",
     "data_pipeline.inspect",
     "data_pipeline.laion",
+    "data_pipeline.wikipedia",
+    "data_pipeline.download.retry",
     "data_pipeline.synthetic.command",
 ]
 

@@ -30,41 +30,46 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in text.split(",") if p.strip())
 
 
-def download_options(defaults: dict | None = None, required: bool = True) -> argparse.ArgumentParser:
+def download_options(defaults: dict | None = None, required: bool = True, engine: bool = True) -> argparse.ArgumentParser:
     """Parent parser with the fetching options. ``required=False`` (retry) leaves every default
-    as None so only flags the user gives override the recorded ones."""
+    as None so only flags the user gives override the recorded ones; ``engine`` adds --ray."""
     d = {
         "threads": 16, "connect_timeout": 5.0, "timeout": 10.0, "max_time": 60.0, "retries": 2,
         "max_image_bytes": 32 * 1024 * 1024, "shard_deadline": None, "per_domain_concurrency": None,
         "per_domain_rate": None,
     }
     d.update(defaults or {})
+    shown = dict(d)
     if not required:
         d = {k: None for k in d}
+        shown = {k: "as in the original run" for k in d}
+
+    def show(key):
+        return shown[key] if shown[key] is not None else "none"
     parser = argparse.ArgumentParser(add_help=False)
     g = parser.add_argument_group("downloading")
     g.add_argument("--threads", type=_positive(int), default=d["threads"],
-                   help=f"concurrent downloads per process (default: {d['threads']})")
+                   help=f"concurrent downloads per process (default: {show('threads')})")
     g.add_argument("--connect-timeout", type=_positive(float), default=d["connect_timeout"],
-                   help=f"seconds to open a connection (default: {d['connect_timeout']})")
+                   help=f"seconds to open a connection (default: {show('connect_timeout')})")
     g.add_argument("--timeout", type=_positive(float), default=d["timeout"],
-                   help=f"seconds of silence before a download is abandoned (default: {d['timeout']})")
+                   help=f"seconds of silence before a download is abandoned (default: {show('timeout')})")
     g.add_argument("--max-time", type=_positive(float), default=d["max_time"],
-                   help=f"seconds one download may take in all (default: {d['max_time']})")
+                   help=f"seconds one download may take in all (default: {show('max_time')})")
     g.add_argument("--retries", type=int, default=d["retries"],
                    help=f"extra tries after HTTP 429/5xx or a dropped connection, with backoff; "
-                        f"Retry-After is honoured (default: {d['retries']})")
+                        f"Retry-After is honoured (default: {show('retries')})")
     g.add_argument("--max-image-bytes", type=_positive(int), default=d["max_image_bytes"],
-                   help=f"larger responses are dropped (default: {d['max_image_bytes']})")
+                   help=f"larger responses are dropped (default: {show('max_image_bytes')})")
     g.add_argument("--shard-deadline", type=_positive(float), default=d["shard_deadline"],
                    help="seconds a shard may take; URLs still unfinished then fail with reason "
                         "'deadline' (fetch them later with retry) (default: none)")
     g.add_argument("--per-domain-concurrency", type=_positive(int), default=d["per_domain_concurrency"],
                    help="at most this many downloads in flight per host, over all processes "
-                        f"(default: {d['per_domain_concurrency'] or 'no limit'})")
+                        f"(default: {show('per_domain_concurrency')})")
     g.add_argument("--per-domain-rate", type=_positive(float), default=d["per_domain_rate"],
                    help="at most this many requests per second per host, over all processes "
-                        f"(default: {d['per_domain_rate'] or 'no limit'})")
+                        f"(default: {show('per_domain_rate')})")
     g.add_argument("--allow-private-addresses", action="store_true", default=None if not required else False,
                    help="also fetch from loopback/private/link-local addresses (refused by default)")
     g.add_argument("--allow-network", action="append", metavar="CIDR", default=None,
@@ -79,6 +84,8 @@ def download_options(defaults: dict | None = None, required: bool = True) -> arg
                         f"(default: {','.join(DEFAULT_DISALLOWED_DIRECTIVES)})")
     g.add_argument("--ignore-robots-tag", action="store_true", default=None if not required else False,
                    help="do not check X-Robots-Tag at all")
+    if not engine:
+        return parser
     g.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run the shards on Ray instead of local processes: 'local' starts a local "
                         "instance, 'auto' or ray://HOST:PORT joins a cluster (needs the ray extra)")
