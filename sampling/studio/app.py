@@ -1,5 +1,4 @@
 """The Gradio web layer of the studio: three tabs wired to :class:`~sampling.studio.service.Studio`."""
-from __future__ import annotations
 
 import pandas as pd
 

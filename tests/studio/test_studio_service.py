@@ -1,0 +1,94 @@
+"""The studio's checks on user input, its catalogue error handling, and reading a fine-tune's progress."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sampling.studio.catalogue.errors import InvalidInput
+from sampling.studio.service import Studio, StudioConfig, StudioError
+from sampling.studio.settings import MAX_PANEL_CHARS, MAX_PANELS, clamp_settings, split_captions
+from sampling.studio.training import TrainingError, TrainingJob, read_tensorboard, tail_text
+
+
+def test_split_captions_cuts_long_and_extra_panels():
+    text = "first\n\n  second  \n" + "x" * (MAX_PANEL_CHARS + 50)
+    captions, messages = split_captions(text)
+    assert captions[:2] == ["first", "second"] and len(captions[2]) == MAX_PANEL_CHARS
+    assert "line 4 was longer" in messages[0]
+    many, notes = split_captions("\n".join(f"panel {i}" for i in range(MAX_PANELS + 3)))
+    assert len(many) == MAX_PANELS and "only the first" in notes[0]
+    for bad in ["", "   ", "only one"]:
+        with pytest.raises(InvalidInput, match="captions"):
+            split_captions(bad)
+
+
+def test_clamp_settings_says_what_changed():
+    settings, messages = clamp_settings(500, 0, "euler", "12", upsample_steps=math.inf)
+    assert settings.guidance == 30.0 and settings.steps == 1 and settings.sampler == "dpmpp_2m"
+    assert settings.seed == 12 and settings.upsample_steps == 1000
+    assert any("guidance 500" in m for m in messages) and any("unknown sampler" in m for m in messages)
+    assert any("steps 0" in m for m in messages)
+    settings, messages = clamp_settings("abc", 20, "ddim", -1)
+    assert settings.guidance == 3.0 and 0 <= settings.seed < 2**31 and "not a number" in messages[0]
+    settings, messages = clamp_settings(3, 20, "ancestral", 5)
+    assert messages == [] and settings.sampler == "ancestral"
+
+
+def test_unreachable_database_is_shown_and_retried(tmp_path):
+    from conftest import free_port
+
+    studio = Studio(StudioConfig(workdir=tmp_path, database=f"postgresql://u:pw@127.0.0.1:{free_port()}/x",
+                                 semantic_search=False))
+    with pytest.raises(StudioError, match="catalogue unavailable: cannot reach PostgreSQL"):
+        studio.browse()
+    with pytest.raises(StudioError, match="catalogue unavailable"):  # tried again, not cached as broken
+        studio.rename(1, "x")
+
+
+def test_missing_image_keeps_row_and_says_so(tmp_path):
+    from PIL import Image
+
+    studio = Studio(StudioConfig(workdir=tmp_path, semantic_search=False))
+    source = tmp_path / "strip.png"
+    Image.new("RGB", (8, 8), "red").save(source)
+    item = studio.save(source, "a red square")
+    studio.catalogue.image_path(item).unlink()
+    rows, status = studio.browse()
+    assert [r[0].id for r in rows] == [item.id] and rows[0][1].name == "missing-image.png"
+    assert f"Image file missing on disk for #{item.id}" in status
+    with pytest.raises(StudioError, match="missing on disk"):
+        studio.download(item.id)
+    with pytest.raises(StudioError, match="generate a strip first"):
+        studio.save(None, "caption")
+
+
+def test_bad_training_settings_are_refused_before_starting(tmp_path):
+    with pytest.raises(TrainingError, match="batch"):
+        TrainingJob(tmp_path / "run", {"data": [str(tmp_path)], "preset": "tiny-base", "batch_size": 0})
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_is_read_from_tensorboard_and_console_log(tmp_path):
+    import io
+
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+    import numpy as np
+
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    for step in range(1, 6):
+        writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.add_scalar("train/lr", 1e-4, step)
+    writer.add_scalar("val/loss", 0.5, 5)
+    writer.add_image("samples", np.zeros((3, 8, 8), dtype=np.uint8), 5)
+    writer.close()
+    scalars, images = read_tensorboard(tmp_path)
+    assert [s for s, _ in scalars["tb/train/loss"]] == [1, 2, 3, 4, 5]
+    assert scalars["tb/val/loss"] == [(5, 0.5)]
+    [(tag, step, data)] = images
+    assert tag == "tb/samples" and step == 5 and Image.open(io.BytesIO(data)).size == (8, 8)
+
+    log = tmp_path / "studio-train.log"
+    log.write_bytes(b"loading data\nstep 1/5 loss 1.0\rstep 2/5 loss 0.5\rstep 3/5 loss 0.3\n\x1b[31mdone\x1b[0m\n")
+    assert tail_text(log, 1000) == "loading data\nstep 3/5 loss 0.3\ndone\n"
