@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from ..comic.page import PageStyle, compose_page
@@ -13,32 +12,14 @@ from ..comic.script import Layout, Page, Panel, default_layout
 from ..devices import resolve_device
 from ..loading import ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
+from ..pipeline import TextToImage
+from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
 from .models import BUNDLED
 from .settings import GenerateSettings
-
-UPSAMPLER_TEMPERATURE = 0.997  # GLIDE's: scales only the upsampler's starting noise
 
 
 class GenerationError(RuntimeError):
     """The strip cannot be made (model not loadable, sampling failed); the message is for the user."""
-
-
-def _to_images(batch: torch.Tensor) -> list[Image.Image]:
-    pixels = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
-
-
-def _guided_model_fn(model, text_emb, scale: float):
-    """Classifier-free guidance: the batch holds [conditional; empty-caption] halves in one forward."""
-
-    def model_fn(x, t, **_):
-        out = model(torch.cat([x, x]), torch.cat([t, t]), text_emb=text_emb)
-        channels = x.shape[1]
-        cond, uncond = out[: len(x)], out[len(x):]
-        eps = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
-        return torch.cat([eps, cond[:, channels:]], dim=1)
-
-    return model_fn
 
 
 class Generator:
@@ -65,60 +46,25 @@ class Generator:
                 self._pairs = {key: pair}  # keep one pair: models are large
             return self._pairs[key]
 
-    @torch.no_grad()
-    def panels(self, choice: str, prompts: list[str], settings: GenerateSettings) -> tuple[list[Image.Image], str]:
-        from finetune.diffusion.gaussian_diffusion import diffusion_from_options
-        from finetune.diffusion.samplers import sample
-
+    def panels(self, choice: str, prompts: list[str], settings: GenerateSettings) -> tuple[list[Image.Image], str, list[str]]:
+        """Images for ``prompts`` (panel i uses seed + i), the model id, and warnings (e.g. truncated captions)."""
         pair = self.models(choice, settings.upsample)
-        base = pair.base
-        tokens, mask = base.tokenizer.encode(prompts)
-        empty_tokens, empty_mask = base.tokenizer.empty(len(prompts))
-        text_emb = base.model.encode_text(
-            torch.cat([tokens, empty_tokens]).to(self.device), torch.cat([mask, empty_mask]).to(self.device)
-        )
-        size = base.image_size
+        base = SamplerSettings(sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance)
+        up_steps = "fast27" if settings.upsample_steps == 27 else str(settings.upsample_steps)
+        upsampler = replace(UPSAMPLER_DEFAULTS, steps=up_steps)
+        try:
+            pipeline = TextToImage(pair, self.device, base=base, upsampler=upsampler)
+        except ValueError as exc:
+            raise GenerationError(str(exc)) from exc
         seeds = [settings.seed + i for i in range(len(prompts))]
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
-        images = sample(
-            diffusion_from_options(base.options, timestep_respacing=""),
-            _guided_model_fn(base.model, text_emb, settings.guidance),
-            (len(prompts), 3, size, size),
-            sampler=settings.sampler,
-            steps=settings.steps,
-            generator=generators,
-            clip_denoised=True,
-        )
-        model_id = base.model_id
-        if settings.upsample:
-            up = pair.upsampler
-            low_res = ((images + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1  # 8-bit, as the base would be saved
-            up_tokens, up_mask = up.tokenizer.encode(prompts)
-            up_emb = up.model.encode_text(up_tokens.to(self.device), up_mask.to(self.device))
-
-            def up_fn(x, t, **_):
-                return up.model(x, t, text_emb=up_emb, low_res=low_res)
-
-            big = up.image_size
-            respacing = "fast27" if settings.upsample_steps == 27 else str(settings.upsample_steps)
-            images = sample(
-                diffusion_from_options(up.options, timestep_respacing=""),
-                up_fn,
-                (len(prompts), 3, big, big),
-                sampler="ddim",
-                steps=respacing,
-                generator=[torch.Generator().manual_seed(s) for s in seeds],
-                temperature=UPSAMPLER_TEMPERATURE,
-                clip_denoised=True,
-            )
-            model_id = f"{base.model_id}+{up.model_id}"
-        return _to_images(images), model_id
+        images = pipeline.generate(prompts, seeds, batch_size=len(prompts), progress=False)
+        return [g.image for g in images], pipeline.model_id, [w for g in images for w in g.warnings]
 
     def strip(self, choice: str, captions: list[str], settings: GenerateSettings, out_dir: Path):
         from .service import StripResult
 
         try:
-            images, model_id = self.panels(choice, captions, settings)
+            images, model_id, notes = self.panels(choice, captions, settings)
         except GenerationError:
             raise
         except (RuntimeError, ValueError) as exc:  # shapes, out of memory, sampler arguments
@@ -140,4 +86,4 @@ class Generator:
         strip_path = save_image(out_dir / "strip.png", strip_image, {**common, "kind": "strip"})
         page_path = save_image(out_dir / "page.png", page_image, {**common, "kind": "page"})
         return StripResult(panels=paths, strip=strip_path, page=page_path, captions=captions, settings=settings,
-                           model=model_id, messages=list(warnings))
+                           model=model_id, messages=notes + list(warnings))

@@ -5,6 +5,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 
+from ..settings import MAX_GUIDANCE
 from .catalogue import clean_caption
 from .catalogue.errors import InvalidInput
 
@@ -13,7 +14,7 @@ MAX_PANEL_CHARS = 300
 SAMPLERS = ("dpmpp_2m", "ddim", "ancestral")  # names as in finetune.diffusion.samplers, fastest first
 DEFAULT_STEPS = {"dpmpp_2m": 20, "ddim": 27, "ancestral": 50}
 LIMITS = {
-    "guidance": (0.0, 30.0),
+    "guidance": (0.0, MAX_GUIDANCE),
     "steps": (1, 1000),
     "seed": (0, 2**31 - 1),
     "upsample_steps": (1, 1000),

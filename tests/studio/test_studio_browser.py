@@ -101,8 +101,8 @@ def test_generate_save_search_rename_download_delete(chromium, studio_url, tmp_p
         page.click("#gen-run")
         _wait_text(page, "#gen-status textarea", "seed 0")
         status = _value(page, "#gen-status textarea")
-        assert "guidance 500 is outside" in status and "using 30" in status
-        assert _value(page, "#gen-guidance input") == "30"
+        assert "guidance 500 is outside" in status and "using 50" in status
+        assert _value(page, "#gen-guidance input") == "50"
         page.wait_for_selector("#gen-strip img")
         assert page.locator("#gen-panels .thumbnail-item").count() == 2
         page.screenshot(path=str(shots / "generate.png"), full_page=True)
