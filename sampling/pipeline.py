@@ -1,0 +1,196 @@
+"""Text → image: the base stage with classifier-free guidance, then the optional upsampler stage.
+
+Each image has its own seed: one `torch.Generator` per image drives its starting noise and every
+random draw after it (base, then upsampler), so an image does not depend on what else is in its
+batch. Captions are encoded once per image with `model.encode_text`, not once per step.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from finetune.diffusion.gaussian_diffusion import diffusion_from_options
+from finetune.diffusion.guidance import classifier_free_guidance, cond_uncond_kwargs
+from finetune.diffusion.samplers import force_known_pixels, sample
+
+from .devices import autocast, dtype_name
+from .loading import ModelPair, SamplingModel
+from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
+
+log = logging.getLogger(__name__)
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class KnownPixels:
+    """Inpainting input at one resolution: `image` [1,3,S,S] in [-1, 1] and `mask` [1,1,S,S] with
+    1 where the pixel is known (kept) and 0 where it is to be filled."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class GeneratedImage:
+    prompt: str
+    seed: int
+    image: Image.Image
+    base_image: Image.Image
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+    pixels = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """What the base output looks like once saved as 8-bit pixels (the upsampler's low_res input)."""
+    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+
+
+def encode_captions(sm: SamplingModel, captions: Sequence[str], device: torch.device,
+                    dtype: torch.dtype) -> tuple[object, list[bool]]:
+    """The model's text embedding of `captions` (encoded once) and which captions were truncated."""
+    tokens, mask, truncated = sm.tokenizer.encode(list(captions), return_truncated=True)
+    with torch.no_grad(), autocast(device, dtype):
+        return sm.model.encode_text(tokens.to(device), mask.to(device)), list(truncated)
+
+
+def _empty_embedding(sm: SamplingModel, n: int, device: torch.device, dtype: torch.dtype):
+    tokens, mask = sm.tokenizer.empty(n)
+    with torch.no_grad(), autocast(device, dtype):
+        return sm.model.encode_text(tokens.to(device), mask.to(device))
+
+
+def _autocast_model(sm: SamplingModel, device: torch.device, dtype: torch.dtype):
+    def forward(x, t, **kwargs):
+        with autocast(device, dtype):
+            return sm.model(x, t, **kwargs)
+
+    return forward
+
+
+def run_stage(sm: SamplingModel, settings: SamplerSettings, prompts: Sequence[str], generators: list[torch.Generator],
+              device: torch.device, dtype: torch.dtype = torch.float32, *, low_res: torch.Tensor | None = None,
+              known: KnownPixels | None = None, progress: bool = False) -> tuple[torch.Tensor, list[bool]]:
+    """Sample one stage for a batch; returns images in [-1, 1] and the truncated-caption flags."""
+    batch = len(prompts)
+    extra: dict = {}
+    if low_res is not None:
+        extra["low_res"] = low_res
+    denoised_fn = None
+    if known is not None:
+        if sm.is_inpainting:
+            extra["inpaint_image"] = known.image.expand(batch, -1, -1, -1).to(device)
+            extra["inpaint_mask"] = known.mask.expand(batch, -1, -1, -1).to(device)
+        # GLIDE's method: every predicted x0 is overwritten with the known pixels.
+        denoised_fn = force_known_pixels(known.image.to(device), known.mask.to(device))
+    truncated = [False] * batch
+    model_fn = _autocast_model(sm, device, dtype)
+    if sm.options.get("xf_width"):
+        text_emb, truncated = encode_captions(sm, prompts, device, dtype)
+        cond = {"text_emb": text_emb, **extra}
+        if settings.guided:
+            kwargs = cond_uncond_kwargs(cond, {"text_emb": _empty_embedding(sm, batch, device, dtype)})
+            model_fn = classifier_free_guidance(model_fn, float(settings.guidance))
+        else:
+            kwargs = cond
+    else:
+        kwargs = extra
+    size = sm.image_size
+    x = sample(diffusion_from_options(sm.options, timestep_respacing=""), model_fn, (batch, 3, size, size),
+               sampler=settings.sampler, steps=settings.steps, eta=settings.eta, model_kwargs=kwargs,
+               generator=generators, temperature=settings.temperature, clip_denoised=True,
+               denoised_fn=denoised_fn, device=device, progress=progress)
+    return x, truncated
+
+
+class TextToImage:
+    """A base model and an optional upsampler with their sampler settings, on one device."""
+
+    def __init__(self, models: ModelPair, device: torch.device, dtype: torch.dtype = torch.float32,
+                 base: SamplerSettings = BASE_DEFAULTS, upsampler: SamplerSettings = UPSAMPLER_DEFAULTS):
+        self.models, self.device, self.dtype = models, device, dtype
+        self.base_settings = base.check(diffusion_from_options(models.base.options, "").num_timesteps, "base")
+        self.up_settings = None
+        if models.upsampler is not None:
+            up_steps = diffusion_from_options(models.upsampler.options, "").num_timesteps
+            self.up_settings = upsampler.check(up_steps, "upsampler")
+
+    @property
+    def output_size(self) -> int:
+        return (self.models.upsampler or self.models.base).image_size
+
+    @property
+    def model_id(self) -> str:
+        up = self.models.upsampler
+        return self.models.base.model_id + (f"+{up.model_id}" if up else "")
+
+    def parameters(self, prompt: str, seed: int) -> dict:
+        """Everything that determines an image; stored in its PNG and compared on reruns."""
+        b = self.base_settings
+        params = {"prompt": prompt, "seed": int(seed), "guidance": b.guidance, "sampler": b.sampler,
+                  "steps": b.steps, "eta": b.eta, "model": self.model_id, "size": self.output_size,
+                  "precision": dtype_name(self.dtype), "upsampler": None}
+        if self.up_settings is not None:
+            u = self.up_settings
+            params["upsampler"] = {"sampler": u.sampler, "steps": u.steps, "guidance": u.guidance, "eta": u.eta,
+                                   "temperature": u.temperature}
+        return params
+
+    def generate_batches(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 4,
+                         known: tuple[KnownPixels, KnownPixels | None] | None = None,
+                         progress: bool = True) -> Iterator[list[GeneratedImage]]:
+        """Yield the images batch by batch (so callers can save as they go).
+
+        `known`: inpainting input at the base resolution and, when an upsampler is used, at its resolution.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        for seed in seeds:
+            if not 0 <= int(seed) <= MAX_SEED:
+                raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        bar = tqdm(total=len(prompts), desc="images", unit="img", disable=not progress)
+        try:
+            for start in range(0, len(prompts), batch_size):
+                chunk = list(prompts[start:start + batch_size])
+                chunk_seeds = [int(s) for s in seeds[start:start + batch_size]]
+                yield self._generate_batch(chunk, chunk_seeds, known, progress)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 4,
+                 known: tuple[KnownPixels, KnownPixels | None] | None = None, progress: bool = True) -> list[GeneratedImage]:
+        return [image for batch in self.generate_batches(prompts, seeds, batch_size, known, progress) for image in batch]
+
+    def _generate_batch(self, prompts: list[str], seeds: list[int], known, progress: bool) -> list[GeneratedImage]:
+        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        base_known, up_known = known if known is not None else (None, None)
+        x, truncated = run_stage(self.models.base, self.base_settings, prompts, generators, self.device, self.dtype,
+                                 known=base_known, progress=progress)
+        base_images = to_pil(x)
+        final = base_images
+        if self.models.upsampler is not None:
+            up, up_truncated = run_stage(self.models.upsampler, self.up_settings, prompts, generators, self.device,
+                                         self.dtype, low_res=quantize_8bit(x), known=up_known, progress=progress)
+            truncated = [a or b for a, b in zip(truncated, up_truncated)]
+            final = to_pil(up)
+        results = []
+        for prompt, seed, image, base_image, cut in zip(prompts, seeds, final, base_images, truncated):
+            warnings = []
+            if cut:
+                warnings.append(f"caption longer than the model's context ({self.models.base.text_ctx} tokens) "
+                                f"was truncated: {prompt[:60]!r}")
+                log.warning(warnings[-1])
+            results.append(GeneratedImage(prompt, seed, image, base_image, cut, warnings))
+        return results

@@ -1,0 +1,70 @@
+"""Sampler settings for one stage (base or upsampler), with range checks that give clear messages."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, dpm_solver_timesteps
+from finetune.diffusion.schedules import space_timesteps
+
+MAX_GUIDANCE = 50.0
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """`steps`: a respacing spec for ancestral/ddim ("100", "50", "fast27", "ddim25", "10,10,3,2,2"),
+    a number of model calls for dpmpp_2m; None takes the sampler's default. `guidance`: the
+    classifier-free guidance scale, None for none (the conditional model alone)."""
+
+    sampler: str = "dpmpp_2m"
+    steps: str | int | None = None
+    guidance: float | None = 3.0
+    eta: float = 0.0
+    temperature: float = 1.0
+
+    def resolved(self) -> "SamplerSettings":
+        steps = DEFAULT_STEPS.get(self.sampler) if self.steps is None else self.steps
+        if self.sampler == "dpmpp_2m" and isinstance(steps, str) and steps.strip().isdigit():
+            steps = int(steps)
+        elif self.sampler != "dpmpp_2m" and isinstance(steps, int):
+            steps = str(steps)
+        return replace(self, steps=steps)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance is not None and self.guidance != 1.0
+
+    def check(self, num_timesteps: int, stage: str = "base") -> "SamplerSettings":
+        """The resolved settings, or ValueError naming the stage and the bad value."""
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        s = self.resolved()
+        if s.sampler == "dpmpp_2m":
+            if not isinstance(s.steps, int) or isinstance(s.steps, bool):
+                raise ValueError(f"{stage}: dpmpp_2m takes a number of steps, got {s.steps!r}")
+            try:
+                dpm_solver_timesteps(num_timesteps, s.steps)
+            except ValueError as exc:
+                raise ValueError(f"{stage}: {exc}") from None
+        else:
+            try:
+                space_timesteps(num_timesteps, s.steps)
+            except ValueError as exc:
+                raise ValueError(f"{stage}: steps {s.steps!r} is not a usable respacing for {num_timesteps} "
+                                 f"diffusion steps: {exc}") from None
+        if s.guidance is not None and not 0.0 <= float(s.guidance) <= MAX_GUIDANCE:
+            raise ValueError(f"{stage}: guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {s.guidance}")
+        if not 0.0 <= s.eta <= 1.0:
+            raise ValueError(f"{stage}: eta must be between 0 and 1, got {s.eta}")
+        if s.eta and s.sampler != "ddim":
+            raise ValueError(f"{stage}: eta applies to the ddim sampler only")
+        if not 0.0 < s.temperature <= 2.0:
+            raise ValueError(f"{stage}: temperature must be in (0, 2], got {s.temperature}")
+        return s
+
+    def to_dict(self) -> dict:
+        return asdict(self.resolved())
+
+
+BASE_DEFAULTS = SamplerSettings()
+# OpenAI's example: DDIM at fast27, no guidance, starting noise scaled by 0.997.
+UPSAMPLER_DEFAULTS = SamplerSettings(sampler="ddim", steps="fast27", guidance=None, temperature=0.997)
