@@ -1,0 +1,56 @@
+"""Exponential moving average of the weights, kept in float32, swapped into the model for samples."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+
+    def current_decay(self) -> float:
+        # ramp-up so early EMA weights are not dominated by the initialisation
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        decay = self.current_decay()
+        names, shadows, params = [], [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                names.append(name)
+                shadows.append(self.shadow[name])
+                params.append(p.detach().float() if p.dtype != torch.float32 else p.detach())
+        if shadows:
+            torch._foreach_lerp_(shadows, params, 1.0 - decay)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
+        missing = set(self.shadow) - set(state)
+        if missing:
+            raise KeyError(f"EMA state lacks {len(missing)} parameter(s), e.g. {sorted(missing)[0]}")
+        for name, tensor in self.shadow.items():
+            tensor.copy_(state[name])
+        self.updates = updates
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """Temporarily give the model the EMA weights (for samples), restoring the trained ones afterwards."""
+        backup = {}
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                backup[name] = p.detach().clone()
+                p.copy_(self.shadow[name].to(p.dtype))
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(backup[name])

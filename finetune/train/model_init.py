@@ -1,0 +1,216 @@
+"""Where the starting weights come from: from scratch at a preset, an OpenAI GLIDE `.pt`, or one of our model
+folders; plus the two conversions fine-tuning needs:
+
+- an inpainting model from a plain checkpoint: the extra input channels (masked image, mask) start at zero, so the
+  converted model initially behaves exactly like the plain one;
+- a vocabulary swap (e.g. GLIDE's gpt2 tokens -> clip): the token embedding is re-initialised at the new size
+  (same scale as the old one) and the trainer warms the text side up with the UNet frozen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finetune.model import build_model, get_preset, list_presets, resolve_options
+
+TEXT_SIDE_PREFIXES = ("transformer.", "final_ln.", "token_embedding.", "positional_embedding", "padding_embedding",
+                      "transformer_proj.")
+INPUT_CONV = "input_blocks.0.0.weight"
+TOKEN_EMBEDDING = "token_embedding.weight"
+
+
+class InitError(ValueError):
+    """The starting weights do not fit the requested model, or a needed file is missing."""
+
+
+@dataclass
+class ModelSetup:
+    model: torch.nn.Module
+    options: dict[str, Any]
+    tokenizer: Any
+    preset: str
+    source: str  # "scratch", "openai", "folder"
+    vocab_swapped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def is_text_side(name: str) -> bool:
+    return name.startswith(TEXT_SIDE_PREFIXES)
+
+
+def _input_layout(options: dict[str, Any]) -> list[tuple[str, int]]:
+    """Named channel groups of the first convolution, in GLIDE's order."""
+    layout = [("x", 3)]
+    if options.get("inpaint"):
+        layout += [("inpaint_image", 3), ("inpaint_mask", 1)]
+    if options.get("super_res"):
+        layout += [("low_res", 3)]
+    return layout
+
+
+def _layout_for_channels(channels: int) -> list[tuple[str, int]]:
+    known = {3: {}, 6: {"super_res": True}, 7: {"inpaint": True}, 10: {"inpaint": True, "super_res": True}}
+    if channels not in known:
+        raise InitError(f"checkpoint's first convolution has {channels} input channels; expected 3, 6, 7 or 10")
+    return _input_layout(known[channels])
+
+
+def _convert_input_conv(source: torch.Tensor, target: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+    """Map the source's input channel groups onto the target's; groups the source lacks start at zero."""
+    src_layout = _layout_for_channels(source.shape[1])
+    dst_layout = _input_layout(options)
+    src_at, pos = {}, 0
+    for name, n in src_layout:
+        src_at[name] = (pos, n)
+        pos += n
+    missing = [name for name, _ in src_layout if name not in dict(dst_layout)]
+    if missing:
+        raise InitError(f"the checkpoint has input channels for {', '.join(missing)} that the target model lacks "
+                        "(an inpainting/upsampler checkpoint cannot start a plain model)")
+    out = torch.zeros_like(target)
+    pos = 0
+    for name, n in dst_layout:
+        if name in src_at:
+            s, _ = src_at[name]
+            out[:, pos:pos + n] = source[:, s:s + n].to(out.dtype)
+        pos += n
+    return out
+
+
+def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
+                     allow_vocab_swap: bool) -> tuple[bool, list[str]]:
+    """Load `state` into `model`, converting the input conv and the token embedding where allowed.
+
+    Returns (vocab_swapped, notes). Anything else that does not match raises InitError listing the differences.
+    """
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
+    notes: list[str] = []
+    vocab_swapped = False
+    new_state = {}
+    for key in mismatched:
+        if key == INPUT_CONV and state[key].shape[0] == target[key].shape[0] and state[key].shape[2:] == target[key].shape[2:]:
+            new_state[key] = _convert_input_conv(state[key], target[key], options)
+            notes.append(f"input convolution converted from {state[key].shape[1]} to {target[key].shape[1]} channels "
+                         "(new channels zero-initialised)")
+        elif key == TOKEN_EMBEDDING and allow_vocab_swap and state[key].shape[1] == target[key].shape[1]:
+            std = float(state[key].float().std())
+            fresh = torch.randn(target[key].shape, generator=torch.Generator().manual_seed(0)) * std
+            new_state[key] = fresh.to(target[key].dtype)
+            notes.append(f"token embedding re-initialised for the new vocabulary ({state[key].shape[0]} -> "
+                         f"{target[key].shape[0]} tokens, std {std:.4f})")
+            vocab_swapped = True
+    unresolved = [k for k in mismatched if k not in new_state]
+    if missing or unexpected or unresolved:
+        parts = []
+        if unresolved:
+            parts.append("shape mismatches: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in unresolved[:5]))
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+        raise InitError("the checkpoint is for another model/preset: " + "; ".join(parts))
+    merged = {k: (new_state[k] if k in new_state else state[k]) for k in target}
+    model.load_state_dict(merged, strict=True)
+    return vocab_swapped, notes
+
+
+def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
+    """The preset whose parameter names and shapes equal the checkpoint's (built on the meta device)."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    matches = []
+    for name in list_presets():
+        options = {**get_preset(name), "tokenizer": tokenizer}
+        with torch.device("meta"):
+            candidate = build_model(options)
+        if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            matches.append(name)
+    if not matches:
+        raise InitError("the checkpoint matches none of the presets "
+                        f"({', '.join(list_presets())}); pass --preset for the architecture it was trained with")
+    return matches[0]
+
+
+def _tokenizer(name: str, text_ctx: int, vocab_path: str | None):
+    from finetune.tokenizers import get_tokenizer
+
+    if name == "gpt2" and not vocab_path:
+        raise InitError("the gpt2 tokenizer needs its vocabulary: pass --vocab-path DIR (GPT-2 BPE files "
+                        "encoder.json[.gz] and vocab.bpe[.gz]), or use --tokenizer clip for a vocabulary swap")
+    try:
+        return get_tokenizer(name, text_ctx, vocab_path or None)
+    except (OSError, ValueError) as exc:
+        raise InitError(f"cannot load the {name} tokenizer from {vocab_path or 'its packaged files'}: {exc}") from None
+
+
+def _apply_preset_options(preset: str, tokenizer: str) -> dict[str, Any]:
+    try:
+        options = get_preset(preset)
+    except KeyError as exc:
+        raise InitError(str(exc.args[0])) from None
+    options["tokenizer"] = tokenizer
+    return resolve_options(options)
+
+
+def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: str = "", seed: int = 0,
+                init_from_ema: bool = True) -> ModelSetup:
+    """Build the model to train and its tokenizer (see the module docstring)."""
+    torch.manual_seed(seed)
+    if init == "scratch":
+        if not preset:
+            raise InitError("--preset is required when training from scratch")
+        options = _apply_preset_options(preset, tokenizer or "clip")
+        tok = _tokenizer(options["tokenizer"], options["text_ctx"], vocab_path)
+        return ModelSetup(build_model(options), options, tok, preset, "scratch")
+
+    path = Path(init)
+    if not path.exists():
+        raise InitError(f"--init {init!r} is neither 'scratch' nor an existing .pt file or model folder")
+
+    if path.is_dir():
+        from finetune.checkpoints import load_model_folder
+
+        try:
+            loaded = load_model_folder(path, device="cpu", use_ema=init_from_ema)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InitError(f"cannot load model folder {path}: {exc}") from None
+        src_options = dict(loaded.options)
+        src_preset = (loaded.config or {}).get("preset", "") if isinstance(loaded.config, dict) else ""
+        want_tok = tokenizer or src_options["tokenizer"]
+        if preset:
+            options = _apply_preset_options(preset, want_tok)
+            if want_tok == src_options["tokenizer"]:
+                options["text_ctx"] = src_options["text_ctx"]
+        else:
+            options = resolve_options({**src_options, "tokenizer": want_tok})
+        if want_tok == src_options["tokenizer"]:
+            tok = loaded.tokenizer
+        else:
+            tok = _tokenizer(want_tok, options["text_ctx"], vocab_path)
+        model = build_model(options)
+        swapped, notes = transfer_weights(model, loaded.model.state_dict(), options,
+                                          allow_vocab_swap=want_tok != src_options["tokenizer"])
+        return ModelSetup(model, options, tok, preset or src_preset, "folder", swapped, notes)
+
+    from finetune.checkpoints import load_openai_checkpoint
+
+    try:
+        state = load_openai_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable .pt is reported the same way
+        raise InitError(f"cannot read OpenAI checkpoint {path}: {exc}") from None
+    want_tok = tokenizer or "gpt2"
+    notes = []
+    if not preset:
+        preset = detect_preset(state, "gpt2")
+        notes.append(f"checkpoint architecture detected as preset {preset}")
+    options = _apply_preset_options(preset, want_tok)
+    tok = _tokenizer(want_tok, options["text_ctx"], vocab_path)
+    model = build_model(options)
+    swapped, more = transfer_weights(model, state, options, allow_vocab_swap=want_tok != "gpt2")
+    return ModelSetup(model, options, tok, preset, "openai", swapped, notes + more)
