@@ -8,6 +8,7 @@ memory.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -169,10 +170,11 @@ def normalise_captions(captions: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(text)
 
 
-def hash64(values: pa.Array, key: str = "autocomics-dedup") -> np.ndarray:
-    """Stable 64-bit hashes of strings (pandas' SipHash; key must be 16 chars)."""
+def hash64(values: pa.Array, key: str = "dedupe") -> np.ndarray:
+    """Stable 64-bit keyed hashes of strings (pandas' SipHash); nulls hash alike."""
     arr = values.to_numpy(zero_copy_only=False)
-    return pd.util.hash_array(arr.astype(object), categorize=False, hash_key=(key * 2)[:16])
+    hash_key = hashlib.sha256(key.encode()).hexdigest()[:16]  # SipHash wants exactly 16 bytes
+    return pd.util.hash_array(arr.astype(object), categorize=False, hash_key=hash_key)
 
 
 class HashSet64:
