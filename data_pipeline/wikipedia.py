@@ -296,7 +296,10 @@ def _meta_text(meta: dict, key: str) -> str | None:
     if value is None:
         return None
     # extmetadata values are HTML written by uploaders: keep only their text.
-    text = _tidy(html.unescape(BeautifulSoup(str(value), "html.parser").get_text(" ")))
+    value = str(value)
+    if "<" in value:
+        value = BeautifulSoup(value, "html.parser").get_text(" ")
+    text = _tidy(html.unescape(value))
     return text or None
 
 
