@@ -1,0 +1,92 @@
+"""Clear errors for bad schedules, respacing specs, sampler arguments and model outputs; the
+hybrid loss keeps the predicted mean out of the VLB's gradient."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finetune.diffusion import build_diffusion, space_timesteps
+from finetune.diffusion.samplers import sample
+
+
+def _zero_model(x, t, **kwargs):
+    return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+
+def test_unknown_noise_schedule_names_the_known_ones():
+    with pytest.raises(ValueError, match="squaredcos_cap_v2"):
+        build_diffusion(noise_schedule="cosine")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("abc", "bad timestep respacing"), ("2000", "cannot hold"), ("10,0", "at least 1"), ("ddim999", "no integer stride"),
+     ("ddimx", "bad timestep respacing")],
+)
+def test_bad_respacing_specs_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        space_timesteps(1000, spec)
+
+
+def test_respacing_forms():
+    assert space_timesteps(1000, "") == list(range(1000))
+    assert space_timesteps(1000, 4) == space_timesteps(1000, "4") == [0, 333, 666, 999]
+    assert space_timesteps(10, [2, 1]) == [0, 4, 5]
+    assert build_diffusion(steps=100, timestep_respacing="10").num_timesteps == 10
+
+
+def test_sampler_argument_errors():
+    diffusion = build_diffusion()
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample(diffusion, _zero_model, (1, 3, 4, 4), sampler="euler")
+    with pytest.raises(ValueError, match="noise shape"):
+        sample(diffusion, _zero_model, (1, 3, 4, 4), noise=torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+        sample(diffusion, _zero_model, (3, 3, 4, 4), generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        sample(diffusion, _zero_model, (1, 3, 4, 4), steps=0)
+    with pytest.raises(ValueError, match="eta"):
+        sample(diffusion, _zero_model, (1, 3, 4, 4), sampler="ddim", eta=-1)
+
+
+def test_model_output_with_wrong_channel_count_is_explained():
+    diffusion = build_diffusion()
+    three_channels = lambda x, t, **kw: torch.zeros_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match="expected \\(1, 6, 4, 4\\)"):
+        sample(diffusion, three_channels, (1, 3, 4, 4), steps=2)
+    with pytest.raises(ValueError, match="needs 6"):
+        diffusion.training_losses(three_channels, torch.zeros(1, 3, 4, 4), torch.tensor([3]))
+    # the eps-only loss accepts a 3-channel model
+    losses = diffusion.training_losses(three_channels, torch.zeros(1, 3, 4, 4), torch.tensor([3]), loss_type="mse")
+    assert set(losses) == {"loss", "mse", "vb"}
+    with pytest.raises(ValueError, match="unknown loss_type"):
+        diffusion.training_losses(_zero_model, torch.zeros(1, 3, 4, 4), torch.tensor([3]), loss_type="kl")
+
+
+def test_vlb_term_trains_only_the_variance_channels():
+    diffusion = build_diffusion()
+    output = torch.randn(3, 6, 4, 4, requires_grad=True)
+    x0 = torch.rand(3, 3, 4, 4) * 2 - 1
+    losses = diffusion.training_losses(lambda x, t, **kw: output, x0, torch.tensor([0, 10, 900]))
+    (eps_grad,) = torch.autograd.grad(losses["vb"].sum(), output, retain_graph=True)
+    assert eps_grad[:, :3].abs().max() == 0 and eps_grad[:, 3:].abs().max() > 0
+    (mse_grad,) = torch.autograd.grad(losses["mse"].sum(), output)
+    assert mse_grad[:, 3:].abs().max() == 0 and mse_grad[:, :3].abs().max() > 0
+    torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
+    # respaced processes rescale the VLB by T/1000 and call the model with original timesteps
+    spaced = build_diffusion(timestep_respacing="100")
+    seen = []
+
+    def recording(x, t, **kw):
+        seen.append(t.tolist())
+        return output.detach()
+
+    spaced.training_losses(recording, x0, torch.tensor([0, 1, 99]))
+    assert seen == [[0, 10, 999]]
+
+
+def test_sample_timesteps_are_uniform_process_indices():
+    diffusion = build_diffusion(timestep_respacing="50")
+    t = diffusion.sample_timesteps(4000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and t.min() == 0 and t.max() == 49
+    assert abs(t.double().mean().item() - 24.5) < 1.0
