@@ -86,7 +86,7 @@ def sample_ancestral(
 ) -> torch.Tensor:
     """GLIDE's sampler: x_{t-1} ~ p(x_{t-1} | x_t) with the learned variance, over the process
     respaced by ``respacing``; the last step adds no noise."""
-    process = _process(diffusion).respace(str(respacing) if isinstance(respacing, int) else respacing)
+    process = _process(diffusion).respace(respacing)
     draw = _NoiseDrawer(shape, generator, _pick_device(device, noise, model_fn, model_kwargs))
     x = draw.initial(noise, temperature)
     total = process.num_timesteps
@@ -124,7 +124,7 @@ def sample_ddim(
     """DDIM over the process respaced by ``respacing``; ``eta`` = 0 is deterministic."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    process = _process(diffusion).respace(str(respacing) if isinstance(respacing, int) else respacing)
+    process = _process(diffusion).respace(respacing)
     draw = _NoiseDrawer(shape, generator, _pick_device(device, noise, model_fn, model_kwargs))
     x = draw.initial(noise, temperature)
     total = process.num_timesteps
@@ -254,15 +254,16 @@ class _NoiseDrawer:
         elif generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
         self.generator = generator
+        self.dtype = torch.float32  # becomes the starting noise's dtype once that is known
 
     def normal(self) -> torch.Tensor:
         g = self.generator
         if g is None:
-            return torch.randn(self.shape, device=self.device)
+            return torch.randn(self.shape, device=self.device, dtype=self.dtype)
         if isinstance(g, torch.Generator):
-            return torch.randn(self.shape, generator=g, device=g.device).to(self.device)
-        per_image = [torch.randn(self.shape[1:], generator=gi, device=gi.device).to(self.device) for gi in g]
-        return torch.stack(per_image)
+            return torch.randn(self.shape, generator=g, device=g.device, dtype=self.dtype).to(self.device)
+        per_image = [torch.randn(self.shape[1:], generator=gi, device=gi.device, dtype=self.dtype) for gi in g]
+        return torch.stack(per_image).to(self.device)
 
     def initial(self, noise: torch.Tensor | None, temperature: float) -> torch.Tensor:
         if noise is None:
@@ -272,6 +273,7 @@ class _NoiseDrawer:
         x = noise.to(self.device)
         if not x.is_floating_point():
             raise TypeError("noise must be a floating point tensor")
+        self.dtype = x.dtype
         return x * temperature if temperature != 1.0 else x
 
 

@@ -90,3 +90,21 @@ def test_sample_timesteps_are_uniform_process_indices():
     t = diffusion.sample_timesteps(4000, generator=torch.Generator().manual_seed(0))
     assert t.dtype == torch.long and t.min() == 0 and t.max() == 49
     assert abs(t.double().mean().item() - 24.5) < 1.0
+
+
+def test_diffusion_from_model_options():
+    from finetune.diffusion import diffusion_from_options
+
+    options = {"diffusion_steps": 1000, "noise_schedule": "linear", "timestep_respacing": "50"}
+    assert diffusion_from_options(options).num_timesteps == 50
+    assert diffusion_from_options(options, timestep_respacing="fast27").timestep_map[-1] == 997
+    assert diffusion_from_options({}).num_timesteps == 1000  # GLIDE's defaults
+
+
+def test_invalid_betas_are_refused():
+    from finetune.diffusion import GaussianDiffusion
+
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        GaussianDiffusion([0.1, 0.0])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        GaussianDiffusion([])
