@@ -5,6 +5,7 @@ open_clip / the Hugging Face cache already holds); nothing is downloaded.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -91,7 +92,13 @@ class ClipReranker:
                 f"pass --clip-weights FILE (open_clip .safetensors/.bin) or set {WEIGHTS_ENV}")
         if not path.is_file():
             raise RerankUnavailable(f"CLIP weights {path} do not exist")
-        self.model = open_clip.create_model(name, pretrained=None, device="cpu")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # open_clip warns that it built random weights; ours are loaded next
+        try:
+            self.model = open_clip.create_model(name, pretrained=None, device="cpu")
+        finally:
+            root.setLevel(level)
         try:
             self.model.load_state_dict(_read_state_dict(path), strict=True)
         except RuntimeError as exc:

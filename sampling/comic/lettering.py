@@ -105,7 +105,7 @@ class Lettering:
 
 
 def _padding(kind: str) -> tuple[int, int]:
-    return {"narration": (6, 4), "speech": (12, 8), "thought": (12, 8), "shout": (12, 9)}[kind]
+    return {"narration": (6, 4), "speech": (11, 6), "thought": (11, 6), "shout": (11, 7)}[kind]
 
 
 def _reach(kind: str) -> int:
@@ -125,18 +125,20 @@ def _outer_size(kind: str, block: TextBlock) -> tuple[int, int]:
     return block.width + 2 * (pad_x + reach), block.height + 2 * (pad_y + reach)
 
 
-def _candidate_boxes(panel: Box, width: int, height: int, taken: list[Box], margin: int) -> list[Box]:
-    """Corner and edge positions in preference order; top slots also try just below what is there."""
+def _candidate_boxes(panel: Box, width: int, height: int, taken: list[Box], margin: int) -> list[tuple[Box, int]]:
+    """Positions for a balloon with a preference group each: 0 along the top edge, 1 just below
+    lettering already at the top, 2 along the bottom edge (or above lettering there), 3 beside the centre."""
     inner = panel.inset(margin)
-    lefts = [inner.x1 - width, inner.x0, (inner.x0 + inner.x1 - width) // 2]
-    tops = [inner.y0] + sorted({b.y1 + 2 for b in taken if b.y1 + 2 + height <= inner.y1})
-    bottoms = [inner.y1 - height] + sorted({b.y0 - 2 - height for b in taken if b.y0 - 2 - height >= inner.y0}, reverse=True)
-    order = []
-    for y in tops:  # top-right, top-left, top-centre
-        order += [(lefts[0], y), (lefts[1], y), (lefts[2], y)]
-    for y in bottoms:  # bottom-left, bottom-right, bottom-centre
-        order += [(lefts[1], y), (lefts[0], y), (lefts[2], y)]
-    return [Box(x, y, x + width, y + height) for x, y in order]
+    right, left, centre = inner.x1 - width, inner.x0, (inner.x0 + inner.x1 - width) // 2
+    found = [(x, inner.y0, 0) for x in (right, left, centre)]
+    for y in sorted({b.y1 + 2 for b in taken if b.y1 + 2 + height <= inner.y1}):
+        found += [(x, y, 1) for x in (right, left, centre)]
+    found += [(x, inner.y1 - height, 2) for x in (left, right, centre)]
+    for y in sorted({b.y0 - 2 - height for b in taken if b.y0 - 2 - height >= inner.y0}, reverse=True):
+        found += [(x, y, 2) for x in (left, right, centre)]
+    middle = (inner.y0 + inner.y1 - height) // 2  # short balloons fit beside the clear centre
+    found += [(left, middle, 3), (right, middle, 3)]
+    return [(Box(x, y, x + width, y + height), group) for x, y, group in found]
 
 
 def _body_of(kind: str, box: Box) -> Box:
@@ -165,14 +167,17 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
                     max_font: int, min_font: int) -> tuple[list[Lettering], list[str]]:
     """Fit and place a panel's narration (top-left) and balloons (corners first). Returns the
     placed items and warnings about text that had to be cut or overlaps that could not be avoided."""
-    margin = max(4, panel.width // 40)
+    margin = max(3, panel.width // 60)
     clear = centre_box(panel)
     placed: list[Lettering] = []
     warnings: list[str] = []
     if narration:
         pad_x, pad_y = _padding("narration")
-        block = fit_text(narration, panel.width - 2 * (pad_x + OUTLINE), int(panel.height * 0.28) - 2 * (pad_y + OUTLINE),
-                         max_font, min_font)
+        max_height = int(panel.height * 0.28) - 2 * (pad_y + OUTLINE)
+        # Narrow enough to leave the top-right corner for a balloon, unless that costs letter size.
+        blocks = [fit_text(narration, int(panel.width * frac) - 2 * (pad_x + OUTLINE), max_height, max_font, min_font)
+                  for frac in (0.6, 0.8, 1.0)]
+        block = max(blocks, key=lambda b: (not b.truncated, b.font_size))
         w, h = _outer_size("narration", block)
         box = Box(panel.x0, panel.y0, panel.x0 + w, panel.y0 + h)
         placed.append(Lettering("narration", narration, "", block, box, box))
@@ -184,25 +189,31 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
             text = text.upper()
         taken = [p.box for p in placed]
         choice = None
+        pad_x, pad_y = _padding(line.kind)
+        reach = _reach(line.kind)
+        # Cost of an option: each font size step below the largest costs 1, each preference group 2,
+        # so a balloon stays near the top (reading order) at a slightly smaller size before it moves down.
+        best_cost = None
         for size in range(max_font, min_font - 1, -1):
-            pad_x, pad_y = _padding(line.kind)
-            reach = _reach(line.kind)
-            block = fit_text(text, int(panel.width * 0.55) - 2 * (pad_x + reach), int(panel.height * 0.3) - 2 * (pad_y + reach),
-                             size, size)
-            if block.truncated:
-                continue
-            w, h = _outer_size(line.kind, block)
-            for box in _candidate_boxes(panel, w, h, taken, margin):
-                if panel.contains(box) and box.overlap(clear) == 0 and all(box.overlap(t) == 0 for t in taken):
-                    choice = (block, box)
-                    break
-            if choice:
+            if best_cost is not None and max_font - size >= best_cost:
                 break
+            for frac in (0.55, 0.75, 0.95):  # compact first, then wider and flatter
+                block = fit_text(text, int(panel.width * frac) - 2 * (pad_x + reach),
+                                 int(panel.height * 0.3) - 2 * (pad_y + reach), size, size)
+                if block.truncated:
+                    continue
+                w, h = _outer_size(line.kind, block)
+                for box, group in _candidate_boxes(panel, w, h, taken, margin):
+                    cost = (max_font - size) + 2 * group
+                    if best_cost is not None and cost >= best_cost:
+                        continue
+                    if panel.contains(box) and box.overlap(clear) == 0 and all(box.overlap(t) == 0 for t in taken):
+                        choice, best_cost = (block, box), cost
         if choice is None:  # crowded panel: smallest font, least overlap, and say so
             block = fit_text(text, int(panel.width * 0.55) - 2 * sum(_padding(line.kind)), int(panel.height * 0.3),
                              min_font, min_font)
             w, h = _outer_size(line.kind, block)
-            box = min(_candidate_boxes(panel, w, h, taken, margin),
+            box = min((b for b, _ in _candidate_boxes(panel, w, h, taken, margin)),
                       key=lambda b: (sum(b.overlap(t) for t in taken) + b.overlap(clear), not panel.contains(b)))
             choice = (block, box)
             warnings.append(f"balloon could not avoid other lettering or the panel centre: {text[:40]!r}")

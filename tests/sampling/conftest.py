@@ -26,6 +26,12 @@ FAST_ARGS = ["--steps", "3", "--upsample-steps", "3", "--device", "cpu", "--quie
 def _save(path, options, seed):
     torch.manual_seed(seed)
     model = build_model(options)
+    # GLIDE zero-initialises output layers, which would make eps 0 whatever the caption; randomise
+    # them so captions, guidance and seeds visibly change the images.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0.0, 0.1)
     save_model_folder(path, model, options, get_tokenizer(options["tokenizer"], options["text_ctx"]))
     return path
 
