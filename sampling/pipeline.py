@@ -6,7 +6,6 @@ batch. Captions are encoded once per image with `model.encode_text`, not once pe
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +21,6 @@ from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
 
-log = logging.getLogger(__name__)
 MAX_SEED = 2**63 - 1
 
 
@@ -189,8 +187,8 @@ class TextToImage:
         for prompt, seed, image, base_image, cut in zip(prompts, seeds, final, base_images, truncated):
             warnings = []
             if cut:
+                shown = prompt if len(prompt) <= 80 else f"{prompt[:38]}…{prompt[-38:]}"
                 warnings.append(f"caption longer than the model's context ({self.models.base.text_ctx} tokens) "
-                                f"was truncated: {prompt[:60]!r}")
-                log.warning(warnings[-1])
+                                f"was truncated: {shown!r}")
             results.append(GeneratedImage(prompt, seed, image, base_image, cut, warnings))
         return results

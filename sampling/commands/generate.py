@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> list[Path]:
             for warning in result.warnings:
                 print(f"warning: {warning}")
         started = time.perf_counter()
-    if args.grid:
+    grid_params = {"kind": "grid", "images": [p.name for p in paths], "model": pipeline.model_id}
+    if args.grid and (done or output_state(out / "grid.png", grid_params) != "same"):
         images = []
         for path in paths:
             with Image.open(path) as im:
                 images.append(im.convert("RGB"))
-        save_image(out / "grid.png", make_grid(images), {"kind": "grid", "images": [p.name for p in paths],
-                                                        "model": pipeline.model_id})
+        save_image(out / "grid.png", make_grid(images), grid_params)
     print(f"done: {done} written, {len(jobs) - done} skipped")
     return paths

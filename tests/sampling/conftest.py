@@ -47,6 +47,16 @@ def tiny_models(tmp_path_factory):
     return {"pipeline": root / "pipeline", "inpaint": root / "inpaint"}
 
 
+@pytest.fixture(scope="session")
+def tiny_options():
+    return TINY_OPTIONS
+
+
+@pytest.fixture(scope="session")
+def fast_args():
+    return list(FAST_ARGS)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Deterministic, and much faster than fighting over shared cores."""

@@ -10,8 +10,6 @@ from PIL import Image
 from sampling.__main__ import main
 from sampling.outputs import read_parameters, sidecar_path
 
-from conftest import FAST_ARGS
-
 
 def run_cli(*args) -> int:
     return main([str(a) for a in args])
@@ -26,10 +24,10 @@ def no_temp_files(folder):
 
 
 # ------------------------------------------------------------------------------------ generate
-def test_generate_writes_parameters_and_reruns_skip(tiny_models, tmp_path, capsys):
+def test_generate_writes_parameters_and_reruns_skip(tiny_models, fast_args, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["generate", "a red boat", "", "-n", "2", "--seed", "40", "--model", tiny_models["pipeline"], "--out", out,
-            "--grid", *FAST_ARGS]
+            "--grid", *fast_args]
     assert run_cli(*args) == 0
     pngs = sorted(p.name for p in out.glob("0*.png"))
     assert len(pngs) == 4 and (out / "grid.png").is_file()
@@ -57,7 +55,7 @@ def test_generate_writes_parameters_and_reruns_skip(tiny_models, tmp_path, capsy
         {k: v for k, v in before.items() if "0003" not in str(k) and "grid" not in str(k)}
     before = snapshot(out)
 
-    assert run_cli(*args[:-len(FAST_ARGS)], *FAST_ARGS, "--guidance", "5") == 2
+    assert run_cli(*args[:-len(fast_args)], *fast_args, "--guidance", "5") == 2
     assert "made with other settings" in capsys.readouterr().err
     assert snapshot(out) == before
     assert run_cli(*args, "--guidance", "5", "--overwrite") == 0
@@ -65,12 +63,12 @@ def test_generate_writes_parameters_and_reruns_skip(tiny_models, tmp_path, capsy
     assert no_temp_files(out)
 
 
-def test_generate_prompts_file_and_no_upsample(tiny_models, tmp_path):
+def test_generate_prompts_file_and_no_upsample(tiny_models, fast_args, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n\na dog\n", encoding="utf-8")
     out = tmp_path / "out"
     assert run_cli("generate", "--prompts-file", prompts, "--model", tiny_models["pipeline"], "--no-upsample",
-                   "--sampler", "ancestral", "--out", out, *FAST_ARGS) == 0
+                   "--sampler", "ancestral", "--out", out, *fast_args) == 0
     files = sorted(out.glob("*.png"))
     assert [read_parameters(p)["prompt"] for p in files] == ["a cat", "a dog"]
     assert all(read_parameters(p)["upsampler"] is None and read_parameters(p)["size"] == 16 for p in files)
@@ -86,26 +84,26 @@ def test_generate_prompts_file_and_no_upsample(tiny_models, tmp_path):
     (["--device", "tpu"], "unknown device"),
     (["-n", "0"], "--num-images must be at least 1"),
 ])
-def test_generate_bad_settings(tiny_models, tmp_path, capsys, extra, message):
+def test_generate_bad_settings(tiny_models, fast_args, tmp_path, capsys, extra, message):
     out = tmp_path / "out"
-    assert run_cli("generate", "x", "--model", tiny_models["pipeline"], "--out", out, *FAST_ARGS, *extra) == 2
+    assert run_cli("generate", "x", "--model", tiny_models["pipeline"], "--out", out, *fast_args, *extra) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() or not list(out.iterdir())
 
 
-def test_models_that_are_not_models(tiny_models, tmp_path, capsys, monkeypatch):
+def test_models_that_are_not_models(tiny_models, fast_args, tmp_path, capsys, monkeypatch):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"not a model")
-    assert run_cli("generate", "x", "--model", junk, *FAST_ARGS) == 2
+    assert run_cli("generate", "x", "--model", junk, *fast_args) == 2
     assert "is not a model" in capsys.readouterr().err
     fake_pt = tmp_path / "fake.pt"
     fake_pt.write_bytes(b"not a checkpoint")
-    assert run_cli("generate", "x", "--model", fake_pt, *FAST_ARGS) == 2
+    assert run_cli("generate", "x", "--model", fake_pt, *fast_args) == 2
     assert "fake.pt" in capsys.readouterr().err
-    assert run_cli("generate", "x", "--model", tmp_path / "missing", *FAST_ARGS) == 2
+    assert run_cli("generate", "x", "--model", tmp_path / "missing", *fast_args) == 2
     assert "no such file or folder" in capsys.readouterr().err
     upsampler = tiny_models["pipeline"] / "upsampler"
-    assert run_cli("generate", "x", "--model", upsampler, *FAST_ARGS) == 2
+    assert run_cli("generate", "x", "--model", upsampler, *fast_args) == 2
     assert "is an upsampler" in capsys.readouterr().err
 
     import finetune.bundled
@@ -114,11 +112,11 @@ def test_models_that_are_not_models(tiny_models, tmp_path, capsys, monkeypatch):
         raise FileNotFoundError(f"no bundled {kind} model")
 
     monkeypatch.setattr(finetune.bundled, "bundled_model_path", unavailable)
-    assert run_cli("generate", "x", *FAST_ARGS) == 2
+    assert run_cli("generate", "x", *fast_args) == 2
     assert "bundled base model is not available" in capsys.readouterr().err
 
 
-def test_openai_checkpoint_with_preset(tiny_models, tmp_path):
+def test_openai_checkpoint_with_preset(tiny_models, tiny_options, tmp_path):
     """A .pt state_dict loads through the model core when its --preset matches."""
     import torch
     from safetensors.torch import load_file
@@ -132,9 +130,7 @@ def test_openai_checkpoint_with_preset(tiny_models, tmp_path):
         load_sampling_model(pt, "base", torch.device("cpu"), preset="tiny-base")
     # The tiny test options are not a named preset, so register a look-alike one for this check.
     import finetune.model.options as options_module
-    from conftest import TINY_OPTIONS
-
-    options_module.PRESETS["sampling-test-base"] = dict(TINY_OPTIONS["base"])
+    options_module.PRESETS["sampling-test-base"] = dict(tiny_options["base"])
     try:
         loaded = load_sampling_model(pt, "base", torch.device("cpu"), preset="sampling-test-base")
     finally:
@@ -170,16 +166,16 @@ pages:
 """
 
 
-def comic_args(tiny_models, script, out, *extra):
+def comic_args(tiny_models, fast_args, script, out, *extra):
     return ["comic", script, "--model", tiny_models["pipeline"], "--out", out, "--panel-size", "192",
-            "--batch-size", "3", *FAST_ARGS, *extra]
+            "--batch-size", "3", *fast_args, *extra]
 
 
-def test_comic_pages_panels_metadata_and_regeneration(tiny_models, tmp_path, capsys):
+def test_comic_pages_panels_metadata_and_regeneration(tiny_models, fast_args, tmp_path, capsys):
     script = tmp_path / "harbour.yaml"
     script.write_text(SCRIPT, encoding="utf-8")
     out = tmp_path / "comic"
-    assert run_cli(*comic_args(tiny_models, script, out)) == 0
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out)) == 0
     assert sorted(p.name for p in out.glob("page-*.png")) == ["page-01.png", "page-02.png"]
     assert len(list((out / "panels").glob("*.png"))) == 5
     meta = json.loads((out / "comic.json").read_text())
@@ -212,21 +208,21 @@ def test_comic_pages_panels_metadata_and_regeneration(tiny_models, tmp_path, cap
     # A rerun reuses every panel; regenerating one panel changes it alone.
     before = snapshot(out / "panels")
     capsys.readouterr()
-    assert run_cli(*comic_args(tiny_models, script, out)) == 0
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out)) == 0
     assert "0 panel(s) generated, 5 reused" in capsys.readouterr().out
     assert snapshot(out / "panels") == before
-    assert run_cli(*comic_args(tiny_models, script, out, "--regenerate", "1.2=999")) == 0
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--regenerate", "1.2=999")) == 0
     after = snapshot(out / "panels")
     changed = {str(k) for k in after if after[k] != before[k]}
     assert changed == {"page-01-panel-02.png", "page-01-panel-02.json"}
     meta = json.loads((out / "comic.json").read_text())
     assert meta["panels"][1]["seed"] == 999 and meta["seed_overrides"] == {"1.2": 999}
-    assert run_cli(*comic_args(tiny_models, script, out)) == 0  # the new seed sticks
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out)) == 0  # the new seed sticks
     assert snapshot(out / "panels") == after
 
     # The same script in another folder gives the same panels: seeds are reproducible.
     other = tmp_path / "again"
-    assert run_cli(*comic_args(tiny_models, script, other)) == 0
+    assert run_cli(*comic_args(tiny_models, fast_args, script, other)) == 0
     again = snapshot(other / "panels")
     assert again["page-01-panel-01.png"] == before["page-01-panel-01.png"]
     assert again["page-01-panel-02.png"] == before["page-01-panel-02.png"]
@@ -234,34 +230,34 @@ def test_comic_pages_panels_metadata_and_regeneration(tiny_models, tmp_path, cap
     # Editing a caption conflicts with the panel on disk until --overwrite, which redoes that panel only.
     script.write_text(SCRIPT.replace("drinking tea", "drinking coffee"), encoding="utf-8")
     capsys.readouterr()
-    assert run_cli(*comic_args(tiny_models, script, out)) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out)) == 2
     assert "panel(s) 2.2" in capsys.readouterr().err
-    assert run_cli(*comic_args(tiny_models, script, out, "--overwrite")) == 0
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--overwrite")) == 0
     final = snapshot(out / "panels")
     assert {str(k) for k in final if final[k] != after[k]} == {"page-02-panel-02.png", "page-02-panel-02.json"}
     assert no_temp_files(out)
 
 
-def test_comic_bad_inputs(tiny_models, tmp_path, capsys):
+def test_comic_bad_inputs(tiny_models, fast_args, tmp_path, capsys):
     script = tmp_path / "bad.yaml"
     script.write_text("panels:\n  - caption: a\n    dialogue:\n      - {speaker: A, text: hi, kind: yell}\n")
-    assert run_cli(*comic_args(tiny_models, script, tmp_path / "o")) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, script, tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "line 4" in err and "dialogue[0].kind" in err
     good = tmp_path / "good.yaml"
     good.write_text("panels: [a, b]\n")
-    assert run_cli(*comic_args(tiny_models, good, tmp_path / "o", "--regenerate", "3.1")) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, good, tmp_path / "o", "--regenerate", "3.1")) == 2
     assert "the script has no such panel" in capsys.readouterr().err
-    assert run_cli(*comic_args(tiny_models, good, tmp_path / "o", "--regenerate", "one")) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, good, tmp_path / "o", "--regenerate", "one")) == 2
     assert "bad panel reference" in capsys.readouterr().err
-    assert run_cli(*comic_args(tiny_models, tmp_path / "nope.yaml", tmp_path / "o")) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, tmp_path / "nope.yaml", tmp_path / "o")) == 2
     assert "not a bundled example" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert run_cli("comic", "lighthouse", "--check") == 0
     assert "2 page(s), 6 panel(s)" in capsys.readouterr().out
 
 
-def test_comic_clip_rerank(tiny_models, tmp_path, capsys, monkeypatch):
+def test_comic_clip_rerank(tiny_models, fast_args, tmp_path, capsys, monkeypatch):
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -278,9 +274,9 @@ def test_comic_clip_rerank(tiny_models, tmp_path, capsys, monkeypatch):
     script = tmp_path / "s.yaml"
     script.write_text("panels: [a red boat, a green tree]\n")
     out = tmp_path / "out"
-    assert run_cli(*comic_args(tiny_models, script, out, "--candidates", "3", "--clip-model", config)) == 2
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--candidates", "3", "--clip-model", config)) == 2
     assert "needs local weights" in capsys.readouterr().err
-    assert run_cli(*comic_args(tiny_models, script, out, "--candidates", "3", "--clip-model", config,
+    assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--candidates", "3", "--clip-model", config,
                                "--clip-weights", weights)) == 0
     from sampling.rerank import ClipReranker
 
@@ -295,7 +291,7 @@ def test_comic_clip_rerank(tiny_models, tmp_path, capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ inpaint
-def test_inpaint_cli(tiny_models, tmp_path, capsys):
+def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
     rng = np.random.default_rng(1)
     image = tmp_path / "photo.png"
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
@@ -305,7 +301,7 @@ def test_inpaint_cli(tiny_models, tmp_path, capsys):
     Image.fromarray(fill).save(mask)
     out = tmp_path / "out"
     args = ["inpaint", "a window", "--image", image, "--mask", mask, "--model", tiny_models["inpaint"], "--out", out,
-            "-n", "2", *FAST_ARGS]
+            "-n", "2", *fast_args]
     assert run_cli(*args) == 0
     assert "using its centre square" in capsys.readouterr().out
     results = sorted(out.glob("inpaint-*.png"))
@@ -327,7 +323,7 @@ def test_inpaint_cli(tiny_models, tmp_path, capsys):
     Image.new("L", (48, 40)).save(black)
     assert run_cli(*args[:4], "--mask", black, *args[6:]) == 2
     assert "marks nothing to fill" in capsys.readouterr().err
-    assert run_cli("inpaint", "--image", image, "--mask", mask, "--model", tiny_models["pipeline"], *FAST_ARGS) == 2
+    assert run_cli("inpaint", "--image", image, "--mask", mask, "--model", tiny_models["pipeline"], *fast_args) == 2
     assert "needs an inpainting base model" in capsys.readouterr().err
-    assert run_cli("inpaint", "--image", tmp_path / "none.png", "--mask", mask, *FAST_ARGS) == 2
+    assert run_cli("inpaint", "--image", tmp_path / "none.png", "--mask", mask, *fast_args) == 2
     assert "does not exist" in capsys.readouterr().err
