@@ -99,12 +99,14 @@ def _describe_expected() -> str:
 
 
 def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
+    from safetensors import SafetensorError
+
     from finetune.checkpoints import load_model_folder
 
     try:
         loaded = load_model_folder(path, device=device, dtype=None, use_ema=use_ema)
-    except (FileNotFoundError, KeyError, ValueError, OSError, RuntimeError) as exc:
-        raise ModelLoadError(f"{path}: could not load the model folder: {exc}") from exc
+    except (KeyError, ValueError, OSError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"{path}: could not load the model folder: {exc}") from None
     loaded.model.eval().requires_grad_(False)
     return SamplingModel(loaded.model, dict(loaded.options), loaded.tokenizer,
                          model_id_for(path, "ema" if use_ema else "raw"), str(path))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -102,6 +103,11 @@ def test_models_that_are_not_models(tiny_models, fast_args, tmp_path, capsys, mo
     assert "fake.pt" in capsys.readouterr().err
     assert run_cli("generate", "x", "--model", tmp_path / "missing", *fast_args) == 2
     assert "no such file or folder" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["pipeline"] / "base", broken)
+    (broken / "model.safetensors").write_bytes(b"junk")
+    assert run_cli("generate", "x", "--model", broken, *fast_args) == 2
+    assert "could not load the model folder" in capsys.readouterr().err
     upsampler = tiny_models["pipeline"] / "upsampler"
     assert run_cli("generate", "x", "--model", upsampler, *fast_args) == 2
     assert "is an upsampler" in capsys.readouterr().err
