@@ -3,7 +3,8 @@
 Each pending shard becomes one Ray task calling ``shards.write_shard``; the driver then writes the
 manifest with ``runner.finalize_dataset``. Workers write straight into the output folder and read
 the inputs (e.g. an item table) by path, so on a multi-node cluster both must be on storage every
-node sees. Ray is an optional extra: ``pip install "autocomics[ray]"``.
+node sees, and every node needs this package installed. Ray is an optional extra:
+``pip install "autocomics[ray]"``.
 """
 
 from __future__ import annotations

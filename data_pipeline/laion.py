@@ -352,8 +352,9 @@ def register(subparsers) -> None:
     f.add_argument("--exclude-keywords", action="append", metavar="W1,W2",
                    help="drop captions containing any of these whole words")
     f.add_argument("--caption-regex", help="keep captions matching this RE2 regular expression (case-insensitive)")
-    f.add_argument("--min-caption-chars", type=int, default=1, help="default: 1")
-    f.add_argument("--max-caption-chars", type=int, default=None)
+    f.add_argument("--min-caption-chars", type=int, default=1,
+                   help="shortest caption kept, in characters after trimming (default: 1)")
+    f.add_argument("--max-caption-chars", type=int, default=None, help="longest caption kept (default: no limit)")
     f.add_argument("--min-similarity", type=float, help="minimum CLIP image-text similarity")
     f.add_argument("--nsfw-allowed", metavar="TAGS",
                    help="LAION-400M NSFW tags to keep, comma-separated, e.g. UNLIKELY")

@@ -6,7 +6,8 @@
 - ``robots``: X-Robots-Tag opt-outs (noai, noimageai, noindex, noimageindex).
 - ``items``: the item table (url, caption, metadata) every web source writes before downloading.
 - ``downloader``: shard tasks over an item table, fetched by threads, written by the shard writer.
-- ``retry``: fetch again the failed samples of an earlier run, by reason.
+- ``retry``: fetch again the failed samples of an earlier run, by reason (the ``retry`` command).
+- ``cli``: the download options shared by the ``laion``, ``wikipedia`` and ``retry`` commands.
 """
 
 from .client import ClientConfig, FetchError, FetchResult, HttpClient

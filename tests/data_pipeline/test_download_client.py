@@ -94,7 +94,7 @@ def test_retry_after_too_long_gives_up_at_once(server):
     c = client(retries=3, max_retry_after=5)
     started = time.monotonic()
     assert reason_of(c, server.url("/slow-down")) == "http_429"
-    assert time.monotonic() - started < 1 and server.hits["/slow-down"] == 1
+    assert time.monotonic() - started < 3 and server.hits["/slow-down"] == 1
 
 
 def test_server_errors_retried_with_backoff_then_counted(server):
@@ -123,7 +123,7 @@ def test_hung_and_dripping_servers_time_out(server):
     for path in ("/hang", "/stall", "/drip"):
         started = time.monotonic()
         assert reason_of(c, server.url(path)) == "timeout"
-        assert time.monotonic() - started < 2.5, path
+        assert time.monotonic() - started < 4, path  # not the 30-60 s the server would take
 
 
 def test_size_cap_declared_and_streamed(server):
@@ -176,11 +176,13 @@ def test_per_domain_rate_and_concurrency(server):
 
     c = client(per_domain_concurrency=2, pool_maxsize=8)
     threads = [threading.Thread(target=c.get, args=(server.url("/slowish"),)) for _ in range(6)]
+    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert server.max_active["/slowish"] == 2
+    assert server.max_active["/slowish"] <= 2
+    assert time.monotonic() - started >= 0.55  # 6 requests of 0.2 s, two at a time
 
 
 def test_limiter_defer_pauses_every_thread():

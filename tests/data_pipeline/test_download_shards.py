@@ -221,5 +221,4 @@ def test_threads_fetch_concurrently(tmp_path, image_bytes):
                                      options(read_timeout=5), progress=False)
         elapsed = time.monotonic() - started
     assert man["totals"]["samples"] == 16
-    assert elapsed < 3, f"16 half-second downloads on 8 threads took {elapsed:.1f}s"
-    assert np.isfinite(elapsed)
+    assert elapsed < 5, f"16 half-second downloads on 8 threads took {elapsed:.1f}s (8 s if serial)"
