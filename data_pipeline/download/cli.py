@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
 
 from data_pipeline.cli import run_build
@@ -160,6 +162,8 @@ def run_download(args, items_path: str, writer: WriterConfig, options: DownloadO
         return run_build(args, tasks, producer, sources, filters, config=writer)
     from data_pipeline.distributed import build_dataset_on_ray
 
+    writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))  # Ray workers' cwd differs
+    producer = DownloadProducer(options, writer)
     summary, manifest = build_dataset_on_ray(
         tasks, producer, writer, address=args.ray, num_cpus=args.ray_cpus,
         progress=not args.no_progress, sources=sources, filters=filters,

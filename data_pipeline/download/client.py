@@ -261,9 +261,12 @@ def _caused_by_timeout(exc: BaseException) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)) or "timed out" in str(exc).lower():
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return False  # urllib3 makes it a ConnectTimeoutError subclass, but it is a refusal
+        if isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)):
             return True
-        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__ or nested
     return False
 
 

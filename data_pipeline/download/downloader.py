@@ -227,7 +227,8 @@ def download_plan_tasks(items_path: str, writer: WriterConfig) -> list[ShardTask
             f"{items_path} was planned with shard size {meta['shard_size']}, not {writer.shard_size}; "
             "use the same --shard-size (or a fresh output folder)"
         )
-    return plan_item_shards(items_path, writer.shard_size)
+    # Absolute, so workers whose working directory differs (Ray) find the rows.
+    return plan_item_shards(os.path.abspath(items_path), writer.shard_size)
 
 
 def download_item_table(
@@ -251,7 +252,8 @@ def download_item_table(
     if ray_address:
         from data_pipeline.distributed import build_dataset_on_ray
 
-        return build_dataset_on_ray(tasks, producer, writer, address=ray_address, progress=progress,
-                                    sources=sources, filters=filters)
+        writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))
+        return build_dataset_on_ray(tasks, DownloadProducer(options, writer), writer, address=ray_address,
+                                    progress=progress, sources=sources, filters=filters)
     return build_dataset(tasks, producer, writer, processes=processes, progress=progress,
                          sources=sources, filters=filters)

@@ -195,3 +195,12 @@ def test_limiter_defer_pauses_every_thread():
     with limiter.slot("other.org"):
         pass
     assert time.monotonic() - started < 0.5
+
+
+def test_refused_connection_is_not_a_timeout():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert reason_of(client(retries=0), f"http://127.0.0.1:{port}/x") == "connection_error"

@@ -222,3 +222,17 @@ def test_threads_fetch_concurrently(tmp_path, image_bytes):
         elapsed = time.monotonic() - started
     assert man["totals"]["samples"] == 16
     assert elapsed < 5, f"16 half-second downloads on 8 threads took {elapsed:.1f}s (8 s if serial)"
+
+
+def test_cli_options_share_per_domain_limits_between_processes():
+    from data_pipeline.__main__ import build_parser
+    from data_pipeline.download.cli import options_from_args
+
+    args = build_parser().parse_args(["laion", "x.parquet", "--out", "o", "--processes", "2", "--threads", "40",
+                                      "--per-domain-rate", "10", "--per-domain-concurrency", "3",
+                                      "--allow-network", "127.0.0.0/8", "--ignore-robots-tag"])
+    opts = options_from_args(args, source="laion")
+    assert opts.client.per_domain_rate == 5 and opts.client.per_domain_concurrency == 2
+    assert opts.threads == 40 and opts.client.pool_maxsize >= 40 and opts.robots_directives == ()
+    assert opts.client.address_policy.allows("127.0.0.1") and not opts.client.address_policy.allows("10.0.0.1")
+    assert DownloadOptions.from_dict(opts.to_dict()) == opts  # what retry reads back from the plan
