@@ -100,7 +100,8 @@ class TrainConfig:
     mixed_precision: str = _opt("no", "Autocast precision: no, bf16 or fp16 (fp16 needs a GPU).",
                                 choices=["no", "bf16", "fp16"])
     grad_checkpointing: bool = _opt(False, "Activation checkpointing (less memory, ~30% more compute).")
-    channels_last: bool = _opt(True, "Run the UNet in channels_last memory format.")
+    channels_last: str = _opt("auto", "channels_last memory format for the UNet: auto (on for GPUs, off on the CPU, "
+                                      "where it measured slower), yes or no.", choices=["auto", "yes", "no"])
     seed: int = _opt(0, "Seed for weights from scratch, data order, augmentation, timesteps and noise.", min=0)
 
     # --- checkpoints, logs, samples -------------------------------------------------------------

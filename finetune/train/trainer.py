@@ -160,7 +160,8 @@ def train(config: TrainConfig) -> TrainResult:
         p.requires_grad_(not frozen)
     if config.grad_checkpointing:
         model.set_gradient_checkpointing(True)
-    if config.channels_last:
+    channels_last = config.channels_last == "yes" or (config.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
 
@@ -180,7 +181,8 @@ def train(config: TrainConfig) -> TrainResult:
     # ---- optimizer, EMA, state -------------------------------------------------------------------------------
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                                  eps=config.adam_eps, weight_decay=config.weight_decay)
+                                  eps=config.adam_eps, weight_decay=config.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     unet_params = [p for n, p in unwrapped.named_parameters() if p.requires_grad and not is_text_side(n)]
@@ -263,7 +265,7 @@ def train(config: TrainConfig) -> TrainResult:
         if not val_all:
             return None
         result = validate(unwrapped, diffusion, tokenizer, val_mine, config.batch_size, config.seed, device,
-                          autocast, _reduce_sum(accelerator), config.loss_type, config.channels_last)
+                          autocast, _reduce_sum(accelerator), config.loss_type, channels_last)
         monitor.scalars(step, result)
         entry = {"step": step, **result}
         val_history.append(entry)
@@ -317,10 +319,10 @@ def train(config: TrainConfig) -> TrainResult:
                 stats.add_skipped(int(batch["skipped"]))
                 if key_log is not None:
                     key_log.write(json.dumps({"step": step + 1, "micro": micro, "keys": batch["keys"]}) + "\n")
-                x0, kwargs = model_inputs(batch, device, config.channels_last)
+                x0, kwargs = model_inputs(batch, device, channels_last)
                 t = diffusion.sample_timesteps(x0.shape[0], device=device, generator=generator)
                 noise = torch.randn(x0.shape, generator=generator, device=device)
-                if config.channels_last:
+                if channels_last:
                     noise = noise.contiguous(memory_format=torch.channels_last)
                 last = micro == config.grad_accum - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model):
