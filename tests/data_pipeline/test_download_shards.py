@@ -141,17 +141,20 @@ def test_shard_deadline_closes_stuck_urls_then_retry_fetches_them(tmp_path, imag
             server.add(f"/img{i}.jpg", Reply(200, b"x" * 10, hang=True))
         items = write_items(tmp_path / "items.parquet", rows, shard_size=6)
         slow = options(read_timeout=30, total_timeout=60)
-        stuck = DownloadOptions(client=slow.client, threads=8, shard_deadline=1.5, source="test")
+        stuck = DownloadOptions(client=slow.client, threads=8, shard_deadline=3.0, source="test")
         started = time.monotonic()
         _, man = download_item_table(items, WriterConfig(out_dir=str(tmp_path / "out"), shard_size=6), stuck,
                                      progress=False)
-        assert time.monotonic() - started < 6
-        assert man["failures"] == {"deadline": 2} and man["totals"]["samples"] == 4
+        assert time.monotonic() - started < 10  # not the 60 s the hung connections would take
+        stats = json.load(open(tmp_path / "out" / "64" / "00000_stats.json"))
+        # On a very loaded machine a good URL may also miss the deadline; the hung two always do.
+        assert set(man["failures"]) == {"deadline"}
+        assert {1, 4} <= {f["index"] for f in stats["failed_items"]}
 
         for i in (1, 4):  # the host recovers
             server.add_image(f"/img{i}.jpg", image_bytes("jpg", 50, 40, seed=i))
         result = retry_failed(str(tmp_path / "out"), {"deadline"}, progress=False)
-        assert result.attempted == 2 and result.recovered == 2
+        assert result.attempted == result.recovered == man["failures"]["deadline"]
         assert result.manifest["failures"] == {} and result.manifest["totals"]["samples"] == 6
         download_item_table(items, WriterConfig(out_dir=str(tmp_path / "clean"), shard_size=6), options(),
                             progress=False)
