@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     if result.interrupted:
         return 128 + (result.signal or 0)
-    if result.model_dir is not None:
+    if result.model_dir is not None and result.is_main:
         print(f"done: {result.step} steps; model folder {result.model_dir}")
     return 0
 

@@ -48,6 +48,7 @@ class TrainResult:
     model_dir: Path | None = None
     last_checkpoint: Path | None = None
     val_history: list[dict] = field(default_factory=list)
+    is_main: bool = True
 
 
 class _StopFlag:
@@ -122,7 +123,10 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError(f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
                           "or choose a new --run-dir")
 
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
+    # Accelerate only forms a process group on the CPU (gloo) when told so.
+    cpu_group = not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_group)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
 
@@ -399,7 +403,7 @@ def train(config: TrainConfig) -> TrainResult:
             key_log.close()
         del data_iter, loader
     result = TrainResult(run_dir, step, interrupted, stop.signum, model_dir if not interrupted else None, last_ckpt,
-                         val_history)
+                         val_history, is_main)
     accelerator.wait_for_everyone()
     return result
 
