@@ -168,8 +168,7 @@ def _bundled_path(role: str) -> Path:
     try:
         path = Path(bundled_model_path(role))
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"no model was given and the bundled {role} model is not available ({exc}); "
-                             "pass --model PATH") from None
+        raise ModelLoadError(f"no --model given and the bundled {role} model is not available: {exc}") from None
     if not path.exists():
         raise ModelLoadError(f"no model was given and the bundled {role} model is missing at {path}; pass --model PATH")
     return path
