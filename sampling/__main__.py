@@ -1,4 +1,4 @@
-"""`python -m sampling generate | comic | inpaint` (and the web studio, once its command is listed)."""
+"""`python -m sampling generate | comic | inpaint | studio`."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,13 @@ from .commands.common import CommandError
 from .rerank import RerankUnavailable
 
 # Subcommand -> module with DESCRIPTION, add_arguments(parser) and run(args).
-# The web studio registers itself here as "studio" (module sampling.studio.cli).
 SUBCOMMANDS = {
     "generate": "sampling.commands.generate",
     "comic": "sampling.commands.comic",
     "inpaint": "sampling.commands.inpaint",
+    "studio": "sampling.studio.cli",
 }
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sampling", description=__doc__)
