@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import BASE_DEFAULTS, VOCAB_SIZES, get_preset, list_presets, resolve_options
+from .options import BASE_DEFAULTS, VOCAB_SIZES, UnknownPresetError, get_preset, list_presets, resolve_options
 from .text_encoder import TextEmbedding, concat_text_emb, index_text_emb
 from .unet import Text2ImUNet
 
@@ -22,6 +22,7 @@ __all__ = [
     "VOCAB_SIZES",
     "Text2ImUNet",
     "TextEmbedding",
+    "UnknownPresetError",
     "build_model",
     "concat_text_emb",
     "get_preset",

@@ -123,6 +123,13 @@ def _preset_table() -> dict[str, dict[str, Any]]:
 PRESETS: dict[str, dict[str, Any]] = _preset_table()
 
 
+class UnknownPresetError(KeyError, ValueError):
+    """An unknown preset name (a KeyError for lookups, a ValueError for argument checks)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def list_presets() -> list[str]:
     return list(PRESETS)
 
@@ -130,7 +137,7 @@ def list_presets() -> list[str]:
 def get_preset(name: str) -> dict[str, Any]:
     """Options dict of a named preset (a fresh copy the caller may edit)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+        raise UnknownPresetError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
 
 

@@ -96,3 +96,6 @@ def test_bad_options(options, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown model preset 'glide-huge'.*glide-base"):
         get_preset("glide-huge")
+    with pytest.raises(KeyError) as err:  # also a KeyError, with a readable message
+        get_preset("glide-huge")
+    assert str(err.value).startswith("unknown model preset 'glide-huge'")
