@@ -81,7 +81,7 @@ def _convert_input_conv(source: torch.Tensor, target: torch.Tensor, options: dic
 
 
 def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
-                     allow_vocab_swap: bool) -> tuple[bool, list[str]]:
+                     allow_vocab_swap: bool, seed: int = 0) -> tuple[bool, list[str]]:
     """Load `state` into `model`, converting the input conv and the token embedding where allowed.
 
     Returns (vocab_swapped, notes). Anything else that does not match raises InitError listing the differences.
@@ -90,22 +90,10 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], opt
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     mismatched = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
-    notes: list[str] = []
-    vocab_swapped = False
-    new_state = {}
-    for key in mismatched:
-        if key == INPUT_CONV and state[key].shape[0] == target[key].shape[0] and state[key].shape[2:] == target[key].shape[2:]:
-            new_state[key] = _convert_input_conv(state[key], target[key], options)
-            notes.append(f"input convolution converted from {state[key].shape[1]} to {target[key].shape[1]} channels "
-                         "(new channels zero-initialised)")
-        elif key == TOKEN_EMBEDDING and allow_vocab_swap and state[key].shape[1] == target[key].shape[1]:
-            std = float(state[key].float().std())
-            fresh = torch.randn(target[key].shape, generator=torch.Generator().manual_seed(0)) * std
-            new_state[key] = fresh.to(target[key].dtype)
-            notes.append(f"token embedding re-initialised for the new vocabulary ({state[key].shape[0]} -> "
-                         f"{target[key].shape[0]} tokens, std {std:.4f})")
-            vocab_swapped = True
-    unresolved = [k for k in mismatched if k not in new_state]
+    convertible = {k for k in mismatched if (
+        k == INPUT_CONV and state[k].shape[0] == target[k].shape[0] and state[k].shape[2:] == target[k].shape[2:])
+        or (k == TOKEN_EMBEDDING and allow_vocab_swap and state[k].shape[1] == target[k].shape[1])}
+    unresolved = [k for k in mismatched if k not in convertible]
     if missing or unexpected or unresolved:
         parts = []
         if unresolved:
@@ -116,6 +104,21 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], opt
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
         raise InitError("the checkpoint is for another model/preset: " + "; ".join(parts))
+    notes: list[str] = []
+    vocab_swapped = False
+    new_state = {}
+    if INPUT_CONV in convertible:
+        new_state[INPUT_CONV] = _convert_input_conv(state[INPUT_CONV], target[INPUT_CONV], options)
+        notes.append(f"input convolution converted from {state[INPUT_CONV].shape[1]} to "
+                     f"{target[INPUT_CONV].shape[1]} channels (new channels zero-initialised)")
+    if TOKEN_EMBEDDING in convertible:
+        old, shape = state[TOKEN_EMBEDDING], target[TOKEN_EMBEDDING].shape
+        std = float(old.float().std())
+        fresh = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * std
+        new_state[TOKEN_EMBEDDING] = fresh.to(target[TOKEN_EMBEDDING].dtype)
+        notes.append(f"token embedding re-initialised for the new vocabulary ({old.shape[0]} -> {shape[0]} tokens, "
+                     f"std {std:.4f})")
+        vocab_swapped = True
     merged = {k: (new_state[k] if k in new_state else state[k]) for k in target}
     model.load_state_dict(merged, strict=True)
     return vocab_swapped, notes
@@ -123,10 +126,17 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], opt
 
 def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
     """The preset whose parameter names and shapes equal the checkpoint's (built on the meta device)."""
+    from finetune.model.options import architecture
+
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     matches = []
     for name in list_presets():
-        options = {**get_preset(name), "tokenizer": tokenizer}
+        options = resolve_options({**get_preset(name), "tokenizer": tokenizer})
+        arch = architecture(options)
+        first_conv = (int(options["num_channels"] * arch["channel_mult"][0]), arch["in_channels"], 3, 3)
+        if shapes.get(INPUT_CONV) != first_conv or \
+                shapes.get("positional_embedding") != (options["text_ctx"], options["xf_width"]):
+            continue  # cheap rejection before building the candidate
         with torch.device("meta"):
             candidate = build_model(options)
         if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
@@ -177,7 +187,7 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
         from finetune.checkpoints import load_model_folder
 
         try:
-            loaded = load_model_folder(path, device="cpu", use_ema=init_from_ema)
+            loaded = load_model_folder(path, device="cpu", use_ema=init_from_ema, vocab_path=vocab_path or None)
         except (OSError, ValueError, KeyError) as exc:
             raise InitError(f"cannot load model folder {path}: {exc}") from None
         src_options = dict(loaded.options)
@@ -195,7 +205,7 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
             tok = _tokenizer(want_tok, options["text_ctx"], vocab_path)
         model = build_model(options)
         swapped, notes = transfer_weights(model, loaded.model.state_dict(), options,
-                                          allow_vocab_swap=want_tok != src_options["tokenizer"])
+                                          allow_vocab_swap=want_tok != src_options["tokenizer"], seed=seed)
         return ModelSetup(model, options, tok, preset or src_preset, "folder", swapped, notes)
 
     from finetune.checkpoints import load_openai_checkpoint
@@ -212,5 +222,5 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
     options = _apply_preset_options(preset, want_tok)
     tok = _tokenizer(want_tok, options["text_ctx"], vocab_path)
     model = build_model(options)
-    swapped, more = transfer_weights(model, state, options, allow_vocab_swap=want_tok != "gpt2")
+    swapped, more = transfer_weights(model, state, options, allow_vocab_swap=want_tok != "gpt2", seed=seed)
     return ModelSetup(model, options, tok, preset, "openai", swapped, notes + more)

@@ -98,6 +98,13 @@ def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetu
                       bool(state.get("vocab_swapped", False)))
 
 
+def _reset_accelerate_state() -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def _reduce_sum(accelerator):
     def reduce(t: torch.Tensor) -> torch.Tensor:
         return accelerator.reduce(t, "sum") if accelerator.num_processes > 1 else t
@@ -126,6 +133,8 @@ def train(config: TrainConfig) -> TrainResult:
     # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
     # Accelerate only forms a process group on the CPU (gloo) when told so.
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        _reset_accelerate_state()  # a second train() in one process (notebook, tests) may change precision
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_group)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
