@@ -1,0 +1,377 @@
+"""Generation quality on the CPU, measured with the synthetic world's evaluator (not part of CI).
+
+Prompts are canonical captions of scenes drawn from the model's world; each generated image is read back by
+`data_pipeline.synthetic.read_scene` and scored: caption accuracy = shape, colour and background all right
+(position reported separately). Image i always starts from the same noise (seed + i) in every setting, so the
+settings are compared on paired seeds. Three parts:
+
+  guidance   accuracy vs classifier-free guidance scale (0 = unconditional) with the fast solver;
+  samplers   each sampler at a few step counts, at one guidance scale (the best of the sweep by default);
+  finetune   style-detector rate and caption accuracy of the model before/after a fine-tune (--finetuned DIR),
+             with a style phrase appended to the prompts.
+
+Resumable: every chunk of images is cached under --results (per model digest and setting), so a rerun with more
+--samples only generates the new images. Prints a table and writes quality.md, quality.json and quality.png.
+
+    python bench/quality.py                              # bundled base, 500 samples per point
+    python bench/quality.py --samples 64 --parts guidance
+    python bench/quality.py --finetuned runs/quickstart/model --parts finetune
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from data_pipeline.synthetic import (  # noqa: E402
+    DEFAULT_WORLD, canonical_caption, make_world, read_scene, sample_attributes, sample_rng, world_from_manifest)
+from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
+from sampling.loading import load_sampling_model  # noqa: E402
+from sampling.pipeline import run_stage  # noqa: E402
+from sampling.settings import SamplerSettings  # noqa: E402
+
+READ_KEYS = ("shape", "color", "background", "position", "size", "style")
+DEFAULT_SAMPLERS = "dpmpp_2m:10,20;ddim:25,50;ancestral:50,100"
+REFERENCE_SAMPLER = ("ancestral", "100")
+
+
+# --- prompts, settings, cache ------------------------------------------------------------------------------------
+
+def resolve_world(model_dir: Path, spec: str | None):
+    """--world (a dataset folder or manifest) or the world recorded in the model's provenance."""
+    if spec:
+        return world_from_manifest(spec)
+    provenance = model_dir / "provenance.json"
+    if provenance.is_file():
+        world = json.loads(provenance.read_text()).get("world")
+        if isinstance(world, dict):
+            return make_world(shapes=world.get("shapes"), colors=world.get("colors"),
+                              backgrounds=world.get("backgrounds"), positions=world.get("positions"),
+                              sizes=world.get("shape_sizes") or world.get("sizes"))
+    print(f"note: {model_dir} records no world; using the default world (pass --world DATASET)", file=sys.stderr)
+    return DEFAULT_WORLD
+
+
+def make_targets(world, n: int, prompt_seed: int, suffix: str = "") -> tuple[list[dict], list[str]]:
+    targets = [sample_attributes(world, sample_rng(prompt_seed, i)) for i in range(n)]
+    name_size = len(world.sizes) > 1
+    return targets, [canonical_caption(t, name_size=name_size) + suffix for t in targets]
+
+
+def slug(setting: dict) -> str:
+    g = "none" if setting["guidance"] is None else f"{setting['guidance']:g}"
+    suffix = f"-sfx{hashlib.sha1(setting['suffix'].encode()).hexdigest()[:8]}" if setting["suffix"] else ""
+    return f"{setting['sampler']}-{setting['steps']}-g{g}-{setting['precision']}-s{setting['seed']}{suffix}"
+
+
+class Cache:
+    """Per-image reads of one (model, setting), stored in chunk files so any prefix can be reused."""
+
+    def __init__(self, root: Path, model_id: str, setting: dict, chunk: int):
+        self.dir = root / model_id.replace("/", "_").replace(":", "_") / slug(setting)
+        self.chunk = chunk
+        self.setting = setting
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"chunk-{index // self.chunk:05d}-{self.chunk}.json"
+
+    def load(self, start: int) -> list[dict] | None:
+        path = self.path(start)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        return data["reads"] if data.get("setting") == self.setting else None
+
+    def store(self, start: int, reads: list[dict]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.path(start)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"setting": self.setting, "reads": reads}))
+        os.replace(tmp, path)
+
+
+# --- generation and scoring --------------------------------------------------------------------------------------
+
+def generate_reads(sm, setting: dict, prompts: list[str], seeds: list[int], batch_size: int, world) -> list[dict]:
+    settings = SamplerSettings(sampler=setting["sampler"], steps=setting["steps"], guidance=setting["guidance"])
+    settings = settings.check(1000, "base")
+    dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
+    reads = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
+        with torch.no_grad():
+            x, _ = run_stage(sm, settings, batch, generators, torch.device("cpu"), dtype)
+        pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for image in pixels:
+            read = read_scene(np.ascontiguousarray(image), world)
+            reads.append({k: read.get(k) for k in READ_KEYS})
+    return reads
+
+
+def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world) -> list[dict]:
+    """Reads of images 0..n-1 for a setting, generated chunk by chunk (cached)."""
+    cache = Cache(args.results, model_id, setting, args.chunk)
+    reads: list[dict] = []
+    n = len(prompts)
+    for start in range(0, n, args.chunk):
+        stop = min(start + args.chunk, n)
+        cached = cache.load(start)
+        if cached is None or len(cached) < stop - start:
+            full_stop = start + args.chunk  # always fill whole chunks so later runs can reuse them
+            more_targets, more_prompts = make_targets(world, full_stop, args.prompt_seed, setting["suffix"])
+            t0 = time.perf_counter()
+            cached = generate_reads(sm, setting, more_prompts[start:full_stop],
+                                    [args.seed + i for i in range(start, full_stop)], args.batch_size, world)
+            print(f"  {slug(setting)} images {start}-{full_stop - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
+            cache.store(start, cached)
+        reads.extend(cached[: stop - start])
+    return reads
+
+
+def correct(read: dict, target: dict, attrs) -> bool:
+    return all(read.get(a) == target[a] for a in attrs)
+
+
+def summarise(reads: list[dict], targets: list[dict]) -> dict:
+    n = len(reads)
+    out = {"n": n}
+    for name, attrs in (("all_three", CONTENT_ATTRIBUTES), ("shape", ("shape",)), ("color", ("color",)),
+                        ("background", ("background",)), ("position", ("position",))):
+        out[name] = float(np.mean([correct(r, t, attrs) for r, t in zip(reads, targets)]))
+    out["style_rate"] = float(np.mean([r.get("style") == "comic" for r in reads]))
+    out["ci95"] = 1.96 * math.sqrt(max(out["all_three"] * (1 - out["all_three"]), 1e-12) / n)
+    return out
+
+
+def paired_difference(a: list[dict], b: list[dict], targets: list[dict]) -> tuple[float, float]:
+    """Mean difference in all-three accuracy (a - b) on the same seeds, and its 95% half-width."""
+    d = np.array([correct(x, t, CONTENT_ATTRIBUTES) - correct(y, t, CONTENT_ATTRIBUTES)
+                  for x, y, t in zip(a, b, targets)], dtype=float)
+    return float(d.mean()), float(1.96 * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+def pct(x: float) -> str:
+    return f"{100 * x:5.1f}"
+
+
+def table(rows: list[tuple[str, dict]], extra: dict[str, str] | None = None) -> str:
+    head = "| setting | n | all three (±95%) | shape | colour | background | position | comic style |"
+    lines = [head, "|" + "---|" * 8]
+    for label, s in rows:
+        note = f" {extra[label]}" if extra and label in extra else ""
+        lines.append(f"| {label}{note} | {s['n']} | {pct(s['all_three'])} ± {100 * s['ci95']:.1f} | "
+                     f"{pct(s['shape'])} | {pct(s['color'])} | {pct(s['background'])} | {pct(s['position'])} | "
+                     f"{pct(s['style_rate'])} |")
+    return "\n".join(lines)
+
+
+def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    panels = [p for p in (guidance_rows, sampler_rows, finetune_rows) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    axes = list(axes[0])
+    if guidance_rows:
+        ax = axes.pop(0)
+        scales = [g for g, _ in guidance_rows]
+        for key, label in (("all_three", "all three"), ("shape", "shape"), ("color", "colour"),
+                           ("background", "background"), ("position", "position")):
+            ax.plot(scales, [100 * s[key] for _, s in guidance_rows], marker="o", label=label,
+                    linewidth=2.5 if key == "all_three" else 1.2)
+        ax.set(xlabel="guidance scale (0 = unconditional)", ylabel="accuracy %", ylim=(0, 100),
+               title="caption accuracy vs guidance")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if sampler_rows:
+        ax = axes.pop(0)
+        by_sampler: dict[str, list] = {}
+        for (sampler, steps), s in sampler_rows:
+            calls = int(str(steps).removeprefix("ddim").removeprefix("fast") or 0)
+            by_sampler.setdefault(sampler, []).append((calls, s))
+        for sampler, points in by_sampler.items():
+            points.sort()
+            ax.errorbar([p for p, _ in points], [100 * s["all_three"] for _, s in points],
+                        yerr=[100 * s["ci95"] for _, s in points], marker="o", capsize=3, label=sampler)
+        ax.set(xlabel="model evaluations (steps)", ylabel="all-three accuracy %", ylim=(0, 100),
+               title="samplers (paired seeds)")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if finetune_rows:
+        ax = axes.pop(0)
+        labels = [label for label, _ in finetune_rows]
+        xs = np.arange(len(labels))
+        ax.bar(xs - 0.2, [100 * s["all_three"] for _, s in finetune_rows], 0.4, label="caption accuracy")
+        ax.bar(xs + 0.2, [100 * s["style_rate"] for _, s in finetune_rows], 0.4, label="comic style rate")
+        ax.set_xticks(xs, labels)
+        ax.set(ylim=(0, 100), ylabel="%", title="fine-tune: before / after")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+# --- main --------------------------------------------------------------------------------------------------------
+
+def parse_samplers(spec: str) -> list[tuple[str, str]]:
+    out = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        name, _, steps = part.partition(":")
+        if not steps:
+            raise SystemExit(f"--samplers: {part!r} must look like sampler:steps[,steps]")
+        out += [(name.strip(), s.strip()) for s in steps.split(",") if s.strip()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="base model folder or pipeline folder (default: the bundled base)")
+    parser.add_argument("--finetuned", type=Path, default=None,
+                        help="model folder of a fine-tune of --model (e.g. a quickstart run's model/) for 'finetune'")
+    parser.add_argument("--parts", default="guidance,samplers,finetune",
+                        help="comma-separated parts to run: guidance, samplers, finetune (default: all; "
+                             "finetune needs --finetuned)")
+    parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
+    parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
+    parser.add_argument("--fast-sampler", default="dpmpp_2m:20", help="sampler:steps of the guidance sweep")
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                        help=f"sampler:steps[,steps];... compared at one guidance (default: {DEFAULT_SAMPLERS})")
+    parser.add_argument("--sampler-guidance", default="best",
+                        help="guidance scale of the sampler comparison and the fine-tune part: a number or 'best' "
+                             "(the sweep's best all-three scale; 3 when the sweep is not run)")
+    parser.add_argument("--style-suffix", default=", comic style",
+                        help="appended to the prompts of the fine-tune part (default: ', comic style')")
+    parser.add_argument("--world", default=None, help="dataset folder/manifest whose world to use (default: the "
+                                                      "world in the model's provenance.json)")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="autocast precision (default: bf16, faster on recent CPUs)")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per forward batch (default: 50)")
+    parser.add_argument("--chunk", type=int, default=50, help="images per cached chunk (default: 50)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed of image 0 (image i uses seed+i)")
+    parser.add_argument("--prompt-seed", type=int, default=12345, help="seed of the evaluation scenes")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "quality",
+                        help="cache and report folder (default: bench/results/quality)")
+    args = parser.parse_args(argv)
+    if args.samples < 1 or args.batch_size < 1 or args.chunk < 1:
+        parser.error("--samples, --batch-size and --chunk must be positive")
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"guidance", "samplers", "finetune"}
+    if unknown:
+        parser.error(f"unknown --parts: {', '.join(sorted(unknown))}")
+    if "finetune" in parts and args.finetuned is None:
+        if args.parts != parser.get_default("parts"):
+            parser.error("--parts finetune needs --finetuned DIR")
+        parts.discard("finetune")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model_dir = args.model
+    if model_dir is None:
+        from finetune.bundled import bundled_model_path
+
+        model_dir = bundled_model_path("base")
+    if (model_dir / "base" / "config.json").is_file():
+        model_dir = model_dir / "base"
+    sm = load_sampling_model(model_dir, "base", torch.device("cpu"))
+    world = resolve_world(model_dir, args.world)
+    targets, prompts = make_targets(world, args.samples, args.prompt_seed)
+    args.results.mkdir(parents=True, exist_ok=True)
+    fast_sampler, _, fast_steps = args.fast_sampler.partition(":")
+    print(f"model {model_dir} ({sm.model_id}); world {len(world.shapes)} shapes x {len(world.colors)} colours x "
+          f"{len(world.backgrounds)} backgrounds; {args.samples} samples per point, {args.precision}", flush=True)
+
+    def setting(sampler, steps, guidance, suffix=""):
+        return {"sampler": sampler, "steps": str(steps), "guidance": guidance, "precision": args.precision,
+                "seed": args.seed, "prompt_seed": args.prompt_seed, "suffix": suffix}
+
+    report = {"model": str(model_dir), "model_id": sm.model_id, "samples": args.samples,
+              "precision": args.precision, "world": world.to_dict(), "command": " ".join(sys.argv)}
+    sections = []
+    guidance_rows, sampler_rows, finetune_rows = [], [], []
+    reads_by_guidance = {}
+    if "guidance" in parts:
+        for g in [float(x) for x in args.guidance.split(",") if x.strip()]:
+            reads = measure(sm, sm.model_id, setting(fast_sampler, fast_steps, g), prompts, args, world)
+            reads_by_guidance[g] = reads
+            guidance_rows.append((g, summarise(reads, targets)))
+        sections.append(f"### Guidance scale ({fast_sampler} {fast_steps} steps)\n\n" +
+                        table([(f"guidance {g:g}", s) for g, s in guidance_rows]))
+        report["guidance"] = [{"guidance": g, **s} for g, s in guidance_rows]
+    if args.sampler_guidance == "best":
+        scale = max(guidance_rows, key=lambda r: r[1]["all_three"])[0] if guidance_rows else 3.0
+    else:
+        scale = float(args.sampler_guidance)
+    if "samplers" in parts:
+        all_reads = {}
+        for sampler, steps in parse_samplers(args.samplers):
+            reads = measure(sm, sm.model_id, setting(sampler, steps, scale), prompts, args, world)
+            all_reads[(sampler, steps)] = reads
+            sampler_rows.append(((sampler, steps), summarise(reads, targets)))
+        notes = {}
+        reference = all_reads.get(REFERENCE_SAMPLER)
+        if reference is not None:
+            for key, reads in all_reads.items():
+                if key != REFERENCE_SAMPLER:
+                    d, h = paired_difference(reads, reference, targets)
+                    notes[f"{key[0]} {key[1]}"] = f"({100 * d:+.1f} ± {100 * h:.1f} vs ancestral 100)"
+        sections.append(f"### Samplers (guidance {scale:g}, paired seeds)\n\n" +
+                        table([(f"{k[0]} {k[1]}", s) for k, s in sampler_rows], notes))
+        report["samplers"] = [{"sampler": k[0], "steps": k[1], "guidance": scale, **s} for k, s in sampler_rows]
+    if "finetune" in parts:
+        ft_dir = args.finetuned / "base" if (args.finetuned / "base" / "config.json").is_file() else args.finetuned
+        ft = load_sampling_model(ft_dir, "base", torch.device("cpu"))
+        sfx_targets, sfx_prompts = make_targets(world, args.samples, args.prompt_seed, args.style_suffix)
+        for label, model in (("before (bundled)", sm), ("after fine-tune", ft)):
+            reads = measure(model, model.model_id, setting(fast_sampler, fast_steps, scale, args.style_suffix),
+                            sfx_prompts, args, world)
+            finetune_rows.append((label, summarise(reads, sfx_targets)))
+        sections.append(f"### Fine-tune ({ft_dir}; prompts end with {args.style_suffix!r}; guidance {scale:g})\n\n" +
+                        table(finetune_rows))
+        report["finetune"] = {"finetuned": str(ft_dir), "suffix": args.style_suffix, "guidance": scale,
+                              "rows": [{"label": label, **s} for label, s in finetune_rows]}
+
+    text = (f"## Quality benchmark\n\nModel `{model_dir}` (`{sm.model_id}`), {args.samples} samples per point, "
+            f"{args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`\n\n"
+            + "\n\n".join(sections) + "\n")
+    print("\n" + text)
+    for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
+        tmp = args.results / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(body)
+        os.replace(tmp, args.results / name)
+    if plot(args.results / "quality.png", guidance_rows, sampler_rows, finetune_rows):
+        print(f"wrote {args.results / 'quality.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
