@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.synthetic import (  # noqa: E402
-    DEFAULT_WORLD, canonical_caption, make_world, read_scene, sample_attributes, sample_rng, world_from_manifest)
+    DEFAULT_WORLD, World, canonical_caption, read_scene, sample_attributes, sample_rng, world_from_manifest)
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
 from sampling.loading import load_sampling_model  # noqa: E402
 from sampling.pipeline import run_stage  # noqa: E402
@@ -56,9 +56,7 @@ def resolve_world(model_dir: Path, spec: str | None):
     if provenance.is_file():
         world = json.loads(provenance.read_text()).get("world")
         if isinstance(world, dict):
-            return make_world(shapes=world.get("shapes"), colors=world.get("colors"),
-                              backgrounds=world.get("backgrounds"), positions=world.get("positions"),
-                              sizes=world.get("shape_sizes") or world.get("sizes"))
+            return World.from_dict(world)
     print(f"note: {model_dir} records no world; using the default world (pass --world DATASET)", file=sys.stderr)
     return DEFAULT_WORLD
 

@@ -63,7 +63,7 @@ def build_dataset(root: Path, processes: int) -> Path:
             return out
     cmd = [sys.executable, "-m", "data_pipeline", "synthetic", "--out", str(out), "--no-progress",
            "--processes", str(processes)]
-    flags = {"count": "--count", "seed": "--seed", "sizes": "--sizes", "image_format": "--image-format",
+    flags = {"count": "--count", "seed": "--seed", "image_sizes": "--sizes", "image_format": "--image-format",
              "style": "--style", "shapes": "--shapes", "colors": "--colors", "backgrounds": "--backgrounds",
              "val_fraction": "--val-fraction", "shard_size": "--shard-size"}
     for key, flag in flags.items():
@@ -164,7 +164,11 @@ def export(root: Path, kind: str) -> Path:
     lineage = json.loads((rdir / "lineage.json").read_text()) if (rdir / "lineage.json").is_file() else {}
     steps_before = int(lineage.get("steps_before", 0))
     config = state.get("config", {})
-    world = read_json(HERE / "world.json")
+    dataset = read_json(HERE / "world.json")
+    from data_pipeline.synthetic import make_world
+
+    world = make_world(shapes=dataset["shapes"], colors=dataset["colors"], backgrounds=dataset["backgrounds"],
+                       positions=dataset.get("positions"), sizes=dataset.get("shape_sizes"))
     provenance = {
         "what": f"bundled {kind} model, trained from scratch on the synthetic world by scripts/bundled/bundled.py",
         "weights": "EMA" if weights.name == "ema.safetensors" else "raw (no EMA in the checkpoint)",
@@ -174,7 +178,8 @@ def export(root: Path, kind: str) -> Path:
         "samples_seen": (steps_before + int(state["step"])) * int(config.get("batch_size", 0))
                         * int(config.get("grad_accum", 1)),
         "started_from": lineage.get("init", "unknown"),
-        "world": world,
+        "world": world.to_dict(),  # the evaluator's World (World.from_dict)
+        "dataset": dataset,         # scripts/bundled/world.json: the synthetic subcommand's options
         "trainer": {k: config.get(k) for k in ("batch_size", "lr", "lr_warmup_steps", "ema_decay", "uncond_p",
                                                "loss_type", "mixed_precision", "crop_scale_min", "seed")},
         "reproduce": f"python scripts/bundled/bundled.py train {kind} --root DIR && "
