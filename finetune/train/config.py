@@ -102,11 +102,12 @@ class TrainConfig:
     grad_checkpointing: bool = _opt(False, "Activation checkpointing (less memory, ~30% more compute).")
     channels_last: str = _opt("auto", "channels_last memory format for the UNet: auto (on for GPUs, off on the CPU, "
                                       "where it measured slower), yes or no.", choices=["auto", "yes", "no"])
+    threads: int = _opt(0, "CPU threads for torch in each process (0 = torch's default).", min=0, max=1024)
     seed: int = _opt(0, "Seed for weights from scratch, data order, augmentation, timesteps and noise.", min=0)
 
     # --- checkpoints, logs, samples -------------------------------------------------------------
-    checkpoint_every: int = _opt(500, "Checkpoint every N steps (0 = only at the end and on SIGTERM/SIGINT).",
-                                 min=0)
+    checkpoint_every: int = _opt(500, "Checkpoint every N steps (0 = only at the end and on SIGTERM/SIGINT; "
+                                      "-1 = never, for benchmarks and smoke tests).", min=-1)
     keep_checkpoints: int = _opt(3, "Checkpoints kept (older ones are deleted).", min=1)
     log_every: int = _opt(10, "TensorBoard scalars every N steps.", min=1)
     sample_every: int = _opt(1000, "Sample grid every N steps (0 = only at the end; -1 = never).", min=-1)
@@ -129,7 +130,7 @@ class TrainConfig:
     RESUMABLE_CHANGES = (
         "resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "val_every",
         "progress", "num_workers", "export_model", "log_sample_keys", "sample_prompts", "num_sample_prompts",
-        "sample_sampler", "sample_steps", "guidance_scale", "nan_max_consecutive", "val_samples", "data",
+        "sample_sampler", "sample_steps", "guidance_scale", "nan_max_consecutive", "val_samples", "data", "threads",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ _SECTIONS = [
     ("optimisation", ("loss_type", "max_steps", "grad_accum", "lr", "lr_schedule", "lr_warmup_steps", "min_lr_ratio",
                       "adam_beta1", "adam_beta2", "adam_eps", "weight_decay", "max_grad_norm", "train_scope",
                       "text_warmup_steps", "ema_decay", "mixed_precision", "grad_checkpointing", "channels_last",
-                      "seed")),
+                      "threads", "seed")),
     ("checkpoints, logs, samples", ("checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
                                     "sample_prompts", "num_sample_prompts", "sample_seed", "sample_sampler", "sample_steps",
                                     "guidance_scale", "nan_max_consecutive", "spike_factor", "spike_window",

@@ -130,6 +130,8 @@ def train(config: TrainConfig) -> TrainResult:
         raise ConfigError(f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
                           "or choose a new --run-dir")
 
+    if config.threads:
+        torch.set_num_threads(config.threads)
     # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
     # Accelerate only forms a process group on the CPU (gloo) when told so.
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1
@@ -375,7 +377,7 @@ def train(config: TrainConfig) -> TrainResult:
                 stats.grad_norms.append(gnorm_v)
             monitor.step({"step": step, "loss": loss_v if math.isfinite(loss_v) else None,
                           "grad_norm": gnorm_v if math.isfinite(gnorm_v) else None,
-                          "lr": optimizer.param_groups[0]["lr"], "skipped": skipped})
+                          "lr": optimizer.param_groups[0]["lr"], "skipped": skipped, "time": round(time.time(), 4)})
             if skipped in ("nonfinite", "spike"):
                 monitor.message(f"step {step}: skipped ({skipped}; loss {loss_v}, grad norm {gnorm_v})")
 
@@ -393,8 +395,8 @@ def train(config: TrainConfig) -> TrainResult:
                     (config.sample_every >= 0 and step == config.max_steps):
                 sample_grid()
             stopping = stop_v > 0
-            if stopping or step == config.max_steps or (config.checkpoint_every and
-                                                         step % config.checkpoint_every == 0):
+            if config.checkpoint_every >= 0 and (stopping or step == config.max_steps or (
+                    config.checkpoint_every and step % config.checkpoint_every == 0)):
                 last_ckpt = save_checkpoint()
             if stopping:
                 interrupted = True
