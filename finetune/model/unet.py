@@ -168,7 +168,7 @@ class Text2ImUNet(nn.Module):
         if tokens.is_floating_point():
             raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
         tokens = tokens.long()
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+        if tokens.numel() and not torch.compiler.is_compiling() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(
                 f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} vocabulary; "
                 f"got range [{int(tokens.min())}, {int(tokens.max())}]"

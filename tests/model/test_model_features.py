@@ -109,3 +109,21 @@ def test_channels_last_model_gives_the_same_output():
         model.to(memory_format=torch.channels_last)
         out = model(x, t, tokens=tokens, mask=mask)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"resblock_updown": False, "use_scale_shift_norm": False},
+        {"xf_final_ln": False, "xf_padding": False, "num_head_channels": -1, "num_heads": 2},
+        {"xf_width": 0},
+    ],
+)
+def test_other_architecture_options_run(extra):
+    model = randomised("tiny-base", **extra)
+    x, t, tokens, mask = batch(model)
+    if extra.get("resblock_updown") is False:
+        assert "input_blocks.2.0.op.weight" in model.state_dict()  # strided-conv downsampling, OpenAI's names
+    with torch.no_grad():
+        out = model(x, t) if not model.xf_width else model(x, t, tokens=tokens, mask=None if not model.xf_padding else mask)
+    assert out.shape == (3, 6, 32, 32) and torch.isfinite(out).all()
