@@ -240,9 +240,14 @@ def _imagefolder(path: Path) -> Dataset:
 def _size_folders(path: Path) -> dict[int, Path]:
     out = {}
     for child in path.iterdir() if path.is_dir() else ():
-        if child.is_dir() and child.name.isdigit() and any(child.glob("*.tar")):
+        if child.is_dir() and child.name.isdigit() and _tars_in(child):
             out[int(child.name)] = child
     return out
+
+
+def _tars_in(folder: Path) -> list[str]:
+    """Shards of a folder, in name order; hidden files (a writer's temporaries) are not shards."""
+    return sorted(str(p) for p in folder.glob("*.tar") if not p.name.startswith("."))
 
 
 def _expand(pattern: str) -> list[str]:
@@ -294,11 +299,11 @@ def resolve_dataset(entries: list[str], image_size: int, data_size: int = 0) -> 
                             f"{image_size}px (or larger, to be downscaled); rebuild the dataset with "
                             f"--sizes {image_size}")
                     chosen = min(larger)
-                tars = sorted(str(p) for p in sizes[chosen].glob("*.tar"))
+                tars = _tars_in(sizes[chosen])
                 datasets.append(Dataset([Shard(t) for t in tars], "webdataset", chosen, manifest_hash,
                                         f"{path}/{chosen} ({len(tars)} shards)"))
                 continue
-            tars = sorted(str(p) for p in path.glob("*.tar"))
+            tars = _tars_in(path)
             if not tars:
                 raise DatasetError(f"{path} holds no .tar shards, size folders (<size>/*.tar) or metadata.jsonl")
             datasets.append(Dataset([Shard(t) for t in tars], "webdataset", None, manifest_hash,

@@ -60,6 +60,23 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert proc.returncode == 0 and "--uncond-p" in proc.stdout and "--resume" in proc.stdout
 
 
+def test_convert_command_is_wired(tmp_path, capsys):
+    from finetune.__main__ import main
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["convert", str(junk), "--preset", "tiny-base", "--out", str(tmp_path / "out")]) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_training_timesteps_cover_zero_to_last():
+    from finetune.diffusion import build_diffusion
+
+    t = build_diffusion(1000).sample_timesteps(200_000, generator=torch.Generator().manual_seed(0))
+    assert int(t.min()) == 0 and int(t.max()) == 999
+    assert abs(float(t.float().mean()) - 499.5) < 3
+
+
 def test_resume_merge_keeps_saved_settings_and_refuses_changes():
     saved = build_config({"run_dir": "/r", "data": ["d"], "preset": "tiny-base", "lr": 1e-3, "max_steps": 10})
     given = build_config({"run_dir": "/r", "resume": "latest", "max_steps": 20})

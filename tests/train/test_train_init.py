@@ -60,12 +60,26 @@ def test_inpainting_from_plain_checkpoint_starts_as_the_plain_model(openai_pts, 
         setup_model(str(openai_pts["tiny_base_inpaint"]), preset="tiny-base", vocab_path=vocab)
 
 
-def test_fine_tune_openai_base_in_bf16(tmp_path, openai_pts, glide_fixtures, shards32):
+def test_fine_tune_openai_base_in_bf16(tmp_path, openai_pts, glide_fixtures, shards32, monkeypatch):
+    from finetune.diffusion import GaussianDiffusion
+
+    real, dtypes = GaussianDiffusion.training_losses, []
+
+    def spy(self, model, *args, **kwargs):
+        def watched(*a, **k):
+            out = model(*a, **k)
+            dtypes.append((torch.is_autocast_enabled("cpu"), out.dtype))
+            return out
+        return real(self, watched, *args, **kwargs)
+
+    monkeypatch.setattr(GaussianDiffusion, "training_losses", spy)
     result = train(fast_config(run_dir=str(tmp_path / "run"), data=[str(shards32)], init=str(openai_pts["tiny_base"]),
                                vocab_path=str(glide_fixtures / "gpt2_bpe"), max_steps=2, lr=1e-5, val_samples=0,
                                mixed_precision="bf16", grad_accum=2))
     assert result.step == 2
     assert all(m["skipped"] is None for m in read_metrics(tmp_path / "run"))
+    # the model ran under bf16 autocast, but the loss saw float32 outputs outside autocast
+    assert dtypes == [(False, torch.float32)] * 4
     from finetune.checkpoints import load_model_folder
 
     loaded = load_model_folder(result.model_dir, use_ema=False)
@@ -109,3 +123,15 @@ def test_vocabulary_swap_warms_up_the_text_side_with_the_unet_frozen(tmp_path, o
     assert all(torch.equal(after_warmup[k], reference[k]) for k in unet)
     assert any(not torch.equal(after_warmup[k], reference[k]) for k in text)
     assert any(not torch.equal(after_step3[k], reference[k]) for k in unet)
+
+
+def test_train_scope_unet_freezes_the_text_side(tmp_path, openai_pts, glide_fixtures, shards32):
+    run_dir = tmp_path / "unet_only"
+    train(fast_config(run_dir=str(run_dir), data=[str(shards32)], init=str(openai_pts["tiny_base"]),
+                      vocab_path=str(glide_fixtures / "gpt2_bpe"), train_scope="unet", grad_checkpointing=True,
+                      max_steps=1, lr=1e-3, val_samples=0, export_model=False, ema_decay=0))
+    reference = load_file(str(glide_fixtures / "tiny_base_weights.safetensors"))
+    after = load_file(str(run_dir / "checkpoints" / "step-00000001" / "model.safetensors"))
+    assert all(torch.equal(after[k], reference[k]) for k in reference if is_text_side(k))
+    assert any(not torch.equal(after[k], reference[k]) for k in reference if not is_text_side(k))
+    assert not (run_dir / "checkpoints" / "step-00000001" / "ema.safetensors").exists()
