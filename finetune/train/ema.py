@@ -32,6 +32,10 @@ class EMA:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)
 
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state_dict with the EMA weights in place of its parameters (buffers kept as they are)."""
+        return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
+
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
         missing = set(self.shadow) - set(state)
         if missing:

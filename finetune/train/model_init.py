@@ -168,6 +168,20 @@ def _apply_preset_options(preset: str, tokenizer: str) -> dict[str, Any]:
     return resolve_options(options)
 
 
+def planned_image_size(init: str, preset: str) -> int | None:
+    """The image size the model will have, known without loading weights (None: only after detection)."""
+    try:
+        if preset:
+            return int(get_preset(preset)["image_size"])
+        if init != "scratch" and Path(init).is_dir():
+            from finetune.checkpoints import read_config
+
+            return int(resolve_options(read_config(init)["options"])["image_size"])
+    except (KeyError, ValueError, OSError):
+        return None  # setup_model reports the problem properly
+    return None
+
+
 def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: str = "", seed: int = 0,
                 init_from_ema: bool = True) -> ModelSetup:
     """Build the model to train and its tokenizer (see the module docstring)."""

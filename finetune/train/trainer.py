@@ -26,7 +26,7 @@ from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .ema import EMA
 from .fsutil import publish_dir
 from .guards import StepGuard, TrainingDiverged, lr_factor
-from .model_init import InitError, ModelSetup, is_text_side, setup_model
+from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
 from .monitor import IntervalStats, Monitor, _truncate_metrics
 from .samples import draw_grid, grid_spec, save_png
 from .sources import DatasetError, precheck, resolve_dataset
@@ -141,6 +141,13 @@ def train(config: TrainConfig) -> TrainResult:
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
 
+    # ---- data, checked before the model is built when its size is known up front -------------------------------
+    image_size = (resume_state["model_options"]["image_size"] if resume_state is not None
+                  else planned_image_size(config.init, config.preset))
+    if image_size:
+        dataset = resolve_dataset(config.data, image_size, config.data_size)
+        precheck(dataset, image_size, decode_rgb)
+
     # ---- model and tokenizer ---------------------------------------------------------------------------------
     if resume_state is not None:
         setup = _model_from_resume(resume_state, run_dir, config.vocab_path)
@@ -149,11 +156,10 @@ def train(config: TrainConfig) -> TrainResult:
                             config.init_from_ema)
     model, options, tokenizer = setup.model, setup.options, setup.tokenizer
     diffusion = diffusion_from_options(options, timestep_respacing="")
-    image_size = options["image_size"]
-
-    # ---- data (checked before any training work) -------------------------------------------------------------
-    dataset = resolve_dataset(config.data, image_size, config.data_size)
-    precheck(dataset, image_size, decode_rgb)
+    if image_size != options["image_size"]:
+        image_size = options["image_size"]
+        dataset = resolve_dataset(config.data, image_size, config.data_size)
+        precheck(dataset, image_size, decode_rgb)
     maker = SampleMaker(
         image_size=image_size, lowres_size=_lowres_size(options), inpaint=bool(options["inpaint"]),
         crop_scale=(config.crop_scale_min, config.crop_scale_max), flip_p=config.flip_p, uncond_p=config.uncond_p,
@@ -494,7 +500,8 @@ def export_model_folder(run_dir: Path, model, options, tokenizer, ema, setup: Mo
         "steps": step,
         "vocab_swapped": setup.vocab_swapped,
     }
-    save_model_folder(tmp, model, options, tokenizer, ema_state_dict=ema.state_dict() if ema is not None else None,
+    save_model_folder(tmp, model, options, tokenizer,
+                      ema_state_dict=ema.full_state_dict(model) if ema is not None else None,
                       provenance=provenance, preset=setup.preset or None)
     publish_dir(tmp, final)
     return final

@@ -49,15 +49,20 @@ def test_out_of_range_settings_are_refused(settings, message):
         build_config({"run_dir": "/tmp/r", "data": ["d"], "preset": "tiny-base", **settings})
 
 
-def test_cli_reports_bad_input_without_traceback(tmp_path):
-    base = [sys.executable, "-m", "finetune", "train", "--run-dir", str(tmp_path / "r"), "--preset", "tiny-base"]
-    proc = subprocess.run(base + ["--data", str(tmp_path / "missing"), "--uncond-p", "2"], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and "--uncond-p must be <= 1.0" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run(base + ["--data", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    from finetune.__main__ import main
+
+    base = ["train", "--run-dir", str(tmp_path / "r"), "--preset", "tiny-base", "--data", str(tmp_path / "missing")]
+    assert main(base + ["--uncond-p", "2"]) == 2
+    assert "--uncond-p must be <= 1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--uncond-p" in out and "--resume" in out and "--mixed-precision" in out
+    # the real command line: a missing dataset is one clear line on stderr, exit status 2
+    proc = subprocess.run([sys.executable, "-m", "finetune", *base], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "shard not found" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "finetune", "train", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "--uncond-p" in proc.stdout and "--resume" in proc.stdout
 
 
 def test_convert_command_is_wired(tmp_path, capsys):
