@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
-from data_pipeline.synthetic import DEFAULT_WORLD, canonical_caption
+from data_pipeline.synthetic import DEFAULT_WORLD, canonical_caption, make_world
 from sampling.comic.script import load_script
 from sampling.commands.comic import example_scripts
 
@@ -65,11 +66,19 @@ def test_quickstart_rejects_bad_settings(repo_root, tmp_path, quickstart_models)
     assert proc.returncode == 1 and "is an upsampler" in proc.stderr
 
 
-def test_shapes_story_speaks_the_synthetic_world():
-    """Every panel caption is a canonical caption of a scene the default world can draw."""
-    w = DEFAULT_WORLD
+def bundled_world(repo_root):
+    """The world the bundled models are trained on (scripts/bundled/world.json)."""
+    spec = json.loads((repo_root / "scripts" / "bundled" / "world.json").read_text())
+    return make_world(shapes=spec["shapes"], colors=spec["colors"], backgrounds=spec["backgrounds"],
+                      positions=spec.get("positions"), sizes=spec.get("shape_sizes"))
+
+
+@pytest.mark.parametrize("world", ["default", "bundled"])
+def test_shapes_story_speaks_the_synthetic_world(world, repo_root):
+    """Every panel caption is a canonical caption of a scene the world can draw."""
+    w = DEFAULT_WORLD if world == "default" else bundled_world(repo_root)
     vocabulary = {
-        canonical_caption({"shape": s, "color": c, "background": b, "position": p, "size": z})
+        canonical_caption({"shape": s, "color": c, "background": b, "position": p, "size": z}, len(w.sizes) > 1)
         for s, (c, b), p, z in itertools.product(w.shapes, w.color_background_pairs, w.positions, w.sizes)
     }
     script = load_script(example_scripts()["shapes_story"])
