@@ -92,6 +92,17 @@ class Shard:
         else:
             yield from iter_tar_records(self.path)
 
+    def split_count(self, split: str) -> int | None:
+        """Samples of a split in this shard from the writer's per-shard stats (NNNNN_stats.json), if present."""
+        if self.folder_items is not None:
+            return sum(1 for r in self.folder_items if r.split == split)
+        stats = Path(self.path).with_name(Path(self.path).stem + "_stats.json")
+        try:
+            splits = json.loads(stats.read_text()).get("splits")
+            return int(splits.get(split, 0)) if isinstance(splits, dict) else None
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
+
     @property
     def name(self) -> str:
         if self.folder_items is not None and self.folder_items:

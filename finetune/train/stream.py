@@ -10,7 +10,6 @@ alone (no image is decoded while skipping). Per-sample randomness comes from a g
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -22,9 +21,6 @@ from data_pipeline.images import decode_image
 
 from .augment import SampleMaker
 from .sources import Dataset, DatasetError, FileCache, Record, Shard
-
-KEY_LIST_FIELDS = ("keys", "captions")
-
 
 def decode_rgb(data: bytes) -> np.ndarray:
     return decode_image(data)[0]
@@ -185,6 +181,8 @@ def find_records(dataset: Dataset, split: str, limit: int, require_caption: bool
     """The first `limit` records of a split, in shard order (stable: the val set and the sample prompts)."""
     found: list[Record] = []
     for shard in dataset.shards:
+        if shard.split_count(split) == 0:
+            continue  # the shard's stats say it has none: no need to read its headers
         for rec in shard.records():
             if rec.split == split and (rec.captions or not require_caption):
                 found.append(rec)
@@ -245,7 +243,3 @@ class PositionTracker:
 
     def loader_offset(self) -> int:
         return self.consumed % self.layout.workers
-
-
-def dump_keys(path, step: int, keys: list[str]) -> str:
-    return json.dumps({"step": step, "keys": keys})

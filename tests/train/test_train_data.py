@@ -220,3 +220,12 @@ def test_dataset_errors_are_clear(tmp_path):
     (bad_folder / "metadata.jsonl").write_text(json.dumps({"file_name": "../escape.png", "text": "x"}) + "\n")
     with pytest.raises(DatasetError, match="outside the folder"):
         resolve_dataset([str(bad_folder)], 32)
+
+
+def test_val_search_skips_shards_whose_stats_have_no_val(tmp_path):
+    root = write_shards(tmp_path / "ds", n=20, size=32, per_shard=10, val_every=5)
+    (root / "32" / "00000_stats.json").write_text(json.dumps({"splits": {"train": 10, "val": 0}}))
+    ds = resolve_dataset([str(root)], 32)
+    assert [s.split_count("val") for s in ds.shards] == [0, None]
+    found = find_records(ds, "val", 10)
+    assert [r.key for r in found] == ["000014", "000019"]  # shard 0's val samples were not read
