@@ -79,7 +79,8 @@ class Monitor:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # purge_step: TensorBoard drops events logged after the resumed checkpoint by the interrupted run
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         path = run_dir / "metrics.jsonl"
         _truncate_metrics(path, start_step)
         self.metrics = open(path, "a", encoding="utf-8")

@@ -1,5 +1,6 @@
-"""Exact resume: a run killed with SIGTERM and resumed repeats the uninterrupted run's per-step losses and ends
-with the same weights; checkpoints are whole or absent; settings that would change the run are refused."""
+"""Exact resume: a run stopped with SIGTERM, resumed, killed with SIGKILL and resumed again repeats the
+uninterrupted run's per-step losses and ends with the same weights; checkpoints are whole or absent; settings
+that would change the run are refused."""
 from __future__ import annotations
 
 import os
@@ -12,17 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fast_config
+from conftest import FAST, fast_config
 from finetune.train import ConfigError, build_config, read_metrics, train
 from finetune.train.checkpointing import list_checkpoints
 
-STEPS = 8
+STEPS = 10
 
 
 def _settings(run_dir, shards):
-    # two data workers and a shuffle buffer make the data position non-trivial; dropout makes RNG state matter
+    # two data workers and a shuffle buffer make the data position non-trivial
     return dict(run_dir=str(run_dir), data=[str(shards)], preset="tiny-base", max_steps=STEPS, num_workers=2,
-                shuffle_buffer=8, checkpoint_every=2, keep_checkpoints=2, lr=1e-3, ema_decay=0.99, val_samples=0,
+                shuffle_buffer=8, checkpoint_every=3, keep_checkpoints=2, lr=1e-3, ema_decay=0.99, val_samples=0,
                 uncond_p=0.3, seed=7, lr_warmup_steps=2, lr_schedule="cosine")
 
 
@@ -39,28 +40,44 @@ def _cli_args(settings: dict) -> list[str]:
     return args
 
 
+def _run_until(cmd: list[str], metrics, lines: int, sig: int) -> tuple[int, str]:
+    """Start the CLI, send `sig` once metrics.jsonl has `lines` steps, return (exit status, output)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    out, _ = proc.communicate(timeout=240)
+    return proc.returncode, out
+
+
+def _last_checkpoint_step(run_dir) -> int:
+    return int(list_checkpoints(run_dir)[-1].name.split("-")[1])
+
+
 def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path, shards32):
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
     straight = train(fast_config(**_settings(straight_dir, shards32)))
     assert straight.step == STEPS
-
-    from conftest import FAST
-
-    cmd = [sys.executable, "-m", "finetune", "train", *_cli_args({**FAST, **_settings(resumed_dir, shards32)})]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     metrics = resumed_dir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.02)
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 128 + signal.SIGTERM, out
+
+    # SIGTERM: the run checkpoints the step it is on and exits with 128 + 15
+    cmd = [sys.executable, "-m", "finetune", "train", *_cli_args({**FAST, **_settings(resumed_dir, shards32)})]
+    status, out = _run_until(cmd, metrics, 2, signal.SIGTERM)
+    assert status == 128 + signal.SIGTERM, out
     assert "stopped by signal" in out
-    killed_at = int(list_checkpoints(resumed_dir)[-1].name.split("-")[1])
-    assert 3 <= killed_at < STEPS
+    stopped_at = _last_checkpoint_step(resumed_dir)
+    assert 2 <= stopped_at < STEPS - 3
+
+    # SIGKILL after a few more steps: everything since the last checkpoint is lost and will be redone
+    resume_cmd = [sys.executable, "-m", "finetune", "train", "--run-dir", str(resumed_dir), "--resume", "latest",
+                  "--no-progress"]
+    status, out = _run_until(resume_cmd, metrics, stopped_at + 3, signal.SIGKILL)
+    assert status == -signal.SIGKILL, out
+    assert len(metrics.read_text().splitlines()) > _last_checkpoint_step(resumed_dir)
 
     resumed = train(build_config({"run_dir": str(resumed_dir), "resume": "latest", "progress": False}))
     assert resumed.step == STEPS
@@ -71,6 +88,12 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path, shards32):
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-6), (x, y)
         assert y["lr"] == pytest.approx(x["lr"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(resumed_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, STEPS + 1))  # steps the killed run logged after its checkpoint were purged
     final_a = list_checkpoints(straight_dir)[-1]
     final_b = list_checkpoints(resumed_dir)[-1]
     for name in ("model.safetensors", "ema.safetensors"):
