@@ -229,16 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)")
     p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled/ in fp16")
-    p.add_argument("kinds", nargs="*", choices=KINDS, default=list(KINDS))
+    p.add_argument("kinds", nargs="*", metavar="{base,upsampler}", help="which models (default: both)")
     sub.add_parser("status", help="newest checkpoints and the bundled models' step counts")
     args = parser.parse_args(argv)
     root = args.root.resolve()
+    if args.command == "export" and set(args.kinds) - set(KINDS):
+        parser.error(f"export: unknown model(s) {', '.join(sorted(set(args.kinds) - set(KINDS)))}; choose from "
+                     f"{', '.join(KINDS)}")
     if args.command == "data":
         print(build_dataset(root, args.processes))
     elif args.command == "train":
         return train(root, args.kind, args.max_steps, args.threads, args.processes)
     elif args.command == "export":
-        for kind in args.kinds:
+        for kind in args.kinds or KINDS:
             export(root, kind)
     else:
         status(root)

@@ -56,7 +56,7 @@ def test_bundled_pipeline_generates_at_both_sizes():
     first = pipe.generate(["a large red circle in the center on a white background"], [7], progress=False)[0]
     again = pipe.generate(["a large red circle in the center on a white background"], [7], progress=False)[0]
     assert first.base_image.size == (32, 32) and first.image.size == (128, 128)
-    assert list(first.image.getdata()) == list(again.image.getdata())
+    assert first.image.tobytes() == again.image.tobytes()
 
 
 def _fake_run(root: Path, kind: str, step: int, options: dict) -> dict:
