@@ -214,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     heading(f"2/4 fine-tune the base model for {args.steps} steps")
     started = time.perf_counter()
     finetuned = run_dir / "model"
-    done_steps = json.loads((finetuned / "provenance.json").read_text())["steps"] if finetuned.is_dir() else 0
+    done_steps = 0
+    if (finetuned / "provenance.json").is_file():
+        provenance = json.loads((finetuned / "provenance.json").read_text(encoding="utf-8"))
+        if provenance.get("init_checkpoint") not in (str(base), "(resumed run)"):
+            raise SystemExit(f"quickstart: {run_dir} fine-tuned another model ({provenance.get('init_checkpoint')}); "
+                             "use another --out")
+        done_steps = int(provenance.get("steps", 0))
     if done_steps < args.steps:
         from finetune.train.checkpointing import list_checkpoints
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 
@@ -54,6 +55,12 @@ def test_quickstart_end_to_end(repo_root, tmp_path, quickstart_models):
     assert "already has 2 steps; reusing it" in again.stdout
     assert "0 panel(s) generated, 4 reused" in again.stdout
     assert "0 to generate, 3 already written" in again.stdout
+
+    # the same --out with another base model: refused rather than mixing two runs
+    other = tmp_path / "other-base"
+    shutil.copytree(quickstart_models["base"], other)
+    mixed = run_quickstart(repo_root, *args[:2], "--base-model", str(other), *args[4:])
+    assert mixed.returncode == 1 and "fine-tuned another model" in mixed.stderr
 
 
 def test_quickstart_rejects_bad_settings(repo_root, tmp_path, quickstart_models):
