@@ -10,6 +10,7 @@ alone (no image is decoded while skipping). Per-sample randomness comes from a g
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -174,7 +175,8 @@ def make_loader(stream: TrainStream, num_workers: int, pin_memory: bool = False)
     return torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if num_workers else None,
-        multiprocessing_context="fork" if num_workers else None)
+        # fork (Linux) starts workers without pickling the dataset; elsewhere the platform default (spawn) is safer
+        multiprocessing_context="fork" if num_workers and sys.platform.startswith("linux") else None)
 
 
 def find_records(dataset: Dataset, split: str, limit: int, require_caption: bool = True) -> list[Record]:

@@ -7,6 +7,7 @@ optimizer step, EMA, logs, validation, sample grid, checkpoints) -> export.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -116,8 +117,6 @@ def train(config: TrainConfig) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 (or no) on the CPU")
     run_dir = Path(config.run_dir)
 
     # ---- resume or fresh run -------------------------------------------------------------------------------
@@ -126,10 +125,16 @@ def train(config: TrainConfig) -> TrainResult:
         resume_path = find_checkpoint(run_dir, config.resume)
         resume_state = read_state(resume_path)
         config, changed = merge_for_resume(resume_state["config"], config)
-    elif list_checkpoints(run_dir):
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
-                          "or choose a new --run-dir")
+    else:
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
+                              "or choose a new --run-dir")
+        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if config.mixed_precision == "no" and launcher_precision in ("bf16", "fp16"):
+            config = dataclasses.replace(config, mixed_precision=launcher_precision)  # accelerate launch's flag
 
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 (or no) on the CPU")
     if config.threads:
         torch.set_num_threads(config.threads)
     # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
