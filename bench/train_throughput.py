@@ -49,7 +49,7 @@ def _child(spec: dict) -> dict:
         "mixed_precision": spec["precision"], "max_steps": spec["warmup"] + spec["steps"], "num_workers":
         spec["workers"], "val_samples": 0, "sample_every": -1, "checkpoint_every": -1, "export_model": False,
         "progress": False, "log_every": 10_000, "ema_decay": 0.9999, "grad_checkpointing": spec["grad_checkpointing"],
-        "shuffle_buffer": 256,
+        "shuffle_buffer": 256, "channels_last": spec["channels_last"],
     })
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="data-loading workers")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "yes", "no"])
     parser.add_argument("--images", type=int, default=512, help="synthetic images in the dataset")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -102,6 +103,7 @@ def main() -> int:
                     spec = {"preset": preset, "batch_size": batch, "precision": precision, "steps": args.steps,
                             "warmup": args.warmup, "workers": args.workers, "threads": args.threads,
                             "grad_checkpointing": args.grad_checkpointing, "data": str(data),
+                            "channels_last": args.channels_last,
                             "run_dir": str(root / f"run-{preset}-{precision}-{batch}")}
                     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                                           capture_output=True, text=True)
