@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Idle OpenMP threads spin by default; on a 2-core machine the spinning starves subprocess tests. Set before
+# any test module imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
