@@ -180,10 +180,11 @@ def panel_readouts(page_dir: Path, world) -> list[str]:
     meta = json.loads((page_dir / "comic.json").read_text(encoding="utf-8"))
     lines = []
     for panel in meta["panels"]:
-        r = read_scene(page_dir / panel["file"], world)
+        r = {k: str(v).replace("_", " ") if v is not None else "?"
+             for k, v in read_scene(page_dir / panel["file"], world).items()}
         lines.append(f"  {panel['page']}.{panel['panel']} {panel['caption']!r}\n"
-                     f"      reads as: {r['size']} {r['color']} {r['shape']} {r['position'].replace('_', ' ')} "
-                     f"on {r['background']}, {r['style']} style")
+                     f"      reads as: {r['size']} {r['color']} {r['shape']} {r['position']} on {r['background']}, "
+                     f"{r['style']} style")
     return lines
 
 
