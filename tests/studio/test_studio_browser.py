@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import apt_install, free_port, missing_dependency  # the studio conftest (its folder is on sys.path)
+from studio_helpers import apt_install, free_port, missing_dependency
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -260,6 +260,6 @@ def test_redact_dsn():
 
 
 def _closed_port() -> int:
-    from conftest import free_port  # noqa: the studio conftest, importable because pytest puts its dir on sys.path
+    from studio_helpers import free_port
 
     return free_port()

@@ -36,7 +36,7 @@ def test_clamp_settings_says_what_changed():
 
 
 def test_unreachable_database_is_shown_and_retried(tmp_path):
-    from conftest import free_port
+    from studio_helpers import free_port
 
     studio = Studio(StudioConfig(workdir=tmp_path, database=f"postgresql://u:pw@127.0.0.1:{free_port()}/x",
                                  semantic_search=False))

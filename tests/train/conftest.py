@@ -5,18 +5,6 @@ import pytest
 
 from train_synthetic_shards import write_shards
 
-FAST = dict(  # settings that keep test runs short
-    batch_size=4, num_workers=0, val_samples=8, val_every=0, sample_every=-1, checkpoint_every=0,
-    progress=False, log_every=1, shuffle_buffer=16)
-
-
-def fast_config(**settings):
-    """A validated TrainConfig with the FAST settings, overridden by `settings`."""
-    from finetune.train import build_config
-
-    return build_config({**FAST, **settings})
-
-
 @pytest.fixture(scope="session")
 def shards32(tmp_path_factory):
     """48 samples of 32px coloured shapes in 6 shards, every 5th in the val split."""

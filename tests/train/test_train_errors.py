@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fast_config
+from train_settings import fast_config
 from finetune.diffusion import GaussianDiffusion
 from finetune.train import ConfigError, read_metrics, train
 from finetune.train.checkpointing import list_checkpoints

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fast_config
+from train_settings import fast_config
 from finetune.train import read_metrics, train
 from finetune.train.model_init import InitError, is_text_side, setup_model
 

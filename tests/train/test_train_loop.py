@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import fast_config
+from train_settings import fast_config
 from finetune.train import read_metrics, train
 from finetune.train.checkpointing import list_checkpoints
 
