@@ -87,6 +87,11 @@ def run_build(
         tasks, produce, config, processes=args.processes, progress=not args.no_progress,
         sources=sources, filters=filters,
     )
+    return report_build(config, summary, manifest)
+
+
+def report_build(config: WriterConfig, summary, manifest: dict) -> int:
+    """Print a finished build's summary (local or Ray); the exit status is 1 when a shard failed."""
     totals = manifest["totals"]
     print(
         f"{config.out_dir}: {totals['samples']} samples in {totals['shards']}/{totals['expected_shards']} shards "

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import sys
 
-from data_pipeline.cli import run_build
-from data_pipeline.runner import RunSummary
+from data_pipeline.cli import report_build, run_build
 from data_pipeline.shards import WriterConfig
 
 from .client import DEFAULT_USER_AGENT, DEFAULT_USER_AGENT_TOKEN, ClientConfig
@@ -168,19 +165,5 @@ def run_download(args, items_path: str, writer: WriterConfig, options: DownloadO
         tasks, producer, writer, address=args.ray, num_cpus=args.ray_cpus,
         progress=not args.no_progress, sources=sources, filters=filters,
     )
-    return report(writer, summary, manifest)
+    return report_build(writer, summary, manifest)
 
-
-def report(writer: WriterConfig, summary: RunSummary, manifest: dict) -> int:
-    totals = manifest["totals"]
-    print(f"{writer.out_dir}: {totals['samples']} samples in {totals['shards']}/{totals['expected_shards']} "
-          f"shards ({summary.shards_skipped} already complete), {totals['failed']} failed, "
-          f"splits {json.dumps(manifest['splits'])}, {summary.duration:.1f}s")
-    if manifest["failures"]:
-        print("failures by reason: " + ", ".join(f"{k}={v}" for k, v in manifest["failures"].items()))
-    for error in summary.errors:
-        print(f"error: {error}", file=sys.stderr)
-    if summary.errors:
-        print("some shards did not finish; rerun the same command to resume", file=sys.stderr)
-        return 1
-    return 0
