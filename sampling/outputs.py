@@ -6,13 +6,11 @@ skip finished work and refuse to overwrite images made with other settings.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import os
 import re
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,26 +18,11 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from finetune.fsutil import atomic_write_bytes
+
 PARAMETERS_CHUNK = "parameters"
 # Also written as separate text chunks, so common viewers show them without parsing JSON.
 TEXT_FIELDS = ("prompt", "seed", "guidance", "sampler", "steps", "model")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

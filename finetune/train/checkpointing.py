@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .fsutil import atomic_write_text, publish_dir
+from ..fsutil import atomic_write_text, publish_dir
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 FORMAT_VERSION = 1

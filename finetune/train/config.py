@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .fsutil import atomic_write_text
+from ..fsutil import atomic_write_text
 
 
 class ConfigError(ValueError):

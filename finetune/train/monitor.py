@@ -145,7 +145,7 @@ def _truncate_metrics(path: Path, keep_through_step: int) -> None:
                     kept.append(line)
             except ValueError:
                 continue
-    from .fsutil import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     atomic_write_text(path, "".join(kept))
 

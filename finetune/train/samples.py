@@ -80,7 +80,7 @@ def draw_grid(model, diffusion, tokenizer, spec: GridSpec, *, guidance_scale: fl
 
 
 def save_png(path, grid: np.ndarray) -> None:
-    from .fsutil import atomic_write_bytes
+    from ..fsutil import atomic_write_bytes
 
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if ok:

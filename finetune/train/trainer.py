@@ -25,7 +25,7 @@ from .checkpointing import Checkpointer, CheckpointError, find_checkpoint, list_
     restore_rng, rng_state
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .ema import EMA
-from .fsutil import publish_dir
+from ..fsutil import publish_dir
 from .guards import StepGuard, TrainingDiverged, lr_factor
 from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
 from .monitor import IntervalStats, Monitor, _truncate_metrics

@@ -6,11 +6,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+
+from finetune.fsutil import atomic_write_bytes
 
 from .errors import InvalidInput
 
@@ -85,16 +86,7 @@ class ImageStore:
         if target.is_file() and target.stat().st_size == len(data):
             return image_hash
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target, data)
         return image_hash
 
     def remove(self, image_hash: str) -> None:
