@@ -2,8 +2,8 @@
 
 A model folder holds ``config.json`` (format version, options, preset, tokenizer name),
 ``model.safetensors``, optionally ``ema.safetensors``, the tokenizer's vocabulary files and
-``provenance.json``. Every file is written atomically and config.json last, so a folder with a
-config is complete. OpenAI ``.pt`` files are read with ``torch.load(weights_only=True)`` only.
+``provenance.json``. A folder is built beside its destination and swapped in, so readers never
+see a half-written one, and an existing folder that is not a model folder is never overwritten. OpenAI ``.pt`` files are read with ``torch.load(weights_only=True)`` only.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -168,28 +169,46 @@ def write_model_folder(
         raise ValueError(f"tokenizer {tokenizer.name!r} does not match the model's tokenizer option {options['tokenizer']!r}")
     if ema_state_dict is not None and set(ema_state_dict) != set(state_dict):
         raise ValueError("the EMA state_dict must have the same keys as the model state_dict")
-    path.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path / WEIGHTS_FILE, state_dict, dtype)
-    if ema_state_dict is not None:
-        write_safetensors(path / EMA_FILE, ema_state_dict, dtype)
-    else:
-        (path / EMA_FILE).unlink(missing_ok=True)
-    tokenizer_files = [p.name for p in tokenizer.save_files(path)] if tokenizer is not None else []
-    write_json(
-        path / PROVENANCE_FILE,
-        {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(), **(provenance or {})},
-    )
-    config = {
-        "format_version": FORMAT_VERSION,
-        "preset": preset,
-        "tokenizer": options["tokenizer"],
-        "tokenizer_files": tokenizer_files,
-        "has_ema": ema_state_dict is not None,
-        "storage_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
-        "options": options,
-    }
-    write_json(path / CONFIG_FILE, config)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CONFIG_FILE).is_file())):
+        raise FileExistsError(f"{path} exists and is not a model folder; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Build the folder beside its destination, then swap it in: readers never see a half-written folder.
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        tmp.chmod(0o755)
+        write_safetensors(tmp / WEIGHTS_FILE, state_dict, dtype)
+        if ema_state_dict is not None:
+            write_safetensors(tmp / EMA_FILE, ema_state_dict, dtype)
+        tokenizer_files = [p.name for p in tokenizer.save_files(tmp)] if tokenizer is not None else []
+        write_json(
+            tmp / PROVENANCE_FILE,
+            {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(), **(provenance or {})},
+        )
+        config = {
+            "format_version": FORMAT_VERSION,
+            "preset": preset,
+            "tokenizer": options["tokenizer"],
+            "tokenizer_files": tokenizer_files,
+            "has_ema": ema_state_dict is not None,
+            "storage_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+            "options": options,
+        }
+        write_json(tmp / CONFIG_FILE, config)
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    if not path.exists():
+        os.rename(new, path)
+        return
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    os.rename(path, old)
+    os.rename(new, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_folder(

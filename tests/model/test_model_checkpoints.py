@@ -98,7 +98,7 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
     assert config["format_version"] == 1 and config["preset"] == "tiny-upsample" and config["tokenizer"] == "clip"
     assert config["options"] == model.options and config["has_ema"]
     assert json.loads((folder / "provenance.json").read_text())["note"] == "test"
-    assert not list(folder.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*"))
 
     raw = load_model_folder(folder, use_ema=False)
     with_ema = load_model_folder(folder)
@@ -115,6 +115,20 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
     loaded = load_model_folder(half)
     assert next(loaded.model.parameters()).dtype == torch.float32
     assert (half / "model.safetensors").stat().st_size < 0.55 * (folder / "model.safetensors").stat().st_size
+
+
+def test_overwriting_replaces_a_model_folder_but_never_other_folders(tmp_path):
+    model, tokenizer = build_model(get_preset("tiny-base")), get_tokenizer("clip", 16)
+    folder = save_model_folder(tmp_path / "m", model, tokenizer=tokenizer, ema_state_dict=model.state_dict())
+    save_model_folder(folder, model, tokenizer=tokenizer)  # no EMA this time: the stale file must go
+    assert not (folder / "ema.safetensors").exists() and load_model_folder(folder).config["has_ema"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folders left behind
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"...")
+    with pytest.raises(FileExistsError, match="not a model folder"):
+        save_model_folder(precious, model, tokenizer=tokenizer)
+    assert (precious / "holiday.jpg").read_bytes() == b"..."
 
 
 def test_folder_with_mismatched_weights_is_refused(tmp_path):
