@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from .fsutil import atomic_write
 from .model import build_model, resolve_options
 from .tokenizers import Tokenizer, get_tokenizer
 
@@ -46,20 +47,8 @@ class LoadedModel:
 
 
 # ------------------------------------------------------------------------------------ atomic writes
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
 
 
 def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
@@ -70,7 +59,7 @@ def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Te
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[name] = t.contiguous()
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 
 # ------------------------------------------------------------------------------------ state dicts

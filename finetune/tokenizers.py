@@ -13,13 +13,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import regex
 import torch
+
+from .fsutil import atomic_write_bytes
 
 GPT2_VOCAB_SIZE = 50257
 GPT2_END_TOKEN = 50256
@@ -206,7 +206,7 @@ class GPT2Tokenizer(Tokenizer):
         written = []
         for name, data in zip(GPT2_FILES, (encoder_bytes, merges_bytes)):
             target = directory / name
-            _atomic_write(target, gzip.compress(data, mtime=0))
+            atomic_write_bytes(target, gzip.compress(data, mtime=0))
             written.append(target)
         return written
 
@@ -245,22 +245,11 @@ class CLIPTokenizer(Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / CLIP_VOCAB_FILE
-        _atomic_write(target, self.bpe_file.read_bytes())
+        atomic_write_bytes(target, self.bpe_file.read_bytes())
         return [target]
 
 
 # ------------------------------------------------------------------------------------------ common
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 TOKENIZERS = {"clip": CLIPTokenizer, "gpt2": GPT2Tokenizer}
 
 
