@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from finetune.checkpoints import save_model_folder
-from finetune.model import build_model, get_preset
-from finetune.tokenizers import get_tokenizer
+from finetune.model import get_preset
+
+from random_models import save_random_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,16 +18,7 @@ TINY_BASE = {**get_preset("tiny-base"), **TINY}
 TINY_UPSAMPLER = {**get_preset("tiny-upsample"), **TINY}
 
 
-def _save(path: Path, options: dict, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = build_model(options)
-    # GLIDE zero-initialises the output layers; random ones make captions and seeds change the images.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.normal_(0.0, 0.1)
-    save_model_folder(path, model, options, get_tokenizer(options["tokenizer"], options["text_ctx"]))
-    return path
+_save = save_random_model_folder
 
 
 @pytest.fixture(scope="session")
