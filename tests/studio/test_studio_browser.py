@@ -96,8 +96,14 @@ def test_generate_save_search_rename_download_delete(chromium, studio_url, tmp_p
         page.wait_for_selector("#gen-captions textarea")
         page.fill("#gen-captions textarea", "a lighthouse on a cliff\n\na small boat in a storm")
         page.click("#gen-advanced .label-wrap")
-        page.fill("#gen-guidance input", "500")
-        page.fill("#gen-steps input", "3")
+        # The accordion renders its inputs as it opens: fill each one once it is visible, blur it so Gradio
+        # takes the value, and check the value held before generating.
+        for selector, value in (("#gen-guidance input", "500"), ("#gen-steps input", "3")):
+            field = page.locator(selector)
+            field.wait_for(state="visible")
+            field.fill(value)
+            field.press("Tab")
+            assert field.input_value() == value
         page.click("#gen-run")
         _wait_text(page, "#gen-status textarea", "seed 0")
         status = _value(page, "#gen-status textarea")
