@@ -18,7 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data_pipeline.images import ImageError, decode_image
-from data_pipeline.shards import SPLITS
+from data_pipeline.shards import SPLITS, iter_tar_samples
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 CAPTION_WORD_BINS = (0, 5, 10, 15, 20, 30, 50)
 SIZE_BINS = (0, 64, 128, 256, 512, 1024, 2048)
@@ -109,32 +111,14 @@ def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, se
 
 
 def _scan_tar(path: str, want_image):
-    """Yield (key, metadata, image bytes or None) reading image bytes only when want_image() says so."""
-    with tarfile.open(path, "r") as tar:
-        key, meta, image, image_member = None, None, None, None
-        for member in tar:
-            if not member.isfile():
-                continue
-            stem, _, ext = member.name.partition(".")
-            if stem != key:
-                if key is not None:
-                    yield key, meta, _read(tar, image_member, want_image)
-                key, meta, image_member = stem, None, None
-            if ext == "json":
-                try:
-                    meta = json.loads(tar.extractfile(member).read())
-                except ValueError:
-                    meta = None
-            elif ext in ("jpg", "jpeg", "png", "webp"):
-                image_member = member
-        if key is not None:
-            yield key, meta, _read(tar, image_member, want_image)
-
-
-def _read(tar, member, want_image):
-    if member is None or not want_image():
-        return None
-    return tar.extractfile(member).read()
+    """Yield (key, metadata, image bytes or None), reading image bytes only when want_image() says so."""
+    for key, files in iter_tar_samples(path, lazy=IMAGE_EXTENSIONS):
+        try:
+            meta = json.loads(files["json"]) if "json" in files else None
+        except ValueError:
+            meta = None
+        read_image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
+        yield key, meta, read_image() if read_image is not None and want_image() else None
 
 
 def _shard_stats(out_dir: str, size: int) -> list[dict]:

@@ -24,6 +24,7 @@ renamed; the stats file is written last.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import io
@@ -32,7 +33,7 @@ import os
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -277,8 +278,12 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {extension: bytes}) for each sample of a shard, in file order."""
+def iter_tar_samples(path: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, dict]]:
+    """Yield (key, {extension: bytes}) for each sample of a shard, in file order.
+
+    Members whose extension is in `lazy` are not read: their entry is a zero-argument function that reads them,
+    valid until the iteration moves on (callers that need only some of the images skip reading the rest).
+    """
     with tarfile.open(path, "r") as tar:
         key, files = None, {}
         for member in tar:
@@ -289,9 +294,16 @@ def iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                 if key is not None:
                     yield key, files
                 key, files = stem, {}
-            files[ext] = tar.extractfile(member).read()
+            if ext in lazy:
+                files[ext] = functools.partial(_read_member, tar, member)
+            else:
+                files[ext] = tar.extractfile(member).read()
         if key is not None:
             yield key, files
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    return tar.extractfile(member).read()
 
 
 def _assemble_tar(dest: str, sources: list[str], drop: set[str] = frozenset()) -> None:
