@@ -23,6 +23,7 @@ import torch
 from .schedules import get_named_beta_schedule, space_timesteps
 
 LOSS_TYPES = ("hybrid", "mse")
+MSE_WEIGHTINGS = ("eps", "v")
 
 
 class GaussianDiffusion:
@@ -240,8 +241,15 @@ class GaussianDiffusion:
         model_kwargs: dict | None = None,
         noise: torch.Tensor | None = None,
         loss_type: str = "hybrid",
+        mse_weighting: str = "eps",
+        mse_weight_cap: float = 100.0,
     ) -> dict[str, torch.Tensor]:
         """Per-sample losses ``loss``, ``mse``, ``vb`` (shape [B]).
+
+        ``mse_weighting`` sets how the eps MSE counts in ``loss`` at each timestep (``mse`` is always the
+        plain eps MSE): ``eps`` uniformly (GLIDE); ``v`` times 1/alpha_bar_t = 1 + 1/SNR, capped at
+        ``mse_weight_cap``, which is the v-prediction loss. The optimum is the same; ``v`` puts the effort
+        on high noise, where plain eps MSE barely sees errors in global colour and layout.
 
         ``hybrid`` (improved-diffusion's learned-sigma objective, GLIDE's training loss):
         eps MSE averaged over C,H,W plus the VLB term in bits/dim, where the VLB sees the
@@ -251,6 +259,8 @@ class GaussianDiffusion:
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
+        if mse_weighting not in MSE_WEIGHTINGS:
+            raise ValueError(f"unknown mse_weighting {mse_weighting!r}; known: {', '.join(MSE_WEIGHTINGS)}")
         if noise is None:
             noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise)
@@ -269,13 +279,25 @@ class GaussianDiffusion:
                 f"{2 * channels}" + (f" or {channels}" if loss_type == "mse" else "")
             )
         mse = mean_flat((noise - eps) ** 2)
+        weighted_mse = mse * self.mse_weights(t, mse_weighting, mse_weight_cap).to(mse.dtype)
         if loss_type == "hybrid":
             frozen = torch.cat([eps.detach(), var_values], dim=1)
             vb = self.vb_terms_bpd(frozen, x_start, x_t, t, clip_denoised=False)["output"]
             vb = vb * (self.num_timesteps / 1000.0)
         else:
             vb = torch.zeros_like(mse)
-        return {"loss": mse + vb, "mse": mse, "vb": vb}
+        return {"loss": weighted_mse + vb, "mse": mse, "vb": vb}
+
+    def mse_weights(self, t: torch.Tensor, mse_weighting: str = "eps", cap: float = 100.0) -> torch.Tensor:
+        """Per-sample weights of the eps MSE at process indices ``t`` (see ``training_losses``)."""
+        if mse_weighting not in MSE_WEIGHTINGS:
+            raise ValueError(f"unknown mse_weighting {mse_weighting!r}; known: {', '.join(MSE_WEIGHTINGS)}")
+        if mse_weighting == "eps":
+            return torch.ones(t.shape, device=t.device)
+        if not cap >= 1.0:
+            raise ValueError(f"mse_weight_cap must be >= 1, got {cap}")
+        inverse_alpha_bar = torch.from_numpy(1.0 / self.alphas_cumprod).to(t.device)[t]
+        return inverse_alpha_bar.clamp(max=cap).float()
 
     def vb_terms_bpd(
         self,

@@ -79,6 +79,11 @@ class TrainConfig:
     # --- objective and optimisation -------------------------------------------------------------
     loss_type: str = _opt("hybrid", "hybrid = eps MSE + rescaled VLB for the variance (GLIDE); mse = eps only.",
                           choices=["hybrid", "mse"])
+    mse_weighting: str = _opt("eps", "Weight of the eps MSE over timesteps: eps = uniform (GLIDE); v = x (1 + 1/SNR), "
+                                     "the v-prediction loss, which teaches captions' global colour and layout at "
+                                     "high noise much sooner (capped by mse_weight_cap).", choices=["eps", "v"])
+    mse_weight_cap: float = _opt(100.0, "Largest MSE weight of the v weighting (its 1 + 1/SNR grows without "
+                                        "bound at the noisiest timesteps).", min=1.0)
     max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1)
     grad_accum: int = _opt(1, "Micro-batches per optimizer step.", min=1, max=1024)
     lr: float = _opt(1e-4, "Peak learning rate (AdamW).", min=0.0, max=1.0, min_exclusive=True)
@@ -131,6 +136,8 @@ class TrainConfig:
         "resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "val_every",
         "progress", "num_workers", "export_model", "log_sample_keys", "sample_prompts", "num_sample_prompts",
         "sample_sampler", "sample_steps", "guidance_scale", "nan_max_consecutive", "val_samples", "data", "threads",
+        # the optimum stays the same, so a running fine-tune may change how it weighs or paces its steps
+        "lr", "ema_decay", "mse_weighting", "mse_weight_cap",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _SECTIONS = [
     ("run", ("run_dir", "data", "data_size", "init", "preset", "tokenizer", "vocab_path", "resume", "init_from_ema")),
-    ("optimisation", ("loss_type", "max_steps", "grad_accum", "lr", "lr_schedule", "lr_warmup_steps", "min_lr_ratio",
+    ("optimisation", ("loss_type", "mse_weighting", "mse_weight_cap", "max_steps", "grad_accum", "lr", "lr_schedule", "lr_warmup_steps", "min_lr_ratio",
                       "adam_beta1", "adam_beta2", "adam_eps", "weight_decay", "max_grad_norm", "train_scope",
                       "text_warmup_steps", "ema_decay", "mixed_precision", "grad_checkpointing", "channels_last",
                       "threads", "seed")),

@@ -353,7 +353,9 @@ def train(config: TrainConfig) -> TrainResult:
                 last = micro == config.grad_accum - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model):
                     losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
-                                                       loss_type=config.loss_type)
+                                                       loss_type=config.loss_type,
+                                                       mse_weighting=config.mse_weighting,
+                                                       mse_weight_cap=config.mse_weight_cap)
                     loss = losses["loss"].mean()
                     accelerator.backward(loss / config.grad_accum)
                 stats.add_micro_batch(losses, t)

@@ -108,3 +108,31 @@ def test_invalid_betas_are_refused():
         GaussianDiffusion([0.1, 0.0])
     with pytest.raises(ValueError, match="non-empty 1-D"):
         GaussianDiffusion([])
+
+
+def test_v_weighting_is_the_v_prediction_loss_below_the_cap():
+    diffusion = build_diffusion(1000, "squaredcos_cap_v2")
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    noise = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([5, 300, 700, 990])
+    eps_guess = noise + 0.1 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def model(x, ts):
+        return torch.cat([eps_guess, torch.zeros_like(eps_guess)], dim=1)
+
+    plain = diffusion.training_losses(model, x0, t, noise=noise, loss_type="mse")
+    v = diffusion.training_losses(model, x0, t, noise=noise, loss_type="mse", mse_weighting="v", mse_weight_cap=1e9)
+    torch.testing.assert_close(plain["mse"], v["mse"])
+    # v = sqrt(ab) eps - sqrt(1 - ab) x0; with x0 predicted from eps, the v error is the eps error / sqrt(ab)
+    ab = torch.from_numpy(diffusion.alphas_cumprod)[t].float()
+    x_t = diffusion.q_sample(x0, t, noise)
+    x0_hat = diffusion.predict_xstart_from_eps(x_t, t, eps_guess)
+    v_true = ab.sqrt()[:, None, None, None] * noise - (1 - ab).sqrt()[:, None, None, None] * x0
+    v_hat = ab.sqrt()[:, None, None, None] * eps_guess - (1 - ab).sqrt()[:, None, None, None] * x0_hat
+    torch.testing.assert_close(v["loss"], ((v_true - v_hat) ** 2).mean(dim=(1, 2, 3)), rtol=1e-3, atol=1e-6)
+    capped = diffusion.training_losses(model, x0, t, noise=noise, loss_type="mse", mse_weighting="v",
+                                       mse_weight_cap=10.0)
+    weights = capped["loss"] / plain["mse"]
+    assert weights[0] == pytest.approx(1.0, abs=1e-3) and weights[-1] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="mse_weighting"):
+        diffusion.training_losses(model, x0, t, noise=noise, mse_weighting="snr")

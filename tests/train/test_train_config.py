@@ -90,6 +90,12 @@ def test_resume_merge_keeps_saved_settings_and_refuses_changes():
     assert changed == ["--max-steps=20"]
     with pytest.raises(ConfigError, match="--batch-size"):
         merge_for_resume(saved.to_dict(), build_config({"run_dir": "/r", "resume": "latest", "batch_size": 9}))
+    # the pace and weighting of the steps may change on resume (the optimum does not)
+    given = build_config({"run_dir": "/r", "resume": "latest", "lr": 5e-4, "ema_decay": 0.999,
+                          "mse_weighting": "v", "mse_weight_cap": 50})
+    merged, changed = merge_for_resume(saved.to_dict(), given)
+    assert (merged.lr, merged.ema_decay, merged.mse_weighting, merged.mse_weight_cap) == (5e-4, 0.999, "v", 50.0)
+    assert sorted(changed) == ["--ema-decay=0.999", "--lr=0.0005", "--mse-weight-cap=50.0", "--mse-weighting='v'"]
 
 
 def test_nonfinite_guard_skips_then_stops_and_spike_guard():

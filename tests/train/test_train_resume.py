@@ -109,8 +109,8 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing_checkpoi
     train(fast_config(**settings))
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(fast_config(**settings))
-    with pytest.raises(ConfigError, match="--lr"):
-        train(build_config({"run_dir": str(run_dir), "resume": "latest", "lr": 0.5}))
+    with pytest.raises(ConfigError, match="--batch-size"):
+        train(build_config({"run_dir": str(run_dir), "resume": "latest", "batch_size": 3}))
     # nothing to do: already at max_steps; a larger max_steps continues
     result = train(build_config({"run_dir": str(run_dir), "resume": "latest", "max_steps": 3, "progress": False}))
     assert result.step == 3 and [m["step"] for m in read_metrics(run_dir)] == [1, 2, 3]
