@@ -248,7 +248,7 @@ class GaussianDiffusion:
 
         ``mse_weighting`` sets how the eps MSE counts in ``loss`` at each timestep (``mse`` is always the
         plain eps MSE): ``eps`` uniformly (GLIDE); ``v`` times 1/alpha_bar_t = 1 + 1/SNR, capped at
-        ``mse_weight_cap``, which is the v-prediction loss. The optimum is the same; ``v`` puts the effort
+        ``mse_weight_cap``, which is the v-prediction loss. The optimum is the same; ``v`` puts more weight
         on high noise, where plain eps MSE barely sees errors in global colour and layout.
 
         ``hybrid`` (improved-diffusion's learned-sigma objective, GLIDE's training loss):

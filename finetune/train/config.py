@@ -80,8 +80,10 @@ class TrainConfig:
     loss_type: str = _opt("hybrid", "hybrid = eps MSE + rescaled VLB for the variance (GLIDE); mse = eps only.",
                           choices=["hybrid", "mse"])
     mse_weighting: str = _opt("eps", "Weight of the eps MSE over timesteps: eps = uniform (GLIDE); v = x (1 + 1/SNR), "
-                                     "the v-prediction loss, which teaches captions' global colour and layout at "
-                                     "high noise much sooner (capped by mse_weight_cap).", choices=["eps", "v"])
+                                     "the v-prediction loss, which puts more weight on high noise, where global colour "
+                                     "and layout are decided (capped by mse_weight_cap). Switching a running "
+                                     "fine-tune raises its gradients ~10x, which Adam takes ~1k steps to absorb.",
+                          choices=["eps", "v"])
     mse_weight_cap: float = _opt(100.0, "Largest MSE weight of the v weighting (its 1 + 1/SNR grows without "
                                         "bound at the noisiest timesteps).", min=1.0)
     max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1)
