@@ -1,6 +1,9 @@
 """The Gradio web layer of the studio: three tabs wired to :class:`~sampling.studio.service.Studio`."""
 
+import io
+
 import pandas as pd
+from PIL import Image
 
 from .catalogue import SORTS
 from .service import Studio, StudioError
@@ -76,8 +79,8 @@ def _generate_tab(gr, studio: Studio) -> None:
             out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps)
         except StudioError as exc:
             raise gr.Error(str(exc))
-        notes = out.messages + [f"seed {out.settings.seed}, {out.settings.sampler} × {out.settings.steps} steps, "
-                                f"guidance {out.settings.guidance:g}"]
+        notes = out.messages + [f"{out.model}: seed {out.settings.seed}, {out.settings.sampler} × "
+                                f"{out.settings.steps} steps, guidance {out.settings.guidance:g}"]
         return (
             _message(notes), str(out.strip), str(out.page), [(str(p), c) for p, c in zip(out.panels, out.captions)],
             gr.update(value=str(out.strip), interactive=True), gr.update(value=str(out.page), interactive=True),
@@ -114,6 +117,21 @@ def _presets() -> list[str]:
         return []
 
 
+SAMPLE_DISPLAY_PX = 512
+
+
+def _newest_sample(samples: list[tuple[str, int, bytes]]):
+    """The most recent sample grid the trainer logged, enlarged without blurring its few pixels, and a label."""
+    if not samples:
+        return None, "Logged samples"
+    tag, step, data = max(samples, key=lambda sample: sample[1])
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    factor = max(1, SAMPLE_DISPLAY_PX // max(image.size))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    return image, f"Logged samples: {tag.removeprefix('tensorboard/')} at step {step}"
+
+
 def _train_tab(gr, studio: Studio) -> None:
     presets = _presets()
     default_preset = "tiny-base" if "tiny-base" in presets else (presets[0] if presets else "")
@@ -140,7 +158,8 @@ def _train_tab(gr, studio: Studio) -> None:
             status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
             progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="train-progress")
             plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="train-plot")
-            samples = gr.Gallery(label="Logged samples", columns=2, height="auto", elem_id="train-samples")
+            samples = gr.Image(label="Logged samples", type="pil", interactive=False, height=200,
+                               elem_id="train-samples")
             log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, interactive=False, autoscroll=True,
                              elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
@@ -167,21 +186,13 @@ def _train_tab(gr, studio: Studio) -> None:
     def poll():
         info = studio.training_progress()
         if info is None:
-            return "no fine-tune started", 0, None, [], "", gr.Timer(active=False)
-        rows = [{"step": s, "loss": v, "series": tag} for tag, points in info.losses.items() for s, v in points]
+            return "no fine-tune started", 0, None, None, "", gr.Timer(active=False)
+        rows = [{"step": s, "loss": v, "series": tag.removeprefix("tensorboard/")}
+                for tag, points in info.losses.items() for s, v in points]
         frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
-        from PIL import Image
-        import io
-
-        pictures = [(Image.open(io.BytesIO(data)), f"{tag} @ step {step}") for tag, step, data in info.samples]
-        if info.running:
-            state = f"running: step {info.step} of {info.max_steps}"
-        elif info.returncode == 0:
-            state = f"finished: step {info.step} of {info.max_steps}; model in {studio.job.run_dir / 'model'}"
-        else:
-            state = (f"stopped (exit code {info.returncode}) at step {info.step}; resume from a terminal with "
-                     f"python -m finetune train --config {studio.job.run_dir / 'studio-config.yaml'} --resume latest")
-        return state, round(100 * info.fraction, 1), frame, pictures, info.log_tail, gr.Timer(active=info.running)
+        picture, caption = _newest_sample(info.samples)
+        return (info.describe(), round(100 * info.fraction, 1), frame, gr.update(value=picture, label=caption),
+                info.log_tail, gr.Timer(active=info.running))
 
     outputs = [status, progress, plot, samples, log, timer]
     timer.tick(poll, outputs=outputs, concurrency_id="train-poll", concurrency_limit=4, show_progress="hidden")
@@ -191,7 +202,11 @@ def _train_tab(gr, studio: Studio) -> None:
             code = studio.cancel_training()
         except StudioError as exc:
             raise gr.Error(str(exc))
-        gr.Info(f"fine-tune stopped (exit code {code}); its last checkpoint is kept")
+        info = studio.training_progress()
+        if info.checkpoint is not None:
+            gr.Info(f"fine-tune cancelled at step {info.step}; checkpoint saved in {info.checkpoint}")
+        else:
+            gr.Warning(f"fine-tune stopped (exit code {code}) without writing a checkpoint; see the trainer output")
         return poll()
 
     cancel.click(cancel_run, outputs=outputs, concurrency_id="train", concurrency_limit=1)
@@ -206,7 +221,8 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         search = gr.Button("Search", scale=1, elem_id="cat-search")
         sort = gr.Radio(choices=list(SORTS), value="date", label="Sort by", scale=2, elem_id="cat-sort")
     status = gr.Textbox(label="Status", interactive=False, elem_id="cat-status", value=studio.search_status)
-    grid = gr.Gallery(label="Catalogue", columns=4, height="auto", allow_preview=False, elem_id="cat-grid")
+    grid = gr.Gallery(label="Catalogue", columns=4, height="auto", allow_preview=False, object_fit="contain",
+                      elem_id="cat-grid")  # contain: strips are wide, cropping them to squares hides panels
     with gr.Row():
         selected = gr.Textbox(label="Selected item", interactive=False, elem_id="cat-selected")
         new_caption = gr.Textbox(label="New caption", max_lines=1, elem_id="cat-new-caption")

@@ -77,7 +77,8 @@ class Generator:
                       "upsample": settings.upsample}
             paths.append(save_image(out_dir / f"panel-{number:02d}-{slugify(caption)}.png", image, params))
         panels = tuple(Panel(caption=c) for c in captions)
-        style = PageStyle(panel_px=max(128, min(320, images[0].width * 2)))
+        # at least 192 px a panel, so a narration box holds a caption of a dozen words even for 32 px models
+        style = PageStyle(panel_px=max(192, min(320, images[0].width * 2)))
         strip_image, _, _ = compose_page(Page(None, Layout(1, len(captions)), panels), images, style)
         # The page tells the story: each caption lettered in its panel's narration box.
         page_panels = tuple(Panel(caption=c, narration=c) for c in captions)

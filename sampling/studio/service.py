@@ -169,15 +169,35 @@ class Studio:
         messages += clamped
         with self._generator_lock:
             if self._generator is None:
-                self._generator = Generator(self.config.device)
+                try:
+                    self._generator = Generator(self.config.device)
+                except GenerationError as exc:  # e.g. --device cuda on a machine without one
+                    raise StudioError(str(exc)) from exc
             generator = self._generator
-        out_dir = self.config.outputs_dir / time.strftime("%Y%m%d-%H%M%S")
+        out_dir = self._new_output_dir()
         try:
             result = generator.strip(model or BUNDLED, captions, settings, out_dir)
         except GenerationError as exc:
+            try:
+                out_dir.rmdir()  # only when nothing was written
+            except OSError:
+                pass
             raise StudioError(str(exc)) from exc
         result.messages = messages + result.messages
         return result
+
+    def _new_output_dir(self) -> Path:
+        """A folder of its own per strip: two strips made in the same second must not overwrite each other."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.config.outputs_dir.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = self.config.outputs_dir / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+        raise StudioError(f"cannot create an output folder in {self.config.outputs_dir}")
 
     # --- training ------------------------------------------------------------------------
 

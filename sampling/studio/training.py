@@ -46,10 +46,26 @@ class Progress:
     losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     samples: list[tuple[str, int, bytes]] = field(default_factory=list)  # (tag, step, PNG/JPEG bytes)
     log_tail: str = ""
+    checkpoint: Path | None = None  # the newest complete checkpoint folder of the run
+    cancelled: bool = False
+    run_dir: Path | None = None
 
     @property
     def fraction(self) -> float:
         return min(1.0, self.step / self.max_steps) if self.max_steps else 0.0
+
+    def describe(self) -> str:
+        """One status line for the user."""
+        if self.running:
+            return f"running: step {self.step} of {self.max_steps}" + (" (cancelling…)" if self.cancelled else "")
+        if self.returncode == 0:
+            return f"finished: step {self.step} of {self.max_steps}; model in {self.run_dir / 'model'}"
+        resume = (f"resume from a terminal with python -m finetune train --config {self.run_dir / CONFIG_NAME} "
+                  f"--resume latest")
+        how = "cancelled" if self.cancelled else f"stopped (exit code {self.returncode})"
+        if self.checkpoint is not None:
+            return f"{how} at step {self.step}; checkpoint saved in {self.checkpoint}; {resume}"
+        return f"{how} at step {self.step}; no checkpoint was written (see the trainer output)"
 
 
 class TrainingJob:
@@ -60,6 +76,7 @@ class TrainingJob:
         self.settings = dict(settings, run_dir=str(self.run_dir))
         self.resolved = validate_settings(self.settings)
         self.process: subprocess.Popen | None = None
+        self.cancelled = False
         self._log_handle = None
 
     @property
@@ -94,6 +111,7 @@ class TrainingJob:
         """Ask the trainer to checkpoint and stop; wait up to ``grace_s`` before escalating to SIGTERM."""
         if not self.running:
             return self.returncode
+        self.cancelled = True
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(grace_s)
@@ -111,18 +129,37 @@ class TrainingJob:
         return None if self.process is None else self.process.poll()
 
     def progress(self, log_chars: int = 4000) -> Progress:
+        running = self.running  # read first: a run that ends meanwhile is then seen with all it wrote
         scalars, images = read_tensorboard(self.run_dir)
         losses = {tag: points for tag, points in scalars.items() if tag.rsplit("/", 1)[-1].endswith("loss")}
         step = max((points[-1][0] for points in scalars.values() if points), default=0)
+        checkpoint, checkpoint_step = latest_checkpoint(self.run_dir)
         return Progress(
-            running=self.running,
-            returncode=self.returncode,
-            step=step,
+            running=running,
+            returncode=None if running else self.returncode,
+            step=max(step, checkpoint_step),  # scalars are logged every few steps; a checkpoint knows its step
             max_steps=int(self.resolved.get("max_steps") or 0),
             losses=losses,
             samples=images,
             log_tail=tail_text(self.log_path, log_chars),
+            checkpoint=checkpoint,
+            cancelled=self.cancelled,
+            run_dir=self.run_dir,
         )
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path | None, int]:
+    """The newest complete trainer checkpoint under ``run_dir`` and its step, or ``(None, 0)``."""
+    from finetune.train.checkpointing import CheckpointError, list_checkpoints, read_state
+
+    found = list_checkpoints(run_dir)
+    if not found:
+        return None, 0
+    try:
+        step = int(read_state(found[-1])["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        step = 0
+    return found[-1], step
 
 
 def tail_text(path: Path, chars: int) -> str:

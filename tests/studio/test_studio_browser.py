@@ -1,4 +1,8 @@
-"""End to end in a real browser: headless Debian Chromium driven by Playwright against the running studio."""
+"""End to end in a real browser: headless Debian Chromium driven by Playwright against the running studio.
+
+Generate uses the bundled model (the default choice) with captions from the synthetic world it was trained
+on; Train starts a real fine-tune process on a small synthetic dataset, watches its loss plot and cancels it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +23,19 @@ CHROMIUM_ARGS = [
 DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "studio"
 TIMEOUT_MS = 90_000
 
+# Two strips in the bundled model's world. The seeds were picked so the interim bundled model draws
+# recognisable panels (the test checks the flow, not the model's accuracy).
+STRIP_ONE = ("a large yellow triangle in the center on a gray background\n"
+             "a large green circle in the center on a cyan background", 12)
+STRIP_TWO = ("a large red triangle in the center on a pink background\n"
+             "a large orange circle in the center on a cyan background", 0)
+SAVED = [
+    "over-guided test strip: guidance clamped to fifty",
+    "a yellow triangle on gray beside a green circle on cyan",
+    "a red triangle on pink next to an orange ball on cyan",
+]
+PARAPHRASE = "crimson pyramid on a rose backdrop with a tangerine sphere"  # no word in common with SAVED[2]
+
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
@@ -35,18 +52,25 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    """A tiny random base model folder (stands in for the bundled model until that ships)."""
-    import torch
-    from finetune.checkpoints import save_model_folder
-    from finetune.model import build_model, get_preset
-    from finetune.tokenizers import get_tokenizer
+    """A models directory holding one tiny random-weight folder, offered beside the bundled model."""
+    from finetune.model import get_preset
+    from random_models import save_random_model_folder
 
-    torch.manual_seed(0)
-    model = build_model(get_preset("tiny-base"))
     folder = tmp_path_factory.mktemp("models")
-    tokenizer = get_tokenizer(model.options["tokenizer"], model.options["text_ctx"])
-    save_model_folder(folder / "tiny-comic", model, tokenizer=tokenizer)
+    save_random_model_folder(folder / "tiny-random", get_preset("tiny-base"), seed=0)
     return folder
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> Path:
+    """A few dozen 32 px images of the synthetic world, built by the data pipeline's own command."""
+    from data_pipeline.__main__ import main
+
+    out = tmp_path_factory.mktemp("train-data")
+    status = main(["synthetic", "--out", str(out), "--count", "48", "--sizes", "32", "--image-format", "png",
+                   "--shard-size", "16", "--val-fraction", "0.2", "--processes", "1", "--no-progress"])
+    assert status == 0
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -62,117 +86,218 @@ def studio_url(models_dir, tmp_path_factory, embedder):
     try:
         yield f"http://127.0.0.1:{port}/", studio
     finally:
+        if studio.job is not None and studio.job.running:  # a test that failed mid-run leaves no trainer behind
+            studio.job.cancel(grace_s=30)
         demo.close()
 
 
-def _value(page, selector: str) -> str:
+@pytest.fixture(scope="module")
+def browser(chromium, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # a fresh profile folder per run (Playwright's way of passing --user-data-dir)
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), executable_path=chromium, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1280, "height": 1000}, accept_downloads=True,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots() -> Path:
+    shots = Path(tempfile.mkdtemp(prefix="studio-screenshots-"))
+    print(f"screenshots in {shots}")
+    return shots
+
+
+def _publish(shots: Path, *names: str) -> None:
+    """Copy screenshots of a passing run to docs/studio/ when asked to (AUTOCOMICS_UPDATE_SCREENSHOTS=1)."""
+    if os.environ.get("AUTOCOMICS_UPDATE_SCREENSHOTS"):
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copyfile(shots / f"{name}.png", DOCS_SHOTS / f"{name}.png")
+
+
+def _new_page(browser, url: str):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    return page
+
+
+def _set(page, selector: str, value: str) -> None:
+    """Fill an input once visible and blur it, so Gradio takes the value; check that it held."""
+    field = page.locator(selector)
+    field.wait_for(state="visible")
+    field.fill(value)
+    field.press("Tab")
+    assert field.input_value() == value
+
+
+def _wait_match(page, selector: str, pattern: str) -> str:
+    """Wait until the value of the input at ``selector`` matches the JavaScript regex ``pattern``; return it."""
+    page.wait_for_function(
+        "([sel, pattern]) => { const el = document.querySelector(sel); return el && new RegExp(pattern).test(el.value); }",
+        arg=[selector, pattern], timeout=TIMEOUT_MS,
+    )
     return page.input_value(selector)
 
 
-def _wait_text(page, selector: str, needle: str) -> None:
+def _wait_text(page, selector: str, needle: str) -> str:
     page.wait_for_function(
         "([sel, needle]) => { const el = document.querySelector(sel); return el && el.value.includes(needle); }",
         arg=[selector, needle], timeout=TIMEOUT_MS,
     )
+    return page.input_value(selector)
 
 
-def test_generate_save_search_rename_download_delete(chromium, studio_url, tmp_path):
-    from playwright.sync_api import sync_playwright
+def _dismiss_toast(page, needle: str) -> None:
+    """Wait for the pop-up message saying ``needle``, then close it (so later screenshots are clean)."""
+    toast = page.locator("[data-testid='toast-body']", has_text=needle).first
+    toast.wait_for()
+    toast.locator("[data-testid='toast-close']").click()
+    toast.wait_for(state="detached")
 
+
+def _generate(page, strip: tuple[str, int], guidance: str, expect_guidance: str) -> str:
+    captions, seed = strip
+    page.fill("#gen-captions textarea", captions)
+    _set(page, "#gen-guidance input", guidance)
+    _set(page, "#gen-seed input", str(seed))
+    page.click("#gen-run")
+    # the last line of the messages names the model and the settings used
+    status = _wait_match(page, "#gen-status textarea",
+                         rf"bundled/base@\w+: seed {seed}, dpmpp_2m × 10 steps, guidance {expect_guidance}$")
+    page.wait_for_selector("#gen-strip img")
+    assert page.locator("#gen-panels .thumbnail-item").count() == 2
+    return status
+
+
+def _save(page, caption: str, number: int) -> None:
+    page.fill("#gen-save-caption input", caption)
+    page.click("#gen-save")
+    _wait_text(page, "#gen-status textarea", f"saved to the catalogue as #{number}")
+
+
+def test_generate_save_search_rename_download_delete(browser, studio_url, screenshots, tmp_path):
     url, studio = studio_url
-    shots = Path(tempfile.mkdtemp(prefix="studio-screenshots-"))
-    print(f"screenshots in {shots}")
-    with sync_playwright() as pw:
-        # a fresh profile folder per run (Playwright's way of passing --user-data-dir)
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1280, "height": 1000}, accept_downloads=True,
-        )
-        page = browser.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
+    page = _new_page(browser, url)
 
-        # --- Generate: a two-panel strip; an absurd guidance value is clamped with a visible message
-        page.wait_for_selector("#gen-captions textarea")
-        page.fill("#gen-captions textarea", "a lighthouse on a cliff\n\na small boat in a storm")
-        page.click("#gen-advanced .label-wrap")
-        # The accordion renders its inputs as it opens: fill each one once it is visible, blur it so Gradio
-        # takes the value, and check the value held before generating.
-        for selector, value in (("#gen-guidance input", "500"), ("#gen-steps input", "3")):
-            field = page.locator(selector)
-            field.wait_for(state="visible")
-            field.fill(value)
-            field.press("Tab")
-            assert field.input_value() == value
-        page.click("#gen-run")
-        _wait_text(page, "#gen-status textarea", "seed 0")
-        status = _value(page, "#gen-status textarea")
-        assert "guidance 500 is outside" in status and "using 50" in status
-        assert _value(page, "#gen-guidance input") == "50"
-        page.wait_for_selector("#gen-strip img")
-        assert page.locator("#gen-panels .thumbnail-item").count() == 2
-        page.screenshot(path=str(shots / "generate.png"), full_page=True)
+    # --- model choice: the bundled model is the default; the models directory adds its folders
+    page.wait_for_selector("#gen-captions textarea")
+    assert page.input_value("#gen-model input") == "bundled model"
+    assert [label for label, _ in studio.model_choices()] == ["bundled model", "tiny-random"]
+    page.click("#gen-model input")
+    page.get_by_role("option", name="tiny-random").wait_for()
+    page.keyboard.press("Escape")
+    assert page.input_value("#gen-model input") == "bundled model"
 
-        # --- save the strip and two more items with other captions
-        captions = [
-            "a lighthouse keeper waving at a passing ship",
-            "a bowl of ramen noodles on a wooden table",
-            "a red sports car racing through the desert",
-        ]
-        for number, caption in enumerate(captions, 1):
-            page.fill("#gen-save-caption input", caption)
-            page.click("#gen-save")
-            _wait_text(page, "#gen-status textarea", f"saved to the catalogue as #{number}")
-        page.fill("#gen-save-caption input", "   ")
-        page.click("#gen-save")
-        page.get_by_text("caption is empty").first.wait_for()
+    # --- Generate: a two-panel strip with a fast sampler; an absurd guidance value is clamped with a message
+    page.click("#gen-advanced .label-wrap")
+    _set(page, "#gen-steps input", "10")
+    status = _generate(page, STRIP_ONE, "500", "50")
+    assert "guidance 500 is outside" in status and "using 50" in status
+    assert page.input_value("#gen-guidance input") == "50"
+    _save(page, SAVED[0], 1)
 
-        # --- Catalogue: a paraphrase finds the right item first
-        page.get_by_role("tab", name="Catalogue").click()
-        page.wait_for_selector("#cat-grid .thumbnail-item")
-        page.fill("#cat-query textarea, #cat-query input", "man at a lighthouse greeting a boat")
-        page.click("#cat-search")
-        _wait_text(page, "#cat-status textarea, #cat-status input", "ranked by meaning")
-        first = page.locator("#cat-grid .caption-label").first
-        assert first.inner_text().startswith("#1 a lighthouse keeper")
-        assert page.locator("#cat-grid .thumbnail-item").count() == 3
-        page.screenshot(path=str(shots / "catalogue.png"), full_page=True)
+    status = _generate(page, STRIP_ONE, "5", "5")
+    assert "outside" not in status
+    _save(page, SAVED[1], 2)
 
-        # rename
-        page.locator("#cat-grid .thumbnail-item").first.click()
-        _wait_text(page, "#cat-selected textarea, #cat-selected input", "#1")
-        page.fill("#cat-new-caption input, #cat-new-caption textarea", "the keeper says goodbye to the ship")
-        page.click("#cat-rename")
-        _wait_text(page, "#cat-status textarea, #cat-status input", "renamed #1")
-        assert studio.catalogue.get(1).caption == "the keeper says goodbye to the ship"
+    _generate(page, STRIP_TWO, "5", "5")
+    page.screenshot(path=str(screenshots / "generate.png"), full_page=True)
+    _save(page, SAVED[2], 3)
+    assert studio.catalogue.get(3).params["model"].startswith("bundled/base@")
+    assert studio.catalogue.get(3).image_hash != studio.catalogue.get(2).image_hash
 
-        # download: the same bytes as the stored image
-        with page.expect_download() as info:
-            page.click("#cat-download")
-        saved = tmp_path / "download.png"
-        info.value.save_as(saved)
-        assert saved.read_bytes() == studio.catalogue.image_path(1).read_bytes()
-        assert info.value.suggested_filename.endswith("-1.png")
+    page.fill("#gen-save-caption input", "   ")
+    page.click("#gen-save")
+    _dismiss_toast(page, "caption is empty")
+    assert studio.catalogue.count() == 3
 
-        # delete, after confirmation; "keep" first to check nothing happens without it
-        page.click("#cat-delete")
-        page.wait_for_selector("#cat-confirm", state="visible")
-        page.click("#cat-keep")
-        page.wait_for_selector("#cat-confirm", state="hidden")
-        assert studio.catalogue.count() == 3
-        page.click("#cat-delete")
-        page.click("#cat-confirm")
-        _wait_text(page, "#cat-status textarea, #cat-status input", "deleted #1")
-        assert studio.catalogue.count() == 2
-        assert page.locator("#cat-grid .thumbnail-item").count() == 2
+    # --- Catalogue: a paraphrase finds the right item first
+    page.get_by_role("tab", name="Catalogue").click()
+    page.wait_for_selector("#cat-grid .thumbnail-item")
+    page.fill("#cat-query textarea, #cat-query input", PARAPHRASE)
+    page.click("#cat-search")
+    _wait_text(page, "#cat-status textarea, #cat-status input", "ranked by meaning")
+    assert page.locator("#cat-grid .caption-label").first.inner_text() == f"#3 {SAVED[2]}"
+    assert page.locator("#cat-grid .thumbnail-item").count() == 3
+    page.screenshot(path=str(screenshots / "catalogue.png"), full_page=True)
 
-        # --- Train tab, for the record
-        page.get_by_role("tab", name="Train").click()
-        page.wait_for_selector("#train-start")
-        page.screenshot(path=str(shots / "train.png"), full_page=True)
-        browser.close()
+    # rename
+    page.locator("#cat-grid .thumbnail-item").first.click()
+    _wait_text(page, "#cat-selected textarea, #cat-selected input", "#3")
+    page.fill("#cat-new-caption input, #cat-new-caption textarea", "red and orange shapes on bright backgrounds")
+    page.click("#cat-rename")
+    _wait_text(page, "#cat-status textarea, #cat-status input", "renamed #3")
+    assert studio.catalogue.get(3).caption == "red and orange shapes on bright backgrounds"
 
-    if os.environ.get("AUTOCOMICS_UPDATE_SCREENSHOTS"):
-        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-        for name in ("generate", "train", "catalogue"):
-            shutil.copyfile(shots / f"{name}.png", DOCS_SHOTS / f"{name}.png")
+    # download: the same bytes as the stored image
+    with page.expect_download() as info:
+        page.click("#cat-download")
+    saved = tmp_path / "download.png"
+    info.value.save_as(saved)
+    assert saved.read_bytes() == studio.catalogue.image_path(3).read_bytes()
+    assert info.value.suggested_filename.endswith("-3.png")
+
+    # delete, after confirmation; "keep" first to check nothing happens without it
+    page.click("#cat-delete")
+    page.wait_for_selector("#cat-confirm", state="visible")
+    page.click("#cat-keep")
+    page.wait_for_selector("#cat-confirm", state="hidden")
+    assert studio.catalogue.count() == 3
+    page.click("#cat-delete")
+    page.click("#cat-confirm")
+    _wait_text(page, "#cat-status textarea, #cat-status input", "deleted #3")
+    assert studio.catalogue.count() == 2
+    assert page.locator("#cat-grid .thumbnail-item").count() == 2
+    page.close()
+    _publish(screenshots, "generate", "catalogue")
+
+
+def test_train_tab_starts_watches_and_cancels_a_fine_tune(browser, studio_url, train_data, screenshots,
+                                                          monkeypatch):
+    from finetune.train.checkpointing import list_checkpoints
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the trainer process: one core is enough here
+    url, studio = studio_url
+    page = _new_page(browser, url)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_selector("#train-start")
+    assert page.input_value("#train-init input") == "scratch"
+    assert page.input_value("#train-preset input") == "tiny-base"
+    page.fill("#train-data textarea, #train-data input", str(train_data))
+    _set(page, "#train-steps input", "2000")
+    _set(page, "#train-ckpt input", "1000")  # no periodic checkpoint before the cancel
+    _set(page, "#train-sample input", "30")
+    page.click("#train-start")
+
+    # live progress: wait for a sample grid and for train loss points at steps 10, 20 and 30 in the plot
+    _wait_match(page, "#train-status textarea, #train-status input", r"running: step ([3-9]\d|\d{3,}) of 2000")
+    page.wait_for_function("() => { const img = document.querySelector('#train-samples img');"
+                           " return img && img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
+    assert "samples/grid at step" in page.locator("#train-samples").inner_text()
+    page.wait_for_selector("#train-plot .vega-embed svg")
+    assert "train/loss" in page.locator("#train-plot").inner_text()
+    page.screenshot(path=str(screenshots / "train.png"), full_page=True)
+    job = studio.job
+    assert job.running and not list_checkpoints(job.run_dir)
+    losses = job.progress().losses["tensorboard/train/loss"]
+    assert [step for step, _ in losses][:3] == [10, 20, 30]
+
+    # cancel: the trainer checkpoints on SIGINT, stops, and the UI says where the checkpoint is
+    page.click("#train-cancel")
+    status = _wait_text(page, "#train-status textarea, #train-status input", "cancelled at step")
+    _dismiss_toast(page, "checkpoint saved in")
+    assert not job.running and job.returncode == 130  # 128 + SIGINT: the trainer's "interrupted" status
+    [checkpoint] = list_checkpoints(job.run_dir)
+    assert f"checkpoint saved in {checkpoint}" in status
+    assert int(checkpoint.name.split("-")[1]) >= 30
+    assert "--resume latest" in status
+    page.close()
+    _publish(screenshots, "train")

@@ -92,3 +92,37 @@ def test_progress_is_read_from_tensorboard_and_console_log(tmp_path):
     log = tmp_path / "studio-train.log"
     log.write_bytes(b"loading data\nstep 1/5 loss 1.0\rstep 2/5 loss 0.5\rstep 3/5 loss 0.3\n\x1b[31mdone\x1b[0m\n")
     assert tail_text(log, 1000) == "loading data\nstep 3/5 loss 0.3\ndone\n"
+
+
+def test_progress_describes_running_finished_cancelled_and_failed_runs(tmp_path):
+    from finetune.train.checkpointing import FORMAT_VERSION
+
+    from sampling.studio.training import Progress, latest_checkpoint
+
+    assert latest_checkpoint(tmp_path) == (None, 0)
+    for step in (20, 42):
+        folder = tmp_path / "checkpoints" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(f'{{"format_version": {FORMAT_VERSION}, "step": {step}}}')
+    (tmp_path / "checkpoints" / ".tmp-step-00000050").mkdir()  # a save in progress is not a checkpoint
+    checkpoint, step = latest_checkpoint(tmp_path)
+    assert checkpoint == tmp_path / "checkpoints" / "step-00000042" and step == 42
+
+    def progress(**kw):
+        return Progress(**{"running": False, "returncode": None, "step": 40, "max_steps": 100, "run_dir": tmp_path,
+                           **kw})
+
+    assert progress(running=True).describe() == "running: step 40 of 100"
+    assert progress(running=True, cancelled=True).describe().endswith("(cancelling…)")
+    assert progress(returncode=0, step=100).describe().startswith("finished: step 100 of 100; model in ")
+    cancelled = progress(returncode=130, cancelled=True, step=42, checkpoint=checkpoint).describe()
+    assert cancelled.startswith(f"cancelled at step 42; checkpoint saved in {checkpoint}; resume")
+    assert "--resume latest" in cancelled
+    crashed = progress(returncode=1).describe()
+    assert crashed.startswith("stopped (exit code 1) at step 40") and "no checkpoint was written" in crashed
+
+
+def test_strips_made_in_the_same_second_get_their_own_folders(tmp_path):
+    studio = Studio(StudioConfig(workdir=tmp_path, semantic_search=False))
+    folders = [studio._new_output_dir() for _ in range(3)]
+    assert len(set(folders)) == 3 and all(f.is_dir() and not any(f.iterdir()) for f in folders)
