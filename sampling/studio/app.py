@@ -138,9 +138,10 @@ def _train_tab(gr, studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             data = gr.Textbox(label="Dataset folder (shards or imagefolder)", elem_id="train-data")
-            init = gr.Dropdown(choices=["scratch"] + [value for _, value in studio.model_choices() if value != "bundled"],
+            init = gr.Dropdown(choices=[("scratch", "scratch"), *studio.model_choices()],
                                value="scratch", allow_custom_value=True, label="Start from",
-                               info="scratch (uses the preset), or a model folder to fine-tune", elem_id="train-init")
+                               info="scratch (uses the preset), the bundled model, or a model folder to fine-tune",
+                               elem_id="train-init")
             preset = gr.Dropdown(choices=presets, value=default_preset, label="Preset", elem_id="train-preset")
             with gr.Row():
                 max_steps = gr.Number(value=200, precision=0, label="Steps", elem_id="train-steps")
@@ -163,6 +164,7 @@ def _train_tab(gr, studio: Studio) -> None:
             log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, interactive=False, autoscroll=True,
                              elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
+    init.change(lambda value: gr.update(interactive=(value or "scratch") == "scratch"), inputs=init, outputs=preset)
 
     def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every):
         settings = {

@@ -202,6 +202,9 @@ class Studio:
     # --- training ------------------------------------------------------------------------
 
     def start_training(self, settings: dict) -> TrainingJob:
+        """Start ``python -m finetune train`` with trainer ``settings``; ``init`` may also name the bundled
+        model or a pipeline folder (both mean their base model)."""
+        settings = dict(settings, init=self._training_init(settings.get("init") or "scratch"))
         with self._job_lock:
             if self.job is not None and self.job.running:
                 raise StudioError(f"a fine-tune is already running in {self.job.run_dir}; cancel it first")
@@ -212,6 +215,21 @@ class Studio:
                 raise StudioError(f"cannot start the fine-tune: {exc}") from exc
             self.job = job
             return job
+
+    @staticmethod
+    def _training_init(init: str) -> str:
+        from ..loading import is_pipeline_folder
+
+        if init == BUNDLED:
+            from finetune.bundled import bundled_model_path
+
+            try:
+                return str(bundled_model_path("base"))
+            except FileNotFoundError as exc:
+                raise StudioError(str(exc)) from exc
+        if is_pipeline_folder(Path(init)):
+            return str(Path(init) / "base")
+        return init
 
     def training_progress(self) -> Progress | None:
         return None if self.job is None else self.job.progress()

@@ -1,7 +1,8 @@
 """End to end in a real browser: headless Debian Chromium driven by Playwright against the running studio.
 
 Generate uses the bundled model (the default choice) with captions from the synthetic world it was trained
-on; Train starts a real fine-tune process on a small synthetic dataset, watches its loss plot and cancels it.
+on; Train fine-tunes the bundled model in a real trainer process on a small synthetic dataset, watches its loss
+plot and logged samples, and cancels it.
 """
 from __future__ import annotations
 
@@ -262,6 +263,7 @@ def test_generate_save_search_rename_download_delete(browser, studio_url, screen
 
 def test_train_tab_starts_watches_and_cancels_a_fine_tune(browser, studio_url, train_data, screenshots,
                                                           monkeypatch):
+    from finetune.bundled import bundled_model_path
     from finetune.train.checkpointing import list_checkpoints
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the trainer process: one core is enough here
@@ -271,6 +273,11 @@ def test_train_tab_starts_watches_and_cancels_a_fine_tune(browser, studio_url, t
     page.wait_for_selector("#train-start")
     assert page.input_value("#train-init input") == "scratch"
     assert page.input_value("#train-preset input") == "tiny-base"
+    # fine-tune the bundled model (its logged samples then show shapes, not noise)
+    page.click("#train-init input")
+    page.get_by_role("option", name="bundled model").click()
+    assert page.input_value("#train-init input") == "bundled model"
+    page.wait_for_selector("#train-preset input:disabled")  # the preset only matters from scratch
     page.fill("#train-data textarea, #train-data input", str(train_data))
     _set(page, "#train-steps input", "2000")
     _set(page, "#train-ckpt input", "1000")  # no periodic checkpoint before the cancel
@@ -286,6 +293,7 @@ def test_train_tab_starts_watches_and_cancels_a_fine_tune(browser, studio_url, t
     assert "train/loss" in page.locator("#train-plot").inner_text()
     page.screenshot(path=str(screenshots / "train.png"), full_page=True)
     job = studio.job
+    assert job.settings["init"] == str(bundled_model_path("base"))
     assert job.running and not list_checkpoints(job.run_dir)
     losses = job.progress().losses["tensorboard/train/loss"]
     assert [step for step, _ in losses][:3] == [10, 20, 30]

@@ -126,3 +126,15 @@ def test_strips_made_in_the_same_second_get_their_own_folders(tmp_path):
     studio = Studio(StudioConfig(workdir=tmp_path, semantic_search=False))
     folders = [studio._new_output_dir() for _ in range(3)]
     assert len(set(folders)) == 3 and all(f.is_dir() and not any(f.iterdir()) for f in folders)
+
+
+def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_path):
+    from finetune.bundled import bundled_model_path
+
+    init = Studio._training_init
+    assert init("bundled") == str(bundled_model_path("base"))
+    for part in ("base", "upsampler"):
+        (tmp_path / "pipeline" / part).mkdir(parents=True)
+        (tmp_path / "pipeline" / part / "config.json").write_text("{}")
+    assert init(str(tmp_path / "pipeline")) == str(tmp_path / "pipeline" / "base")
+    assert init("scratch") == "scratch" and init(str(tmp_path / "other")) == str(tmp_path / "other")
