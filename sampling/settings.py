@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, dpm_solver_timesteps
+from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, STEP_COUNT_SAMPLERS, dpm_solver_timesteps
 from finetune.diffusion.schedules import space_timesteps
 
 MAX_GUIDANCE = 50.0
@@ -12,7 +12,7 @@ MAX_GUIDANCE = 50.0
 @dataclass(frozen=True)
 class SamplerSettings:
     """`steps`: a respacing spec for ancestral/ddim ("100", "50", "fast27", "ddim25", "10,10,3,2,2"),
-    a number of model calls for dpmpp_2m; None takes the sampler's default. `guidance`: the
+    a number of model calls for dpmpp_2m(_sde); None takes the sampler's default. `guidance`: the
     classifier-free guidance scale, None for none (the conditional model alone)."""
 
     sampler: str = "dpmpp_2m"
@@ -23,9 +23,9 @@ class SamplerSettings:
 
     def resolved(self) -> "SamplerSettings":
         steps = DEFAULT_STEPS.get(self.sampler) if self.steps is None else self.steps
-        if self.sampler == "dpmpp_2m" and isinstance(steps, str) and steps.strip().isdigit():
+        if self.sampler in STEP_COUNT_SAMPLERS and isinstance(steps, str) and steps.strip().isdigit():
             steps = int(steps)
-        elif self.sampler != "dpmpp_2m" and isinstance(steps, int):
+        elif self.sampler not in STEP_COUNT_SAMPLERS and isinstance(steps, int):
             steps = str(steps)
         return replace(self, steps=steps)
 
@@ -38,9 +38,9 @@ class SamplerSettings:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         s = self.resolved()
-        if s.sampler == "dpmpp_2m":
+        if s.sampler in STEP_COUNT_SAMPLERS:
             if not isinstance(s.steps, int) or isinstance(s.steps, bool):
-                raise ValueError(f"{stage}: dpmpp_2m takes a number of steps, got {s.steps!r}")
+                raise ValueError(f"{stage}: {s.sampler} takes a number of steps, got {s.steps!r}")
             try:
                 dpm_solver_timesteps(num_timesteps, s.steps)
             except ValueError as exc:

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from .gaussian_diffusion import GaussianDiffusion, build_diffusion
 
-SAMPLERS = ("ancestral", "ddim", "dpmpp_2m")
-DEFAULT_STEPS = {"ancestral": "100", "ddim": "fast27", "dpmpp_2m": 20}
+SAMPLERS = ("ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde")
+DEFAULT_STEPS = {"ancestral": "100", "ddim": "fast27", "dpmpp_2m": 20, "dpmpp_2m_sde": 20}
+STEP_COUNT_SAMPLERS = ("dpmpp_2m", "dpmpp_2m_sde")  # their steps are a number of model calls, not a respacing
 
 ModelFn = Callable[..., torch.Tensor]
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
@@ -50,7 +51,7 @@ def sample(
 
     ``diffusion``: the model's full process (``None``: GLIDE's 1000-step cosine one).
     ``steps``: for ``ancestral``/``ddim`` a respacing spec (an int N means ``"N"``); for
-    ``dpmpp_2m`` the number of model calls. ``None`` takes ``DEFAULT_STEPS[sampler]``.
+    ``dpmpp_2m``/``dpmpp_2m_sde`` the number of model calls. ``None`` takes ``DEFAULT_STEPS[sampler]``.
     ``eta`` applies to DDIM only. Other keyword arguments: see the module docstring.
     """
     if sampler not in SAMPLERS:
@@ -63,9 +64,9 @@ def sample(
         return sample_ddim(diffusion, model_fn, shape, respacing=steps, eta=eta, **kwargs)
     if isinstance(steps, str):
         if not steps.strip().isdigit():
-            raise ValueError(f"dpmpp_2m takes a number of steps, got {steps!r}")
+            raise ValueError(f"{sampler} takes a number of steps, got {steps!r}")
         steps = int(steps)
-    return sample_dpmpp_2m(diffusion, model_fn, shape, steps=steps, **kwargs)
+    return sample_dpmpp_2m(diffusion, model_fn, shape, steps=steps, stochastic=sampler == "dpmpp_2m_sde", **kwargs)
 
 
 def sample_ancestral(
@@ -178,6 +179,7 @@ def sample_dpmpp_2m(
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Callback | None = None,
+    stochastic: bool = False,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): a deterministic second-order multistep solver of the
     probability-flow ODE in data prediction, on the discrete schedule of ``diffusion``.
@@ -186,6 +188,10 @@ def sample_dpmpp_2m(
     and D the predicted x_0 (after ``denoised_fn`` and clipping), each step is
     x <- (sigma_next/sigma) x - alpha_next (exp(-h) - 1) D', h = lambda_next - lambda, where
     D' = D on the first step and (1 + 1/2r) D - 1/2r D_prev after it (r = h_prev / h).
+    With ``stochastic`` (the SDE variant, sampler ``dpmpp_2m_sde``) each step is instead
+    x <- (sigma_next/sigma) e^-h x - alpha_next (exp(-2h) - 1) D' + sigma_next sqrt(1 - exp(-2h)) z:
+    fresh noise at every step, like ancestral sampling, corrects errors of an imperfect model
+    that the deterministic solver carries to the end (seen as leftover noise).
     The final step goes to the clean image (sigma = 0), which leaves x = D. ``steps`` model calls at
     ``dpm_solver_timesteps`` unless explicit decreasing process ``timesteps`` are given.
     """
@@ -219,7 +225,12 @@ def sample_dpmpp_2m(
                 else:
                     half_inv_r = 0.5 * h / previous_h
                     d = (1.0 + half_inv_r) * x0 - half_inv_r * previous_x0
-                x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1] * math.expm1(-h)) * d
+                if stochastic:
+                    x = (float(sigma[k + 1] / sigma[k] * math.exp(-h)) * x
+                         - float(alpha[k + 1] * math.expm1(-2.0 * h)) * d
+                         + float(sigma[k + 1] * math.sqrt(-math.expm1(-2.0 * h))) * draw.normal())
+                else:
+                    x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1] * math.expm1(-h)) * d
                 previous_x0, previous_h = x0, h
             if callback is not None:
                 callback(k, total, x, x0)

@@ -121,7 +121,7 @@ class TrainConfig:
     sample_prompts: list[str] = _opt([], "Fixed prompts of the sample grid (default: the first val captions).")
     num_sample_prompts: int = _opt(4, "Prompts in the grid when sample_prompts is not given.", min=1, max=64)
     sample_seed: int = _opt(1234, "Seed of the sample grid (the same noise every time).", min=0)
-    sample_sampler: str = _opt("ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m"])
+    sample_sampler: str = _opt("ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"])
     sample_steps: str = _opt("fast27", "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
                                        "ancestral/ddim, a number of model calls for dpmpp_2m.")
     guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from finetune.diffusion.samplers import SAMPLERS
+
 from ..devices import resolve_device, resolve_dtype
 from ..loading import load_models
 from ..pipeline import TextToImage
 from ..settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
 
-SAMPLER_CHOICES = ("ancestral", "ddim", "dpmpp_2m")
+SAMPLER_CHOICES = SAMPLERS
 
 
 class CommandError(Exception):
@@ -46,7 +48,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"base sampler (default: {BASE_DEFAULTS.sampler})")
     g.add_argument("--steps", type=_steps, default=None,
                    help="ancestral/ddim: respacing spec ('100' GLIDE's default, '50', 'fast27', 'ddim25', '10,10,3,2,2'); "
-                        "dpmpp_2m: number of steps (default: ancestral 100, ddim fast27, dpmpp_2m 20)")
+                        "dpmpp_2m(_sde): number of steps (default: ancestral 100, ddim fast27, dpmpp_2m(_sde) 20)")
     g.add_argument("--guidance", type=float, default=BASE_DEFAULTS.guidance,
                    help=f"classifier-free guidance scale (default: {BASE_DEFAULTS.guidance}; 1 = no guidance)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default: 0, deterministic)")

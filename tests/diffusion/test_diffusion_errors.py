@@ -136,3 +136,20 @@ def test_v_weighting_is_the_v_prediction_loss_below_the_cap():
     assert weights[0] == pytest.approx(1.0, abs=1e-3) and weights[-1] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="mse_weighting"):
         diffusion.training_losses(model, x0, t, noise=noise, mse_weighting="snr")
+
+
+def test_dpmpp_2m_sde_is_stochastic_and_takes_a_step_count():
+    diffusion = build_diffusion(1000, "squaredcos_cap_v2")
+
+    def model(x, t):
+        return torch.cat([x * 0.5, torch.zeros_like(x)], dim=1)
+
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    runs = [sample(diffusion, model, (2, 3, 4, 4), sampler=name, steps=5, noise=noise,
+                   generator=torch.Generator().manual_seed(seed))
+            for name, seed in (("dpmpp_2m", 1), ("dpmpp_2m", 2), ("dpmpp_2m_sde", 1), ("dpmpp_2m_sde", 2))]
+    torch.testing.assert_close(runs[0], runs[1])  # the ODE ignores the generator once the noise is given
+    assert not torch.allclose(runs[2], runs[3])  # the SDE draws fresh noise at every step
+    assert all(torch.isfinite(r).all() and r.abs().max() <= 1.0 for r in runs)
+    with pytest.raises(ValueError, match="dpmpp_2m_sde takes a number of steps"):
+        sample(diffusion, model, (1, 3, 4, 4), sampler="dpmpp_2m_sde", steps="fast27")
