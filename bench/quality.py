@@ -42,7 +42,7 @@ from sampling.pipeline import run_stage  # noqa: E402
 from sampling.settings import SamplerSettings  # noqa: E402
 
 READ_KEYS = ("shape", "color", "background", "position", "size", "style")
-DEFAULT_SAMPLERS = "dpmpp_2m:10,20;ddim:25,50;ancestral:50,100"
+DEFAULT_SAMPLERS = "dpmpp_2m_sde:20,30;dpmpp_2m:20;ancestral:50,100"
 REFERENCE_SAMPLER = ("ancestral", "100")
 
 
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                              "finetune needs --finetuned)")
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
-    parser.add_argument("--fast-sampler", default="dpmpp_2m:20", help="sampler:steps of the guidance sweep")
+    parser.add_argument("--fast-sampler", default="dpmpp_2m_sde:30", help="sampler:steps of the guidance sweep")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
                         help=f"sampler:steps[,steps];... compared at one guidance (default: {DEFAULT_SAMPLERS})")
     parser.add_argument("--sampler-guidance", default="best",

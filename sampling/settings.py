@@ -15,7 +15,7 @@ class SamplerSettings:
     a number of model calls for dpmpp_2m(_sde); None takes the sampler's default. `guidance`: the
     classifier-free guidance scale, None for none (the conditional model alone)."""
 
-    sampler: str = "dpmpp_2m"
+    sampler: str = "dpmpp_2m_sde"  # on the bundled base: within a few points of ancestral 100 at 30 steps
     steps: str | int | None = None
     guidance: float | None = 3.0
     eta: float = 0.0

@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = parser.add_argument_group("sampling and evaluation")
     g.add_argument("--eval-samples", type=int, default=48,
                    help="evaluation images per model, each a different scene (default: %(default)s)")
-    g.add_argument("--sample-steps", type=int, default=20,
-                   help="DPM-Solver++ steps of the base model, pages and evaluation (default: %(default)s)")
+    g.add_argument("--sample-steps", type=int, default=30,
+                   help="DPM-Solver++ (2M SDE) steps of the base model, pages and evaluation (default: %(default)s)")
     g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: %(default)s)")
     g.add_argument("--script", default="shapes_story",
                    help="comic script: a file or a bundled example name (default: %(default)s)")
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfine-tuned model in {finetuned} already has {done_steps} steps; reusing it")
     timings["fine-tune"] = time.perf_counter() - started
 
-    sampler = ["--sampler", "dpmpp_2m", "--steps", str(args.sample_steps), "--guidance", str(args.guidance)]
+    sampler = ["--sampler", "dpmpp_2m_sde", "--steps", str(args.sample_steps), "--guidance", str(args.guidance)]
     models = {"before": base, "after": finetuned}
     up_flags = ["--upsampler", str(upsampler)] if upsampler else ["--no-upsample"]
     heading("3/4 the same comic page before and after fine-tuning (same seeds)")

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .gaussian_diffusion import GaussianDiffusion, build_diffusion
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde")
-DEFAULT_STEPS = {"ancestral": "100", "ddim": "fast27", "dpmpp_2m": 20, "dpmpp_2m_sde": 20}
+DEFAULT_STEPS = {"ancestral": "100", "ddim": "fast27", "dpmpp_2m": 20, "dpmpp_2m_sde": 30}
 STEP_COUNT_SAMPLERS = ("dpmpp_2m", "dpmpp_2m_sde")  # their steps are a number of model calls, not a respacing
 
 ModelFn = Callable[..., torch.Tensor]

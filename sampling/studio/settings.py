@@ -12,7 +12,7 @@ from .catalogue.errors import InvalidInput
 MIN_PANELS, MAX_PANELS = 2, 8
 MAX_PANEL_CHARS = 300
 SAMPLERS = ("dpmpp_2m_sde", "dpmpp_2m", "ddim", "ancestral")  # names as in finetune.diffusion.samplers, fastest first
-DEFAULT_STEPS = {"dpmpp_2m_sde": 20, "dpmpp_2m": 20, "ddim": 27, "ancestral": 50}
+DEFAULT_STEPS = {"dpmpp_2m_sde": 30, "dpmpp_2m": 20, "ddim": 27, "ancestral": 50}
 LIMITS = {
     "guidance": (0.0, MAX_GUIDANCE),
     "steps": (1, 1000),
@@ -24,8 +24,8 @@ LIMITS = {
 @dataclass(frozen=True)
 class GenerateSettings:
     guidance: float = 3.0
-    steps: int = DEFAULT_STEPS["dpmpp_2m"]
-    sampler: str = "dpmpp_2m"
+    steps: int = DEFAULT_STEPS["dpmpp_2m_sde"]
+    sampler: str = "dpmpp_2m_sde"
     seed: int = 0
     upsample: bool = False
     upsample_steps: int = 27

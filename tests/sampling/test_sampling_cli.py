@@ -33,7 +33,7 @@ def test_generate_writes_parameters_and_reruns_skip(tiny_models, fast_args, tmp_
     pngs = sorted(p.name for p in out.glob("0*.png"))
     assert len(pngs) == 4 and (out / "grid.png").is_file()
     params = read_parameters(out / pngs[0])
-    assert params["prompt"] == "a red boat" and params["seed"] == 40 and params["sampler"] == "dpmpp_2m"
+    assert params["prompt"] == "a red boat" and params["seed"] == 40 and params["sampler"] == "dpmpp_2m_sde"
     assert params["steps"] == 3 and params["guidance"] == 3.0 and params["size"] == 32
     assert params["model"].startswith("pipeline/base@") and params["upsampler"]["temperature"] == 0.997
     assert [read_parameters(out / n)["seed"] for n in pngs] == [40, 41, 42, 43]
@@ -77,7 +77,7 @@ def test_generate_prompts_file_and_no_upsample(tiny_models, fast_args, tmp_path)
 
 @pytest.mark.parametrize("extra, message", [
     (["--guidance", "99"], "guidance scale must be between 0 and 50"),
-    (["--steps", "abc"], "dpmpp_2m takes a number of steps"),
+    (["--steps", "abc"], "dpmpp_2m_sde takes a number of steps"),
     (["--sampler", "ancestral", "--steps", "abc"], "not a usable respacing"),
     (["--sampler", "ddim", "--eta", "2"], "eta must be between 0 and 1"),
     (["--upsample-temperature", "0"], "upsampler: temperature"),

@@ -132,7 +132,7 @@ def test_seed_and_batch_checks(base_only):
         pipe.generate(["a", "b"], [1], progress=False)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpmpp_2m"])
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"])
 def test_inpainting_keeps_the_known_pixels(tiny_models, sampler):
     from PIL import Image
 
@@ -142,7 +142,7 @@ def test_inpainting_keeps_the_known_pixels(tiny_models, sampler):
     fill = np.zeros((32, 32), dtype=bool)
     fill[8:24, 4:20] = True
     inputs = InpaintInputs(source, fill, "test")
-    steps = {"ancestral": "4", "ddim": "4", "dpmpp_2m": 4}[sampler]
+    steps = {"ancestral": "4", "ddim": "4", "dpmpp_2m": 4, "dpmpp_2m_sde": 4}[sampler]
     pipe = TextToImage(models, CPU, base=SamplerSettings(sampler, steps), upsampler=SamplerSettings("ddim", "3", None))
     known16, known32 = inputs.at(16), inputs.at(32)
     result = pipe.generate(["a red square"], [4], known=(known16, known32), progress=False)[0]

@@ -25,7 +25,7 @@ def test_split_captions_cuts_long_and_extra_panels():
 
 def test_clamp_settings_says_what_changed():
     settings, messages = clamp_settings(500, 0, "euler", "12", upsample_steps=math.inf)
-    assert settings.guidance == 50.0 and settings.steps == 1 and settings.sampler == "dpmpp_2m"
+    assert settings.guidance == 50.0 and settings.steps == 1 and settings.sampler == "dpmpp_2m_sde"
     assert settings.seed == 12 and settings.upsample_steps == 1000
     assert any("guidance 500" in m for m in messages) and any("unknown sampler" in m for m in messages)
     assert any("steps 0" in m for m in messages)
