@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +44,9 @@ def read_json(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from finetune.fsutil import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 # --- dataset -----------------------------------------------------------------------------------------------------
@@ -92,13 +91,8 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = build_model(options)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
-    tmp = path.with_name(f".{kind}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model_folder(tmp, model, model.options, tokenizer,
+    save_model_folder(path, model, model.options, tokenizer,  # swapped in whole, replacing a stale one
                       provenance={"init": "scratch", "seed": seed, "architecture": f"scripts/bundled/{kind}_model.json"})
-    shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
     return path
 
 
@@ -191,16 +185,10 @@ def export(root: Path, kind: str) -> Path:
 
         provenance["dataset_manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
     target = bundled_dir(kind)
-    tmp = target.with_name(f".{kind}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
-    write_model_folder(tmp, load_file(str(weights)), options, tokenizer, provenance=provenance,
+    # write_model_folder builds the folder beside the target and swaps it in
+    write_model_folder(target, load_file(str(weights)), options, tokenizer, provenance=provenance,
                        dtype=torch.float16)
-    old = target.with_name(f".{kind}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(f"{kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} "
           f"({size / 1e6:.1f} MB)", flush=True)
