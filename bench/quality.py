@@ -15,7 +15,7 @@ Resumable: every chunk of images is cached under --results (per model digest and
 
     python bench/quality.py                              # bundled base, 500 samples per point
     python bench/quality.py --samples 64 --parts guidance
-    python bench/quality.py --finetuned runs/quickstart/model --parts finetune
+    python bench/quality.py --finetuned runs/quickstart/finetune/model --parts finetune
 """
 from __future__ import annotations
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None,
                         help="base model folder or pipeline folder (default: the bundled base)")
     parser.add_argument("--finetuned", type=Path, default=None,
-                        help="model folder of a fine-tune of --model (e.g. a quickstart run's model/) for 'finetune'")
+                        help="model folder of a fine-tune of --model (e.g. a quickstart run's finetune/model) for 'finetune'")
     parser.add_argument("--parts", default="guidance,samplers,finetune",
                         help="comma-separated parts to run: guidance, samplers, finetune (default: all; "
                              "finetune needs --finetuned)")
