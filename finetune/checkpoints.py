@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from .fsutil import atomic_write
+from .fsutil import atomic_write, publish_dir
 from .model import build_model, resolve_options
 from .tokenizers import Tokenizer, get_tokenizer
 
@@ -183,21 +183,11 @@ def write_model_folder(
             "options": options,
         }
         write_json(tmp / CONFIG_FILE, config)
-        _swap_in(tmp, path)
+        publish_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def _swap_in(new: Path, path: Path) -> None:
-    if not path.exists():
-        os.rename(new, path)
-        return
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
-    os.rename(path, old)
-    os.rename(new, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_folder(

@@ -25,7 +25,6 @@ from .checkpointing import Checkpointer, CheckpointError, find_checkpoint, list_
     restore_rng, rng_state
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .ema import EMA
-from ..fsutil import publish_dir
 from .guards import StepGuard, TrainingDiverged, lr_factor
 from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
 from .monitor import IntervalStats, Monitor, _truncate_metrics
@@ -497,7 +496,6 @@ def export_model_folder(run_dir: Path, model, options, tokenizer, ema, setup: Mo
     final = run_dir / "model"
     if not is_main:
         return final
-    tmp = run_dir / f".tmp-model-{os.getpid()}"
     provenance = {
         "init_checkpoint": config.init if setup.source != "resume" else "(resumed run)",
         "init_source": setup.source,
@@ -507,8 +505,8 @@ def export_model_folder(run_dir: Path, model, options, tokenizer, ema, setup: Mo
         "steps": step,
         "vocab_swapped": setup.vocab_swapped,
     }
-    save_model_folder(tmp, model, options, tokenizer,
+    # save_model_folder builds the folder beside `final` and swaps it in
+    save_model_folder(final, model, options, tokenizer,
                       ema_state_dict=ema.full_state_dict(model) if ema is not None else None,
                       provenance=provenance, preset=setup.preset or None)
-    publish_dir(tmp, final)
     return final
