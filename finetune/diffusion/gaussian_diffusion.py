@@ -259,8 +259,7 @@ class GaussianDiffusion:
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; known: {', '.join(LOSS_TYPES)}")
-        if mse_weighting not in MSE_WEIGHTINGS:
-            raise ValueError(f"unknown mse_weighting {mse_weighting!r}; known: {', '.join(MSE_WEIGHTINGS)}")
+        mse_weights = self.mse_weights(t, mse_weighting, mse_weight_cap)  # checks the weighting before the model runs
         if noise is None:
             noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise)
@@ -279,7 +278,7 @@ class GaussianDiffusion:
                 f"{2 * channels}" + (f" or {channels}" if loss_type == "mse" else "")
             )
         mse = mean_flat((noise - eps) ** 2)
-        weighted_mse = mse * self.mse_weights(t, mse_weighting, mse_weight_cap).to(mse.dtype)
+        weighted_mse = mse * mse_weights.to(mse.dtype)
         if loss_type == "hybrid":
             frozen = torch.cat([eps.detach(), var_values], dim=1)
             vb = self.vb_terms_bpd(frozen, x_start, x_t, t, clip_denoised=False)["output"]

@@ -123,7 +123,7 @@ class TrainConfig:
     sample_seed: int = _opt(1234, "Seed of the sample grid (the same noise every time).", min=0)
     sample_sampler: str = _opt("ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"])
     sample_steps: str = _opt("fast27", "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
-                                       "ancestral/ddim, a number of model calls for dpmpp_2m.")
+                                       "ancestral/ddim, a number of model calls for dpmpp_2m(_sde).")
     guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0)
     nan_max_consecutive: int = _opt(5, "Stop after this many non-finite steps in a row (each one is skipped).",
                                     min=1)
