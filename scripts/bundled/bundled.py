@@ -97,8 +97,9 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
 
 
 def has_checkpoint(rdir: Path) -> bool:
-    ckpts = rdir / "checkpoints"
-    return ckpts.is_dir() and any((p / "state.json").is_file() for p in ckpts.glob("step-*"))
+    from finetune.train.checkpointing import list_checkpoints
+
+    return bool(list_checkpoints(rdir))
 
 
 def train(root: Path, kind: str, max_steps: int | None, threads: int, processes: int) -> int:
@@ -136,7 +137,9 @@ def train(root: Path, kind: str, max_steps: int | None, threads: int, processes:
 # --- export ------------------------------------------------------------------------------------------------------
 
 def newest_checkpoint(rdir: Path) -> Path:
-    found = sorted(p for p in (rdir / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+    from finetune.train.checkpointing import list_checkpoints
+
+    found = list_checkpoints(rdir)
     if not found:
         raise SystemExit(f"no checkpoint in {rdir / 'checkpoints'} to export")
     return found[-1]
@@ -196,9 +199,11 @@ def export(root: Path, kind: str) -> Path:
 
 
 def status(root: Path) -> None:
+    from finetune.train.checkpointing import list_checkpoints
+
     for kind in KINDS:
         rdir = run_dir(root, kind)
-        ckpts = sorted((rdir / "checkpoints").glob("step-*")) if rdir.is_dir() else []
+        ckpts = list_checkpoints(rdir)
         bundled = bundled_dir(kind) / "provenance.json"
         shipped = json.loads(bundled.read_text()).get("total_steps", "?") if bundled.is_file() else "none"
         print(f"{kind}: run {rdir} newest checkpoint {ckpts[-1].name if ckpts else 'none'}; bundled steps {shipped}")
