@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from data_pipeline.synthetic import (  # noqa: E402
     DEFAULT_WORLD, World, canonical_caption, read_scene, sample_attributes, sample_rng, world_from_manifest)
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
+from finetune.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from sampling.loading import load_sampling_model  # noqa: E402
 from sampling.pipeline import run_stage  # noqa: E402
 from sampling.settings import SamplerSettings  # noqa: E402
@@ -95,11 +95,7 @@ class Cache:
         return data["reads"] if data.get("setting") == self.setting else None
 
     def store(self, start: int, reads: list[dict]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.path(start)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"setting": self.setting, "reads": reads}))
-        os.replace(tmp, path)
+        atomic_write_text(self.path(start), json.dumps({"setting": self.setting, "reads": reads}))
 
 
 # --- generation and scoring --------------------------------------------------------------------------------------
@@ -228,10 +224,8 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
         ax.set(ylim=(0, 100), ylabel="%", title="fine-tune: before / after")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
@@ -363,9 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             + "\n\n".join(sections) + "\n")
     print("\n" + text)
     for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
-        tmp = args.results / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(body)
-        os.replace(tmp, args.results / name)
+        atomic_write_text(args.results / name, body)
     if plot(args.results / "quality.png", guidance_rows, sampler_rows, finetune_rows):
         print(f"wrote {args.results / 'quality.png'}")
     return 0
