@@ -19,6 +19,7 @@ from finetune.checkpoints import (
 from finetune.convert import convert
 from finetune.model import build_model, get_preset
 from finetune.tokenizers import get_tokenizer
+from tolerances import assert_fp32_close
 
 VARIANTS = ["tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint"]
 
@@ -108,7 +109,8 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
     tokens, mask = raw.tokenizer.encode(["a red boat"])
     x, t, low = torch.randn(1, 3, 64, 64), torch.tensor([10]), torch.randn(1, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(raw.model(x, t, tokens=tokens, mask=mask, low_res=low), model(x, t, tokens=tokens, mask=mask, low_res=low))
+        # the same weights in a separately built model: equal up to kernel choice, not necessarily bit for bit
+        assert_fp32_close(raw.model(x, t, tokens=tokens, mask=mask, low_res=low), model(x, t, tokens=tokens, mask=mask, low_res=low))
 
     half = save_model_folder(tmp_path / "h", model, tokenizer=tokenizer, dtype=torch.float16)
     assert all(v.dtype == torch.float16 for v in load_file(half / "model.safetensors").values())

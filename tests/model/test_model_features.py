@@ -6,6 +6,7 @@ import torch
 
 from finetune.model import TextEmbedding, build_model, concat_text_emb, get_preset, index_text_emb
 from finetune.model.text_encoder import LayerNorm32
+from tolerances import assert_fp32_close
 
 
 def randomised(preset, seed=0, **extra):
@@ -38,7 +39,7 @@ def test_text_emb_concat_and_index_match_batched_encoding():
         assert torch.equal(picked.pooled, full.pooled[[2, 0]]) and len(full[1]) == 1
         out = model(x[[2, 0]], t[[2, 0]], text_emb=picked)
         ref = model(x[[2, 0]], t[[2, 0]], tokens=tokens[[2, 0]], mask=mask[[2, 0]])
-    assert torch.allclose(out, ref, atol=1e-5)
+    assert_fp32_close(out, ref)
     with pytest.raises(ValueError, match="at least one"):
         concat_text_emb([])
 
@@ -48,7 +49,8 @@ def test_padding_positions_ignore_token_ids():
     x, t, tokens, mask = batch(model)
     other = torch.where(mask, tokens, torch.randint_like(tokens, 0, 1000))
     with torch.no_grad():
-        assert torch.equal(model(x, t, tokens=tokens, mask=mask), model(x, t, tokens=other, mask=mask))
+        # masked keys get zero attention weight; only the kernels' summation order may differ
+        assert_fp32_close(model(x, t, tokens=tokens, mask=mask), model(x, t, tokens=other, mask=mask))
 
 
 def test_bf16_autocast_keeps_layernorm_fp32_and_stays_close():
@@ -108,7 +110,7 @@ def test_channels_last_model_gives_the_same_output():
         ref = model(x, t, tokens=tokens, mask=mask)
         model.to(memory_format=torch.channels_last)
         out = model(x, t, tokens=tokens, mask=mask)
-    assert torch.allclose(out, ref, atol=1e-5)
+    assert_fp32_close(out, ref)
 
 
 @pytest.mark.parametrize(
