@@ -1,5 +1,6 @@
 """Lettering: narration boxes and speech/thought/shout balloons, sized to their text and placed
-in a panel's corners so they leave the panel's centre clear.
+along a panel's edges where they cover none of its subject (found from the picture, see `subject.py`), or,
+when the picture shows none, where they leave the panel's centre clear.
 
 The font is Pillow's bundled scalable font, so pages render the same on a bare machine.
 """
@@ -13,6 +14,7 @@ from PIL import ImageDraw, ImageFont
 
 from .layout import Box
 from .script import DialogueLine
+from .subject import CoverageCounter
 
 INK = (0, 0, 0)
 PAPER = (255, 255, 255)
@@ -145,12 +147,24 @@ def _body_of(kind: str, box: Box) -> Box:
     return box.inset(_reach(kind) - OUTLINE)
 
 
-def _tail(kind: str, body: Box, panel: Box) -> tuple[tuple[float, float], ...]:
-    """A short tail from the body's edge towards the panel centre (it stops before the clear area)."""
+class KeepClear:
+    """What lettering must not cover in one panel: its subject's pixels when the picture shows one, else the
+    middle of the panel."""
+
+    def __init__(self, panel: Box, subject: CoverageCounter | None):
+        self.subject = subject if subject is not None and subject.total else None
+        self.area = Box(*self.subject.bounds) if self.subject else centre_box(panel)
+
+    def covered(self, box: Box) -> int:
+        """Protected pixels under `box`."""
+        return self.subject.covered(*box.as_list()) if self.subject else box.overlap(self.area)
+
+
+def _tail(kind: str, body: Box, panel: Box, clear: Box) -> tuple[tuple[float, float], ...]:
+    """A short tail from the body's edge towards the middle of `clear` (the subject), stopping before it."""
     if kind not in ("speech", "thought"):
         return ()
-    cx, cy = panel.center
-    clear = centre_box(panel)
+    cx, cy = clear.center
     pointing_down = body.center[1] < cy
     base_y = body.y1 - 6 if pointing_down else body.y0 + 6
     base_x = min(max(cx, body.x0 + 18), body.x1 - 18) if body.width > 40 else body.center[0]
@@ -163,26 +177,42 @@ def _tail(kind: str, body: Box, panel: Box) -> tuple[tuple[float, float], ...]:
     return ((base_x - 6, base_y), (base_x + 6, base_y), (tip_x, tip_y))
 
 
+def _place_narration(panel: Box, narration: str, keep_clear: KeepClear, max_font: int,
+                     min_font: int) -> Lettering:
+    """A narration box in a panel corner: top left unless that covers more of the subject than another corner,
+    as wide as the text needs up to the panel width, narrower ones first so a corner stays free for balloons."""
+    pad_x, pad_y = _padding("narration")
+    max_height = int(panel.height * 0.28) - 2 * (pad_y + OUTLINE)
+    best = None
+    for rank, frac in enumerate((0.6, 0.8, 1.0)):
+        block = fit_text(narration, int(panel.width * frac) - 2 * (pad_x + OUTLINE), max_height, max_font, min_font)
+        w, h = _outer_size("narration", block)
+        corners = [(panel.x0, panel.y0), (panel.x1 - w, panel.y0), (panel.x0, panel.y1 - h), (panel.x1 - w, panel.y1 - h)]
+        for corner, (x, y) in enumerate(corners):
+            box = Box(x, y, x + w, y + h)
+            cost = (block.truncated, keep_clear.covered(box), corner, -block.font_size, rank)
+            if best is None or cost < best[0]:
+                best = (cost, block, box)
+    _, block, box = best
+    return Lettering("narration", narration, "", block, box, box)
+
+
 def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueLine, ...],
-                    max_font: int, min_font: int) -> tuple[list[Lettering], list[str]]:
-    """Fit and place a panel's narration (top-left) and balloons (corners first). Returns the
-    placed items and warnings about text that had to be cut or overlaps that could not be avoided."""
+                    max_font: int, min_font: int,
+                    subject: CoverageCounter | None = None) -> tuple[list[Lettering], list[str]]:
+    """Fit and place a panel's narration (a corner) and balloons (along the edges, top first) off the
+    `subject` (or the panel's centre when there is none). Returns the placed items and warnings about text that
+    had to be cut or overlaps that could not be avoided."""
     margin = max(3, panel.width // 60)
-    clear = centre_box(panel)
+    keep_clear = KeepClear(panel, subject)
     placed: list[Lettering] = []
     warnings: list[str] = []
     if narration:
-        pad_x, pad_y = _padding("narration")
-        max_height = int(panel.height * 0.28) - 2 * (pad_y + OUTLINE)
-        # Narrow enough to leave the top-right corner for a balloon, unless that costs letter size.
-        blocks = [fit_text(narration, int(panel.width * frac) - 2 * (pad_x + OUTLINE), max_height, max_font, min_font)
-                  for frac in (0.6, 0.8, 1.0)]
-        block = max(blocks, key=lambda b: (not b.truncated, b.font_size))
-        w, h = _outer_size("narration", block)
-        box = Box(panel.x0, panel.y0, panel.x0 + w, panel.y0 + h)
-        placed.append(Lettering("narration", narration, "", block, box, box))
-        if block.truncated:
+        placed.append(_place_narration(panel, narration, keep_clear, max_font, min_font))
+        if placed[-1].block.truncated:
             warnings.append(f"narration cut to fit: {narration[:40]!r}")
+        if keep_clear.covered(placed[-1].box):
+            warnings.append(f"narration could not avoid the picture's subject: {narration[:40]!r}")
     for line in dialogue:
         text = f"{line.speaker}: {line.text}" if line.speaker else line.text
         if line.kind == "shout":
@@ -207,21 +237,23 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
                     cost = (max_font - size) + 2 * group
                     if best_cost is not None and cost >= best_cost:
                         continue
-                    if panel.contains(box) and box.overlap(clear) == 0 and all(box.overlap(t) == 0 for t in taken):
+                    if (panel.contains(box) and keep_clear.covered(box) == 0
+                            and all(box.overlap(t) == 0 for t in taken)):
                         choice, best_cost = (block, box), cost
         if choice is None:  # crowded panel: smallest font, least overlap, and say so
             block = fit_text(text, int(panel.width * 0.55) - 2 * sum(_padding(line.kind)), int(panel.height * 0.3),
                              min_font, min_font)
             w, h = _outer_size(line.kind, block)
             box = min((b for b, _ in _candidate_boxes(panel, w, h, taken, margin)),
-                      key=lambda b: (sum(b.overlap(t) for t in taken) + b.overlap(clear), not panel.contains(b)))
+                      key=lambda b: (sum(b.overlap(t) for t in taken) + keep_clear.covered(b), not panel.contains(b)))
             choice = (block, box)
-            warnings.append(f"balloon could not avoid other lettering or the panel centre: {text[:40]!r}")
+            warnings.append(f"balloon could not avoid other lettering or the picture's subject: {text[:40]!r}")
         block, box = choice
         if block.truncated:
             warnings.append(f"balloon text cut to fit: {text[:40]!r}")
         body = _body_of(line.kind, box)
-        placed.append(Lettering(line.kind, line.text, line.speaker, block, box, body, _tail(line.kind, body, panel)))
+        tail = _tail(line.kind, body, panel, keep_clear.area)
+        placed.append(Lettering(line.kind, line.text, line.speaker, block, box, body, tail))
     return placed, warnings
 
 

@@ -8,6 +8,7 @@ from PIL import Image, ImageDraw
 from .layout import Box, page_geometry
 from .lettering import INK, PAPER, draw_lettering, draw_title, place_lettering
 from .script import Page
+from .subject import CoverageCounter, subject_mask
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class PageStyle:
     title_height: int = 48
     max_font: int | None = None  # default: scaled from panel_px
     min_font: int | None = None
+    avoid_subject: bool = True  # place lettering off each panel's subject, found from its picture
 
     def fonts(self) -> tuple[int, int]:
         max_font = self.max_font or max(11, self.panel_px // 18)
@@ -46,7 +48,8 @@ def compose_page(page: Page, images: list[Image.Image], style: PageStyle = PageS
             tile = tile.resize((box.width, box.height), Image.Resampling.LANCZOS)
         canvas.paste(tile, (box.x0, box.y0))
         inner = box.inset(style.border)  # lettering sits inside the border
-        items, notes = place_lettering(inner, panel.narration, panel.dialogue, max_font, min_font)
+        subject = _subject_of(image, box, inner) if style.avoid_subject and (panel.narration or panel.dialogue) else None
+        items, notes = place_lettering(inner, panel.narration, panel.dialogue, max_font, min_font, subject)
         for item in items:
             draw_lettering(draw, item)
         # The border goes on last so narration boxes tuck under it cleanly.
@@ -54,3 +57,12 @@ def compose_page(page: Page, images: list[Image.Image], style: PageStyle = PageS
         warnings += [f"panel {number}: {note}" for note in notes]
         layout["panels"].append({"panel": number, "box": box.as_list(), "lettering": [i.to_json() for i in items]})
     return canvas, layout, warnings
+
+
+def _subject_of(image: Image.Image, box: Box, inner: Box) -> CoverageCounter | None:
+    """The subject of the picture pasted into `box`, as seen inside `inner` where lettering goes."""
+    mask = subject_mask(image, (box.width, box.height))
+    if mask is None:
+        return None
+    mask = mask[inner.y0 - box.y0:inner.y1 - box.y0, inner.x0 - box.x0:inner.x1 - box.x0]
+    return CoverageCounter(mask, (inner.x0, inner.y0)) if mask.any() else None
