@@ -95,13 +95,26 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_openai_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled)."""
+def _torch_load_weights(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # files in torch's legacy (pre-zip) format cannot be memory-mapped: read them whole
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled).
+
+    `mmap` maps the tensors from the file instead of reading them into memory (pages load as they are used)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _torch_load_weights(path, mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found is None:
@@ -249,8 +262,10 @@ def load_model_folder(
     if options["use_fp16"] and dtype is None:
         model.convert_to_fp16()
     model.eval()
+    # a folder written without vocabulary files reads the ones the package ships
+    vocab = vocab_path or (path if config.get("tokenizer_files") else None)
     try:
-        tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab_path or path)
+        tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})") from None
     return LoadedModel(model=model, options=options, tokenizer=tokenizer, config=config, path=path)
