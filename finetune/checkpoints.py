@@ -116,7 +116,8 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
     try:
         data = _torch_load_weights(path, mmap)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # torch words it "Unsupported global: GLOBAL x.y" or, for blocked modules, "unsupported GLOBAL x.y"
+        found = re.search(r"unsupported global:?(?: GLOBAL)? (\S+)", str(e), re.IGNORECASE)
         if found is None:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)") from None
         raise CheckpointError(

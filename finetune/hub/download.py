@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .errors import HubError
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 16  # a cut connection loses the chunk being read, so keep it small
 MAX_ATTEMPTS = 5  # per download; each attempt resumes where the previous one stopped
 RETRY_DELAY_S = 1.0  # doubled after each failed attempt
 TIMEOUT_S = (15, 60)  # connect, read (between bytes)
@@ -65,10 +65,14 @@ def _attempt(session: requests.Session, url: str, part: Path, expected_size: int
     if expected_size is not None and have > expected_size:
         part.unlink()  # longer than the file can be: not a prefix of it
         have = 0
+    if have and have == expected_size:
+        return have  # finished earlier (e.g. the conversion after it failed)
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
         with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
             if response.status_code == 416 and have:
+                if response.headers.get("Content-Range", "").strip() == f"bytes */{have}":
+                    return have  # we already hold the whole file
                 part.unlink()  # the server holds less than we have: start over
                 raise _Retry(f"the server refused to resume at byte {have}; restarting")
             if response.status_code not in (200, 206):

@@ -161,7 +161,7 @@ def test_convert_writes_a_loadable_folder(tmp_path):
     assert not (tmp_path / "wrong").exists()
 
 
-def test_convert_copies_the_gpt2_vocab_when_given(glide_fixtures, tmp_path):
+def test_convert_copies_the_gpt2_vocab(glide_fixtures, tmp_path):
     options = {**get_preset("tiny-base"), "tokenizer": "gpt2"}
     pt = tmp_path / "gpt2.pt"
     torch.save(build_model(options).state_dict(), pt)
@@ -169,13 +169,17 @@ def test_convert_copies_the_gpt2_vocab_when_given(glide_fixtures, tmp_path):
 
     option_module.PRESETS["test-gpt2-tiny"] = options
     try:
-        bare = convert(pt, "test-gpt2-tiny", tmp_path / "bare")
-        with pytest.raises(FileNotFoundError, match="pass vocab_path"):
-            load_model_folder(bare)
-        assert load_model_folder(bare, vocab_path=glide_fixtures / "gpt2_bpe").tokenizer.name == "gpt2"
-        full = convert(pt, "test-gpt2-tiny", tmp_path / "full", vocab_path=glide_fixtures / "gpt2_bpe")
-        tokens, _ = load_model_folder(full).tokenizer.encode(["a painting of a boat on a beach"])
-        assert tokens[0, :8].tolist() == [64, 12036, 286, 257, 8848, 319, 257, 10481]
+        for folder, vocab in ((tmp_path / "shipped", None), (tmp_path / "given", glide_fixtures / "gpt2_bpe")):
+            convert(pt, "test-gpt2-tiny", folder, vocab_path=vocab)
+            assert sorted(p.name for p in folder.glob("*.gz")) == ["encoder.json.gz", "vocab.bpe.gz"]
+            for f in folder.glob("*.gz"):
+                f.rename(tmp_path / f.name)  # the folder's own copy is what loads
+            with pytest.raises(FileNotFoundError, match="no GPT-2 BPE files"):
+                load_model_folder(folder)
+            for name in ("encoder.json.gz", "vocab.bpe.gz"):
+                (tmp_path / name).rename(folder / name)
+            tokens, _ = load_model_folder(folder).tokenizer.encode(["a painting of a boat on a beach"])
+            assert tokens[0, :8].tolist() == [64, 12036, 286, 257, 8848, 319, 257, 10481]
     finally:
         del option_module.PRESETS["test-gpt2-tiny"]
 
