@@ -56,6 +56,7 @@ def convert(
         provenance=provenance,
         preset=preset,
         dtype=torch.float16 if fp16 else None,
+        stream=True,  # the checkpoint is memory-mapped: let go of each tensor's pages once written
     )
 
 

@@ -1,7 +1,7 @@
 """A verified download -> a model folder in the cache.
 
-The checkpoint is memory-mapped (``torch.load(mmap=True, weights_only=True)``) and written tensor by tensor, so
-converting a 1.5 GB file holds about one copy of it in memory, backed by the file itself. The output depends only
+The checkpoint is memory-mapped (``torch.load(mmap=True, weights_only=True)``) and written tensor by tensor, each
+tensor's pages let go once written, so converting a 1.5 GB file never holds a full copy of it in memory. The output depends only
 on the downloaded bytes (same download -> same weights, config and model id).
 """
 from __future__ import annotations
@@ -42,4 +42,4 @@ def convert_release(name: str, checkpoint: Path, folder: Path, entry: Mapping[st
         "release_name": name,
     }
     return write_model_folder(folder, state_dict, options, tokenizer=tokenizer, provenance=provenance,
-                              preset=_preset_label(name, options))
+                              preset=_preset_label(name, options), stream=True)

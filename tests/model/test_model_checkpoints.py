@@ -193,3 +193,22 @@ def test_bundled_models_absent_is_a_clear_error():
         assert "no bundled base model" in str(e)
     else:
         assert (path / "config.json").is_file()
+
+
+def test_streamed_safetensors_load_like_save_file(tmp_path):
+    """write_safetensors(stream=True) (tensor by tensor, for memory-mapped sources) writes the same tensors."""
+    from safetensors.torch import load_file
+
+    from finetune.checkpoints import write_safetensors
+
+    state = {"w": torch.randn(3, 5), "half": torch.randn(4).half(), "bf": torch.randn(2, 2).bfloat16(),
+             "step": torch.tensor(7), "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+             "view": torch.arange(12.0).reshape(3, 4)[:, 1]}
+    for dtype in (None, torch.float16):
+        write_safetensors(tmp_path / "plain.safetensors", state, dtype)
+        write_safetensors(tmp_path / "streamed.safetensors", state, dtype, stream=True)
+        plain, streamed = load_file(tmp_path / "plain.safetensors"), load_file(tmp_path / "streamed.safetensors")
+        assert plain.keys() == streamed.keys() == state.keys()
+        for key in state:
+            assert plain[key].dtype == streamed[key].dtype and torch.equal(plain[key], streamed[key]), key
+    assert state["w"].isfinite().all()  # the sources are untouched
