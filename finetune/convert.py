@@ -1,4 +1,5 @@
-"""OpenAI GLIDE .pt checkpoint (a file, or a released model's name) -> our model folder (`python -m finetune convert`)."""
+"""OpenAI GLIDE .pt checkpoint (a file, or a released model's name) -> our model folder
+(`python -m finetune convert`)."""
 from __future__ import annotations
 
 import argparse
@@ -88,9 +89,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     """Arguments of the `convert` command; pair with `run_convert(args)`."""
     from .hub.names import all_names
 
+    names = ", ".join(all_names())
     parser.add_argument("checkpoint", help="OpenAI GLIDE .pt file (base.pt, upsample.pt, base_inpaint.pt, "
-                                           f"upsample_inpaint.pt) or a released model's name ({', '.join(all_names()[:4])}), "
-                                           "fetched into the cache first")
+                                           f"upsample_inpaint.pt) or a released model's name ({names}), fetched "
+                                           "into the cache first")
     parser.add_argument("--preset", default=None, choices=list_presets(),
                         help="architecture the .pt file was trained with (required for a file; a name implies it)")
     parser.add_argument("--out", required=True, help="model folder to write")
@@ -105,13 +107,15 @@ def run_convert(args: argparse.Namespace) -> Path:
     from .hub import ensure_model, is_model_name, released_model
 
     if is_model_name(args.checkpoint) and not Path(args.checkpoint).exists():
-        if args.preset and args.preset != released_model(args.checkpoint).preset:
-            raise ValueError(f"{args.checkpoint} has preset {released_model(args.checkpoint).preset}, not {args.preset}")
+        implied = released_model(args.checkpoint).preset
+        if args.preset and args.preset != implied:
+            raise ValueError(f"{args.checkpoint} has preset {implied}, not {args.preset}")
         cached = ensure_model(args.checkpoint, args.cache_dir)
         out = copy_model_folder(cached, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
     else:
         if not args.preset:
-            raise ValueError(f"--preset is required to convert the file {args.checkpoint} (one of {', '.join(list_presets())})")
+            raise ValueError(f"--preset is required to convert the file {args.checkpoint} "
+                             f"(one of {', '.join(list_presets())})")
         out = convert(args.checkpoint, args.preset, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
     print(f"wrote model folder {out}")
     return out

@@ -220,10 +220,9 @@ def load_models(model: str | None, device: torch.device, *, upsampler: str | Non
     `upsampler` names another or `use_upsampler` is false; None means the bundled base and upsampler. Released
     models are fetched only when used (no upsampler download with `use_upsampler` false).
     """
-    model = BUNDLED_NAME if model is None else str(model)
     brought: Path | str | None = None  # the upsampler the model brings: a folder, or a name resolved when needed
-    if _named(model):
-        base_path, brought = _resolve_named(model, "base")
+    if model is None or _named(str(model)):
+        base_path, brought = _resolve_named(str(model or BUNDLED_NAME), "base")
     else:
         base_path = Path(model).expanduser()
         if is_pipeline_folder(base_path):
@@ -232,7 +231,9 @@ def load_models(model: str | None, device: torch.device, *, upsampler: str | Non
     upsampler_path: Path | None = None
     if use_upsampler:
         chosen = upsampler or brought
-        if isinstance(chosen, str):
+        if chosen == BUNDLED_NAME and not upsampler:
+            upsampler_path = _bundled_path("upsampler")  # the bundled base's own, whatever the folder holds
+        elif isinstance(chosen, str):
             upsampler_path = _resolve_upsampler(chosen)
         else:
             upsampler_path = chosen

@@ -1,8 +1,8 @@
 """A verified download -> a model folder in the cache.
 
 The checkpoint is memory-mapped (``torch.load(mmap=True, weights_only=True)``) and written tensor by tensor, each
-tensor's pages let go once written, so converting a 1.5 GB file never holds a full copy of it in memory. The output depends only
-on the downloaded bytes (same download -> same weights, config and model id).
+tensor's pages let go once written, so converting a 1.5 GB file never holds a full copy of it in memory. The
+output depends only on the downloaded bytes (same download -> same weights, config and model id).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Where the starting weights come from: from scratch at a preset, a released model's name (fetched into the model
-cache, then read as a model folder), an OpenAI GLIDE `.pt`, or one of our model folders; plus the two conversions fine-tuning needs:
+cache, then read as a model folder), an OpenAI GLIDE `.pt`, or one of our model folders; plus the two conversions
+fine-tuning needs:
 
 - an inpainting model from a plain checkpoint: the extra input channels (masked image, mask) start at zero, so the
   converted model initially behaves exactly like the plain one;

@@ -89,6 +89,25 @@ def test_train_init_by_name(hub_env):
         setup_model("glide")
 
 
+def test_train_command_fine_tunes_from_a_name(hub_env, tmp_path, capsys):
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "train"))  # the trainer tests' shard writer
+    try:
+        from train_synthetic_shards import write_shards
+    finally:
+        sys.path.pop(0)
+    data = write_shards(tmp_path / "shards", n=8, size=16, per_shard=8)
+    args = ["train", "--init", "glide-base", "--data", str(data), "--run-dir", str(tmp_path / "run"),
+            "--max-steps", "1", "--batch-size", "2", "--num-workers", "0", "--val-samples", "0", "--sample-every",
+            "-1", "--checkpoint-every", "-1", "--no-progress"]
+    assert finetune_main(args) == 0, capsys.readouterr().err
+    assert "done: 1 steps" in capsys.readouterr().out
+    trained = load_model_folder(tmp_path / "run" / "model")
+    assert trained.tokenizer.name == "gpt2" and trained.options["image_size"] == 16
+    assert json.loads((tmp_path / "run" / "model" / "provenance.json").read_text())["init_checkpoint"] == "glide-base"
+    assert finetune_main([*args[:2], "glide", *args[3:5], "--run-dir", str(tmp_path / "run2")]) == 2
+    assert "'glide' is a pipeline" in capsys.readouterr().err
+
+
 def test_vocab_flag_has_one_name_and_an_alias(tmp_path):
     parser = finetune_parser()
     for flag in ("--vocab-path", "--vocab"):
