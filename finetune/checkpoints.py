@@ -7,6 +7,7 @@ see a half-written one, and an existing folder that is not a model folder is nev
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -59,6 +60,13 @@ SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16:
 MADV_PAGEOUT = 21  # Linux >= 5.4: drop the pages from this process (file-backed ones reload on use, nothing is lost)
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _page_out(tensor: torch.Tensor) -> None:
     """Ask the kernel to take a tensor's memory out of this process's resident set (a no-op where unsupported)."""
     import ctypes
@@ -69,8 +77,7 @@ def _page_out(tensor: torch.Tensor) -> None:
     start = storage.data_ptr()
     first, last = -(-start // page) * page, (start + storage.nbytes()) // page * page
     if last > first:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), ctypes.c_int(MADV_PAGEOUT))
+        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), ctypes.c_int(MADV_PAGEOUT))
 
 
 def _stream_safetensors(path: str, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:

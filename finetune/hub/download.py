@@ -105,7 +105,9 @@ def download(url: str, part: Path, *, expected_size: int | None = None, label: s
     and local write errors raise HubError at once. `progress` None shows a bar only on a terminal.
     """
     part.parent.mkdir(parents=True, exist_ok=True)
-    session = session or requests.Session()
+    if session is None:
+        with requests.Session() as own:
+            return download(url, part, expected_size=expected_size, label=label, progress=progress, session=own)
     delay = RETRY_DELAY_S
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:

@@ -21,6 +21,7 @@ from .errors import HubError
 from .names import released_model
 
 MANIFEST_ENV = "AUTOCOMICS_GLIDE_MANIFEST"
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # every tensor of a released checkpoint is one
 PACKAGED_MANIFEST = "glide_release.json.gz"
 
 
@@ -63,5 +64,9 @@ def check_against_manifest(state_dict: Mapping[str, torch.Tensor], entry: Mappin
     problems = [f"{len(items)} {label} key(s), first: {'; '.join(items[:2])}"
                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
                 if items]
+    not_float = [f"{k} ({str(t.dtype).removeprefix('torch.')})" for k, t in state_dict.items()
+                 if t.dtype not in WEIGHT_DTYPES]
+    if not_float:
+        problems.append(f"{len(not_float)} tensor(s) that are not float weights, first: {'; '.join(not_float[:2])}")
     if problems:
         raise HubError(f"{what} is not the released checkpoint: " + ", ".join(problems))

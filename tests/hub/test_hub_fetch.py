@@ -149,6 +149,12 @@ def test_valid_pickle_with_wrong_keys_or_shapes(hub_env, monkeypatch, tmp_path):
     with pytest.raises(HubError, match=r"1 missing key\(s\), first: out.2.bias, 1 unexpected key\(s\)"):
         ensure_model("glide-base")
     assert_nothing_cached(hub_env["cache"])
+    base = torch.load(hub_env["dir"] / "base.pt", weights_only=True)
+    base["out.2.bias"] = base["out.2.bias"].to(torch.complex64)  # right key and shape, not a weight
+    serve_unsized(hub_env, monkeypatch, pt_bytes(base, tmp_path))
+    with pytest.raises(HubError, match=r"1 tensor\(s\) that are not float weights, first: out.2.bias \(complex64\)"):
+        ensure_model("glide-base")
+    assert_nothing_cached(hub_env["cache"])
 
 
 class RunsCode:
@@ -164,7 +170,7 @@ class RunsCode:
 def test_pickle_with_code_is_refused_and_never_run(hub_env, monkeypatch, tmp_path):
     marker = tmp_path / "code_ran"
     state = torch.load(hub_env["dir"] / "base.pt", weights_only=True)
-    serve_unsized(hub_env, monkeypatch, pickle.dumps({**state, "payload": RunsCode(marker)}))
+    serve_unsized(hub_env, monkeypatch, pickle.dumps({**state, "payload": RunsCode(marker)}, protocol=2))
     with pytest.raises(HubError, match="not a readable PyTorch checkpoint|refusing"):
         ensure_model("glide-base")
     serve_unsized(hub_env, monkeypatch, pt_bytes({**state, "payload": RunsCode(marker)}, tmp_path))
