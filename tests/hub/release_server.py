@@ -16,6 +16,7 @@ class Faults:
     body: dict[str, bytes] = field(default_factory=dict)  # file -> body served instead of the real file
     ignore_range: bool = False  # answer 200 with the whole file whatever Range says
     delay_per_chunk_s: float = 0.0  # slow server (chunks of 64 KiB)
+    gate: threading.Event | None = None  # when set: the body stops half-way until the event is set
 
 
 @dataclass
@@ -95,6 +96,8 @@ class ReleaseServer:
             body = body[:cut]
         try:
             for i in range(0, len(body), 1 << 16):
+                if faults.gate is not None and i >= len(body) // 2:
+                    faults.gate.wait(timeout=120)
                 handler.wfile.write(body[i:i + (1 << 16)])
                 handler.wfile.flush()
                 if faults.delay_per_chunk_s:

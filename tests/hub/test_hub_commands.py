@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,35 +46,48 @@ def wait_until(condition, timeout_s: float = 60.0) -> None:
 
 
 # ------------------------------------------------------------------------------------ processes
+def read_line(stream, timeout_s: float = 60.0) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    assert ready, "no output in time"
+    return stream.readline()
+
+
 def test_two_processes_fetch_once(hub_env):
     server = hub_env["server"]
-    server.faults.delay_per_chunk_s = 0.01  # ~1.5 s of download, so the two overlap
+    server.faults.gate = threading.Event()  # the first download stalls half-way until the second is waiting
     first = start_fetch(hub_env)
     wait_until(lambda: server.gets("base.pt"))
     second = start_fetch(hub_env)
+    try:
+        waiting = read_line(second.stderr)
+    finally:
+        server.faults.gate.set()
+    assert waiting.startswith("waiting for another process fetching glide-base")
     outs = [p.communicate(timeout=120) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     assert "glide-base: fetched into" in outs[0][0]
     assert "glide-base: already in" in outs[1][0]  # it waited for the first instead of downloading
-    assert "waiting for another process fetching glide-base" in outs[1][1]
     assert len(server.gets("base.pt")) == 1
     assert list_cached_models() == ["glide-base"]
 
 
 def test_ctrl_c_during_download_keeps_a_resumable_prefix(hub_env):
     server = hub_env["server"]
-    server.faults.delay_per_chunk_s = 0.02
+    server.faults.gate = threading.Event()  # the download stalls half-way: Ctrl-C lands mid-body
     part = hub_env["cache"] / "downloads" / "base.pt.part"
     child = start_fetch(hub_env)
-    wait_until(lambda: part.is_file() and part.stat().st_size > 200_000)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
+    try:
+        wait_until(lambda: part.is_file() and part.stat().st_size > 200_000)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        server.faults.gate.set()
     assert child.returncode == 130
     assert err.strip().startswith("interrupted") and "\n" not in err.strip()
     assert list_cached_models() == [] and not any((hub_env["cache"] / "models").glob("*"))
     kept = part.stat().st_size
     assert 0 < kept < (hub_env["dir"] / "base.pt").stat().st_size
-    server.faults.delay_per_chunk_s = 0.0
+    server.faults.gate = None
     ensure_model("glide-base")
     assert server.gets("base.pt")[-1].range == f"bytes={kept}-"
 
