@@ -87,9 +87,9 @@ def add_vocab_argument(parser) -> None:
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of the `convert` command; pair with `run_convert(args)`."""
-    from .hub.names import all_names
+    from .hub.names import RELEASED_MODELS
 
-    names = ", ".join(all_names())
+    names = ", ".join(RELEASED_MODELS)
     parser.add_argument("checkpoint", help="OpenAI GLIDE .pt file (base.pt, upsample.pt, base_inpaint.pt, "
                                            f"upsample_inpaint.pt) or a released model's name ({names}), fetched "
                                            "into the cache first")
@@ -104,8 +104,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def run_convert(args: argparse.Namespace) -> Path:
-    from .hub import ensure_model, is_model_name, released_model
+    from .hub import ensure_model, is_model_name, is_pipeline_name, released_model
 
+    if is_pipeline_name(args.checkpoint) and not Path(args.checkpoint).exists():
+        released_model(args.checkpoint)  # says it is a pipeline and names its single models
     if is_model_name(args.checkpoint) and not Path(args.checkpoint).exists():
         implied = released_model(args.checkpoint).preset
         if args.preset and args.preset != implied:

@@ -149,6 +149,8 @@ def test_convert_by_name(hub_env, tmp_path, capsys):
     assert finetune_main(["convert", "glide-base", "--out", str(tmp_path / "x"), "--preset", "glide-upsample"]) == 2
     assert finetune_main(["convert", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "y")]) == 2
     assert "--preset is required" in capsys.readouterr().err
+    assert finetune_main(["convert", "glide", "--out", str(tmp_path / "z")]) == 2
+    assert "'glide' is a pipeline (glide-base + glide-upsample)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ sampling
