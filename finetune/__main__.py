@@ -1,4 +1,4 @@
-"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`) and `python -m finetune convert ...`."""
+"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch` and `cache`."""
 from __future__ import annotations
 
 import argparse
@@ -33,10 +33,66 @@ def _convert(args: argparse.Namespace) -> int:
 
     try:
         run_convert(args)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from finetune.hub import HubError, expand_names, fetch_model
+
+    try:
+        names = expand_names(args.names)
+        for name in names:
+            result = fetch_model(name, args.cache_dir, progress=False if args.quiet else None)
+            print(f"{name}: {'fetched into' if result.downloaded else 'already in'} {result.path}")
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from finetune.hub import HubError, cache_report, cache_root, expand_names, remove_cached_model
+
+    try:
+        if args.action == "list":
+            rows = cache_report(args.cache_dir)
+            print(f"model cache {cache_root(args.cache_dir)}: {len(rows) or 'nothing'}{' entries' if rows else ''}")
+            for name, state, size, path in rows:
+                print(f"{name:24} {state:17} {size / 2**20:10.1f} MiB  {path}")
+            return 0
+        if not args.names:
+            raise HubError("cache remove needs model names (see `python -m finetune cache list`)")
+        for name in expand_names(args.names):
+            removed = remove_cached_model(name, args.cache_dir)
+            print(f"{name}: {'removed' if removed else 'not in the cache'}")
+    except HubError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_hub_parsers(sub) -> None:
+    from finetune.hub import CACHE_ENV, OFFLINE_ENV, URL_ENV, all_names
+
+    cache_help = f"model cache folder (default: ${CACHE_ENV}, else ~/.cache/autocomics)"
+    fetch_parser = sub.add_parser(
+        "fetch", help="download OpenAI's released GLIDE weights by name into the model cache",
+        description=f"Download, verify and convert released models into the cache ({', '.join(all_names())}); "
+                    f"commands that take a model fetch a name on first use too. ${URL_ENV} points at a mirror; "
+                    f"{OFFLINE_ENV}=1 forbids the network. An interrupted download resumes on the next run.")
+    fetch_parser.add_argument("names", nargs="+", metavar="NAME", help="model or pipeline names")
+    fetch_parser.add_argument("--cache-dir", default=None, help=cache_help)
+    fetch_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    fetch_parser.set_defaults(func=_fetch)
+    cache_parser = sub.add_parser("cache", help="list or remove cached models",
+                                  description="List the model cache, or remove models from it.")
+    cache_parser.add_argument("action", choices=("list", "remove"))
+    cache_parser.add_argument("names", nargs="*", metavar="NAME", help="models to remove")
+    cache_parser.add_argument("--cache-dir", default=None, help=cache_help)
+    cache_parser.set_defaults(func=_cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,12 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                                     description="Convert an OpenAI GLIDE checkpoint into a model folder.")
     add_convert_arguments(convert_parser)
     convert_parser.set_defaults(func=_convert)
+    _add_hub_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted (an unfinished download is kept and resumes next time)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ see a half-written one, and an existing folder that is not a model folder is nev
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -51,8 +53,71 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
 
 
-def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
-    """Save a state_dict atomically; floating tensors are cast to `dtype` when given (e.g. float16 storage)."""
+# safetensors' names of the dtypes a checkpoint holds
+SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+MADV_PAGEOUT = 21  # Linux >= 5.4: drop the pages from this process (file-backed ones reload on use, nothing is lost)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _page_out(tensor: torch.Tensor) -> None:
+    """Ask the kernel to take a tensor's memory out of this process's resident set (a no-op where unsupported)."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    storage = tensor.untyped_storage()
+    start = storage.data_ptr()
+    first, last = -(-start // page) * page, (start + storage.nbytes()) // page * page
+    if last > first:
+        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), ctypes.c_int(MADV_PAGEOUT))
+
+
+def _stream_safetensors(path: str, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:
+    """The safetensors format, written one tensor at a time; each source tensor's pages are let go once written.
+
+    safetensors' save_file serialises all tensors in one call, which keeps every page of a memory-mapped
+    checkpoint resident until the end: this keeps converting a 1.5 GB checkpoint at about one copy of it."""
+    def stored(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu")
+        return (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
+
+    names = sorted(state_dict)
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in names:
+        t = state_dict[name]
+        out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        size = t.numel() * torch.empty((), dtype=out_dtype).element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[out_dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name in names:
+            t = stored(state_dict[name])
+            f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+            _page_out(state_dict[name])
+
+
+def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None,
+                      *, stream: bool = False) -> None:
+    """Save a state_dict atomically; floating tensors are cast to `dtype` when given (e.g. float16 storage).
+
+    `stream` writes tensor by tensor and lets go of each source tensor's pages (for memory-mapped sources, such
+    as a checkpoint being converted; never for a live model, whose pages would be pushed to swap)."""
+    if stream:
+        atomic_write(path, lambda tmp: _stream_safetensors(tmp, state_dict, dtype))
+        return
     tensors = {}
     for name, t in state_dict.items():
         t = t.detach().to("cpu")
@@ -95,15 +160,29 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_openai_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled)."""
+def _torch_load_weights(path: Path, mmap: bool) -> Any:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # files in torch's legacy (pre-zip) format cannot be memory-mapped: read them whole
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled).
+
+    `mmap` maps the tensors from the file instead of reading them into memory (pages load as they are used)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = _torch_load_weights(path, mmap)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # torch words it "Unsupported global: GLOBAL x.y" or, for blocked modules, "unsupported GLOBAL x.y"
+        found = re.search(r"unsupported global:?(?: GLOBAL)? (\S+)", str(e), re.IGNORECASE)
         if found is None:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)") from None
         raise CheckpointError(
@@ -149,9 +228,11 @@ def write_model_folder(
     provenance: dict[str, Any] | None = None,
     preset: str | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    stream: bool = False,
 ) -> Path:
     """Write a model folder from state dicts. `tokenizer` None writes no vocabulary files (a gpt2
-    folder then needs `vocab_path` when loaded)."""
+    folder then reads the package's). `stream`: see write_safetensors."""
     path = Path(path)
     options = resolve_options(options)
     if tokenizer is not None and tokenizer.name != options["tokenizer"]:
@@ -165,9 +246,9 @@ def write_model_folder(
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         tmp.chmod(0o755)
-        write_safetensors(tmp / WEIGHTS_FILE, state_dict, dtype)
+        write_safetensors(tmp / WEIGHTS_FILE, state_dict, dtype, stream=stream)
         if ema_state_dict is not None:
-            write_safetensors(tmp / EMA_FILE, ema_state_dict, dtype)
+            write_safetensors(tmp / EMA_FILE, ema_state_dict, dtype, stream=stream)
         tokenizer_files = [p.name for p in tokenizer.save_files(tmp)] if tokenizer is not None else []
         write_json(
             tmp / PROVENANCE_FILE,
@@ -249,8 +330,10 @@ def load_model_folder(
     if options["use_fp16"] and dtype is None:
         model.convert_to_fp16()
     model.eval()
+    # a folder written without vocabulary files reads the ones the package ships
+    vocab = vocab_path or (path if config.get("tokenizer_files") else None)
     try:
-        tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab_path or path)
+        tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})") from None
     return LoadedModel(model=model, options=options, tokenizer=tokenizer, config=config, path=path)

@@ -2,7 +2,7 @@
 
 - ``clip``: CLIP's BPE (open_clip ships the vocabulary), with start/end tokens; the default for new models.
 - ``gpt2``: GPT-2's BPE on lowercased text, padded with the end token 50256; what OpenAI's GLIDE
-  checkpoints were trained with. Its vocabulary is read from a path the user gives.
+  checkpoints were trained with. GPT-2's vocabulary files (MIT) ship with the package; a path overrides them.
 
 The empty caption (all padding, mask all False) is the unconditional input for classifier-free
 guidance; ``empty(n)`` returns it and every tokenizer encodes "" to exactly that (CLIP also
@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from importlib.resources import files
+
 import regex
 import torch
 
@@ -25,6 +27,7 @@ GPT2_VOCAB_SIZE = 50257
 GPT2_END_TOKEN = 50256
 CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 GPT2_FILES = ("encoder.json.gz", "vocab.bpe.gz")
+PACKAGED_GPT2_DIR = ("tokenizer_files", "gpt2")  # under the finetune package: GPT-2's encoder.json and vocab.bpe
 
 _GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
@@ -153,13 +156,18 @@ def _parse_merges(text: str) -> list[tuple[str, str]]:
     return merges
 
 
+def packaged_gpt2_dir() -> Path:
+    """GPT-2's BPE files shipped as package data (OpenAI's gpt-2 release, MIT licence)."""
+    return Path(str(files("finetune").joinpath(*PACKAGED_GPT2_DIR)))
+
+
 def _load_gpt2_vocab(vocab_path) -> tuple[dict[str, int], list[tuple[str, str]], list[Path]]:
     how = (
         "the gpt2 tokenizer needs GPT-2's BPE files: pass a directory holding encoder.json and vocab.bpe "
         "(gzipped or not) or a Hugging Face GPT-2 tokenizer directory (vocab.json + merges.txt, or tokenizer.json)"
     )
     if vocab_path is None:
-        raise FileNotFoundError(f"no vocab path given; {how}")
+        vocab_path = packaged_gpt2_dir()
     directory = Path(vocab_path).expanduser()
     if not directory.is_dir():
         raise FileNotFoundError(f"GPT-2 vocab path {str(directory)!r} is not a directory; {how}")
@@ -254,8 +262,8 @@ TOKENIZERS = {"clip": CLIPTokenizer, "gpt2": GPT2Tokenizer}
 
 
 def get_tokenizer(name: str, text_ctx: int, vocab_path: str | os.PathLike | None = None) -> Tokenizer:
-    """A tokenizer by name ("clip" or "gpt2"); `vocab_path` is a directory of vocabulary files
-    (required for gpt2; optional for clip, whose vocabulary ships with open_clip)."""
+    """A tokenizer by name ("clip" or "gpt2"); `vocab_path` is a directory of vocabulary files overriding the
+    shipped ones (GPT-2's ship with this package, CLIP's with open_clip)."""
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[name](text_ctx, vocab_path)

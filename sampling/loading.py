@@ -1,8 +1,10 @@
 """Finding and loading the models a sampling command needs.
 
-A model argument may be a model folder (config.json + weights), a pipeline folder (base/ and
-upsampler/ model folders), or an OpenAI GLIDE `.pt` file (read through the model core with a
-preset and a tokenizer vocabulary). With no model argument the bundled models are used.
+A model argument may be a name (`bundled`; OpenAI's released `glide-base`, `glide-upsample`, `glide-base-inpaint`,
+`glide-upsample-inpaint`, fetched into the model cache on first use; the pipelines `glide` and `glide-inpaint`), a
+model folder (config.json + weights), a pipeline folder (base/ and upsampler/ model folders), or an OpenAI GLIDE
+`.pt` file (read through the model core with a preset). An existing path wins over a name. With no model argument
+the bundled models are used.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
+BUNDLED_NAME = "bundled"
 
 
 class ModelLoadError(ValueError):
@@ -94,8 +97,10 @@ def is_model_folder(path: Path) -> bool:
 
 
 def _describe_expected() -> str:
-    return ("expected a model folder (with config.json), a pipeline folder (with base/ and upsampler/), "
-            "or an OpenAI GLIDE .pt checkpoint")
+    from finetune.hub import all_names
+
+    return (f"expected a model name ({', '.join([BUNDLED_NAME, *all_names()])}), a model folder (with config.json), "
+            "a pipeline folder (with base/ and upsampler/), or an OpenAI GLIDE .pt checkpoint")
 
 
 def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
@@ -133,8 +138,8 @@ def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.devic
     try:
         tokenizer = get_tokenizer(options["tokenizer"], int(options["text_ctx"]), vocab_path=vocab)
     except (ValueError, OSError) as exc:
-        raise ModelLoadError(f"{path}: the {options['tokenizer']} tokenizer needs its vocabulary files; "
-                             f"pass --vocab DIR ({exc})") from None
+        raise ModelLoadError(f"{path}: cannot load the {options['tokenizer']} tokenizer's vocabulary "
+                             f"({vocab or 'shipped files'}): {exc}") from None
     return SamplingModel(model, dict(model.options), tokenizer, model_id_for(path, preset), str(path))
 
 
@@ -174,27 +179,64 @@ def _bundled_path(role: str) -> Path:
     return path
 
 
+def _named(text: str) -> bool:
+    """A model or pipeline name rather than a path (an existing file or folder of that name wins)."""
+    from finetune.hub import is_model_name, is_pipeline_name
+
+    return (text == BUNDLED_NAME or is_model_name(text) or is_pipeline_name(text)) and not Path(text).exists()
+
+
+def _released_path(name: str) -> Path:
+    from finetune.hub import HubError, ensure_model
+
+    try:
+        return ensure_model(name)
+    except HubError as exc:
+        raise ModelLoadError(f"{name}: {exc}") from None
+
+
+def _resolve_named(name: str, role: str) -> tuple[Path, str | None]:
+    """(model folder for `role`, the upsampler name it brings or None) of a name."""
+    from finetune.hub import PIPELINES
+
+    if name == BUNDLED_NAME:
+        return _bundled_path(role), (BUNDLED_NAME if role == "base" else None)
+    if name in PIPELINES:
+        base, up = PIPELINES[name]
+        return _released_path(base if role == "base" else up), (up if role == "base" else None)
+    return _released_path(name), None
+
+
+def _resolve_upsampler(upsampler: str) -> Path:
+    return _resolve_named(upsampler, "upsampler")[0] if _named(upsampler) else Path(upsampler).expanduser()
+
+
 def load_models(model: str | None, device: torch.device, *, upsampler: str | None = None, use_upsampler: bool = True,
                 preset: str | None = None, upsampler_preset: str | None = None, vocab: str | None = None,
                 use_ema: bool = True) -> ModelPair:
     """Resolve the base (and optional upsampler) a command samples with.
 
-    `model` may be a pipeline folder, which brings its own upsampler unless `upsampler` names
-    another or `use_upsampler` is false; None means the bundled base and upsampler.
+    `model` may be a pipeline folder or pipeline name (`glide`, `bundled`), which brings its own upsampler unless
+    `upsampler` names another or `use_upsampler` is false; None means the bundled base and upsampler. Released
+    models are fetched only when used (no upsampler download with `use_upsampler` false).
     """
-    upsampler_path: Path | None = Path(upsampler).expanduser() if upsampler else None
-    if model is None:
-        base_path = _bundled_path("base")
-        if use_upsampler and upsampler_path is None:
-            upsampler_path = _bundled_path("upsampler")
+    brought: Path | str | None = None  # the upsampler the model brings: a folder, or a name resolved when needed
+    if model is None or _named(str(model)):
+        base_path, brought = _resolve_named(str(model or BUNDLED_NAME), "base")
     else:
         base_path = Path(model).expanduser()
         if is_pipeline_folder(base_path):
-            if use_upsampler and upsampler_path is None:
-                upsampler_path = base_path / "upsampler"
+            brought = base_path / "upsampler"
             base_path = base_path / "base"
-    if not use_upsampler:
-        upsampler_path = None
+    upsampler_path: Path | None = None
+    if use_upsampler:
+        chosen = upsampler or brought
+        if chosen == BUNDLED_NAME and not upsampler:
+            upsampler_path = _bundled_path("upsampler")  # the bundled base's own, whatever the folder holds
+        elif isinstance(chosen, str):
+            upsampler_path = _resolve_upsampler(chosen)
+        else:
+            upsampler_path = chosen
     base = load_sampling_model(base_path, "base", device, preset=preset, vocab=vocab, use_ema=use_ema)
     up = None
     if upsampler_path is not None:

@@ -39,13 +39,16 @@ class TrainConfig:
                                "(brace ranges allowed), or an imagefolder (metadata.jsonl with file_name,text).")
     data_size: int = _opt(0, "Shard size folder to read (DIR/<size>/); 0 = the model's image size, or the "
                              "smallest larger one (downscaled) when that size is missing.", min=0)
-    init: str = _opt("scratch", "Where the weights come from: 'scratch', an OpenAI GLIDE .pt, or a model folder.")
+    init: str = _opt("scratch", "Where the weights come from: 'scratch', a released model's name (glide-base, "
+                                "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
+                                "first use), an OpenAI GLIDE .pt, or a model folder.")
     preset: str = _opt("", "Model preset (required with --init scratch; with a .pt it picks the architecture, "
                            "detected from the weights when omitted; with a model folder it must match or be empty).")
     tokenizer: str = _opt("", "Tokenizer: 'clip' or 'gpt2'. Default: gpt2 for an OpenAI .pt, the folder's own "
                               "for a model folder, clip from scratch. clip on a gpt2 checkpoint = vocabulary swap.",
                           choices=["", "clip", "gpt2"])
-    vocab_path: str = _opt("", "GPT-2 BPE folder (encoder.json[.gz] + vocab.bpe[.gz]) for the gpt2 tokenizer.")
+    vocab_path: str = _opt("", "GPT-2 BPE folder (encoder.json[.gz] + vocab.bpe[.gz]) overriding the one shipped "
+                               "with the package (alias --vocab).")
     resume: str = _opt("", "Resume from 'latest' (newest checkpoint in run_dir) or a checkpoint folder.")
     init_from_ema: bool = _opt(True, "When --init is a model folder holding EMA weights, start from them.")
 
@@ -180,8 +183,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if meta["choices"]:
                 kwargs["choices"] = [c for c in meta["choices"] if c]
         section = groups.setdefault(_section_of(f.name), parser.add_argument_group(_section_of(f.name)))
-        section.add_argument(_flag(f.name), **kwargs)
+        section.add_argument(_flag(f.name), *FLAG_ALIASES.get(f.name, ()), **kwargs)
 
+
+# Other spellings accepted for a setting's flag (the sampling and convert commands say --vocab too).
+FLAG_ALIASES = {"vocab_path": ("--vocab",)}
 
 _SECTIONS = [
     ("run", ("run_dir", "data", "data_size", "init", "preset", "tokenizer", "vocab_path", "resume", "init_from_ema")),

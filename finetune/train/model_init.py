@@ -1,5 +1,6 @@
-"""Where the starting weights come from: from scratch at a preset, an OpenAI GLIDE `.pt`, or one of our model
-folders; plus the two conversions fine-tuning needs:
+"""Where the starting weights come from: from scratch at a preset, a released model's name (fetched into the model
+cache, then read as a model folder), an OpenAI GLIDE `.pt`, or one of our model folders; plus the two conversions
+fine-tuning needs:
 
 - an inpainting model from a plain checkpoint: the extra input channels (masked image, mask) start at zero, so the
   converted model initially behaves exactly like the plain one;
@@ -150,9 +151,6 @@ def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
 def _tokenizer(name: str, text_ctx: int, vocab_path: str | None):
     from finetune.tokenizers import get_tokenizer
 
-    if name == "gpt2" and not vocab_path:
-        raise InitError("the gpt2 tokenizer needs its vocabulary: pass --vocab-path DIR (GPT-2 BPE files "
-                        "encoder.json[.gz] and vocab.bpe[.gz]), or use --tokenizer clip for a vocabulary swap")
     try:
         return get_tokenizer(name, text_ctx, vocab_path or None)
     except (OSError, ValueError) as exc:
@@ -168,17 +166,40 @@ def _apply_preset_options(preset: str, tokenizer: str) -> dict[str, Any]:
     return resolve_options(options)
 
 
+def _is_release_name(init: str) -> bool:
+    """A released model's or pipeline's name (an existing file or folder of that name wins)."""
+    from finetune.hub import is_model_name, is_pipeline_name
+
+    return (is_model_name(init) or is_pipeline_name(init)) and not Path(init).exists()
+
+
+def resolve_init(init: str) -> str:
+    """`init` with a released model's name replaced by its model folder in the cache (fetched on first use)."""
+    if init == "scratch" or not _is_release_name(init):
+        return init
+    from finetune.hub import HubError, ensure_model
+
+    try:
+        return str(ensure_model(init))
+    except HubError as exc:
+        raise InitError(f"--init {init}: {exc}") from None
+
+
 def planned_image_size(init: str, preset: str) -> int | None:
     """The image size the model will have, known without loading weights (None: only after detection)."""
     try:
         if preset:
             return int(get_preset(preset)["image_size"])
+        if init != "scratch" and _is_release_name(init):
+            from finetune.hub.manifest import manifest_entry
+
+            return int(resolve_options(manifest_entry(init)["options"])["image_size"])
         if init != "scratch" and Path(init).is_dir():
             from finetune.checkpoints import read_config
 
             return int(resolve_options(read_config(init)["options"])["image_size"])
     except (KeyError, ValueError, OSError):
-        return None  # setup_model reports the problem properly
+        return None  # setup_model reports the problem properly (a pipeline name, an unreadable manifest...)
     return None
 
 
@@ -193,9 +214,10 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
         tok = _tokenizer(options["tokenizer"], options["text_ctx"], vocab_path)
         return ModelSetup(build_model(options), options, tok, preset, "scratch")
 
-    path = Path(init)
+    path = Path(resolve_init(init))
     if not path.exists():
-        raise InitError(f"--init {init!r} is neither 'scratch' nor an existing .pt file or model folder")
+        raise InitError(f"--init {init!r} is neither 'scratch', a released model's name, nor an existing .pt file "
+                        "or model folder")
 
     if path.is_dir():
         from finetune.checkpoints import load_model_folder

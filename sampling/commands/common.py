@@ -26,13 +26,18 @@ def _steps(text: str) -> str | int:
 def add_model_arguments(parser: argparse.ArgumentParser, upsampler: bool = True) -> None:
     g = parser.add_argument_group("models")
     g.add_argument("--model", default=None,
-                   help="model folder, pipeline folder (base/ + upsampler/) or OpenAI .pt file; default: the bundled models")
+                   help="a name (glide = OpenAI's GLIDE base + upsampler, glide-inpaint, glide-base, ..., bundled; "
+                        "released models are fetched into the cache on first use), a model folder, a pipeline folder "
+                        "(base/ + upsampler/) or an OpenAI .pt file; default: the bundled models")
     g.add_argument("--preset", default=None,
                    help="model preset of an OpenAI .pt base checkpoint (default glide-base; e.g. glide-base-inpaint)")
-    g.add_argument("--vocab", default=None, help="GPT-2 BPE vocabulary folder for OpenAI .pt checkpoints")
+    g.add_argument("--vocab-path", "--vocab", dest="vocab", default=None, metavar="DIR",
+                   help="GPT-2 BPE folder for OpenAI .pt checkpoints (default: the one shipped with the package)")
     g.add_argument("--no-ema", action="store_true", help="use the raw weights even when a model folder has EMA weights")
     if upsampler:
-        g.add_argument("--upsampler", default=None, help="upsampler model folder or OpenAI .pt file (overrides a pipeline's)")
+        g.add_argument("--upsampler", default=None,
+                       help="upsampler name (glide-upsample, ...), model folder or OpenAI .pt file (overrides a "
+                            "pipeline's)")
         g.add_argument("--upsampler-preset", default=None,
                        help="model preset of an OpenAI .pt upsampler (default glide-upsample)")
         g.add_argument("--no-upsample", action="store_true", help="stop at the base model's resolution")

@@ -163,7 +163,7 @@ def test_convert_writes_a_loadable_folder(tmp_path):
     assert not (tmp_path / "wrong").exists()
 
 
-def test_convert_copies_the_gpt2_vocab_when_given(glide_fixtures, tmp_path):
+def test_convert_copies_the_gpt2_vocab(glide_fixtures, tmp_path):
     options = {**get_preset("tiny-base"), "tokenizer": "gpt2"}
     pt = tmp_path / "gpt2.pt"
     torch.save(build_model(options).state_dict(), pt)
@@ -171,13 +171,17 @@ def test_convert_copies_the_gpt2_vocab_when_given(glide_fixtures, tmp_path):
 
     option_module.PRESETS["test-gpt2-tiny"] = options
     try:
-        bare = convert(pt, "test-gpt2-tiny", tmp_path / "bare")
-        with pytest.raises(FileNotFoundError, match="pass vocab_path"):
-            load_model_folder(bare)
-        assert load_model_folder(bare, vocab_path=glide_fixtures / "gpt2_bpe").tokenizer.name == "gpt2"
-        full = convert(pt, "test-gpt2-tiny", tmp_path / "full", vocab_path=glide_fixtures / "gpt2_bpe")
-        tokens, _ = load_model_folder(full).tokenizer.encode(["a painting of a boat on a beach"])
-        assert tokens[0, :8].tolist() == [64, 12036, 286, 257, 8848, 319, 257, 10481]
+        for folder, vocab in ((tmp_path / "shipped", None), (tmp_path / "given", glide_fixtures / "gpt2_bpe")):
+            convert(pt, "test-gpt2-tiny", folder, vocab_path=vocab)
+            assert sorted(p.name for p in folder.glob("*.gz")) == ["encoder.json.gz", "vocab.bpe.gz"]
+            for f in folder.glob("*.gz"):
+                f.rename(tmp_path / f.name)  # the folder's own copy is what loads
+            with pytest.raises(FileNotFoundError, match="no GPT-2 BPE files"):
+                load_model_folder(folder)
+            for name in ("encoder.json.gz", "vocab.bpe.gz"):
+                (tmp_path / name).rename(folder / name)
+            tokens, _ = load_model_folder(folder).tokenizer.encode(["a painting of a boat on a beach"])
+            assert tokens[0, :8].tolist() == [64, 12036, 286, 257, 8848, 319, 257, 10481]
     finally:
         del option_module.PRESETS["test-gpt2-tiny"]
 
@@ -191,3 +195,22 @@ def test_bundled_models_absent_is_a_clear_error():
         assert "no bundled base model" in str(e)
     else:
         assert (path / "config.json").is_file()
+
+
+def test_streamed_safetensors_load_like_save_file(tmp_path):
+    """write_safetensors(stream=True) (tensor by tensor, for memory-mapped sources) writes the same tensors."""
+    from safetensors.torch import load_file
+
+    from finetune.checkpoints import write_safetensors
+
+    state = {"w": torch.randn(3, 5), "half": torch.randn(4).half(), "bf": torch.randn(2, 2).bfloat16(),
+             "step": torch.tensor(7), "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+             "view": torch.arange(12.0).reshape(3, 4)[:, 1]}
+    for dtype in (None, torch.float16):
+        write_safetensors(tmp_path / "plain.safetensors", state, dtype)
+        write_safetensors(tmp_path / "streamed.safetensors", state, dtype, stream=True)
+        plain, streamed = load_file(tmp_path / "plain.safetensors"), load_file(tmp_path / "streamed.safetensors")
+        assert plain.keys() == streamed.keys() == state.keys()
+        for key in state:
+            assert plain[key].dtype == streamed[key].dtype and torch.equal(plain[key], streamed[key]), key
+    assert state["w"].isfinite().all()  # the sources are untouched

@@ -55,12 +55,23 @@ def test_gpt2_reads_plain_and_hugging_face_layouts(glide_fixtures, gpt2_cases, t
         assert tokens[0].tolist() == prompt["padded_128"]
 
 
-@pytest.mark.parametrize("bad", [None, "does/not/exist"])
-def test_gpt2_missing_vocab_path_is_a_clear_error(bad, tmp_path):
+def test_gpt2_missing_vocab_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder.json"):
-        get_tokenizer("gpt2", 16, bad)
+        get_tokenizer("gpt2", 16, "does/not/exist")
     with pytest.raises(FileNotFoundError, match="no GPT-2 BPE files"):
         get_tokenizer("gpt2", 16, tmp_path)
+
+
+def test_gpt2_vocabulary_ships_with_the_package(gpt2_cases, glide_fixtures):
+    """No vocab path: the packaged GPT-2 files, the same bytes as the reference fixture's, give the reference ids."""
+    from finetune.tokenizers import packaged_gpt2_dir
+
+    for name in ("encoder.json.gz", "vocab.bpe.gz"):
+        assert (packaged_gpt2_dir() / name).read_bytes() == (glide_fixtures / "gpt2_bpe" / name).read_bytes()
+    tokenizer = get_tokenizer("gpt2", 128)
+    for case in gpt2_cases["cases"]:
+        tokens, _ = tokenizer.encode([case["prompt"]])
+        assert tokens[0].tolist() == case["padded_128"]
 
 
 def test_clip_frames_captions_and_truncates():
