@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from data_pipeline import images
+from data_pipeline.oserrors import naming_path
 from data_pipeline.phash import find_near_duplicates, phash
 
 # Failure reasons decided by the writer (image reasons live in data_pipeline.images).
@@ -217,10 +218,11 @@ def clean_caption(text: str | None) -> str:
 
 def write_json_atomic(path: str, data: Any) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    with naming_path(path):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
 
 
 def _read_json(path: str) -> Any:
@@ -440,21 +442,22 @@ def write_shard(
 
     tmp_paths = {size: f"{tar_path(out, size, sid)}.tmp-{os.getpid()}" for size in config.sizes}
     try:
-        outcome, order = _write_records(task, produce, config, on_record, tmp_paths)
-        if previous is None:
-            for index in sorted(set(range(len(task))) - set(order)):
-                outcome.fail(make_key(sid, index, config.shard_size), index, NO_RESULT)
-            in_order = all(a < b for a, b in zip(order, order[1:]))
-            for size in config.sizes:
-                if in_order:
-                    os.replace(tmp_paths[size], tar_path(out, size, sid))
-                else:
-                    _assemble_tar(tar_path(out, size, sid), [tmp_paths[size]])
-            stats = _stats(task, config, outcome, started)
-        else:
-            for size in config.sizes:
-                _assemble_tar(tar_path(out, size, sid), [tar_path(out, size, sid), tmp_paths[size]])
-            stats = _merged_stats(previous, config, outcome, set(order), started)
+        with naming_path(out):  # a write() on a full disk names no file: name the dataset at least
+            outcome, order = _write_records(task, produce, config, on_record, tmp_paths)
+            if previous is None:
+                for index in sorted(set(range(len(task))) - set(order)):
+                    outcome.fail(make_key(sid, index, config.shard_size), index, NO_RESULT)
+                in_order = all(a < b for a, b in zip(order, order[1:]))
+                for size in config.sizes:
+                    if in_order:
+                        os.replace(tmp_paths[size], tar_path(out, size, sid))
+                    else:
+                        _assemble_tar(tar_path(out, size, sid), [tmp_paths[size]])
+                stats = _stats(task, config, outcome, started)
+            else:
+                for size in config.sizes:
+                    _assemble_tar(tar_path(out, size, sid), [tar_path(out, size, sid), tmp_paths[size]])
+                stats = _merged_stats(previous, config, outcome, set(order), started)
     finally:
         for p in tmp_paths.values():
             if os.path.exists(p):

@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
-import subprocess
-import sys
 import tarfile
 
 import pytest
 from PIL import Image
+from rlimited import run_limited
 
 from data_pipeline.__main__ import main
 from data_pipeline.inspect import format_report, inspect_dataset
@@ -124,10 +122,6 @@ def test_iter_tar_samples_skips_and_names_members_above_the_cap(tmp_path):
     assert [sorted(f) for _, f in iter_tar_samples(dest)] == [["json", "txt"]]
 
 
-def _limit_memory():  # before the cap, reading the sparse member fails fast instead of eating the machine's memory
-    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
-
-
 def test_inspect_cli_skips_a_sparse_6gb_member_and_reports_it(tmp_path, image_bytes):
     out = tmp_path / "ds"
     good = image_bytes("jpg", 30, 30)
@@ -135,9 +129,9 @@ def test_inspect_cli_skips_a_sparse_6gb_member_and_reports_it(tmp_path, image_by
         ("000000000", {"txt": b"a red boat", "json": _meta(width=30, height=30)}),
         ("000000001", {"jpg": good, "txt": b"a red boat", "json": _meta(width=30, height=30)}),
     ], sparse_image_of="000000000")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "data_pipeline", "inspect", str(out), "--json", "--samples", "2"],
-                          capture_output=True, text=True, timeout=60, env=env, preexec_fn=_limit_memory)
+    # 3 GiB of address space: without the cap, reading the member fails fast instead of eating the machine's memory
+    proc = run_limited("RLIMIT_AS", 3 * 2**30, "data_pipeline", "inspect", str(out), "--json", "--samples", "2",
+                       timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["oversized_members"] == 1 and report["samples"] == 2
