@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from data_pipeline.oserrors import describe_os_error
+
 # Each module exposes register(subparsers), which adds one subcommand whose `func(args)` returns
 # the exit status. One line per subcommand module.
 SUBCOMMAND_MODULES = [
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full or read-only disk, --out naming a file, ...: complete shards stay as they are
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

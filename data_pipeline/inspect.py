@@ -13,12 +13,13 @@ import random
 import tarfile
 import textwrap
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data_pipeline.images import ImageError, decode_image
-from data_pipeline.shards import SPLITS, iter_tar_samples
+from data_pipeline.shards import MAX_TAR_MEMBER_BYTES, SPLITS, iter_tar_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -58,22 +59,27 @@ def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, se
     short_sides: list[int] = []
     splits: Counter = Counter()
     sources: Counter = Counter()
-    seen = 0
+    seen = bad_metadata = 0
+    oversized: list[str] = []
+    def want_image() -> bool:  # reservoir sampling: read an image only when it would be kept
+        return len(chosen) < samples or rng.random() < samples / (seen + 1)
+
     for path in tars:
-        for key, meta, image in _scan_tar(path, lambda: len(chosen) < samples or rng.random() < samples / (seen + 1)):
+        for key, raw_meta, image in _scan_tar(path, want_image, oversized):
+            meta = _sample_metadata(raw_meta)
             if meta is None:
+                bad_metadata += 1
                 continue
-            caption = meta.get("caption") or ""
-            words.append(len(caption.split()))
-            if meta.get("width") and meta.get("height"):
-                short_sides.append(min(int(meta["width"]), int(meta["height"])))
-            splits[meta.get("split", "train")] += 1
-            sources[meta.get("source") or "?"] += 1
+            words.append(len(meta.caption.split()))
+            if meta.short_side is not None:
+                short_sides.append(meta.short_side)
+            splits[meta.split] += 1
+            sources[meta.source] += 1
             if image is not None:
                 if len(chosen) < samples:
-                    chosen.append((key, image, caption))
+                    chosen.append((key, image, meta.caption))
                 else:
-                    chosen[rng.randrange(samples)] = (key, image, caption)
+                    chosen[rng.randrange(samples)] = (key, image, meta.caption)
             seen += 1
 
     stats = _shard_stats(out_dir, size)
@@ -92,6 +98,8 @@ def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, se
         "shards": len(tars),
         "complete_shards": len(stats),
         "samples": seen,
+        "bad_metadata": bad_metadata,  # samples whose JSON is unreadable or has wrongly typed fields (skipped)
+        "oversized_members": len(oversized),  # tar members above the size cap (never read)
         "items": sum(st.get("count", 0) for st in stats),
         "failed": sum(failures.values()),
         "failures": dict(failures.most_common()),
@@ -110,15 +118,44 @@ def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, se
     return report
 
 
-def _scan_tar(path: str, want_image):
-    """Yield (key, metadata, image bytes or None), reading image bytes only when want_image() says so."""
-    for key, files in iter_tar_samples(path, lazy=IMAGE_EXTENSIONS):
-        try:
-            meta = json.loads(files["json"]) if "json" in files else None
-        except ValueError:
-            meta = None
+def _scan_tar(path: str, want_image, oversized: list[str]):
+    """Yield (key, raw metadata JSON or None, image bytes or None), reading image bytes only when want_image()
+    says so; members above the shards' size cap are skipped and named in `oversized`."""
+    for key, files in iter_tar_samples(path, lazy=IMAGE_EXTENSIONS, oversized=oversized):
         read_image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
-        yield key, meta, read_image() if read_image is not None and want_image() else None
+        yield key, files.get("json"), read_image() if read_image is not None and want_image() else None
+
+
+class _SampleMetadata(NamedTuple):
+    caption: str
+    short_side: int | None  # of the original image; None when the sample does not say
+    split: str
+    source: str
+
+
+def _sample_metadata(raw: bytes | None) -> _SampleMetadata | None:
+    """What the report reads from a sample's JSON, or None when the JSON is unreadable or a field has the wrong
+    type (a width of "NaN", a list for a caption, ...)."""
+    try:
+        meta = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    caption, split, source = meta.get("caption") or "", meta.get("split") or "train", meta.get("source") or "?"
+    if not all(isinstance(v, str) for v in (caption, split, source)):
+        return None
+    width, height = meta.get("width"), meta.get("height")
+    if width is None and height is None:
+        return _SampleMetadata(caption, None, split, source)
+    if not (_is_size(width) and _is_size(height)):
+        return None
+    return _SampleMetadata(caption, int(min(width, height)), split, source)
+
+
+def _is_size(value) -> bool:
+    """A positive, finite number of pixels (JSON may carry NaN, Infinity, strings or booleans instead)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _shard_stats(out_dir: str, size: int) -> list[dict]:
@@ -181,6 +218,12 @@ def format_report(report: dict) -> str:
         f"  sizes {', '.join(map(str, report['sizes']))}; inspected {report['inspected_size']} px, "
         f"{report['shards']} shards ({report['complete_shards']} complete)",
         f"  samples {report['samples']} of {report['items']} input items, {report['failed']} failed",
+    ]
+    if report["bad_metadata"]:
+        lines.append(f"  skipped {report['bad_metadata']} samples with unreadable or mistyped metadata JSON")
+    if report["oversized_members"]:
+        lines.append(f"  skipped {report['oversized_members']} tar members larger than {MAX_TAR_MEMBER_BYTES} bytes")
+    lines += [
         "  splits " + ", ".join(f"{k}={v}" for k, v in report["splits"].items()),
         "  sources " + ", ".join(f"{k}={v}" for k, v in report["sources"].items()),
     ]

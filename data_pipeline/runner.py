@@ -28,6 +28,7 @@ from data_pipeline.shards import (
     write_manifest,
     write_shard,
 )
+from data_pipeline.workers import process_pool
 
 Produce = Callable[[ShardTask], Iterable[Sample | Failure]]
 
@@ -138,8 +139,7 @@ def run_shard_tasks(
 def _run_in_pool(pending, produce, config, processes, summary, show) -> None:
     ctx = mp.get_context()
     progress_queue = ctx.Queue()
-    with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                initargs=(progress_queue,)) as pool:
+    with process_pool(processes, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)) as pool:
         futures = {pool.submit(_write_in_worker, t, produce, config): t for t in pending}
         try:
             remaining = set(futures)

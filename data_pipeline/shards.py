@@ -32,6 +32,7 @@ import json
 import os
 import tarfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ import cv2
 import numpy as np
 
 from data_pipeline import images
+from data_pipeline.oserrors import naming_path
 from data_pipeline.phash import find_near_duplicates, phash
 
 # Failure reasons decided by the writer (image reasons live in data_pipeline.images).
@@ -53,6 +55,9 @@ NO_RESULT = "no_result"  # the source yielded nothing for an item
 SPLITS = ("train", "val")
 _TAR_MTIME = 1_700_000_000  # fixed so reruns produce byte-identical shards
 _DETAIL_CHARS = 300
+# Tar members above this are skipped when shards are read back. Shard members are resized images, captions and
+# metadata (kilobytes to a few megabytes); the cap keeps a forged header from making a reader allocate gigabytes.
+MAX_TAR_MEMBER_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -213,10 +218,11 @@ def clean_caption(text: str | None) -> str:
 
 def write_json_atomic(path: str, data: Any) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    with naming_path(path):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
 
 
 def _read_json(path: str) -> Any:
@@ -278,11 +284,18 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def iter_tar_samples(path: str, lazy: Collection[str] = ()) -> Iterator[tuple[str, dict]]:
+def iter_tar_samples(
+    path: str,
+    lazy: Collection[str] = (),
+    max_member_bytes: int = MAX_TAR_MEMBER_BYTES,
+    oversized: list[str] | None = None,
+) -> Iterator[tuple[str, dict]]:
     """Yield (key, {extension: bytes}) for each sample of a shard, in file order.
 
     Members whose extension is in `lazy` are not read: their entry is a zero-argument function that reads them,
     valid until the iteration moves on (callers that need only some of the images skip reading the rest).
+    Members larger than `max_member_bytes` are never read (a header can claim gigabytes, e.g. a sparse member, in
+    a file of a few kilobytes): they are left out of their sample and their names appended to `oversized`.
     """
     with tarfile.open(path, "r") as tar:
         key, files = None, {}
@@ -294,10 +307,13 @@ def iter_tar_samples(path: str, lazy: Collection[str] = ()) -> Iterator[tuple[st
                 if key is not None:
                     yield key, files
                 key, files = stem, {}
-            if ext in lazy:
+            if member.size > max_member_bytes:
+                if oversized is not None:
+                    oversized.append(member.name)
+            elif ext in lazy:
                 files[ext] = functools.partial(_read_member, tar, member)
             else:
-                files[ext] = tar.extractfile(member).read()
+                files[ext] = _read_member(tar, member)
         if key is not None:
             yield key, files
 
@@ -306,16 +322,26 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return tar.extractfile(member).read()
 
 
+def _rewrite_samples(path: str) -> Iterator[tuple[str, dict]]:
+    """`iter_tar_samples` for the writer's own rereads (merge, dedupe): oversized members are skipped with a
+    warning naming the shard, so a forged member cannot exhaust memory and is not carried into the rewrite."""
+    oversized: list[str] = []
+    yield from iter_tar_samples(path, oversized=oversized)
+    if oversized:
+        warnings.warn(f"{path}: skipped {len(oversized)} tar member(s) larger than {MAX_TAR_MEMBER_BYTES} bytes "
+                      f"(first: {oversized[0]})", stacklevel=2)
+
+
 def _assemble_tar(dest: str, sources: list[str], drop: set[str] = frozenset()) -> None:
     """Write `dest` with the samples of `sources` in key order; later sources win on equal keys."""
     chosen: dict[str, int] = {}
     for pos, src in enumerate(sources):
-        for key, _ in iter_tar_samples(src):
+        for key, _ in _rewrite_samples(src):
             chosen[key] = pos
     wanted = {pos: {k for k, p in chosen.items() if p == pos and k not in drop} for pos in range(len(sources))}
     collected: dict[str, dict[str, bytes]] = {}
     for pos, src in enumerate(sources):
-        for key, files in iter_tar_samples(src):
+        for key, files in _rewrite_samples(src):
             if key in wanted[pos]:
                 collected[key] = files
     tmp = f"{dest}.tmp-{os.getpid()}-assemble"
@@ -416,21 +442,22 @@ def write_shard(
 
     tmp_paths = {size: f"{tar_path(out, size, sid)}.tmp-{os.getpid()}" for size in config.sizes}
     try:
-        outcome, order = _write_records(task, produce, config, on_record, tmp_paths)
-        if previous is None:
-            for index in sorted(set(range(len(task))) - set(order)):
-                outcome.fail(make_key(sid, index, config.shard_size), index, NO_RESULT)
-            in_order = all(a < b for a, b in zip(order, order[1:]))
-            for size in config.sizes:
-                if in_order:
-                    os.replace(tmp_paths[size], tar_path(out, size, sid))
-                else:
-                    _assemble_tar(tar_path(out, size, sid), [tmp_paths[size]])
-            stats = _stats(task, config, outcome, started)
-        else:
-            for size in config.sizes:
-                _assemble_tar(tar_path(out, size, sid), [tar_path(out, size, sid), tmp_paths[size]])
-            stats = _merged_stats(previous, config, outcome, set(order), started)
+        with naming_path(out):  # a write() on a full disk names no file: name the dataset at least
+            outcome, order = _write_records(task, produce, config, on_record, tmp_paths)
+            if previous is None:
+                for index in sorted(set(range(len(task))) - set(order)):
+                    outcome.fail(make_key(sid, index, config.shard_size), index, NO_RESULT)
+                in_order = all(a < b for a, b in zip(order, order[1:]))
+                for size in config.sizes:
+                    if in_order:
+                        os.replace(tmp_paths[size], tar_path(out, size, sid))
+                    else:
+                        _assemble_tar(tar_path(out, size, sid), [tmp_paths[size]])
+                stats = _stats(task, config, outcome, started)
+            else:
+                for size in config.sizes:
+                    _assemble_tar(tar_path(out, size, sid), [tar_path(out, size, sid), tmp_paths[size]])
+                stats = _merged_stats(previous, config, outcome, set(order), started)
     finally:
         for p in tmp_paths.values():
             if os.path.exists(p):
@@ -527,7 +554,7 @@ def _merged_stats(previous: dict, config: WriterConfig, outcome: _Outcome, retri
     """Stats of a shard after retrying some items: recount from the merged tar."""
     splits: Counter = Counter()
     keys: set[str] = set()
-    for key, files in iter_tar_samples(tar_path(config.out_dir, config.sizes[0], previous["shard_id"])):
+    for key, files in _rewrite_samples(tar_path(config.out_dir, config.sizes[0], previous["shard_id"])):
         keys.add(key)
         splits[json.loads(files["json"]).get("split", "train")] += 1
     failed = [f for f in previous.get("failed_items", []) if f["index"] not in retried and f["key"] not in keys]
@@ -574,7 +601,7 @@ def remove_near_duplicates(config: WriterConfig) -> int:
         for size in config.sizes:
             _assemble_tar(tar_path(config.out_dir, size, sid), [tar_path(config.out_dir, size, sid)], set(drop))
         splits: Counter = Counter()
-        for _, files in iter_tar_samples(tar_path(config.out_dir, config.sizes[0], sid)):
+        for _, files in _rewrite_samples(tar_path(config.out_dir, config.sizes[0], sid)):
             splits[json.loads(files["json"]).get("split", "train")] += 1
         digits = key_digits(config.shard_size)
         failed = stats.get("failed_items", []) + [

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from data_pipeline.oserrors import describe_os_error
+
 # Idle OpenMP threads sleep instead of spinning (set before torch loads). On a CPU shared with other work, spinning
 # threads measured up to 8x slower training steps; on an idle machine the difference is small.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (an unfinished download is kept and resumes next time)", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full or read-only disk, --out naming a file, ...: writes are atomic, nothing is lost
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

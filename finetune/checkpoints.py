@@ -171,6 +171,25 @@ def _torch_load_weights(path: Path, mmap: bool) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# torch words the refusal differently across versions ("Unsupported global: GLOBAL pathlib.Path.touch was not an
+# allowed global", "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"), but always names
+# the pickle opcode GLOBAL right before the object: take the (dotted) name that follows it, whatever surrounds it.
+_REFUSED_GLOBAL = re.compile(r"\bGLOBAL\s+['\"`]?([A-Za-z_](?:[\w.]*\w)?)")
+_OS_IMPLEMENTATION_MODULES = ("posix.", "nt.")  # os.system pickles as posix.system (nt.system on Windows)
+
+
+def refused_global_name(message: str) -> str | None:
+    """The Python object named in a weights-only unpickling error, e.g. 'os.system'; None when none is named."""
+    found = _REFUSED_GLOBAL.search(message)
+    if found is None:
+        return None
+    name = found.group(1)
+    for prefix in _OS_IMPLEMENTATION_MODULES:
+        if name.startswith(prefix):
+            return "os." + name[len(prefix):]
+    return name
+
+
 def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """State dict of an OpenAI GLIDE .pt file, read with weights_only=True (no code is ever unpickled).
 
@@ -181,12 +200,11 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
     try:
         data = _torch_load_weights(path, mmap)
     except pickle.UnpicklingError as e:
-        # torch words it "Unsupported global: GLOBAL x.y" or, for blocked modules, "unsupported GLOBAL x.y"
-        found = re.search(r"unsupported global:?(?: GLOBAL)? (\S+)", str(e), re.IGNORECASE)
-        if found is None:
+        name = refused_global_name(str(e))
+        if name is None:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)") from None
         raise CheckpointError(
-            f"refusing to load {path}: it references the Python object {found.group(1)}, and unpickling it could run "
+            f"refusing to load {path}: it references the Python object {name}, and unpickling it could run "
             "code; only tensors are read (weights_only=True)"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:

@@ -1,11 +1,23 @@
 """Atomic file and folder writes: nothing we write (checkpoints, model folders, images) is ever seen half-written."""
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+from data_pipeline.oserrors import naming_path
+
+# How the writers of safetensors ("I/O error: No space left on device (os error 28)") and torch.save
+# ("PytorchStreamWriter failed writing file ...", "[enforce fail at inline_container.cc] unexpected pos") report a
+# failed write.
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_TORCH_WRITE_FAILED = re.compile(r"PytorchStreamWriter|inline_container")
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -27,6 +39,31 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+@contextmanager
+def disk_writes(path: str | Path) -> Iterator[None]:
+    """Writes to `path` inside fail with an OSError naming it, however the writing library words the failure."""
+    with naming_path(path):
+        try:
+            yield
+        except OSError:
+            raise
+        except Exception as exc:
+            failure = _as_os_error(exc, path)
+            if failure is None:
+                raise
+            raise failure from exc
+
+
+def _as_os_error(exc: Exception, path: str | Path) -> OSError | None:
+    found = _RUST_OS_ERROR.search(str(exc))
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), os.fspath(path))
+    if _TORCH_WRITE_FAILED.search(str(exc)):  # torch does not say why: the disk is the usual suspect
+        return OSError(errno.EIO, "the write failed (is the disk full?)", os.fspath(path))
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside `path`, then rename it over `path`.
 
@@ -36,11 +73,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
+        with disk_writes(path):
+            write(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _default_file_mode())
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

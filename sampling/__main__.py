@@ -6,6 +6,8 @@ import importlib
 import logging
 import sys
 
+from data_pipeline.oserrors import describe_os_error
+
 from .commands.common import CommandError
 from .rerank import RerankUnavailable
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept and a rerun continues from them", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full or read-only disk, --out naming a file, ...: finished outputs are kept
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from data_pipeline.runner import finalize_dataset
+from data_pipeline.workers import process_pool
 from data_pipeline.shards import (
     ShardTask,
     WriterConfig,
@@ -103,7 +104,7 @@ def retry_failed(
                     errors.append(f"shard {shard_name(sid)}: {type(exc).__name__}: {exc}")
                 bar.update(1)
         else:
-            with cf.ProcessPoolExecutor(processes) as pool:
+            with process_pool(processes) as pool:
                 futures = {pool.submit(_retry_shard, tasks[sid], producer, config): sid for sid in sorted(chosen)}
                 for fut in cf.as_completed(futures):
                     try:

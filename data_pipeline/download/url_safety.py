@@ -51,11 +51,41 @@ class AddressPolicy:
         if self.allow_private:
             return True
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in _networks(self.allowed_networks)):
+        if self._listed(ip):
             return True
-        return ip.is_global and not ip.is_multicast
+        if ip.version == 6 and ip in _NAT64_LOCAL_USE:
+            return False  # translated into the operator's own networks only (RFC 8215)
+        embedded = embedded_ipv4(ip) if ip.version == 6 else ()
+        if embedded:  # the IPv4 address the packets finally reach decides
+            return all(self._listed(v4) or _is_public(v4) for v4 in embedded)
+        return _is_public(ip)
+
+    def _listed(self, ip) -> bool:
+        return any(ip in net for net in _networks(self.allowed_networks))
+
+
+# IPv6 forms that carry an IPv4 address: translated (NAT64), tunnelled (6to4, Teredo) or written as IPv6
+# (IPv4-mapped, IPv4-compatible). Packets to them end up at the IPv4 address, so that address is checked.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address stands for (a Teredo address names its server and its client)."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if ip in _NAT64_WELL_KNOWN or ip in _IPV4_COMPATIBLE:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
+
+
+def _is_public(ip) -> bool:
+    return ip.is_global and not ip.is_multicast
 
 
 @lru_cache(maxsize=64)

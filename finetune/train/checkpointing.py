@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..fsutil import atomic_write_text, publish_dir
+from ..fsutil import atomic_write_text, disk_writes, publish_dir
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 FORMAT_VERSION = 1
@@ -122,14 +122,15 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        torch.save(_contiguous(rank_tensors), tmp / f"rank-{self.rank:05d}.pt")
-        (tmp / f"rank-{self.rank:05d}.json").write_text(json.dumps(rank_plain))
-        if self.is_main:
-            save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
-            if ema_state is not None:
-                save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
-            torch.save(optimizer_state, tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps({**state, "format_version": FORMAT_VERSION}, indent=1))
+        with disk_writes(tmp):
+            torch.save(_contiguous(rank_tensors), tmp / f"rank-{self.rank:05d}.pt")
+            (tmp / f"rank-{self.rank:05d}.json").write_text(json.dumps(rank_plain))
+            if self.is_main:
+                save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+                if ema_state is not None:
+                    save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
+                torch.save(optimizer_state, tmp / "optimizer.pt")
+                (tmp / "state.json").write_text(json.dumps({**state, "format_version": FORMAT_VERSION}, indent=1))
         self.barrier()
         if self.is_main:
             publish_dir(tmp, final)

@@ -41,7 +41,8 @@ def test_non_http_schemes_are_never_fetched(url):
 
 @pytest.mark.parametrize("url", ["http://10.1.2.3/a.jpg", "http://169.254.169.254/latest/meta-data/",
                                  "http://192.168.0.1/", "http://localhost/", "http://[::1]/", "http://0.0.0.0/",
-                                 "http://[::ffff:127.0.0.1]/", "http://100.64.0.1/", "http://[fe80::1]/"])
+                                 "http://[::ffff:127.0.0.1]/", "http://100.64.0.1/", "http://[fe80::1]/",
+                                 "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:7f00:1::1]/"])
 def test_private_and_loopback_addresses_are_refused(url):
     c = HttpClient(ClientConfig(connect_timeout=0.5))
     assert reason_of(c, url) == "blocked_address"
@@ -204,3 +205,35 @@ def test_refused_connection_is_not_a_timeout():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert reason_of(client(retries=0), f"http://127.0.0.1:{port}/x") == "connection_error"
+
+
+# IPv6 forms that carry an IPv4 address: the IPv4 address decides.
+EMBEDDED_PRIVATE = [
+    "64:ff9b::7f00:1",  # NAT64 well-known prefix -> 127.0.0.1
+    "64:ff9b::a00:1",  # NAT64 -> 10.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 -> 169.254.169.254 (cloud metadata)
+    "64:ff9b:1::808:808",  # local-use NAT64 prefix: the operator's own networks
+    "2002:7f00:1::1",  # 6to4 -> 127.0.0.1
+    "2002:c0a8:1::",  # 6to4 -> 192.168.0.1
+    "::7f00:1",  # IPv4-compatible -> 127.0.0.1
+    "::ffff:a00:1",  # IPv4-mapped -> 10.0.0.1
+    "2001:0:7f00:1::f7f7:f7f7",  # Teredo, server 127.0.0.1 (client 8.8.8.8)
+    "2001:0:808:808::f5ff:fffe",  # Teredo, client (obfuscated) 10.0.0.1
+]
+EMBEDDED_PUBLIC = ["64:ff9b::808:808", "2002:808:808::1", "::ffff:808:808", "2001:0:808:808::f7f7:f7f7"]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_PRIVATE)
+def test_private_ipv4_inside_ipv6_is_refused(address):
+    assert not AddressPolicy().allows(address)
+
+
+@pytest.mark.parametrize("address", EMBEDDED_PUBLIC)
+def test_public_ipv4_inside_ipv6_is_allowed(address):
+    assert AddressPolicy().allows(address)
+
+
+def test_allowed_networks_apply_to_the_embedded_ipv4():
+    policy = AddressPolicy(allowed_networks=("10.0.0.0/8",))
+    assert policy.allows("64:ff9b::a00:1") and policy.allows("2002:a00:1::")
+    assert not policy.allows("64:ff9b::7f00:1")

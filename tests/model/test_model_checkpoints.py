@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -14,8 +15,10 @@ from finetune.checkpoints import (
     load_model_folder,
     load_openai_checkpoint,
     load_state_dict_strict,
+    refused_global_name,
     save_model_folder,
 )
+from finetune.__main__ import main as finetune_main
 from finetune.convert import convert
 from finetune.model import build_model, get_preset
 from finetune.tokenizers import get_tokenizer
@@ -71,6 +74,38 @@ def test_pickle_with_code_is_refused_and_never_run(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
         load_openai_checkpoint(pt)
     assert not marker.exists()
+
+
+class _CallsOsSystem:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_calling_os_system_is_refused_by_name(tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    pt = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "payload": _CallsOsSystem(marker)}, pt)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*references the Python object os\.system"):
+        load_openai_checkpoint(pt)
+    assert finetune_main(["convert", str(pt), "--preset", "tiny-base", "--out", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing to load") and "os.system" in err and err.count("\n") == 1
+    assert not marker.exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("message, name", [
+    ("Unsupported global: GLOBAL pathlib.Path.touch was not an allowed global by default.", "pathlib.Path.touch"),
+    ("Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.",
+     "os.system"),
+    ("WeightsUnpickler error: Unsupported global: GLOBAL getattr was not an allowed global", "getattr"),
+    ("refused GLOBAL 'nt.system'.", "os.system"),
+    ("Weights only load failed.\nUnsupported operand 149", None),
+])
+def test_refused_global_names_from_any_wording(message, name):
+    assert refused_global_name(message) == name
 
 
 def test_non_checkpoints_are_refused(tmp_path):
