@@ -12,9 +12,10 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from .service import StudioConfig
+if TYPE_CHECKING:
+    from .service import StudioConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .access import AUTH_ENV
+
 LOG_NAME = "studio-train.log"
 CONFIG_NAME = "studio-config.yaml"
 
@@ -114,6 +116,7 @@ class TrainingJob:
         tmp.replace(config_path)
         self._log_handle = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(AUTH_ENV, None)  # the trainer has no use for the studio's logins
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._log_handle,
