@@ -129,7 +129,9 @@ def test_catalogue_database_and_work_files_are_not_served(open_studio):
     run_file.write_text("data: [/secret/dataset]\n")
     stray = config.workdir / "notes.txt"
     stray.write_text("not for the web")
-    for private in (database, run_file, stray, config.workdir):
+    side_files = sorted(config.workdir.glob("catalogue.sqlite-*"))  # WAL files, while a connection is open
+    climb = f"{config.outputs_dir}/%2E%2E/{database.name}"  # encoded, so the client does not resolve the ..
+    for private in (database, *side_files, run_file, stray, config.workdir, climb):
         response = requests.get(_file_url(url, private), timeout=30)
         assert response.status_code == 403, (private, response.status_code)
         assert b"SQLite format" not in response.content
