@@ -337,3 +337,15 @@ def test_out_of_range_train_numbers_are_refused_before_any_run(open_studio, tmp_
     result = _call(url, demo, "start_run", data, "train-start")
     assert not result["success"] and "minimum" in json.dumps(result)
     assert studio.job is None and not studio.config.runs_dir.joinpath("run-2").exists()
+
+
+def test_fine_tunes_do_not_inherit_the_studio_logins(tmp_path, monkeypatch):
+    from sampling.studio.training import TrainingJob
+
+    monkeypatch.setenv("AUTOCOMICS_STUDIO_AUTH", f"{USER}:{PASSWORD}")
+    job = TrainingJob(tmp_path / "run", {"data": [str(tmp_path)], "preset": "tiny-base"})
+    probe = "import os; print('login:', os.environ.get('AUTOCOMICS_STUDIO_AUTH'))"
+    monkeypatch.setattr(job, "command", lambda: [sys.executable, "-c", probe])
+    job.start()
+    assert job.process.wait(60) == 0
+    assert job.log_path.read_text().strip() == "login: None"
