@@ -1,6 +1,7 @@
 """The Gradio web layer of the studio: three tabs wired to :class:`~sampling.studio.service.Studio`."""
 
 import io
+import os
 
 import pandas as pd
 from PIL import Image
@@ -8,6 +9,7 @@ from PIL import Image
 from .catalogue import SORTS
 from .service import Studio, StudioError
 from .settings import DEFAULT_STEPS, LIMITS, MAX_PANELS, SAMPLERS
+from .training import bounds_text, trainer_bounds
 
 GENERATE_CONCURRENCY = 1  # one sampling job at a time; other users wait in the queue and see their place
 CATALOGUE_CONCURRENCY = 4
@@ -18,10 +20,16 @@ def _message(lines: list[str] | str) -> str:
     return "\n".join(lines) if isinstance(lines, list) else lines
 
 
+def disable_gradio_telemetry() -> None:
+    """Gradio reports launches and checks for updates over the internet unless told not to (read at use)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+
 def build_app(studio: Studio):
+    disable_gradio_telemetry()
     import gradio as gr
 
-    with gr.Blocks(title="autocomics studio") as demo:
+    with gr.Blocks(title="autocomics studio", analytics_enabled=False) as demo:
         gr.Markdown("# autocomics studio")
         with gr.Tab("Generate", id="generate"):
             _generate_tab(gr, studio)
@@ -37,14 +45,21 @@ def build_app(studio: Studio):
 
 # --- Generate -------------------------------------------------------------------------------
 
+def _broken_note(studio: Studio) -> str:
+    """The model folders found but not offered, each with its reason (empty when there are none)."""
+    lines = studio.broken_models()
+    return "\n".join(["Not offered:", *(f"- {line}" for line in lines)]) if lines else ""
+
+
 def _generate_tab(gr, studio: Studio) -> None:
     choices = studio.model_choices()
     with gr.Row():
         with gr.Column(scale=2):
             model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Model",
-                                allow_custom_value=True, elem_id="gen-model",
+                                elem_id="gen-model",
                                 info="the bundled model, or a model folder from the models directory")
             refresh_models = gr.Button("Refresh model list", size="sm")
+            broken = gr.Markdown(_broken_note(studio), elem_id="gen-broken-models")
             captions = gr.Textbox(lines=4, label=f"Captions, one panel per line (2 to {MAX_PANELS})",
                                   placeholder="a lighthouse on a cliff, a painting\na boat in a storm, a painting",
                                   elem_id="gen-captions")
@@ -72,7 +87,8 @@ def _generate_tab(gr, studio: Studio) -> None:
     result = gr.State(None)
 
     sampler.change(lambda name: DEFAULT_STEPS.get(name, 20), inputs=sampler, outputs=steps)
-    refresh_models.click(lambda: gr.update(choices=studio.model_choices()), outputs=model)
+    refresh_models.click(lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)),
+                         outputs=[model, broken])
 
     def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps):
         try:
@@ -132,6 +148,12 @@ def _newest_sample(samples: list[tuple[str, int, bytes]]):
     return image, f"Logged samples: {tag.removeprefix('tensorboard/')} at step {step}"
 
 
+def _train_number(gr, label: str, setting: str, value, elem_id: str, precision: int | None = 0):
+    """A number field for trainer ``setting``, with the trainer's own range (shown in its label)."""
+    bounds = trainer_bounds(setting)
+    return gr.Number(value=value, precision=precision, label=label + bounds_text(bounds), elem_id=elem_id, **bounds)
+
+
 def _train_tab(gr, studio: Studio) -> None:
     presets = _presets()
     default_preset = "tiny-base" if "tiny-base" in presets else (presets[0] if presets else "")
@@ -139,19 +161,20 @@ def _train_tab(gr, studio: Studio) -> None:
         with gr.Column(scale=2):
             data = gr.Textbox(label="Dataset folder (shards or imagefolder)", elem_id="train-data")
             init = gr.Dropdown(choices=[("scratch", "scratch"), *studio.model_choices()],
-                               value="scratch", allow_custom_value=True, label="Start from",
+                               value="scratch", label="Start from",
                                info="scratch (uses the preset), the bundled model, or a model folder to fine-tune",
                                elem_id="train-init")
             preset = gr.Dropdown(choices=presets, value=default_preset, label="Preset", elem_id="train-preset")
+            with gr.Row():  # each number bounded as the trainer bounds it; the trainer validates them again
+                max_steps = _train_number(gr, "Steps", "max_steps", 200, "train-steps")
+                batch_size = _train_number(gr, "Batch size", "batch_size", 4, "train-batch")
             with gr.Row():
-                max_steps = gr.Number(value=200, precision=0, label="Steps", elem_id="train-steps")
-                batch_size = gr.Number(value=4, precision=0, label="Batch size", elem_id="train-batch")
+                lr = _train_number(gr, "Learning rate", "lr", 1e-4, "train-lr", precision=None)
+                uncond_p = _train_number(gr, "Empty-caption probability", "uncond_p", 0.2, "train-uncond",
+                                         precision=None)
             with gr.Row():
-                lr = gr.Number(value=1e-4, label="Learning rate", elem_id="train-lr")
-                uncond_p = gr.Number(value=0.2, label="Empty-caption probability", elem_id="train-uncond")
-            with gr.Row():
-                checkpoint_every = gr.Number(value=100, precision=0, label="Checkpoint every", elem_id="train-ckpt")
-                sample_every = gr.Number(value=100, precision=0, label="Samples every", elem_id="train-sample")
+                checkpoint_every = _train_number(gr, "Checkpoint every", "checkpoint_every", 100, "train-ckpt")
+                sample_every = _train_number(gr, "Samples every", "sample_every", 100, "train-sample")
             with gr.Row():
                 start = gr.Button("Start fine-tune", variant="primary", elem_id="train-start")
                 cancel = gr.Button("Cancel (checkpoints first)", variant="stop", elem_id="train-cancel")
@@ -216,6 +239,13 @@ def _train_tab(gr, studio: Studio) -> None:
 
 # --- Catalogue ------------------------------------------------------------------------------
 
+def item_at(ids: list[int], index) -> int | None:
+    """The catalogue id at grid position ``index`` as the browser sent it; None for anything but a valid position."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ids):
+        return None
+    return ids[index]
+
+
 def _catalogue_tab(gr, studio: Studio) -> dict:
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="describe what you are looking for", scale=4,
@@ -254,9 +284,10 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
     sort.change(**listing)
 
     def choose(ids, evt: gr.SelectData):
-        item_id = ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
+        item_id = item_at(ids, evt.index)
         if item_id is None:
-            return None, "", "", gr.update(interactive=False, value=None), gr.update(visible=False)
+            note = "" if evt.index is None else "that is not an item of the grid; click an image in the grid"
+            return None, note, "", gr.update(interactive=False, value=None), gr.update(visible=False)
         try:
             item = studio.catalogue.get(item_id)
             path = studio.download(item_id)

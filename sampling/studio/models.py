@@ -1,11 +1,38 @@
-"""The models a studio user can pick: the bundled pipeline and model folders found on disk."""
+"""The models a studio user can pick: the bundled pipeline and model folders found on disk.
+
+Users choose models by key from this allow-list; the studio never loads a path typed in a form, and a key
+that is not on the list gets the same answer whether or not some file by that name exists on the server.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..loading import is_model_folder, is_pipeline_folder
 
 BUNDLED = "bundled"
+MAX_REASON_CHARS = 200
+
+
+class UnknownModel(ValueError):
+    """A model key that is not on the studio's list."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    key: str  # what the forms send: "bundled", "models/<folder>" or "trained/<run>"
+    label: str
+    path: Path | None  # None: the bundled pipeline
+    problem: str = ""  # why a folder found on disk cannot be offered (empty: usable)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problem
+
+    @property
+    def source(self) -> str:
+        """What the model loader takes: ``bundled`` or the folder's path."""
+        return BUNDLED if self.path is None else str(self.path)
 
 
 def _bundled_available() -> bool:
@@ -17,43 +44,81 @@ def _bundled_available() -> bool:
         return False
 
 
-def _is_base_model(path: Path) -> bool:
-    if is_pipeline_folder(path):
-        return True
-    if not is_model_folder(path):
-        return False
-    import json
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 1] + "…"
 
+
+def _model_options(folder: Path) -> dict:
+    """The folder's validated GLIDE options, by the model core's own reader (raises on a bad config)."""
+    from finetune.checkpoints import read_config
+    from finetune.model.options import resolve_options
+
+    return resolve_options(read_config(folder)["options"])
+
+
+def base_model_problem(path: Path) -> str:
+    """Why ``path`` cannot be sampled from as a base model or pipeline ("" when it can)."""
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    options = config.get("options", config)
-    return not options.get("super_res") and not options.get("inpaint")
+        if is_pipeline_folder(path):
+            if _model_options(path / "base").get("super_res"):
+                return "its base/ is an upsampler"
+            if not _model_options(path / "upsampler").get("super_res"):
+                return "its upsampler/ is not an upsampler"
+            return ""
+        options = _model_options(path)
+    except Exception as exc:  # any malformed folder is reported, never fatal to the studio
+        return _one_line(f"unreadable model folder: {str(exc).replace(str(path), path.name)}")
+    if options.get("super_res"):
+        return "an upsampler, not a base model"
+    if options.get("inpaint"):
+        return "an inpainting model, not a text-to-image base model"
+    return ""
 
 
-def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> list[tuple[str, str]]:
-    """(label, value) pairs: ``bundled`` first, then base-model and pipeline folders.
+def _candidates(models_dir: Path | None, runs_dir: Path | None) -> list[tuple[str, str, Path]]:
+    """(key, label, folder) for every folder that looks like a model or pipeline folder."""
+    found: list[tuple[str, str, Path]] = []
+    if models_dir and Path(models_dir).is_dir():
+        root = Path(models_dir)
+        for path in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+            if is_model_folder(path) or is_pipeline_folder(path):
+                found.append((f"models/{path.name}", path.name, path))
+    if runs_dir and Path(runs_dir).is_dir():
+        for run in sorted(p for p in Path(runs_dir).iterdir() if (p / "model").is_dir()):
+            if is_model_folder(run / "model"):
+                found.append((f"trained/{run.name}", f"{run.name} (trained here)", run / "model"))
+    return found
+
+
+def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> list[ModelChoice]:
+    """Every model the studio found: ``bundled`` first, then model and pipeline folders, usable or not.
 
     Looks at ``models_dir`` and its direct subfolders, and at the models exported by studio
     fine-tunes (``runs_dir/*/model``), so a model trained in the Train tab can be used at once.
     """
-    choices: list[tuple[str, str]] = []
-    if _bundled_available():
-        choices.append(("bundled model", BUNDLED))
-    candidates: list[Path] = []
-    if models_dir and Path(models_dir).is_dir():
-        root = Path(models_dir)
-        candidates += [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    if runs_dir and Path(runs_dir).is_dir():
-        candidates += sorted(p / "model" for p in Path(runs_dir).iterdir() if (p / "model").is_dir())
-    seen = set()
-    for path in candidates:
-        if path.resolve() in seen or not _is_base_model(path):
+    choices = [ModelChoice(BUNDLED, "bundled model", None)] if _bundled_available() else []
+    seen_keys, seen_paths = {BUNDLED}, set()
+    for key, label, path in _candidates(models_dir, runs_dir):
+        if key in seen_keys or path.resolve() in seen_paths:
             continue
-        seen.add(path.resolve())
-        label = path.name if path.name != "model" else f"{path.parent.name} (trained here)"
+        seen_keys.add(key)
+        seen_paths.add(path.resolve())
         if is_pipeline_folder(path):
             label += " (with upsampler)"
-        choices.append((label, str(path)))
+        choices.append(ModelChoice(key, label, path, base_model_problem(path)))
     return choices
+
+
+def allowed_models(models_dir: Path | None, runs_dir: Path | None = None) -> dict[str, ModelChoice]:
+    """The allow-list: every model a studio user may pick, by key. (Cached named models belong here too.)"""
+    return {choice.key: choice for choice in discover_models(models_dir, runs_dir) if choice.usable}
+
+
+def resolve_model(key: str, models_dir: Path | None, runs_dir: Path | None = None) -> ModelChoice:
+    """The allowed model ``key`` names; anything else is refused with one message that reveals nothing."""
+    choice = allowed_models(models_dir, runs_dir).get(str(key or BUNDLED))
+    if choice is None:
+        raise UnknownModel("that model is not one of the studio's models; pick one from the list "
+                           "(press 'Refresh model list' to see new folders)")
+    return choice

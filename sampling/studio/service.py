@@ -15,13 +15,13 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .catalogue import Catalogue, CatalogueError, Item
+from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
+from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
 from .settings import GenerateSettings, clamp_settings, split_captions
 from .training import Progress, TrainingError, TrainingJob, new_run_dir
 
 log = logging.getLogger(__name__)
-
-BUNDLED = "bundled"
 
 
 class StudioError(Exception):
@@ -47,6 +47,19 @@ class StudioConfig:
     @property
     def downloads_dir(self) -> Path:
         return self.workdir / "downloads"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.workdir / IMAGES_DIR_NAME
+
+    @property
+    def missing_image(self) -> Path:
+        return self.workdir / "missing-image.png"
+
+    @property
+    def database_file(self) -> Path | None:
+        """The SQLite catalogue file (None when the catalogue lives in PostgreSQL)."""
+        return None if self.database else self.workdir / DATABASE_NAME
 
 
 @dataclass
@@ -137,7 +150,7 @@ class Studio:
         return self._guard("download", self.catalogue.export, item_id, self.config.downloads_dir)
 
     def _missing_image(self) -> Path:
-        path = self.config.workdir / "missing-image.png"
+        path = self.config.missing_image
         if not path.is_file():
             image = Image.new("RGB", (128, 128), (235, 235, 235))
             draw = ImageDraw.Draw(image)
@@ -152,9 +165,21 @@ class Studio:
     # --- generation ----------------------------------------------------------------------
 
     def model_choices(self) -> list[tuple[str, str]]:
-        from .models import discover_models
+        """(label, key) of every model a user may pick."""
+        return [(choice.label, choice.key) for choice in self._models() if choice.usable]
 
+    def broken_models(self) -> list[str]:
+        """One line per model folder found but not offered, saying why."""
+        return [f"{choice.label}: {choice.problem}" for choice in self._models() if not choice.usable]
+
+    def _models(self) -> list[ModelChoice]:
         return discover_models(self.config.models_dir, self.config.runs_dir)
+
+    def _allowed_model(self, key: str) -> ModelChoice:
+        try:
+            return resolve_model(key, self.config.models_dir, self.config.runs_dir)
+        except UnknownModel as exc:
+            raise StudioError(str(exc)) from exc
 
     def generate(self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False,
                  upsample_steps=27) -> StripResult:
@@ -167,6 +192,7 @@ class Studio:
             raise StudioError(str(exc)) from exc
         settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps)
         messages += clamped
+        choice = self._allowed_model(model)
         with self._generator_lock:
             if self._generator is None:
                 try:
@@ -176,7 +202,7 @@ class Studio:
             generator = self._generator
         out_dir = self._new_output_dir()
         try:
-            result = generator.strip(model or BUNDLED, captions, settings, out_dir)
+            result = generator.strip(choice.source, captions, settings, out_dir)
         except GenerationError as exc:
             try:
                 out_dir.rmdir()  # only when nothing was written
@@ -202,8 +228,8 @@ class Studio:
     # --- training ------------------------------------------------------------------------
 
     def start_training(self, settings: dict) -> TrainingJob:
-        """Start ``python -m finetune train`` with trainer ``settings``; ``init`` may also name the bundled
-        model or a pipeline folder (both mean their base model)."""
+        """Start ``python -m finetune train`` with trainer ``settings``; ``init`` is ``scratch`` or the key of an
+        allowed model (the bundled model and pipeline folders mean their base model)."""
         settings = dict(settings, init=self._training_init(settings.get("init") or "scratch"))
         with self._job_lock:
             if self.job is not None and self.job.running:
@@ -216,20 +242,22 @@ class Studio:
             self.job = job
             return job
 
-    @staticmethod
-    def _training_init(init: str) -> str:
+    def _training_init(self, init: str) -> str:
         from ..loading import is_pipeline_folder
 
-        if init == BUNDLED:
+        if init == "scratch":
+            return init
+        choice = self._allowed_model(init)
+        if choice.path is None:
             from finetune.bundled import bundled_model_path
 
             try:
                 return str(bundled_model_path("base"))
             except FileNotFoundError as exc:
                 raise StudioError(str(exc)) from exc
-        if is_pipeline_folder(Path(init)):
-            return str(Path(init) / "base")
-        return init
+        if is_pipeline_folder(choice.path):
+            return str(choice.path / "base")
+        return str(choice.path)
 
     def training_progress(self) -> Progress | None:
         return None if self.job is None else self.job.progress()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .access import AUTH_ENV
+
 LOG_NAME = "studio-train.log"
 CONFIG_NAME = "studio-config.yaml"
 
@@ -35,6 +37,26 @@ def validate_settings(settings: dict) -> dict:
         return build_config(settings).to_dict()
     except ConfigError as exc:
         raise TrainingError(str(exc)) from exc
+
+
+def trainer_bounds(name: str) -> dict:
+    """The trainer's own range for setting ``name``, as Gradio ``minimum``/``maximum`` (the form checks it too)."""
+    import dataclasses
+
+    from finetune.train.config import TrainConfig
+
+    [meta] = [f.metadata for f in dataclasses.fields(TrainConfig) if f.name == name]
+    return {"minimum": meta.get("min"), "maximum": meta.get("max")}
+
+
+def bounds_text(bounds: dict) -> str:
+    """`` (1–64)``, `` (≥ 1)`` or nothing: the range for a form label (Gradio's refusal names no field)."""
+    low, high = bounds["minimum"], bounds["maximum"]
+    if low is not None and high is not None:
+        return f" ({low:g}–{high:g})"
+    if low is not None:
+        return f" (≥ {low:g})"
+    return f" (≤ {high:g})" if high is not None else ""
 
 
 @dataclass
@@ -94,6 +116,7 @@ class TrainingJob:
         tmp.replace(config_path)
         self._log_handle = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(AUTH_ENV, None)  # the trainer has no use for the studio's logins
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._log_handle,

@@ -34,6 +34,7 @@ SAVED = [
     "a yellow triangle on gray beside a green circle on cyan",
     "a red triangle on pink next to an orange ball on cyan",
 ]
+LOGIN = ("comics", "a long: shared password")
 PARAPHRASE = "crimson pyramid on a rose backdrop with a tangerine sphere"  # no word in common with SAVED[2]
 
 
@@ -82,7 +83,9 @@ def studio_url(models_dir, tmp_path_factory, embedder):
     port = free_port()
     args = parser.parse_args(["--workdir", str(tmp_path_factory.mktemp("studio")), "--models-dir", str(models_dir),
                               "--port", str(port), "--device", "cpu"])
-    studio, demo = run(args, block=False)
+    with pytest.MonkeyPatch.context() as patch:  # a login, as a shared studio has one
+        patch.setenv("AUTOCOMICS_STUDIO_AUTH", f"{LOGIN[0]}:{LOGIN[1]}")
+        studio, demo = run(args, block=False)
     try:
         yield f"http://127.0.0.1:{port}/", studio
     finally:
@@ -105,6 +108,27 @@ def browser(chromium, tmp_path_factory):
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser, studio_url):
+    """The browser, logged in once through the studio's login page (a wrong password is refused first)."""
+    url, _ = studio_url
+    page = _new_page(browser, url)
+    page.get_by_role("heading", name="Login").wait_for()
+    assert page.locator("#gen-captions").count() == 0  # nothing of the studio before logging in
+
+    def log_in(password: str) -> None:
+        page.fill("input[data-testid='textbox']", LOGIN[0])
+        page.fill("input[data-testid='password']", password)
+        page.get_by_role("button", name="Login").click()
+
+    log_in("not the password")
+    page.get_by_text("Incorrect Credentials").wait_for()
+    log_in(LOGIN[1])
+    page.wait_for_selector("#gen-captions textarea")
+    page.close()
+    return browser
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +207,9 @@ def _save(page, caption: str, number: int) -> None:
     _wait_text(page, "#gen-status textarea", f"saved to the catalogue as #{number}")
 
 
-def test_generate_save_search_rename_download_delete(browser, studio_url, screenshots, tmp_path):
+def test_generate_save_search_rename_download_delete(signed_in, studio_url, screenshots, tmp_path):
     url, studio = studio_url
-    page = _new_page(browser, url)
+    page = _new_page(signed_in, url)
 
     # --- model choice: the bundled model is the default; the models directory adds its folders
     page.wait_for_selector("#gen-captions textarea")
@@ -260,14 +284,14 @@ def test_generate_save_search_rename_download_delete(browser, studio_url, screen
     _publish(screenshots, "generate", "catalogue")
 
 
-def test_train_tab_starts_watches_and_cancels_a_fine_tune(browser, studio_url, train_data, screenshots,
+def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url, train_data, screenshots,
                                                           monkeypatch):
     from finetune.bundled import bundled_model_path
     from finetune.train.checkpointing import list_checkpoints
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the trainer process: one core is enough here
     url, studio = studio_url
-    page = _new_page(browser, url)
+    page = _new_page(signed_in, url)
     page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#train-start")
     assert page.input_value("#train-init input") == "scratch"

@@ -129,12 +129,21 @@ def test_strips_made_in_the_same_second_get_their_own_folders(tmp_path):
 
 
 def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_path):
-    from finetune.bundled import bundled_model_path
+    import json
 
-    init = Studio._training_init
+    from finetune.bundled import bundled_model_path
+    from finetune.checkpoints import FORMAT_VERSION
+
+    models = tmp_path / "models"
+    for part, options in (("base", {}), ("upsampler", {"super_res": True})):
+        (models / "pipeline" / part).mkdir(parents=True)
+        (models / "pipeline" / part / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                                             "options": options}))
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models, semantic_search=False))
+    assert studio.model_choices() == [("bundled model", "bundled"), ("pipeline (with upsampler)", "models/pipeline")]
+    init = studio._training_init
     assert init("bundled") == str(bundled_model_path("base"))
-    for part in ("base", "upsampler"):
-        (tmp_path / "pipeline" / part).mkdir(parents=True)
-        (tmp_path / "pipeline" / part / "config.json").write_text("{}")
-    assert init(str(tmp_path / "pipeline")) == str(tmp_path / "pipeline" / "base")
-    assert init("scratch") == "scratch" and init(str(tmp_path / "other")) == str(tmp_path / "other")
+    assert init("models/pipeline") == str(models / "pipeline" / "base")
+    assert init("scratch") == "scratch"
+    with pytest.raises(StudioError, match="not one of the studio's models"):
+        init(str(models / "pipeline"))  # a path, even of a listed model, is not a choice

@@ -19,6 +19,8 @@ MAX_CAPTION_CHARS = 500
 MAX_PROMPT_CHARS = 4000
 MAX_PARAMS_CHARS = 64_000
 SORTS = ("date", "caption")
+DATABASE_NAME = "catalogue.sqlite"  # the studio's layout of a catalogue folder (see Catalogue.in_folder)
+IMAGES_DIR_NAME = "images"
 
 _COLUMNS = "id, image_hash, caption, prompt, params, created_at, embedding_model"
 
@@ -67,7 +69,7 @@ class Catalogue:
     def in_folder(cls, folder: str | Path, dsn: str | None = None, embedder=None) -> "Catalogue":
         """The studio's layout: ``folder/catalogue.sqlite`` (unless a DSN is given) and ``folder/images/``."""
         folder = Path(folder)
-        return cls(dsn or folder / "catalogue.sqlite", folder / "images", embedder=embedder)
+        return cls(dsn or folder / DATABASE_NAME, folder / IMAGES_DIR_NAME, embedder=embedder)
 
     def describe(self) -> str:
         return self.backend.describe()
