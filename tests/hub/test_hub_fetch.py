@@ -174,7 +174,7 @@ def test_pickle_with_code_is_refused_and_never_run(hub_env, monkeypatch, tmp_pat
     with pytest.raises(HubError, match="not a readable PyTorch checkpoint|refusing"):
         ensure_model("glide-base")
     serve_unsized(hub_env, monkeypatch, pt_bytes({**state, "payload": RunsCode(marker)}, tmp_path))
-    with pytest.raises(HubError, match="refusing to load .* references the Python object posix.system, and "
+    with pytest.raises(HubError, match="refusing to load .* references the Python object os.system, and "
                                        "unpickling it could run code"):
         ensure_model("glide-base")
     assert not marker.exists()
