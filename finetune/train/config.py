@@ -22,6 +22,14 @@ class ConfigError(ValueError):
     """A setting is missing, unknown or out of range; raised before any work is done."""
 
 
+# Upper bounds: far above any real run (GLIDE's own fine-tunes are ~10^5 steps at batches of a few hundred), low
+# enough that a typo or a hostile form value (batch 1e9, 1e15 steps) is refused before anything is allocated.
+STEP_LIMIT = 100_000_000
+BATCH_LIMIT = 4096
+HELD_SAMPLES_LIMIT = 100_000  # samples held in memory at once (shuffle buffer, validation set)
+IMAGE_SIZE_LIMIT = 4096
+
+
 def _opt(default, help: str, *, choices=None, min=None, max=None, min_exclusive=False, flag_only=False):
     meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
     if flag_only:
@@ -38,7 +46,8 @@ class TrainConfig:
     data: list[str] = _opt([], "Dataset(s): a shard folder (DIR with <size>/ subfolders or tars), tar paths/globs "
                                "(brace ranges allowed), or an imagefolder (metadata.jsonl with file_name,text).")
     data_size: int = _opt(0, "Shard size folder to read (DIR/<size>/); 0 = the model's image size, or the "
-                             "smallest larger one (downscaled) when that size is missing.", min=0)
+                             "smallest larger one (downscaled) when that size is missing.", min=0,
+                         max=IMAGE_SIZE_LIMIT)
     init: str = _opt("scratch", "Where the weights come from: 'scratch', a released model's name (glide-base, "
                                 "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
                                 "first use), an OpenAI GLIDE .pt, or a model folder.")
@@ -53,10 +62,10 @@ class TrainConfig:
     init_from_ema: bool = _opt(True, "When --init is a model folder holding EMA weights, start from them.")
 
     # --- data -----------------------------------------------------------------------------------
-    batch_size: int = _opt(4, "Samples per process per micro-batch.", min=1)
+    batch_size: int = _opt(4, "Samples per process per micro-batch.", min=1, max=BATCH_LIMIT)
     num_workers: int = _opt(1, "Data-loading worker processes per training process (0 = in-process).", min=0, max=64)
     shuffle_buffer: int = _opt(1000, "Samples held in the shuffle buffer of each data stream (0/1 = no shuffle).",
-                               min=0)
+                               min=0, max=HELD_SAMPLES_LIMIT)
     crop_scale_min: float = _opt(0.8, "Random resized crop: smallest crop area as a fraction of the largest square.",
                                  min=0.0, max=1.0, min_exclusive=True)
     crop_scale_max: float = _opt(1.0, "Random resized crop: largest crop area fraction.", min=0.0, max=1.0,
@@ -75,8 +84,9 @@ class TrainConfig:
                                    min=0.0, max=1.0)
     mask_kind: str = _opt("mixed", "Inpainting masks: rectangles, free-form strokes, or a mix.",
                           choices=["mixed", "rect", "strokes"])
-    val_samples: int = _opt(64, "Validation samples (from the dataset's val split; 0 = no validation).", min=0)
-    val_every: int = _opt(500, "Validation loss every N steps (0 = only at the end).", min=0)
+    val_samples: int = _opt(64, "Validation samples (from the dataset's val split; 0 = no validation).", min=0,
+                           max=HELD_SAMPLES_LIMIT)
+    val_every: int = _opt(500, "Validation loss every N steps (0 = only at the end).", min=0, max=STEP_LIMIT)
     log_sample_keys: bool = _opt(False, "Write the keys of every training sample to run_dir/sample_keys-rank*.jsonl.")
 
     # --- objective and optimisation -------------------------------------------------------------
@@ -89,12 +99,13 @@ class TrainConfig:
                           choices=["eps", "v"])
     mse_weight_cap: float = _opt(100.0, "Largest MSE weight of the v weighting (its 1 + 1/SNR grows without "
                                         "bound at the noisiest timesteps).", min=1.0)
-    max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1)
+    max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1,
+                         max=STEP_LIMIT)
     grad_accum: int = _opt(1, "Micro-batches per optimizer step.", min=1, max=1024)
     lr: float = _opt(1e-4, "Peak learning rate (AdamW).", min=0.0, max=1.0, min_exclusive=True)
     lr_schedule: str = _opt("constant", "LR after warmup: constant, cosine or linear decay to min_lr_ratio * lr.",
                             choices=["constant", "cosine", "linear"])
-    lr_warmup_steps: int = _opt(0, "Linear LR warmup steps.", min=0)
+    lr_warmup_steps: int = _opt(0, "Linear LR warmup steps.", min=0, max=STEP_LIMIT)
     min_lr_ratio: float = _opt(0.0, "Final LR as a fraction of lr for cosine/linear.", min=0.0, max=1.0)
     adam_beta1: float = _opt(0.9, "AdamW beta1.", min=0.0, max=1.0)
     adam_beta2: float = _opt(0.999, "AdamW beta2.", min=0.0, max=1.0)
@@ -104,7 +115,7 @@ class TrainConfig:
     train_scope: str = _opt("all", "What trains: all, unet (text side frozen) or text (UNet frozen).",
                             choices=["all", "unet", "text"])
     text_warmup_steps: int = _opt(-1, "Steps training only the text side after a vocabulary swap "
-                                      "(-1 = 500 on a swap, else 0).", min=-1)
+                                      "(-1 = 500 on a swap, else 0).", min=-1, max=STEP_LIMIT)
     ema_decay: float = _opt(0.9999, "EMA decay (0 = no EMA). Ramped up as min(decay, (1+n)/(10+n)).", min=0.0,
                             max=1.0)
     mixed_precision: str = _opt("no", "Autocast precision: no, bf16 or fp16 (fp16 needs a GPU).",
@@ -117,22 +128,24 @@ class TrainConfig:
 
     # --- checkpoints, logs, samples -------------------------------------------------------------
     checkpoint_every: int = _opt(500, "Checkpoint every N steps (0 = only at the end and on SIGTERM/SIGINT; "
-                                      "-1 = never, for benchmarks and smoke tests).", min=-1)
-    keep_checkpoints: int = _opt(3, "Checkpoints kept (older ones are deleted).", min=1)
-    log_every: int = _opt(10, "TensorBoard scalars every N steps.", min=1)
-    sample_every: int = _opt(1000, "Sample grid every N steps (0 = only at the end; -1 = never).", min=-1)
+                                      "-1 = never, for benchmarks and smoke tests).", min=-1, max=STEP_LIMIT)
+    keep_checkpoints: int = _opt(3, "Checkpoints kept (older ones are deleted).", min=1, max=1000)
+    log_every: int = _opt(10, "TensorBoard scalars every N steps.", min=1, max=STEP_LIMIT)
+    sample_every: int = _opt(1000, "Sample grid every N steps (0 = only at the end; -1 = never).", min=-1,
+                              max=STEP_LIMIT)
     sample_prompts: list[str] = _opt([], "Fixed prompts of the sample grid (default: the first val captions).")
     num_sample_prompts: int = _opt(4, "Prompts in the grid when sample_prompts is not given.", min=1, max=64)
     sample_seed: int = _opt(1234, "Seed of the sample grid (the same noise every time).", min=0)
     sample_sampler: str = _opt("ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"])
     sample_steps: str = _opt("fast27", "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
                                        "ancestral/ddim, a number of model calls for dpmpp_2m(_sde).")
-    guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0)
+    guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0, max=100.0)
     nan_max_consecutive: int = _opt(5, "Stop after this many non-finite steps in a row (each one is skipped).",
-                                    min=1)
+                                    min=1, max=STEP_LIMIT)
     spike_factor: float = _opt(0.0, "Loss-spike guard: skip a step whose loss exceeds factor x the recent "
                                     "median (0 = off).", min=0.0)
-    spike_window: int = _opt(100, "Loss-spike guard: number of recent steps forming the median.", min=5)
+    spike_window: int = _opt(100, "Loss-spike guard: number of recent steps forming the median.", min=5,
+                             max=HELD_SAMPLES_LIMIT)
     progress: bool = _opt(True, "Show a progress bar.")
     export_model: bool = _opt(True, "Export the final model (+EMA) as a model folder in run_dir/model.")
 

@@ -43,6 +43,12 @@ def test_flags_override_config_file_which_overrides_defaults(tmp_path):
     ({"lr": float("nan")}, "must be finite"),
     ({"max_steps": "ten"}, "--max-steps must be an integer"),
     ({"bogus": 1}, "unknown setting"),
+    # what a hostile or careless form sends: refused before anything is allocated
+    ({"batch_size": 10**9}, "--batch-size must be <= 4096"),
+    ({"max_steps": 10**15}, "--max-steps must be <= 100000000"),
+    ({"shuffle_buffer": 10**9}, "--shuffle-buffer must be <= 100000"),
+    ({"val_samples": 10**9}, "--val-samples must be <= 100000"),
+    ({"checkpoint_every": 10**12}, "--checkpoint-every must be <= 100000000"),
 ])
 def test_out_of_range_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
