@@ -159,7 +159,11 @@ def _train_tab(gr, studio: Studio) -> None:
     default_preset = "tiny-base" if "tiny-base" in presets else (presets[0] if presets else "")
     with gr.Row():
         with gr.Column(scale=2):
-            data = gr.Textbox(label="Dataset folder (shards or imagefolder)", elem_id="train-data")
+            with gr.Row():
+                data = gr.Dropdown(choices=studio.dataset_choices(), value=None, label="Dataset", scale=4,
+                                   info="a folder in the studio's datasets folder (shards or an imagefolder)",
+                                   elem_id="train-data")
+                refresh_data = gr.Button("Refresh", scale=1, elem_id="train-data-refresh")
             init = gr.Dropdown(choices=[("scratch", "scratch"), *studio.model_choices()],
                                value="scratch", label="Start from",
                                info="scratch (uses the preset), the bundled model, or a model folder to fine-tune",
@@ -191,20 +195,19 @@ def _train_tab(gr, studio: Studio) -> None:
 
     def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every):
         settings = {
-            "data": [str(data_dir or "").strip()], "init": init_value or "scratch", "max_steps": steps,
+            "data": [data_dir] if data_dir else [], "init": init_value or "scratch", "max_steps": steps,
             "batch_size": bs, "lr": rate, "uncond_p": p_uncond, "checkpoint_every": ckpt, "sample_every": every,
             "progress": True,
         }
         if (init_value or "scratch") == "scratch":
             settings["preset"] = preset_name
-        if not settings["data"][0]:
-            raise gr.Error("choose a dataset folder")
         try:
             job = studio.start_training(settings)
         except StudioError as exc:
             raise gr.Error(str(exc))
         return f"started in {job.run_dir}", gr.Timer(active=True)
 
+    refresh_data.click(lambda: gr.update(choices=studio.dataset_choices()), outputs=data)
     start.click(start_run, inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every,
                                    sample_every], outputs=[status, timer], concurrency_id="train", concurrency_limit=1)
 

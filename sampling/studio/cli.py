@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="folder of model folders / pipeline folders offered besides the bundled model "
                              "(the only models users can pick)")
+    parser.add_argument("--datasets-dir", type=Path, default=None,
+                        help="folder whose subfolders (shards or imagefolders) are the datasets the Train tab offers "
+                             "(the only data a fine-tune can read; default: WORKDIR/datasets)")
     parser.add_argument("--database", default=os.environ.get("AUTOCOMICS_STUDIO_DSN"),
                         help="PostgreSQL DSN (postgresql://user@host/db) for the catalogue; default: SQLite in the "
                              "workdir (env AUTOCOMICS_STUDIO_DSN)")
@@ -39,6 +42,7 @@ def build(args: argparse.Namespace):
     studio = Studio(StudioConfig(
         workdir=args.workdir.expanduser().resolve(),
         models_dir=args.models_dir.expanduser().resolve() if args.models_dir else None,
+        datasets_dir=args.datasets_dir.expanduser().resolve() if args.datasets_dir else None,
         database=args.database,
         device=args.device,
         semantic_search=not args.no_semantic_search,

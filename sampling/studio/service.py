@@ -32,6 +32,7 @@ class StudioError(Exception):
 class StudioConfig:
     workdir: Path
     models_dir: Path | None = None
+    datasets_dir: Path | None = None  # the datasets a fine-tune may read; default: workdir/datasets
     database: str | None = None  # PostgreSQL DSN; default: SQLite in workdir
     device: str = "auto"
     semantic_search: bool = True
@@ -39,6 +40,10 @@ class StudioConfig:
     @property
     def outputs_dir(self) -> Path:
         return self.workdir / "outputs"
+
+    @property
+    def datasets_root(self) -> Path:
+        return self.datasets_dir or self.workdir / "datasets"
 
     @property
     def runs_dir(self) -> Path:
@@ -231,6 +236,9 @@ class Studio:
         """Start ``python -m finetune train`` with trainer ``settings``; ``init`` is ``scratch`` or the key of an
         allowed model (the bundled model and pipeline folders mean their base model)."""
         settings = dict(settings, init=self._training_init(settings.get("init") or "scratch"))
+        settings["data"] = [self._allowed_dataset(name) for name in settings.get("data") or []]
+        if not settings["data"]:
+            raise StudioError("choose a dataset")
         with self._job_lock:
             if self.job is not None and self.job.running:
                 raise StudioError(f"a fine-tune is already running in {self.job.run_dir}; cancel it first")
@@ -241,6 +249,19 @@ class Studio:
                 raise StudioError(f"cannot start the fine-tune: {exc}") from exc
             self.job = job
             return job
+
+    def dataset_choices(self) -> list[str]:
+        """Names of the datasets a fine-tune may read: the folders inside the datasets folder."""
+        root = self.config.datasets_root
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _allowed_dataset(self, name) -> str:
+        """The folder of dataset `name`; anything else (a path, a climb out) gets one answer that reveals nothing."""
+        if not isinstance(name, str) or name not in self.dataset_choices():
+            raise StudioError("that dataset is not one of the studio's datasets; pick one from the list")
+        return str(self.config.datasets_root / name)
 
     def _training_init(self, init: str) -> str:
         from ..loading import is_pipeline_folder

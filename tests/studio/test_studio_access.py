@@ -333,7 +333,7 @@ def test_train_numbers_carry_the_trainers_own_bounds(open_studio):
 
 def test_out_of_range_train_numbers_are_refused_before_any_run(open_studio, tmp_path):
     url, studio, demo, _ = open_studio
-    data = [str(tmp_path), "scratch", "tiny-base", 10, 0, 1e-4, 0.2, 5, 5]  # batch size 0
+    data = [None, "scratch", "tiny-base", 10, 0, 1e-4, 0.2, 5, 5]  # batch size 0
     result = _call(url, demo, "start_run", data, "train-start")
     assert not result["success"] and "minimum" in json.dumps(result)
     assert studio.job is None and not studio.config.runs_dir.joinpath("run-2").exists()
@@ -349,3 +349,23 @@ def test_fine_tunes_do_not_inherit_the_studio_logins(tmp_path, monkeypatch):
     job.start()
     assert job.process.wait(60) == 0
     assert job.log_path.read_text().strip() == "login: None"
+
+
+def test_fine_tunes_read_only_the_datasets_folder(tmp_path):
+    from sampling.studio.service import Studio, StudioConfig, StudioError
+
+    datasets = tmp_path / "datasets"
+    (datasets / "shapes").mkdir(parents=True)
+    (datasets / ".hidden").mkdir()
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", datasets_dir=datasets, semantic_search=False))
+    assert studio.dataset_choices() == ["shapes"]
+    messages = set()
+    for data in (str(datasets / "shapes"), str(tmp_path), "/etc", "../datasets/shapes", ".hidden", "nope", 7):
+        with pytest.raises(StudioError) as refused:
+            studio.start_training({"data": [data], "preset": "tiny-base", "max_steps": 1})
+        messages.add(str(refused.value))
+    assert messages == {"that dataset is not one of the studio's datasets; pick one from the list"}
+    with pytest.raises(StudioError, match="choose a dataset"):
+        studio.start_training({"data": [], "preset": "tiny-base", "max_steps": 1})
+    assert studio.job is None
+    assert studio._allowed_dataset("shapes") == str(datasets / "shapes")

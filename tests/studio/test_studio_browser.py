@@ -67,7 +67,7 @@ def train_data(tmp_path_factory) -> Path:
     """A few dozen 32 px images of the synthetic world, built by the data pipeline's own command."""
     from data_pipeline.__main__ import main
 
-    out = tmp_path_factory.mktemp("train-data")
+    out = tmp_path_factory.mktemp("datasets") / "shapes48"  # offered by name: the studio's datasets folder
     status = main(["synthetic", "--out", str(out), "--count", "48", "--sizes", "32", "--image-format", "png",
                    "--shard-size", "16", "--val-fraction", "0.2", "--processes", "1", "--no-progress"])
     assert status == 0
@@ -75,13 +75,14 @@ def train_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def studio_url(models_dir, tmp_path_factory, embedder):
+def studio_url(models_dir, train_data, tmp_path_factory, embedder):
     from sampling.studio.cli import add_arguments, run
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     port = free_port()
     args = parser.parse_args(["--workdir", str(tmp_path_factory.mktemp("studio")), "--models-dir", str(models_dir),
+                              "--datasets-dir", str(train_data.parent),
                               "--port", str(port), "--device", "cpu"])
     with pytest.MonkeyPatch.context() as patch:  # a login, as a shared studio has one
         patch.setenv("AUTOCOMICS_STUDIO_AUTH", f"{LOGIN[0]}:{LOGIN[1]}")
@@ -301,7 +302,9 @@ def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url,
     page.get_by_role("option", name="bundled model").click()
     assert page.input_value("#train-init input") == "bundled model"
     page.wait_for_selector("#train-preset input:disabled")  # the preset only matters from scratch
-    page.fill("#train-data textarea, #train-data input", str(train_data))
+    page.click("#train-data input")
+    page.get_by_role("option", name=train_data.name).click()
+    assert page.input_value("#train-data input") == train_data.name
     _set(page, "#train-steps input", "2000")
     _set(page, "#train-ckpt input", "1000")  # no periodic checkpoint before the cancel
     _set(page, "#train-sample input", "30")
