@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -16,6 +16,18 @@ from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
 from .models import BUNDLED
 from .settings import GenerateSettings
+
+
+@dataclass
+class StripResult:
+    """What one strip generation wrote: panel files, the strip and page images, and the settings used."""
+    panels: list[Path]
+    strip: Path
+    page: Path
+    captions: list[str]
+    settings: GenerateSettings
+    model: str
+    messages: list[str] = field(default_factory=list)
 
 
 class GenerationError(RuntimeError):
@@ -61,7 +73,6 @@ class Generator:
         return [g.image for g in images], pipeline.model_id, [w for g in images for w in g.warnings]
 
     def strip(self, choice: str, captions: list[str], settings: GenerateSettings, out_dir: Path):
-        from .service import StripResult
 
         try:
             images, model_id, notes = self.panels(choice, captions, settings)

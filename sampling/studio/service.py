@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from .catalogue import Catalogue, CatalogueError, Item
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
+from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
 from .settings import GenerateSettings, clamp_settings, split_captions
@@ -66,16 +67,6 @@ class StudioConfig:
         """The SQLite catalogue file (None when the catalogue lives in PostgreSQL)."""
         return None if self.database else self.workdir / DATABASE_NAME
 
-
-@dataclass
-class StripResult:
-    panels: list[Path]
-    strip: Path
-    page: Path
-    captions: list[str]
-    settings: GenerateSettings
-    model: str
-    messages: list[str] = field(default_factory=list)
 
     @property
     def params(self) -> dict:
@@ -189,7 +180,6 @@ class Studio:
     def generate(self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False,
                  upsample_steps=27) -> StripResult:
         from .catalogue.errors import InvalidInput
-        from .generation import GenerationError, Generator
 
         try:
             captions, messages = split_captions(captions_text)
