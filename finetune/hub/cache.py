@@ -10,6 +10,7 @@ moves it):
 """
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import hashlib
@@ -42,8 +43,21 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
 
+_NO_DOWNLOADS = contextvars.ContextVar("autocomics_no_downloads", default=False)
+
+
 def is_offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return _NO_DOWNLOADS.get() or os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def no_downloads() -> Iterator[None]:
+    """Inside this block (in this thread), names resolve from the cache only, as with AUTOCOMICS_OFFLINE=1."""
+    token = _NO_DOWNLOADS.set(True)
+    try:
+        yield
+    finally:
+        _NO_DOWNLOADS.reset(token)
 
 
 def cached_model_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:

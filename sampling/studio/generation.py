@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from finetune.hub import no_downloads
+
 from ..comic.page import PageStyle, compose_page
 from ..comic.script import Layout, Page, Panel, default_layout
 from ..devices import resolve_device
@@ -50,7 +52,8 @@ class Generator:
         with self._lock:
             if key not in self._pairs:
                 try:
-                    pair = load_models(None if choice == BUNDLED else choice, self.device, use_upsampler=upsample)
+                    with no_downloads():  # a cached model's name resolves in the cache, or fails: never fetched
+                        pair = load_models(None if choice == BUNDLED else choice, self.device, use_upsampler=upsample)
                 except (ModelLoadError, FileNotFoundError, ValueError) as exc:
                     raise GenerationError(f"cannot load model {choice!r}: {exc}") from exc
                 if upsample and pair.upsampler is None:

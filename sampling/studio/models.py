@@ -1,4 +1,5 @@
-"""The models a studio user can pick: the bundled pipeline and model folders found on disk.
+"""The models a studio user can pick: the bundled pipeline, OpenAI's GLIDE models already in the model cache, and
+model folders found on disk.
 
 Users choose models by key from this allow-list; the studio never loads a path typed in a form, and a key
 that is not on the list gets the same answer whether or not some file by that name exists on the server.
@@ -20,10 +21,11 @@ class UnknownModel(ValueError):
 
 @dataclass(frozen=True)
 class ModelChoice:
-    key: str  # what the forms send: "bundled", "models/<folder>" or "trained/<run>"
+    key: str  # what the forms send: "bundled", "glide", "glide-base", "models/<folder>" or "trained/<run>"
     label: str
-    path: Path | None  # None: the bundled pipeline
+    path: Path | None  # None: the bundled pipeline or a cached released model (see `name`)
     problem: str = ""  # why a folder found on disk cannot be offered (empty: usable)
+    name: str = ""  # a released model's or pipeline's name, loaded from the cache only (the studio runs offline)
 
     @property
     def usable(self) -> bool:
@@ -31,8 +33,19 @@ class ModelChoice:
 
     @property
     def source(self) -> str:
-        """What the model loader takes: ``bundled`` or the folder's path."""
-        return BUNDLED if self.path is None else str(self.path)
+        """What the model loader takes: ``bundled``, a cached model's name, or the folder's path."""
+        return self.name or (BUNDLED if self.path is None else str(self.path))
+
+    @property
+    def base_folder(self) -> Path | None:
+        """The base model's folder for a fine-tune (None: the bundled base)."""
+        if self.name:
+            from finetune.hub import PIPELINES, cached_model_dir
+
+            return cached_model_dir(PIPELINES.get(self.name, (self.name,))[0])
+        if self.path is not None and is_pipeline_folder(self.path):
+            return self.path / "base"
+        return self.path
 
 
 def _bundled_available() -> bool:
@@ -76,6 +89,20 @@ def base_model_problem(path: Path) -> str:
     return ""
 
 
+def cached_glide_choices() -> list[ModelChoice]:
+    """OpenAI's text-to-image GLIDE base already converted in the model cache: the `glide` pipeline when its
+    upsampler is cached too, else `glide-base` alone. Nothing is ever fetched for the list."""
+    from finetune.hub import PIPELINES, list_cached_models
+
+    cached = set(list_cached_models())
+    base, upsampler = PIPELINES["glide"]
+    if base not in cached:
+        return []
+    if upsampler in cached:
+        return [ModelChoice("glide", "glide (OpenAI GLIDE, with upsampler)", None, name="glide")]
+    return [ModelChoice(base, f"{base} (OpenAI GLIDE)", None, name=base)]
+
+
 def _candidates(models_dir: Path | None, runs_dir: Path | None) -> list[tuple[str, str, Path]]:
     """(key, label, folder) for every folder that looks like a model or pipeline folder."""
     found: list[tuple[str, str, Path]] = []
@@ -98,7 +125,8 @@ def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> li
     fine-tunes (``runs_dir/*/model``), so a model trained in the Train tab can be used at once.
     """
     choices = [ModelChoice(BUNDLED, "bundled model", None)] if _bundled_available() else []
-    seen_keys, seen_paths = {BUNDLED}, set()
+    choices += cached_glide_choices()
+    seen_keys, seen_paths = {c.key for c in choices}, set()
     for key, label, path in _candidates(models_dir, runs_dir):
         if key in seen_keys or path.resolve() in seen_paths:
             continue
@@ -111,7 +139,7 @@ def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> li
 
 
 def allowed_models(models_dir: Path | None, runs_dir: Path | None = None) -> dict[str, ModelChoice]:
-    """The allow-list: every model a studio user may pick, by key. (Cached named models belong here too.)"""
+    """The allow-list: every model a studio user may pick, by key."""
     return {choice.key: choice for choice in discover_models(models_dir, runs_dir) if choice.usable}
 
 

@@ -254,21 +254,17 @@ class Studio:
         return str(self.config.datasets_root / name)
 
     def _training_init(self, init: str) -> str:
-        from ..loading import is_pipeline_folder
-
         if init == "scratch":
             return init
-        choice = self._allowed_model(init)
-        if choice.path is None:
+        folder = self._allowed_model(init).base_folder
+        if folder is None:
             from finetune.bundled import bundled_model_path
 
             try:
                 return str(bundled_model_path("base"))
             except FileNotFoundError as exc:
                 raise StudioError(str(exc)) from exc
-        if is_pipeline_folder(choice.path):
-            return str(choice.path / "base")
-        return str(choice.path)
+        return str(folder)
 
     def training_progress(self) -> Progress | None:
         return None if self.job is None else self.job.progress()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from finetune.hub import OFFLINE_ENV
+
 from .access import AUTH_ENV
 
 LOG_NAME = "studio-train.log"
@@ -117,6 +119,7 @@ class TrainingJob:
         self._log_handle = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop(AUTH_ENV, None)  # the trainer has no use for the studio's logins
+        env[OFFLINE_ENV] = "1"  # a studio fine-tune starts from cached or local models only, never a download
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._log_handle,

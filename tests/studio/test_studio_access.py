@@ -369,3 +369,31 @@ def test_fine_tunes_read_only_the_datasets_folder(tmp_path):
         studio.start_training({"data": [], "preset": "tiny-base", "max_steps": 1})
     assert studio.job is None
     assert studio._allowed_dataset("shapes") == str(datasets / "shapes")
+
+
+def test_cached_glide_models_are_offered_and_never_fetched(models_dir, tmp_path, monkeypatch):
+    from finetune.model import get_preset
+    from random_models import save_random_model_folder
+    from sampling.studio.generation import GenerationError, Generator
+    from sampling.studio.service import Studio, StudioConfig, StudioError
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUTOCOMICS_CACHE", str(cache))
+    monkeypatch.setenv("AUTOCOMICS_GLIDE_URL", "http://127.0.0.1:9/")  # a fetch would fail loudly, never reach out
+    monkeypatch.delenv("AUTOCOMICS_OFFLINE", raising=False)
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", semantic_search=False))
+    assert not {"glide", "glide-base"} & {key for _, key in studio.model_choices()}
+    with pytest.raises(StudioError, match="not one of the studio's models"):
+        studio.start_training({"data": ["x"], "init": "glide-base", "max_steps": 1})
+    with pytest.raises(GenerationError, match="offline|AUTOCOMICS_OFFLINE|cache"):  # not on the list, and no fetch
+        Generator("cpu").models("glide-base", upsample=False)
+
+    save_random_model_folder(cache / "models" / "glide-base", get_preset("tiny-base"), seed=1)
+    assert ("glide-base (OpenAI GLIDE)", "glide-base") in studio.model_choices()
+    assert studio._training_init("glide-base") == str(cache / "models" / "glide-base")
+    assert Generator("cpu").models("glide-base", upsample=False).base is not None
+
+    save_random_model_folder(cache / "models" / "glide-upsample", get_preset("tiny-upsample"), seed=2)
+    keys = {key for _, key in studio.model_choices()}
+    assert "glide" in keys and "glide-base" not in keys  # the pipeline, with its upsampler
+    assert studio._training_init("glide") == str(cache / "models" / "glide-base")
