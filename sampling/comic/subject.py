@@ -3,7 +3,9 @@
 The background is what the image's border ring shows: its median colour and, when the ring is two-toned
 (halftone dots, a horizon), the median of the pixels far from that. Subject pixels are those far from every
 background colour. An opening removes speckle (halftone dots, sampling noise), blobs too small to be a subject
-are dropped, and what is left grows by a margin so lettering keeps some distance from it.
+are dropped, and what is left grows by a margin so lettering keeps some distance from it. A picture whose
+"subject" fills most of it (noise, a busy scene) has none that lettering could avoid: the caller then falls back
+to its default placement.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ SECOND_TONE_SHARE = 0.1  # the ring is two-toned when this share of it is far fr
 SPECKLE_FRACTION = 0.03  # opening kernel side, as a share of the image side
 MIN_BLOB_FRACTION = 0.004  # smallest subject blob, as a share of the image area
 MARGIN_FRACTION = 0.03  # the subject grows by this share of the image side
+MAX_SUBJECT_SHARE = 0.5  # above this share of the image, there is no subject to keep clear of
 
 
 def _background_colours(rgb: np.ndarray) -> np.ndarray:
@@ -37,7 +40,7 @@ def _odd(n: float) -> int:
 
 def subject_mask(image: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
     """Boolean (height, width) mask of the subject, scaled to `size` = (width, height); None when the picture is
-    all background (an empty page), so the caller falls back to its default placement."""
+    all background (an empty page) or all subject, so the caller falls back to its default placement."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     h, w = rgb.shape[:2]
     distance = np.min([np.linalg.norm(rgb - colour, axis=-1) for colour in _background_colours(rgb)], axis=0)
@@ -52,6 +55,8 @@ def subject_mask(image: Image.Image, size: tuple[int, int]) -> np.ndarray | None
     mask = np.isin(labels, keep).astype(np.uint8)
     margin = np.ones((_odd(2 * side * MARGIN_FRACTION + 1),) * 2, np.uint8)
     mask = cv2.dilate(mask, margin)
+    if mask.mean() > MAX_SUBJECT_SHARE:
+        return None
     return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST).astype(bool)
 
 

@@ -105,3 +105,8 @@ def test_main_job_page_keeps_lettering_off_the_subject(tmp_path):
         covered += int((subject & lettered).sum())
         total += int(subject.sum())
     assert covered / total <= MAX_COVERED
+
+
+def test_noise_has_no_subject_to_avoid():
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert subject_mask(Image.fromarray(noise), (64, 64)) is None
