@@ -67,12 +67,13 @@ def read_state(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path / 'state.json'}: expected a JSON object, got {type(state).__name__}")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {state.get('format_version')}, expected {FORMAT_VERSION}")
-    if not isinstance(state.get("model_options"), dict):
-        raise CheckpointError(f"{path / 'state.json'} has no model_options")
-    try:  # the same checks as a model folder's options, before the trainer builds anything from them
-        state["model_options"] = resolve_options(state["model_options"])
-    except ValueError as exc:
-        raise CheckpointError(f"{path / 'state.json'}: {exc}") from None
+    if "model_options" in state:  # the same checks as a model folder's options, before anything is built from them
+        if not isinstance(state["model_options"], dict):
+            raise CheckpointError(f"{path / 'state.json'}: model_options must be a JSON object")
+        try:
+            state["model_options"] = resolve_options(state["model_options"])
+        except ValueError as exc:
+            raise CheckpointError(f"{path / 'state.json'}: {exc}") from None
     return state
 
 
