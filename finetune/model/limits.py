@@ -191,7 +191,3 @@ def check_options(options: Mapping[str, Any]) -> None:
     for name, value in options.items():
         check_option(name, value)
 
-
-def describe_limits() -> list[tuple[str, str]]:
-    """(option, accepted values) rows, for documentation and error hints."""
-    return [(name, rule.describe()) for name, rule in OPTION_LIMITS.items()]

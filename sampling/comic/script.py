@@ -45,7 +45,6 @@ class ScriptLimits:
 
 
 LIMITS = ScriptLimits()
-MAX_PANELS_PER_PAGE = LIMITS.panels_per_page
 
 
 class ScriptError(ValueError):
