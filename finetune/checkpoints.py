@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import pickle
 import re
@@ -27,6 +28,8 @@ from safetensors.torch import load_file, save_file
 from .fsutil import atomic_write, publish_dir
 from .model import build_model, resolve_options
 from .tokenizers import Tokenizer, get_tokenizer
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -306,20 +309,38 @@ def save_model_folder(
     return write_model_folder(path, model.state_dict(), options, tokenizer, ema_state_dict, provenance, preset, dtype)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a model folder's config.json is a few kB; refuse to parse anything far larger
+CONFIG_KEYS = ("format_version", "preset", "tokenizer", "tokenizer_files", "has_ema", "storage_dtype", "options")
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A model folder's config.json, checked: format version, and every option typed and in range
+    (``finetune.model.limits``) before anything is built from it. Errors name the file and field."""
     path = Path(path)
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a model folder (no {CONFIG_FILE})")
+    size = config_file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{config_file}: {size} bytes; a model config is at most {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{config_file} has format_version {version!r}; this code reads up to {FORMAT_VERSION}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{config_file} has format_version {version!r}; this code reads 1..{FORMAT_VERSION}")
     if not isinstance(config.get("options"), dict):
         raise CheckpointError(f"{config_file} has no options")
+    unknown = sorted(str(k) for k in config if k not in CONFIG_KEYS)
+    if unknown:  # reported, not refused: newer writers may add descriptive fields
+        logger.warning("%s: ignoring unknown field(s) %s", config_file, ", ".join(unknown))
+    try:
+        config["options"] = resolve_options(config["options"])
+    except ValueError as e:
+        raise CheckpointError(f"{config_file}: {e}") from None
     return config
 
 
@@ -335,7 +356,7 @@ def load_model_folder(
     Weights are cast to `dtype` (float32 when None, whatever the storage dtype)."""
     path = Path(path)
     config = read_config(path)
-    options = resolve_options(config["options"])
+    options = config["options"]
     weights = path / (EMA_FILE if use_ema and (path / EMA_FILE).is_file() else WEIGHTS_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"model folder {str(path)!r} has no {weights.name}")

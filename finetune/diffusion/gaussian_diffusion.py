@@ -342,8 +342,16 @@ class GaussianDiffusion:
 def build_diffusion(
     steps: int = 1000, noise_schedule: str = "squaredcos_cap_v2", timestep_respacing: str | int | Sequence[int] = ""
 ) -> GaussianDiffusion:
-    """GLIDE's diffusion: ``steps`` steps of ``noise_schedule``, respaced by ``timestep_respacing``."""
-    return GaussianDiffusion(get_named_beta_schedule(noise_schedule, int(steps))).respace(timestep_respacing)
+    """GLIDE's diffusion: ``steps`` steps of ``noise_schedule``, respaced by ``timestep_respacing``.
+
+    ``steps`` and a text respacing are held to the model options' limits (``finetune.model.limits``)
+    before any table is computed."""
+    from finetune.model.limits import check_option  # imported here: the limits module imports the schedules
+
+    check_option("diffusion_steps", steps, label="diffusion steps")
+    if isinstance(timestep_respacing, str):
+        check_option("timestep_respacing", timestep_respacing, label="timestep respacing")
+    return GaussianDiffusion(get_named_beta_schedule(noise_schedule, steps)).respace(timestep_respacing)
 
 
 def diffusion_from_options(options: dict, timestep_respacing: str | int | None = None) -> GaussianDiffusion:

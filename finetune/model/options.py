@@ -1,12 +1,16 @@
 """Model options: OpenAI's option names, GLIDE's defaults, named presets and validation.
 
 An options dict is plain JSON-able data (it is stored in a model folder's config.json). Missing
-options take GLIDE's base defaults, or the upsampler's defaults when ``super_res`` is true.
+options take GLIDE's base defaults, or the upsampler's defaults when ``super_res`` is true. Each
+value's type and range is checked against ``finetune.model.limits.OPTION_LIMITS`` before anything
+is built from it.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from .limits import VOCAB_SIZES, OptionError, check_options, parse_int_list
 
 # GLIDE's base model (OpenAI's `model_and_diffusion_defaults`, with use_fp16 off: fp16 weights are
 # a GPU-only choice and autocast is the faster path anyway).
@@ -47,8 +51,6 @@ UPSAMPLER_OVERRIDES: dict[str, Any] = {
 
 # Options that only the diffusion process reads; the network ignores them.
 DIFFUSION_OPTION_NAMES = ("diffusion_steps", "noise_schedule", "timestep_respacing")
-
-VOCAB_SIZES = {"gpt2": 50257, "clip": 49408}
 
 # Channel multipliers GLIDE picks when `channel_mult` is empty.
 DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -142,16 +144,11 @@ def get_preset(name: str) -> dict[str, Any]:
 
 
 def _int_list(value: Any, name: str) -> tuple[int, ...]:
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-    elif isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        raise ValueError(f"option {name!r} must be a comma-separated string or a list of ints, got {value!r}")
     try:
-        return tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {name!r} must hold integers, got {value!r}") from None
+        return parse_int_list(value)
+    except ValueError:
+        raise OptionError(f"option {name!r} must be a comma-separated string or a list of integers, "
+                          f"got {value!r}") from None
 
 
 def _as_csv(value: Any) -> str:
@@ -161,11 +158,12 @@ def _as_csv(value: Any) -> str:
 
 
 def resolve_options(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Fill in defaults, normalise list-valued options to OpenAI's comma strings, and validate."""
+    """Fill in defaults, normalise list-valued options to OpenAI's comma strings, and validate.
+
+    Raises OptionError (a ValueError) naming the first bad field, e.g.
+    ``options.num_res_blocks=10000000 is out of range 1..8``."""
     options = dict(options or {})
-    unknown = sorted(set(options) - set(BASE_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown model option(s): {', '.join(unknown)}; known options: {', '.join(BASE_DEFAULTS)}")
+    check_options(options)  # names, types and ranges, before any of it is used
     resolved = dict(BASE_DEFAULTS)
     if options.get("super_res", False):
         resolved.update(UPSAMPLER_OVERRIDES)

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_write_text, disk_writes, publish_dir
+from ..model import resolve_options
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 FORMAT_VERSION = 1
@@ -62,8 +63,17 @@ def read_state(path: Path) -> dict[str, Any]:
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path / 'state.json'}: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / 'state.json'}: expected a JSON object, got {type(state).__name__}")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {state.get('format_version')}, expected {FORMAT_VERSION}")
+    if "model_options" in state:  # the same checks as a model folder's options, before anything is built from them
+        if not isinstance(state["model_options"], dict):
+            raise CheckpointError(f"{path / 'state.json'}: model_options must be a JSON object")
+        try:
+            state["model_options"] = resolve_options(state["model_options"])
+        except ValueError as exc:
+            raise CheckpointError(f"{path / 'state.json'}: {exc}") from None
     return state
 
 

@@ -197,7 +197,7 @@ def planned_image_size(init: str, preset: str) -> int | None:
         if init != "scratch" and Path(init).is_dir():
             from finetune.checkpoints import read_config
 
-            return int(resolve_options(read_config(init)["options"])["image_size"])
+            return int(read_config(init)["options"]["image_size"])  # options checked by read_config
     except (KeyError, ValueError, OSError):
         return None  # setup_model reports the problem properly (a pipeline name, an unreadable manifest...)
     return None

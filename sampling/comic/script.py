@@ -6,6 +6,11 @@ A script tells one or more pages. Top-level keys: `title`, `style` (appended to 
 `layout`, `panels`). A panel has `caption`, optional `narration`, optional `dialogue`
 (items with `speaker`, `text`, `kind` = speech | thought | shout) and optional `seed`.
 Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C}.
+
+A script is untrusted input, so its size is bounded (``LIMITS``): the file's bytes, YAML nesting depth and the
+number of nodes once aliases are expanded (checked while the YAML is composed, so an alias bomb is refused
+before it is expanded), pages, panels and dialogue lines, and the length of every text field. A script over
+a limit is refused with one line naming the file, line and field; nothing is cut silently.
 """
 from __future__ import annotations
 
@@ -19,7 +24,27 @@ from typing import Any
 import yaml
 
 DIALOGUE_KINDS = ("speech", "thought", "shout")
-MAX_PANELS_PER_PAGE = 24
+
+
+@dataclass(frozen=True)
+class ScriptLimits:
+    """How large a comic script may be. Generous for real comics (a 24-page issue has ~150 panels)."""
+
+    file_bytes: int = 1 << 20
+    yaml_depth: int = 32  # a script needs ~8 levels (pages > page > panels > panel > dialogue > line)
+    yaml_nodes: int = 100_000  # values once aliases are expanded
+    pages: int = 200
+    panels: int = 1_000  # in the whole script; every panel is one image to sample
+    panels_per_page: int = 24
+    dialogue_per_panel: int = 12
+    prompt_chars: int = 1_000  # caption, style, character: the model reads only its first text_ctx tokens
+    lettering_chars: int = 500  # narration, dialogue text, speaker and titles, which are drawn on the page
+    # The most characters lettering tries to fit into one box, whatever its source (a speaker and a line, the
+    # studio): longer text is cut with an ellipsis and a warning, so lettering time is bounded.
+    typeset_chars: int = 2_000
+
+
+LIMITS = ScriptLimits()
 
 
 class ScriptError(ValueError):
@@ -109,7 +134,44 @@ class _MarkedList(list):
 
 
 class _LineLoader(yaml.SafeLoader):
-    pass
+    """A SafeLoader that bounds nesting depth and alias expansion while composing, before anything is built."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded_size: dict[int, int] = {}  # id(node) -> nodes it stands for with aliases expanded
+
+    def compose_node(self, parent, index):
+        if self._depth >= LIMITS.yaml_depth:  # PyYAML composes recursively: stop before Python's stack runs out
+            line = self.peek_event().start_mark.line + 1
+            raise ScriptError(f"line {line}: nested deeper than {LIMITS.yaml_depth} levels")
+        is_alias = self.check_event(yaml.AliasEvent)  # a node composed (or being composed) earlier
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if not is_alias:
+            self._count_expanded(node)
+        return node
+
+    def _count_expanded(self, node: yaml.Node) -> None:
+        """Record how many values `node` stands for; an alias child counts its full size at each use."""
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        size = 1
+        for child in children:
+            if id(child) not in self._expanded_size:  # an alias to a node that is still being composed
+                raise ScriptError(f"line {child.start_mark.line + 1}: an alias refers to a value that contains it")
+            size += self._expanded_size[id(child)]
+        if size > LIMITS.yaml_nodes:
+            raise ScriptError(f"line {node.start_mark.line + 1}: the script expands to more than "
+                              f"{LIMITS.yaml_nodes} values (aliases count once per use)")
+        self._expanded_size[id(node)] = size
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _MarkedDict:
@@ -140,22 +202,27 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 
 def _load_document(text: str, source: str, is_json: bool) -> Any:
+    plain = None
     if is_json:
         try:
             plain = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScriptError(f"{source}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            pass  # nested too deeply: the YAML reader below reports where
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except ScriptError as exc:
         raise ScriptError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
-        if is_json:
+        if plain is not None:
             return plain  # valid JSON that YAML reads differently: validate without line numbers
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ScriptError(f"{source}: {where}not valid YAML: {problem}") from None
+    except ValueError as exc:  # a value YAML cannot build, e.g. an integer of more than 4300 digits
+        raise ScriptError(f"{source}: not a usable script: {exc}") from None
 
 
 # ---------------------------------------------------------------- validation
@@ -184,7 +251,7 @@ class _Fields:
             if key not in allowed:
                 self.fail(f"unknown field; expected one of: {', '.join(allowed)}", key)
 
-    def text(self, key: str, required: bool = False, default: str | None = None) -> str | None:
+    def text(self, key: str, max_chars: int, required: bool = False, default: str | None = None) -> str | None:
         if key not in self.data or self.data[key] is None:
             if required:
                 self.fail("this field is required", key)
@@ -193,7 +260,7 @@ class _Fields:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             hint = " (quote it: YAML reads yes/no/on/off as true/false)" if isinstance(value, bool) else ""
             self.fail(f"expected text, got {_kind(value)}{hint}", key)
-        return str(value)
+        return _bounded_text(str(value), max_chars, self.where(key))
 
     def integer(self, key: str, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
         if key not in self.data or self.data[key] is None:
@@ -205,13 +272,15 @@ class _Fields:
             self.fail(f"must be between {minimum} and {maximum}, got {value}", key)
         return value
 
-    def items(self, key: str) -> list[tuple[Any, int | None, str]]:
-        """The list under `key` as (item, line, path) triples."""
+    def items(self, key: str, max_items: int, what: str) -> list[tuple[Any, int | None, str]]:
+        """The list under `key` as (item, line, path) triples; at most `max_items` `what`."""
         value = self.data.get(key)
         if value is None:
             return []
         if not isinstance(value, list):
             self.fail(f"expected a list, got {_kind(value)}", key)
+        if len(value) > max_items:
+            self.fail(f"at most {max_items} {what}, got {len(value)}", key)
         lines = getattr(value, "item_lines", [None] * len(value))
         prefix = f"{self.path}.{key}" if self.path else key
         return [(item, lines[i], f"{prefix}[{i}]") for i, item in enumerate(value)]
@@ -241,6 +310,12 @@ class _Fields:
         return Layout(rows, cols)
 
 
+def _bounded_text(text: str, max_chars: int, where: str) -> str:
+    if len(text) > max_chars:
+        raise ScriptError(f"{where}: text of {len(text)} characters; at most {max_chars} are allowed")
+    return text
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -258,33 +333,37 @@ def _kind(value: Any) -> str:
 def _parse_dialogue(item: Any, line: int | None, path: str, source: str) -> DialogueLine:
     f = _Fields(item, path, source, line)
     f.only(("speaker", "text", "kind"))
-    text = f.text("text", required=True)
+    text = f.text("text", LIMITS.lettering_chars, required=True)
     if not text.strip():
         f.fail("dialogue text is empty", "text")
-    kind = (f.text("kind") or "speech").strip().lower()
+    kind = (f.text("kind", 16) or "speech").strip().lower()
     if kind not in DIALOGUE_KINDS:
         f.fail(f"must be one of {', '.join(DIALOGUE_KINDS)}, got {kind!r}", "kind")
-    return DialogueLine(speaker=(f.text("speaker") or "").strip(), text=text.strip(), kind=kind)
+    speaker = f.text("speaker", LIMITS.lettering_chars) or ""
+    return DialogueLine(speaker=speaker.strip(), text=text.strip(), kind=kind)
 
 
 def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
     if isinstance(item, str):  # a bare caption
-        return Panel(caption=item)
+        where = f"{source}: line {line}: {path}" if line else f"{source}: {path}"
+        return Panel(caption=_bounded_text(item, LIMITS.prompt_chars, where))
     f = _Fields(item, path, source, line)
     f.only(("caption", "narration", "dialogue", "seed"))
-    caption = f.text("caption", required=True, default="")
-    narration = f.text("narration")
-    dialogue = tuple(_parse_dialogue(d, dl, dp, source) for d, dl, dp in f.items("dialogue"))
+    caption = f.text("caption", LIMITS.prompt_chars, required=True, default="")
+    narration = f.text("narration", LIMITS.lettering_chars)
+    dialogue_items = f.items("dialogue", LIMITS.dialogue_per_panel, "dialogue lines per panel")
+    dialogue = tuple(_parse_dialogue(d, dl, dp, source) for d, dl, dp in dialogue_items)
     return Panel(caption=caption.strip(), narration=narration.strip() if narration and narration.strip() else None,
                  dialogue=dialogue, seed=f.integer("seed", 0, 2**32 - 1))
 
 
-def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None) -> Page:
-    panel_items = f.items("panels")
+def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None,
+                panels_before: int = 0) -> Page:
+    panel_items = f.items("panels", LIMITS.panels_per_page, "panels per page")
     if not panel_items:
         f.fail("a page needs at least one panel", "panels")
-    if len(panel_items) > MAX_PANELS_PER_PAGE:
-        f.fail(f"at most {MAX_PANELS_PER_PAGE} panels per page, got {len(panel_items)}", "panels")
+    if panels_before + len(panel_items) > LIMITS.panels:
+        f.fail(f"the script has more than {LIMITS.panels} panels (at most {LIMITS.panels} in one script)", "panels")
     panels = tuple(_parse_panel(item, line, path, f.source) for item, line, path in panel_items)
     layout = f.layout("layout") or default_layout_
     if layout is None:
@@ -294,7 +373,7 @@ def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str |
     if len(panels) > layout.cells:
         f.fail(f"layout {layout.describe()} has {layout.cells} cells but the page has {len(panels)} panels",
                "layout" if "layout" in f.data else "panels")
-    return Page(title=f.text("title", default=default_title), layout=layout, panels=panels)
+    return Page(title=f.text("title", LIMITS.lettering_chars, default=default_title), layout=layout, panels=panels)
 
 
 def parse_script(data: Any, source: str = "<script>") -> ComicScript:
@@ -304,21 +383,24 @@ def parse_script(data: Any, source: str = "<script>") -> ComicScript:
     if ("pages" in data) == ("panels" in data):
         top.fail("give either 'panels' (one page) or 'pages' (a list of pages), not both or neither")
     default_layout_ = top.layout("layout")
-    title = top.text("title")
+    title = top.text("title", LIMITS.lettering_chars)
     if "panels" in data:
         pages = (_parse_page(top, default_layout_, title),)
     else:
-        page_items = top.items("pages")
+        page_items = top.items("pages", LIMITS.pages, "pages")
         if not page_items:
             top.fail("the script has no pages", "pages")
         pages = []
+        panel_count = 0
         for i, (item, line, path) in enumerate(page_items):
             f = _Fields(item, path, source, line)
             f.only(("title", "layout", "panels"))
             # The script title heads the first page unless that page names its own.
-            pages.append(_parse_page(f, default_layout_, title if i == 0 else None))
+            pages.append(_parse_page(f, default_layout_, title if i == 0 else None, panel_count))
+            panel_count += len(pages[-1].panels)
         pages = tuple(pages)
-    return ComicScript(title=title, style=top.text("style", default="") or "", character=top.text("character", default="") or "",
+    return ComicScript(title=title, style=top.text("style", LIMITS.prompt_chars, default="") or "",
+                       character=top.text("character", LIMITS.prompt_chars, default="") or "",
                        seed=top.integer("seed", 0, 2**32 - 1) or 0, pages=pages, source=source)
 
 
@@ -326,6 +408,9 @@ def load_script(path: str | Path) -> ComicScript:
     """Read and validate a YAML (.yaml/.yml) or JSON (.json) comic script."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > LIMITS.file_bytes:
+            raise ScriptError(f"{path}: {size} bytes; a script may have at most {LIMITS.file_bytes}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScriptError(f"{path}: no such script file") from None
