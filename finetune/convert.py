@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,16 +12,9 @@ from safetensors.torch import load_file
 
 from .checkpoints import (EMA_FILE, PROVENANCE_FILE, WEIGHTS_FILE, check_state_dict, load_openai_checkpoint,
                           read_config, write_model_folder)
+from .fsutil import file_sha256
 from .model import build_model, get_preset, list_presets, resolve_options
 from .tokenizers import get_tokenizer
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def convert(
@@ -45,7 +37,7 @@ def convert(
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab_path)
     provenance = {
         "init_checkpoint": str(Path(pt_path).resolve()),
-        "init_checkpoint_sha256": _sha256(Path(pt_path)),
+        "init_checkpoint_sha256": file_sha256(Path(pt_path)),
         "converted_from": "openai-glide",
         "preset": preset,
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..fsutil import file_sha256
 from .download import download
 from .errors import HubError, OfflineError
 from .manifest import manifest_entry
@@ -115,14 +115,6 @@ class FetchResult:
     downloaded: bool  # False when it was already in the cache
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_model(name: str, cache_dir: str | os.PathLike | None = None, progress: bool | None = None) -> FetchResult:
     """NAME's converted model folder in the cache, downloading, verifying and converting it first if needed."""
     from .convert import convert_release  # torch loads only when a conversion is needed
@@ -148,7 +140,7 @@ def fetch_model(name: str, cache_dir: str | os.PathLike | None = None, progress:
         url = download_url(name)
         size = download(url, part, expected_size=entry.get("size"), label=name, progress=progress)
         try:
-            convert_release(name, part, folder, entry, source={"url": url, "size": size, "sha256": _sha256(part)})
+            convert_release(name, part, folder, entry, source={"url": url, "size": size, "sha256": file_sha256(part)})
         except HubError:
             part.unlink(missing_ok=True)  # complete but wrong: the next fetch downloads afresh
             raise

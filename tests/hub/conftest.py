@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from finetune.hub import download as download_module
-from finetune.model import build_model, get_preset
+from finetune.model import get_preset
+from random_models import random_state_dict
 from release_server import ReleaseServer
 
 SMALL = {"xf_layers": 1, "num_res_blocks": 1, "tokenizer": "gpt2", "text_ctx": 16}
@@ -22,16 +23,6 @@ TINY_RELEASE_OPTIONS = {
 TINY_RELEASE_OPTIONS["base_inpaint"] = {**TINY_RELEASE_OPTIONS["base"], "inpaint": True}
 TINY_RELEASE_OPTIONS["upsample_inpaint"] = {**TINY_RELEASE_OPTIONS["upsample"], "inpaint": True}
 
-
-def random_state_dict(options: dict, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded weights with GLIDE's zero-initialised layers randomised too (so outputs depend on inputs)."""
-    torch.manual_seed(seed)
-    model = build_model(options)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.normal_(0.0, 0.1)
-    return model.state_dict()
 
 
 def write_manifest(path: Path, release: Path, sizes: bool = True) -> Path:
