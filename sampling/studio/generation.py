@@ -31,6 +31,10 @@ class StripResult:
     model: str
     messages: list[str] = field(default_factory=list)
 
+    @property
+    def params(self) -> dict:
+        return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
+
 
 class GenerationError(RuntimeError):
     """The strip cannot be made (model not loadable, sampling failed); the message is for the user."""

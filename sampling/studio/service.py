@@ -68,11 +68,6 @@ class StudioConfig:
         return None if self.database else self.workdir / DATABASE_NAME
 
 
-    @property
-    def params(self) -> dict:
-        return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
-
-
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config

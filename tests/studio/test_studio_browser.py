@@ -165,10 +165,13 @@ def _set(page, selector: str, value: str) -> None:
 
 def _wait_match(page, selector: str, pattern: str) -> str:
     """Wait until the value of the input at ``selector`` matches the JavaScript regex ``pattern``; return it."""
-    page.wait_for_function(
-        "([sel, pattern]) => { const el = document.querySelector(sel); return el && new RegExp(pattern).test(el.value); }",
-        arg=[selector, pattern], timeout=TIMEOUT_MS,
-    )
+    try:
+        page.wait_for_function(
+            "([sel, pattern]) => { const el = document.querySelector(sel); return el && new RegExp(pattern).test(el.value); }",
+            arg=[selector, pattern], timeout=TIMEOUT_MS,
+        )
+    except Exception as exc:  # say what the page showed instead
+        raise AssertionError(f"{selector} never matched {pattern!r}; it shows {page.input_value(selector)!r}") from exc
     return page.input_value(selector)
 
 
