@@ -50,6 +50,9 @@ CONFIGS = {
     "upsample": {"tiny": ("glide-upsample", {**TINY_UNET, "image_size": 64}, 4),
                  "full": ("glide-upsample", {}, 8)},
 }
+# the smallest presets, for the test that keeps this script working
+CONFIGS["base"]["smoke"] = ("tiny-base", {}, 2)
+CONFIGS["upsample"]["smoke"] = ("tiny-upsample", {}, 2)
 
 
 def model_options(model: str, size: str) -> tuple[dict, int]:
@@ -76,13 +79,13 @@ def peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process-wide high-water mark on the CPU
 
 
-def make_batch(options: dict, batch: int, seed: int) -> dict[str, torch.Tensor]:
+def make_batch(options: dict, batch: int, seed: int, vocab_size: int) -> dict[str, torch.Tensor]:
     """One training batch on the CPU: image in [-1, 1], tokens/mask, and low_res for the upsampler."""
     g = torch.Generator().manual_seed(seed)
     size, ctx = options["image_size"], options["text_ctx"]
     lengths = torch.randint(1, ctx + 1, (batch, 1), generator=g)
     out = {"image": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-           "tokens": torch.randint(0, 50257, (batch, ctx), generator=g),
+           "tokens": torch.randint(0, vocab_size, (batch, ctx), generator=g),
            "mask": torch.arange(ctx)[None] < lengths}
     if options["super_res"]:
         out["low_res"] = torch.rand(batch, 3, size // 4, size // 4, generator=g) * 2 - 1
@@ -123,7 +126,8 @@ def our_bare_step(model, options: dict, batch: dict, precision: str, device: tor
 
 
 def our_trainer(options: dict, model, batch_size: int, precision: str, steps: int, warmup: int, workers: int,
-                channels_last: str, compile_model: bool, workdir: Path, device: torch.device) -> dict:
+                channels_last: str, compile_model: bool, workdir: Path, device: torch.device,
+                profile: bool = False) -> dict:
     """`finetune.train.train` on synthetic shards, initialised with `model`'s weights; figures from its records."""
     from finetune.checkpoints import save_model_folder
     from finetune.tokenizers import get_tokenizer
@@ -132,7 +136,7 @@ def our_trainer(options: dict, model, batch_size: int, precision: str, steps: in
     init = workdir / "init-model"
     if not init.exists():
         save_model_folder(init, model, options, get_tokenizer(options["tokenizer"], options["text_ctx"]))
-    data = synthetic_shards(workdir, options["image_size"], max(256, batch_size * (steps + warmup + 2)))
+    data = synthetic_shards(workdir, options["image_size"], max(64, batch_size * (steps + warmup + 2)))
     run_dir = workdir / f"run-{time.monotonic_ns()}"
     settings = {
         "run_dir": str(run_dir), "data": [str(data)], "init": str(init), "batch_size": batch_size,
@@ -143,7 +147,15 @@ def our_trainer(options: dict, model, batch_size: int, precision: str, steps: in
         settings["compile"] = True
     config = build_config(settings)
     reset_peak(device)
-    train(config)
+    if profile:
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as prof:
+            train(config)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    else:
+        train(config)
     times = [m["time"] for m in read_metrics(run_dir)]
     return {**per_step_rate(times, warmup, batch_size), "peak_mib": round(peak_mib(device))}
 
@@ -159,8 +171,8 @@ def synthetic_shards(workdir: Path, size: int, count: int) -> Path:
 
 def per_step_rate(times: list[float], warmup: int, batch_size: int) -> dict:
     """samples/s from per-step end times: the median step after the warm-up (and the mean, for the record)."""
-    gaps = [b - a for a, b in zip(times[warmup:], times[warmup + 1:])] if warmup else \
-        [b - a for a, b in zip(times, times[1:])]
+    first = max(warmup - 1, 0)  # gaps from the end of the last warm-up step
+    gaps = [b - a for a, b in zip(times[first:], times[first + 1:])]
     if not gaps:
         raise ValueError("too few steps to measure: raise --trainer-steps")
     median = statistics.median(gaps)
@@ -231,7 +243,7 @@ def reference_trainer(ref, model, diffusion, options: dict, batch_size: int, ste
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ema = ema_util.SimpleEMA(model, 0.9999)
     train_step = reference_step_fn(ref, model, diffusion, options)
-    batches = [make_batch(options, batch_size, seed) for seed in range(8)]
+    batches = [make_batch(options, batch_size, seed, model.token_embedding.num_embeddings) for seed in range(8)]
     loader = torch.utils.data.DataLoader(_Cycle(batches, warmup + steps), batch_size=None, num_workers=min(workers, 2),
                                          pin_memory=device.type == "cuda")
     reset_peak(device)
@@ -288,7 +300,7 @@ def run_model(name: str, args, device: torch.device, ref, workdir: Path) -> dict
     options, batch_size = model_options(name, args.size)
     batch_size = args.batch or batch_size
     ours = build_ours(options, args.seed, device)
-    batch = make_batch(options, batch_size, args.seed)
+    batch = make_batch(options, batch_size, args.seed, ours.vocab_size)
     result = {"model": name, "size": args.size, "precision": args.precision, "batch": batch_size,
               "device": str(device), "threads": torch.get_num_threads()}
     steps = {"ours": our_bare_step(ours, options, batch, args.precision, device)}
@@ -303,7 +315,7 @@ def run_model(name: str, args, device: torch.device, ref, workdir: Path) -> dict
     fresh = build_ours(options, args.seed, device)  # the bare step trained `ours`: start the trainer from the seed
     result["trainer_ours"] = our_trainer(options, fresh, batch_size, args.precision, args.trainer_steps,
                                          args.warmup, args.workers, args.channels_last, args.compile, workdir,
-                                         device)
+                                         device, args.profile)
     if ref is not None:
         theirs, diffusion = build_reference(ref, options, fresh, args.precision, device)
         result["trainer_reference"] = reference_trainer(ref, theirs, diffusion, options, batch_size,
@@ -339,7 +351,7 @@ def print_result(r: dict) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="base,upsample", help="comma-separated: base, upsample")
-    parser.add_argument("--size", default="full", choices=["tiny", "full"])
+    parser.add_argument("--size", default="full", choices=["smoke", "tiny", "full"])
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--batch", type=int, default=0, help="batch size (0 = the size's default)")
     parser.add_argument("--steps", type=int, default=10, help="timed bare steps per side")
@@ -348,6 +360,7 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=4, help="data-loading workers of the trainer")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "yes", "no"])
     parser.add_argument("--compile", action="store_true", help="our trainer with --compile")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of our trainer run")
     parser.add_argument("--reference", help="a glide-finetune checkout (bench-only; never installed)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
