@@ -301,17 +301,20 @@ def run_model(name: str, args, device: torch.device, ref, workdir: Path) -> dict
     batch_size = args.batch or batch_size
     ours = build_ours(options, args.seed, device)
     batch = make_batch(options, batch_size, args.seed, ours.vocab_size)
-    result = {"model": name, "size": args.size, "precision": args.precision, "batch": batch_size,
+    result = {"model": name, "size": args.size, "precision": args.precision,
+              "reference_precision": args.reference_precision or args.precision, "batch": batch_size,
               "device": str(device), "threads": torch.get_num_threads()}
     steps = {"ours": our_bare_step(ours, options, batch, args.precision, device)}
     if ref is not None:
-        theirs, diffusion = build_reference(ref, options, ours, args.precision, device)
+        theirs, diffusion = build_reference(ref, options, ours, args.reference_precision or args.precision, device)
         steps["reference"] = reference_bare_step(ref, theirs, diffusion, options, batch, device)
     seconds = time_interleaved(steps, args.steps, args.warmup, device)
     peaks = bare_peaks(steps, device)
     for side in steps:
         result[f"bare_{side}"] = {"samples_per_s": round(batch_size / seconds[side], 3), "peak_mib": peaks[side]}
     del steps
+    if args.no_trainer:
+        return with_ratios(result)
     fresh = build_ours(options, args.seed, device)  # the bare step trained `ours`: start the trainer from the seed
     result["trainer_ours"] = our_trainer(options, fresh, batch_size, args.precision, args.trainer_steps,
                                          args.warmup, args.workers, args.channels_last, args.compile, workdir,
@@ -360,8 +363,11 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=4, help="data-loading workers of the trainer")
     parser.add_argument("--channels-last", default="auto", choices=["auto", "yes", "no"])
     parser.add_argument("--compile", action="store_true", help="our trainer with --compile")
+    parser.add_argument("--no-trainer", action="store_true", help="bare model steps only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of our trainer run")
     parser.add_argument("--reference", help="a glide-finetune checkout (bench-only; never installed)")
+    parser.add_argument("--reference-precision", choices=["fp32", "bf16"],
+                        help="the reference's precision in the bare step (default: --precision)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
