@@ -330,6 +330,14 @@ def train(config: TrainConfig) -> TrainResult:
         return path
 
     data_iter = None
+    pending = []  # inputs fetched and sent to the device while the previous step waited on its host sync
+
+    def next_inputs():
+        if pending:
+            return pending.pop()
+        batch = next(data_iter)
+        return (batch, *model_inputs(batch, device, channels_last))
+
     try:
         if step == 0 and config.val_every:
             run_validation()
@@ -341,12 +349,11 @@ def train(config: TrainConfig) -> TrainResult:
                                                     config.lr_schedule, config.min_lr_ratio)
             step_loss = torch.zeros((), device=device)
             for micro in range(config.grad_accum):
-                batch = next(data_iter)
-                tracker.update(batch)
+                batch, x0, kwargs = next_inputs()
+                tracker.update(batch)  # only once used, so a checkpoint never counts a fetched-ahead batch
                 stats.add_skipped(int(batch["skipped"]))
                 if key_log is not None:
                     key_log.write(json.dumps({"step": step + 1, "micro": micro, "keys": batch["keys"]}) + "\n")
-                x0, kwargs = model_inputs(batch, device, channels_last)
                 t = diffusion.sample_timesteps(x0.shape[0], device=device, generator=generator)
                 noise = torch.randn(x0.shape, generator=generator, device=device)
                 if channels_last:
@@ -371,7 +378,9 @@ def train(config: TrainConfig) -> TrainResult:
                                  torch.tensor(float(stop.signum is not None), device=device)])
             if world > 1:
                 flags = accelerator.reduce(flags, "mean")
-            loss_v, gnorm_v, stop_v = flags.tolist()
+            if step + 1 < config.max_steps:
+                pending.append(next_inputs())  # the loader and the copy overlap the device's work before the sync
+            loss_v, gnorm_v, stop_v = flags.tolist()  # the one host sync of a step: the guards need these
             if fp16 and math.isfinite(loss_v) and not math.isfinite(gnorm_v):
                 optimizer.step()  # the grad scaler skips this step and lowers its scale
                 skipped = "fp16_overflow"
