@@ -375,7 +375,7 @@ def train(config: TrainConfig) -> TrainResult:
                 [p for p in unwrapped.parameters() if p.grad is not None],
                 config.max_grad_norm if config.max_grad_norm > 0 else float("inf"))
             flags = torch.stack([step_loss.float(), torch.as_tensor(grad_norm, device=device).float(),
-                                 torch.tensor(float(stop.signum is not None), device=device)])
+                                 torch.full((), float(stop.signum is not None), device=device)])  # no copy
             if world > 1:
                 flags = accelerator.reduce(flags, "mean")
             if step + 1 < config.max_steps:

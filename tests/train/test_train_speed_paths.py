@@ -78,3 +78,21 @@ def test_compiled_bf16_gradients_match_eager():
         # bf16 keeps 8 bits of mantissa: a fused kernel may round intermediates differently, so differences of a
         # few bf16 ulps of the largest gradient are expected; a corrupted gradient is off by O(1) of it.
         assert ((g_comp - g_eager).abs().max() / scale).item() < 0.05, name
+
+
+def test_per_step_tables_are_not_copied_to_the_device_again(monkeypatch):
+    """A host-to-device copy of pageable memory waits for the device: the timestep frequencies and the v
+    weighting's table are made once per device, not on every forward / loss."""
+    from finetune.diffusion import build_diffusion
+    from finetune.model.layers import timestep_embedding
+
+    diffusion = build_diffusion(1000, "linear")
+    t = torch.tensor([0, 999])
+    first = (timestep_embedding(t, 64), diffusion.mse_weights(t, "v", 100.0))
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("a table was built on the host again")
+    monkeypatch.setattr(torch, "from_numpy", no_copies)
+    monkeypatch.setattr(torch, "arange", no_copies)
+    again = (timestep_embedding(t, 64), diffusion.mse_weights(t, "v", 100.0))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
