@@ -295,7 +295,7 @@ class GaussianDiffusion:
             return torch.ones(t.shape, device=t.device)
         if not cap >= 1.0:
             raise ValueError(f"mse_weight_cap must be >= 1, got {cap}")
-        inverse_alpha_bar = torch.from_numpy(1.0 / self.alphas_cumprod).to(t.device)[t]
+        inverse_alpha_bar = 1.0 / self._table("alphas_cumprod", t.device)[t]  # cached table: no copy per step
         return inverse_alpha_bar.clamp(max=cap).float()
 
     def vb_terms_bpd(

@@ -6,6 +6,7 @@ Attention runs through ``scaled_dot_product_attention``; normalisation layers co
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,12 +39,24 @@ class GroupNorm32(nn.GroupNorm):
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of (possibly fractional) timesteps, shape [N, dim]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(timesteps.device)
+    make = _timestep_frequencies if torch.compiler.is_compiling() else _cached_timestep_frequencies
+    freqs = make(half, max_period, timesteps.device)
     args = timesteps[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
+
+
+def _timestep_frequencies(half: int, max_period: float, device: torch.device) -> torch.Tensor:
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_timestep_frequencies(half: int, max_period: float, device: torch.device) -> torch.Tensor:
+    """Built on the CPU once per device: a fresh host-to-device copy on every forward would stall on a sync."""
+    with torch.inference_mode(False):  # usable by training forwards even when first built under inference mode
+        return _timestep_frequencies(half, max_period, device)
 
 
 def zero_(module: nn.Module) -> nn.Module:

@@ -168,11 +168,13 @@ class Text2ImUNet(nn.Module):
         if tokens.is_floating_point():
             raise ValueError(f"tokens must be integer ids, got dtype {tokens.dtype}")
         tokens = tokens.long()
-        if tokens.numel() and not torch.compiler.is_compiling() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(
-                f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} vocabulary; "
-                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
-            )
+        # Checked only on the host: on an accelerator reading the range would stall every forward on a sync
+        # (callers there pass ids from our tokenizers, which are in range by construction).
+        if tokens.numel() and tokens.device.type == "cpu" and not torch.compiler.is_compiling():
+            low, high = (int(v) for v in torch.aminmax(tokens))
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} "
+                                 f"vocabulary; got range [{low}, {high}]")
         if self.xf_padding:
             if mask is None:
                 raise ValueError("mask is required with tokens (False marks padding positions)")
