@@ -332,7 +332,8 @@ def pipeline_part(sm, up_dir: Path, upsamplers: list[SamplerSettings], base_sett
         notes[label] = f"({100 * d:+.1f} ± {100 * h:.1f} vs base)"
         report_rows.append({"label": label, "upsampler": setting["upsampler"], **rows[-1][1]})
     section = (f"### What users see: base -> upsampler ({up_dir}; base {base_setting['sampler']} "
-               f"{base_setting['steps']}, guidance {base_setting['guidance']:g}; paired seeds)\n\n" + table(rows, notes))
+               f"{base_setting['steps']}, guidance {base_setting['guidance']:g}; paired seeds)\n\n"
+               + table(rows, notes))
     return section, {"upsampler": str(up_dir), "upsampler_id": up.model_id, "rows": report_rows}
 
 
