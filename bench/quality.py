@@ -2,13 +2,16 @@
 
 Prompts are canonical captions of scenes drawn from the model's world; each generated image is read back by
 `data_pipeline.synthetic.read_scene` and scored: caption accuracy = shape, colour and background all right
-(position reported separately). Image i always starts from the same noise (seed + i) in every setting, so the
-settings are compared on paired seeds. Three parts:
+(position reported separately), and the background colour error is the median RGB distance between the image's
+border and the palette colour of the true background. Image i always starts from the same noise (seed + i) in every
+setting, so the settings are compared on paired seeds. Four parts:
 
   guidance   accuracy vs classifier-free guidance scale (0 = unconditional) with the fast solver;
   samplers   each sampler at a few step counts, at one guidance scale (the best of the sweep by default);
   finetune   style-detector rate and caption accuracy of the model before/after a fine-tune (--finetuned DIR),
-             with a style phrase appended to the prompts.
+             with a style phrase appended to the prompts;
+  pipeline   what users see: base -> upsampler (the sampling pipeline's own code and upsampler settings, one row per
+             --upsample-start), read at the pipeline's output size, beside the base alone on the same seeds.
 
 Resumable: every chunk of images is cached under --results (per model digest and setting), so a rerun with more
 --samples only generates the new images. Prints a table and writes quality.md, quality.json and quality.png.
@@ -16,6 +19,7 @@ Resumable: every chunk of images is cached under --results (per model digest and
     python bench/quality.py                              # bundled base, 500 samples per point
     python bench/quality.py --samples 64 --parts guidance
     python bench/quality.py --finetuned runs/quickstart/finetune/model --parts finetune
+    python bench/quality.py --parts pipeline --samples 100 --upsample-start 500,0
 """
 from __future__ import annotations
 
@@ -34,14 +38,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.synthetic import (  # noqa: E402
-    DEFAULT_WORLD, World, canonical_caption, read_scene, sample_attributes, sample_rng, world_from_manifest)
+    DEFAULT_WORLD, PALETTE, World, canonical_caption, read_scene, sample_attributes, sample_rng, world_from_manifest)
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
 from finetune.fsutil import atomic_write, atomic_write_text  # noqa: E402
-from sampling.loading import load_sampling_model  # noqa: E402
-from sampling.pipeline import run_stage  # noqa: E402
-from sampling.settings import SamplerSettings  # noqa: E402
+from sampling.loading import ModelPair, load_sampling_model  # noqa: E402
+from sampling.pipeline import TextToImage, run_stage  # noqa: E402
+from sampling.settings import UPSAMPLER_DEFAULTS, SamplerSettings  # noqa: E402
 
-READ_KEYS = ("shape", "color", "background", "position", "size", "style")
+READ_KEYS = ("shape", "color", "background", "position", "size", "style", "background_rgb")
 DEFAULT_SAMPLERS = "dpmpp_2m_sde:20,30;dpmpp_2m:20;ancestral:50,100"
 REFERENCE_SAMPLER = ("ancestral", "100")
 
@@ -70,6 +74,9 @@ def make_targets(world, n: int, prompt_seed: int, suffix: str = "") -> tuple[lis
 def slug(setting: dict) -> str:
     g = "none" if setting["guidance"] is None else f"{setting['guidance']:g}"
     suffix = f"-sfx{hashlib.sha1(setting['suffix'].encode()).hexdigest()[:8]}" if setting["suffix"] else ""
+    up = setting.get("upsampler")
+    if up:
+        suffix += f"-up-{up['sampler']}-{up['steps']}-t{up['temperature']:g}-start{up['start_step']}"
     return f"{setting['sampler']}-{setting['steps']}-g{g}-{setting['precision']}-s{setting['seed']}{suffix}"
 
 
@@ -111,14 +118,31 @@ def generate_reads(sm, setting: dict, prompts: list[str], seeds: list[int], batc
         with torch.no_grad():
             x, _ = run_stage(sm, settings, batch, generators, torch.device("cpu"), dtype)
         pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        for image in pixels:
-            read = read_scene(np.ascontiguousarray(image), world)
-            reads.append({k: read.get(k) for k in READ_KEYS})
+        reads += [read_image(image, world) for image in pixels]
     return reads
 
 
-def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world) -> list[dict]:
-    """Reads of images 0..n-1 for a setting, generated chunk by chunk (cached)."""
+def read_image(image: np.ndarray, world) -> dict:
+    read = read_scene(np.ascontiguousarray(image), world)
+    return {k: read.get(k) for k in READ_KEYS}
+
+
+def generate_pipeline_reads(pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size: int,
+                            world) -> list[dict]:
+    """Per image: the read of the pipeline's output ('final', at its output size) and of its base image."""
+    reads = []
+    for batch in pipeline.generate_batches(prompts, seeds, batch_size, progress=False):
+        reads += [{"final": read_image(np.asarray(g.image), world), "base": read_image(np.asarray(g.base_image), world)}
+                  for g in batch]
+    return reads
+
+
+def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world, generate=None) -> list[dict]:
+    """Reads of images 0..n-1 for a setting, generated chunk by chunk (cached). `generate(prompts, seeds)`
+    replaces the base stage alone (the pipeline part)."""
+    if generate is None:
+        def generate(chunk_prompts, seeds):
+            return generate_reads(sm, setting, chunk_prompts, seeds, args.batch_size, world)
     cache = Cache(args.results, model_id, setting, args.chunk)
     reads: list[dict] = []
     n = len(prompts)
@@ -129,8 +153,7 @@ def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world) -
             full_stop = start + args.chunk  # always fill whole chunks so later runs can reuse them
             more_targets, more_prompts = make_targets(world, full_stop, args.prompt_seed, setting["suffix"])
             t0 = time.perf_counter()
-            cached = generate_reads(sm, setting, more_prompts[start:full_stop],
-                                    [args.seed + i for i in range(start, full_stop)], args.batch_size, world)
+            cached = generate(more_prompts[start:full_stop], [args.seed + i for i in range(start, full_stop)])
             print(f"  {slug(setting)} images {start}-{full_stop - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
             cache.store(start, cached)
         reads.extend(cached[: stop - start])
@@ -141,6 +164,14 @@ def correct(read: dict, target: dict, attrs) -> bool:
     return all(read.get(a) == target[a] for a in attrs)
 
 
+def background_error(read: dict, target: dict) -> float:
+    """RGB distance between the image's border (as read) and the palette colour of the true background."""
+    observed = read.get("background_rgb")
+    if observed is None:  # reads cached before the evaluator reported the colour
+        return float("nan")
+    return float(np.linalg.norm(np.asarray(observed, float) - np.asarray(PALETTE[target["background"]], float)))
+
+
 def summarise(reads: list[dict], targets: list[dict]) -> dict:
     n = len(reads)
     out = {"n": n}
@@ -148,6 +179,8 @@ def summarise(reads: list[dict], targets: list[dict]) -> dict:
                         ("background", ("background",)), ("position", ("position",))):
         out[name] = float(np.mean([correct(r, t, attrs) for r, t in zip(reads, targets)]))
     out["style_rate"] = float(np.mean([r.get("style") == "comic" for r in reads]))
+    errors = [background_error(r, t) for r, t in zip(reads, targets)]
+    out["background_error"] = None if any(math.isnan(e) for e in errors) else float(np.median(errors))
     out["ci95"] = 1.96 * math.sqrt(max(out["all_three"] * (1 - out["all_three"]), 1e-12) / n)
     return out
 
@@ -166,13 +199,15 @@ def pct(x: float) -> str:
 
 
 def table(rows: list[tuple[str, dict]], extra: dict[str, str] | None = None) -> str:
-    head = "| setting | n | all three (±95%) | shape | colour | background | position | comic style |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| setting | n | all three (±95%) | shape | colour | background | position | comic style | "
+            "bg RGB error (median) |")
+    lines = [head, "|" + "---|" * 9]
     for label, s in rows:
         note = f" {extra[label]}" if extra and label in extra else ""
+        bg_error = "–" if s.get("background_error") is None else f"{s['background_error']:.1f}"
         lines.append(f"| {label}{note} | {s['n']} | {pct(s['all_three'])} ± {100 * s['ci95']:.1f} | "
                      f"{pct(s['shape'])} | {pct(s['color'])} | {pct(s['background'])} | {pct(s['position'])} | "
-                     f"{pct(s['style_rate'])} |")
+                     f"{pct(s['style_rate'])} | {bg_error} |")
     return "\n".join(lines)
 
 
@@ -243,15 +278,81 @@ def parse_samplers(spec: str) -> list[tuple[str, str]]:
     return out
 
 
+def parse_upsamplers(spec: str) -> list[SamplerSettings]:
+    """'sampler:steps:start;...' -> upsampler settings (the pipeline's defaults for guidance and temperature)."""
+    out = []
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        fields = [f.strip() for f in part.split(":")]
+        if len(fields) != 3 or not fields[2].isdigit():
+            raise SystemExit(f"--upsamplers: {part!r} must look like sampler:steps:start (e.g. ddim:25:500)")
+        out.append(SamplerSettings(sampler=fields[0], steps=fields[1], guidance=UPSAMPLER_DEFAULTS.guidance,
+                                   temperature=UPSAMPLER_DEFAULTS.temperature, start_step=int(fields[2])))
+    return out
+
+
+def find_upsampler(model_arg: Path | None, model_dir: Path, upsampler_arg: Path | None) -> Path | None:
+    """--upsampler, else the pipeline folder's upsampler, else the bundled one when the base is the bundled base."""
+    if upsampler_arg is not None:
+        return upsampler_arg
+    if model_arg is not None and (model_arg / "upsampler" / "config.json").is_file():
+        return model_arg / "upsampler"
+    if model_arg is None:
+        from finetune.bundled import bundled_model_path
+
+        return bundled_model_path("upsampler")
+    return None
+
+
+def pipeline_part(sm, up_dir: Path, upsamplers: list[SamplerSettings], base_setting: dict, prompts, targets,
+                  args, world) -> tuple[str, dict]:
+    """Rows for the base alone and for base -> upsampler under each upsampler setting (paired seeds)."""
+    up = load_sampling_model(up_dir, "upsampler", torch.device("cpu"))
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    base_settings = SamplerSettings(sampler=base_setting["sampler"], steps=base_setting["steps"],
+                                    guidance=base_setting["guidance"])
+    rows, notes, report_rows, base_reads = [], {}, [], None
+    for up_settings in upsamplers:
+        pipeline = TextToImage(ModelPair(sm, up), torch.device("cpu"), dtype, base=base_settings, upsampler=up_settings)
+        u = pipeline.up_settings
+        setting = {**base_setting, "upsampler": {"sampler": u.sampler, "steps": str(u.steps),
+                                                 "temperature": u.temperature, "start_step": u.start_step}}
+        reads = measure(sm, pipeline.model_id, setting, prompts, args, world, generate=lambda p, seeds:
+                        generate_pipeline_reads(pipeline, p, seeds, args.batch_size, world))
+        if base_reads is None:
+            base_reads = [r["base"] for r in reads]
+            rows.append((f"base alone ({sm.image_size} px)", summarise(base_reads, targets)))
+            report_rows.append({"label": "base", **rows[-1][1]})
+        final = [r["final"] for r in reads]
+        start = f"from t={u.start_step}" if u.start_step else "from noise"
+        label = f"base -> upsampler {u.sampler} {u.steps} {start} ({up.image_size} px)"
+        rows.append((label, summarise(final, targets)))
+        d, h = paired_difference(final, base_reads, targets)
+        notes[label] = f"({100 * d:+.1f} ± {100 * h:.1f} vs base)"
+        report_rows.append({"label": label, "upsampler": setting["upsampler"], **rows[-1][1]})
+    section = (f"### What users see: base -> upsampler ({up_dir}; base {base_setting['sampler']} "
+               f"{base_setting['steps']}, guidance {base_setting['guidance']:g}; paired seeds)\n\n"
+               + table(rows, notes))
+    return section, {"upsampler": str(up_dir), "upsampler_id": up.model_id, "rows": report_rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None,
                         help="base model folder or pipeline folder (default: the bundled base)")
     parser.add_argument("--finetuned", type=Path, default=None,
                         help="model folder of a fine-tune of --model (e.g. a quickstart run's finetune/model) for 'finetune'")
-    parser.add_argument("--parts", default="guidance,samplers,finetune",
-                        help="comma-separated parts to run: guidance, samplers, finetune (default: all; "
-                             "finetune needs --finetuned)")
+    parser.add_argument("--parts", default="guidance,samplers,finetune,pipeline",
+                        help="comma-separated parts to run: guidance, samplers, finetune, pipeline (default: all; "
+                             "finetune needs --finetuned, pipeline an upsampler)")
+    parser.add_argument("--upsampler", type=Path, default=None,
+                        help="upsampler folder of the pipeline part (default: the pipeline folder's, or the bundled "
+                             "upsampler with the bundled base)")
+    default_up = f"{UPSAMPLER_DEFAULTS.sampler}:{UPSAMPLER_DEFAULTS.steps}:{UPSAMPLER_DEFAULTS.start_step}"
+    parser.add_argument("--upsamplers", default=default_up,
+                        help="upsampler settings of the pipeline part, sampler:steps:start[;...] (start 0 = from pure "
+                             f"noise; default: the pipeline's, {default_up})")
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
     parser.add_argument("--fast-sampler", default="dpmpp_2m_sde:30", help="sampler:steps of the guidance sweep")
@@ -277,13 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 1 or args.batch_size < 1 or args.chunk < 1:
         parser.error("--samples, --batch-size and --chunk must be positive")
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"guidance", "samplers", "finetune"}
+    unknown = parts - {"guidance", "samplers", "finetune", "pipeline"}
     if unknown:
         parser.error(f"unknown --parts: {', '.join(sorted(unknown))}")
     if "finetune" in parts and args.finetuned is None:
         if args.parts != parser.get_default("parts"):
             parser.error("--parts finetune needs --finetuned DIR")
         parts.discard("finetune")
+    upsamplers = parse_upsamplers(args.upsamplers)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -294,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = bundled_model_path("base")
     if (model_dir / "base" / "config.json").is_file():
         model_dir = model_dir / "base"
+    up_dir = find_upsampler(args.model, model_dir, args.upsampler)
+    if "pipeline" in parts and up_dir is None:
+        if args.parts != parser.get_default("parts"):
+            parser.error("--parts pipeline needs an upsampler: pass a pipeline folder as --model, or --upsampler DIR")
+        parts.discard("pipeline")
     sm = load_sampling_model(model_dir, "base", torch.device("cpu"))
     world = resolve_world(model_dir, args.world)
     targets, prompts = make_targets(world, args.samples, args.prompt_seed)
@@ -351,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
                         table(finetune_rows))
         report["finetune"] = {"finetuned": str(ft_dir), "suffix": args.style_suffix, "guidance": scale,
                               "rows": [{"label": label, **s} for label, s in finetune_rows]}
+
+    if "pipeline" in parts:
+        section, report["pipeline"] = pipeline_part(sm, up_dir, upsamplers, setting(fast_sampler, fast_steps, scale),
+                                                    prompts, targets, args, world)
+        sections.append(section)
 
     text = (f"## Quality benchmark\n\nModel `{model_dir}` (`{sm.model_id}`), {args.samples} samples per point, "
             f"{args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`\n\n"

@@ -53,6 +53,11 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
 
 
+def upsampled_low_res(low_res: torch.Tensor, size: int) -> torch.Tensor:
+    """The low-res image at the upsampler's size, resized as the model itself resizes its low_res input."""
+    return torch.nn.functional.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
+
+
 def encode_captions(sm: SamplingModel, captions: Sequence[str], device: torch.device,
                     dtype: torch.dtype) -> tuple[object, list[bool]]:
     """The model's text embedding of `captions` (encoded once) and which captions were truncated."""
@@ -103,10 +108,13 @@ def run_stage(sm: SamplingModel, settings: SamplerSettings, prompts: Sequence[st
     else:
         kwargs = extra
     size = sm.image_size
+    start = {}
+    if settings.start_step and low_res is not None:
+        start = {"start_image": upsampled_low_res(low_res, size).to(device), "start_step": settings.start_step}
     x = sample(diffusion_from_options(sm.options, timestep_respacing=""), model_fn, (batch, 3, size, size),
                sampler=settings.sampler, steps=settings.steps, eta=settings.eta, model_kwargs=kwargs,
                generator=generators, temperature=settings.temperature, clip_denoised=True,
-               denoised_fn=denoised_fn, device=device, progress=progress)
+               denoised_fn=denoised_fn, device=device, progress=progress, **start)
     return x, truncated
 
 
@@ -140,7 +148,7 @@ class TextToImage:
         if self.up_settings is not None:
             u = self.up_settings
             params["upsampler"] = {"sampler": u.sampler, "steps": u.steps, "guidance": u.guidance, "eta": u.eta,
-                                   "temperature": u.temperature}
+                                   "temperature": u.temperature, "start_step": u.start_step}
         return params
 
     def generate_batches(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 4,

@@ -85,6 +85,7 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
     background = _nearest(bg_obs, world.backgrounds)
     result = {
         "shape": None, "color": None, "size": None, "position": None, "background": background,
+        "background_rgb": [round(float(v), 1) for v in bg_obs],  # median of the border ring
         "style": "plain", "x": None, "y": None, "diameter": None, "shape_score": 0.0,
         "outline_score": 0.0, "halftone_score": 0.0,
     }

@@ -9,6 +9,11 @@ Common keyword arguments:
   image depends only on its own seed (also used for the per-step noise of ancestral / DDIM eta>0).
   Noise is drawn on the generator's device and moved, so a seed gives the same image on any device.
 - ``temperature``: scales only the starting noise x_T (GLIDE's upsampler uses 0.997).
+- ``start_image`` and ``start_step`` (ancestral and DDIM): begin the reverse process part-way, at the last
+  step whose original timestep is at most ``start_step``, from ``start_image`` noised to that level (SDEdit).
+  An upsampler started from its upsampled low-res input takes the picture's colours and layout from it instead
+  of deciding them at high noise, where a briefly trained one gets them wrong; the noise scaled by
+  ``temperature`` is the same draw as x_T would be.
 - ``clip_denoised``: clamp every predicted x_0 to [-1, 1].
 - ``denoised_fn``: edits every predicted x_0 before clipping; ``force_known_pixels`` builds the
   inpainting one (GLIDE's method: the prediction is overwritten with the known pixels each step).
@@ -62,6 +67,8 @@ def sample(
         return sample_ancestral(diffusion, model_fn, shape, respacing=steps, **kwargs)
     if sampler == "ddim":
         return sample_ddim(diffusion, model_fn, shape, respacing=steps, eta=eta, **kwargs)
+    if any(kwargs.pop(k, None) is not None for k in ("start_image", "start_step")):
+        raise ValueError(f"{sampler} cannot start part-way (start_image/start_step); use ancestral or ddim")
     if isinstance(steps, str):
         if not steps.strip().isdigit():
             raise ValueError(f"{sampler} takes a number of steps, got {steps!r}")
@@ -79,6 +86,8 @@ def sample_ancestral(
     noise: torch.Tensor | None = None,
     generator: GeneratorArg = None,
     temperature: float = 1.0,
+    start_image: torch.Tensor | None = None,
+    start_step: int | None = None,
     clip_denoised: bool = True,
     denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str | None = None,
@@ -89,8 +98,7 @@ def sample_ancestral(
     respaced by ``respacing``; the last step adds no noise."""
     process = _process(diffusion).respace(respacing)
     draw = _NoiseDrawer(shape, generator, _pick_device(device, noise, model_fn, model_kwargs))
-    x = draw.initial(noise, temperature)
-    total = process.num_timesteps
+    x, total = _starting_point(process, draw.initial(noise, temperature), start_image, start_step)
     with torch.no_grad():
         for step, i in enumerate(_progress(range(total - 1, -1, -1), progress, "ancestral")):
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
@@ -116,6 +124,8 @@ def sample_ddim(
     noise: torch.Tensor | None = None,
     generator: GeneratorArg = None,
     temperature: float = 1.0,
+    start_image: torch.Tensor | None = None,
+    start_step: int | None = None,
     clip_denoised: bool = True,
     denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str | None = None,
@@ -127,8 +137,7 @@ def sample_ddim(
         raise ValueError(f"eta must be >= 0, got {eta}")
     process = _process(diffusion).respace(respacing)
     draw = _NoiseDrawer(shape, generator, _pick_device(device, noise, model_fn, model_kwargs))
-    x = draw.initial(noise, temperature)
-    total = process.num_timesteps
+    x, total = _starting_point(process, draw.initial(noise, temperature), start_image, start_step)
     with torch.no_grad():
         for step, i in enumerate(_progress(range(total - 1, -1, -1), progress, "ddim")):
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
@@ -286,6 +295,25 @@ class _NoiseDrawer:
             raise TypeError("noise must be a floating point tensor")
         self.dtype = x.dtype
         return x * temperature if temperature != 1.0 else x
+
+
+def _starting_point(process: GaussianDiffusion, noise: torch.Tensor, start_image: torch.Tensor | None,
+                    start_step: int | None) -> tuple[torch.Tensor, int]:
+    """(x at the first step, number of steps to run): pure noise over the whole process, or `start_image`
+    noised to the last step whose original timestep is at most `start_step`."""
+    if start_image is None and start_step is None:
+        return noise, process.num_timesteps
+    if start_image is None or start_step is None:
+        raise ValueError("start_image and start_step go together")
+    if tuple(start_image.shape) != tuple(noise.shape):
+        raise ValueError(f"start_image shape {tuple(start_image.shape)} != sample shape {tuple(noise.shape)}")
+    total = int(np.searchsorted(process.timestep_map, int(start_step), side="right"))
+    if total < 1:
+        raise ValueError(f"start_step {start_step} is before the process's first step "
+                         f"({int(process.timestep_map[0])})")
+    alpha_bar = float(process.alphas_cumprod[total - 1])
+    start = start_image.to(device=noise.device, dtype=noise.dtype)
+    return math.sqrt(alpha_bar) * start + math.sqrt(1.0 - alpha_bar) * noise, total
 
 
 def _process(diffusion: GaussianDiffusion | None) -> GaussianDiffusion:

@@ -10,7 +10,7 @@ from finetune.diffusion.samplers import SAMPLERS
 from ..devices import resolve_device, resolve_dtype
 from ..loading import load_models
 from ..pipeline import TextToImage
-from ..settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
+from ..settings import BASE_DEFAULTS, PARTWAY_SAMPLERS, UPSAMPLER_DEFAULTS, SamplerSettings
 
 SAMPLER_CHOICES = SAMPLERS
 
@@ -65,6 +65,10 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                    help="guide the upsampler too with this scale (default: no guidance, as OpenAI's example)")
     g.add_argument("--upsample-temperature", type=float, default=UPSAMPLER_DEFAULTS.temperature,
                    help=f"scale of the upsampler's starting noise (default: {UPSAMPLER_DEFAULTS.temperature})")
+    g.add_argument("--upsample-start", type=int, default=None, metavar="T",
+                   help="start the upsampler at timestep T from its noised low-res input (ancestral/ddim; default: "
+                        f"{UPSAMPLER_DEFAULTS.start_step}; 0 = from pure noise, as OpenAI's example and the "
+                        "only choice for dpmpp_2m(_sde))")
     g.add_argument("--batch-size", type=int, default=4, help="images sampled together (default: 4)")
 
 
@@ -78,8 +82,11 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_out: str | Non
 
 def sampler_settings(args: argparse.Namespace) -> tuple[SamplerSettings, SamplerSettings]:
     base = SamplerSettings(sampler=args.sampler, steps=args.steps, guidance=args.guidance, eta=args.eta)
+    start = args.upsample_start
+    if start is None:
+        start = UPSAMPLER_DEFAULTS.start_step if args.upsample_sampler in PARTWAY_SAMPLERS else 0
     up = SamplerSettings(sampler=args.upsample_sampler, steps=args.upsample_steps, guidance=args.upsample_guidance,
-                         temperature=args.upsample_temperature)
+                         temperature=args.upsample_temperature, start_step=start)
     return base, up
 
 

@@ -224,3 +224,49 @@ def test_dpm_solver_grid_is_strictly_decreasing_for_any_step_count():
         assert len(grid) == steps and grid[0] == t_count - 1 and grid[-1] >= 0
         assert all(a > b for a, b in zip(grid, grid[1:]))
     assert np.all(np.diff(dpm_solver_timesteps(1000, 20)) < 0)
+
+
+def _knows_x0(process, x0: torch.Tensor, seen: list):
+    """A model whose every prediction of x0 is `x0` (eps from x_t at the ORIGINAL timestep it is called with)."""
+    def model_fn(x, t):
+        seen.append(int(t[0]))
+        ab = float(process.alphas_cumprod[int(t[0])])
+        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1.0 - ab)
+        return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+    return model_fn
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_partway_start_runs_only_the_steps_below_it_from_the_noised_image(sampler):
+    process = build_diffusion()
+    x0 = torch.rand(SHAPE_ONE, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2 - 1
+    seen, noise = [], torch.randn(SHAPE_ONE, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    first = []
+    out = sample(process, _knows_x0(process, x0, seen), SHAPE_ONE, sampler=sampler, steps="25", noise=noise,
+                 temperature=0.5, start_image=x0, start_step=500, clip_denoised=False,
+                 callback=lambda step, total, x, pred: first.append(total))
+    kept = space_timesteps(1000, "25")
+    assert seen == [t for t in kept if t <= 500][::-1] and first[0] == len(seen)
+    torch.testing.assert_close(out.double(), x0, rtol=0, atol=1e-6)
+    # the first step sees start_image noised to its level with the temperature-scaled noise
+    seen.clear()
+    xs = []
+    sample(process, lambda x, t: (xs.append(x.clone()), _knows_x0(process, x0, seen)(x, t))[1], SHAPE_ONE,
+           sampler=sampler, steps="25", noise=noise, temperature=0.5, start_image=x0, start_step=500)
+    ab = float(process.alphas_cumprod[seen[0]])
+    torch.testing.assert_close(xs[0], math.sqrt(ab) * x0 + math.sqrt(1 - ab) * 0.5 * noise, rtol=0, atol=1e-9)
+
+
+def test_partway_start_is_refused_where_it_cannot_apply():
+    process = build_diffusion()
+    image = torch.zeros(SHAPE_ONE)
+    model = _knows_x0(process, image, [])
+    with pytest.raises(ValueError, match="cannot start part-way"):
+        sample(process, model, SHAPE_ONE, sampler="dpmpp_2m", steps=5, start_image=image, start_step=500)
+    with pytest.raises(ValueError, match="go together"):
+        sample(process, model, SHAPE_ONE, sampler="ddim", steps="25", start_step=500)
+    with pytest.raises(ValueError, match="before the process's first step"):
+        sample(process, model, SHAPE_ONE, sampler="ddim", steps="10,10", start_image=image, start_step=-1)
+    with pytest.raises(ValueError, match="shape"):
+        sample(process, model, SHAPE_ONE, sampler="ddim", steps="25", start_image=torch.zeros(1, 3, 2, 2),
+               start_step=500)

@@ -81,6 +81,8 @@ def test_generate_prompts_file_and_no_upsample(tiny_models, fast_args, tmp_path)
     (["--sampler", "ancestral", "--steps", "abc"], "not a usable respacing"),
     (["--sampler", "ddim", "--eta", "2"], "eta must be between 0 and 1"),
     (["--upsample-temperature", "0"], "upsampler: temperature"),
+    (["--upsample-start", "1000"], "upsampler: start step must be between 1 and 999"),
+    (["--upsample-sampler", "dpmpp_2m", "--upsample-start", "500"], "upsampler: a start step applies to"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "unknown device"),
     (["-n", "0"], "--num-images must be at least 1"),
@@ -333,3 +335,12 @@ def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
     assert "needs an inpainting base model" in capsys.readouterr().err
     assert run_cli("inpaint", "--image", tmp_path / "none.png", "--mask", mask, *fast_args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, start", [([], 500), (["--upsample-start", "0"], 0), (["--upsample-start", "300"], 300),
+                                          (["--upsample-sampler", "dpmpp_2m", "--upsample-steps", "3"], 0)])
+def test_upsampler_start_default_and_override(tiny_models, fast_args, tmp_path, extra, start):
+    out = tmp_path / "out"
+    assert run_cli("generate", "a cat", "--model", tiny_models["pipeline"], "--out", out, *fast_args, *extra) == 0
+    (png,) = sorted(out.glob("*.png"))
+    assert read_parameters(png)["upsampler"]["start_step"] == start

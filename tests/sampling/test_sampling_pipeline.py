@@ -90,14 +90,20 @@ def test_upsampler_stage_follows_openai(models, monkeypatch):
     result = pipe.generate(["a lighthouse"], [9], progress=False)[0]
     (base_shape, base_kw, _), (up_shape, up_kw, up_fn) = calls
     assert base_shape == (1, 3, 16, 16) and up_shape == (1, 3, 32, 32)
-    assert up_kw["sampler"] == "ddim" and up_kw["steps"] == "fast27" and up_kw["temperature"] == 0.997
+    assert up_kw["sampler"] == "ddim" and up_kw["steps"] == "25" and up_kw["temperature"] == 0.997
+    # started half-way from the low-res image at the upsampler's size, resized as the model resizes it
+    assert up_kw["start_step"] == 500 and "start_image" not in base_kw
+    expected_start = torch.nn.functional.interpolate(up_kw["model_kwargs"]["low_res"], (32, 32), mode="bilinear",
+                                                     align_corners=False)
+    assert torch.equal(up_kw["start_image"], expected_start)
     assert base_kw["temperature"] == 1.0
     assert not hasattr(up_fn, "guidance_scale")  # no guidance by default
     low_res = up_kw["model_kwargs"]["low_res"]
     assert torch.equal(low_res, quantize_8bit(low_res))  # the base output, quantized to 8 bits
     assert torch.allclose((low_res[0].permute(1, 2, 0) + 1) * 127.5, torch.tensor(pixels(result.base_image)).float(), atol=1e-3)
     params = pipe.parameters("a lighthouse", 9)
-    assert params["upsampler"] == {"sampler": "ddim", "steps": "fast27", "guidance": None, "eta": 0.0, "temperature": 0.997}
+    assert params["upsampler"] == {"sampler": "ddim", "steps": "25", "guidance": None, "eta": 0.0, "temperature": 0.997,
+                                   "start_step": 500}
     assert params["size"] == 32 and "+" in params["model"]
 
 
@@ -116,6 +122,9 @@ def test_long_captions_are_truncated_with_a_warning(base_only):
     (SamplerSettings("dpmpp_2m", "fast27"), "takes a number of steps"),
     (SamplerSettings("dpmpp_2m", 5, eta=0.3), "eta applies to the ddim sampler only"),
     (SamplerSettings("euler"), "unknown sampler"),
+    (SamplerSettings("dpmpp_2m_sde", 20, start_step=500), "start step applies to the ancestral and ddim"),
+    (SamplerSettings("ddim", "25", start_step=1000), "start step must be between 1 and 999"),
+    (SamplerSettings("ddim", "25", start_step=-3), "start step must be between 1 and 999"),
 ])
 def test_settings_out_of_range(base_only, settings, message):
     with pytest.raises(ValueError, match=message):

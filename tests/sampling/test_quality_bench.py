@@ -1,0 +1,54 @@
+"""bench/quality.py's pipeline part (base -> upsampler, what users see) at a tiny sample count, so it cannot rot."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_bench", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pipeline_part_scores_base_and_upsampled_images_and_reuses_its_cache(quality, tiny_models, tmp_path, capsys):
+    args = ["--model", str(tiny_models["pipeline"]), "--parts", "pipeline", "--samples", "3", "--batch-size", "2",
+            "--chunk", "2", "--fast-sampler", "dpmpp_2m:2", "--sampler-guidance", "3", "--precision", "fp32",
+            "--upsamplers", "ddim:4:500;ddim:3:0", "--results", str(tmp_path)]
+    assert quality.main(args) == 0
+    first = capsys.readouterr().out
+    report = json.loads((tmp_path / "quality.json").read_text())["pipeline"]
+    labels = [row["label"] for row in report["rows"]]
+    assert labels[0] == "base" and len(labels) == 3
+    assert "from t=500 (32 px)" in labels[1] and "from noise (32 px)" in labels[2]
+    for row in report["rows"]:
+        assert row["n"] == 3 and 0.0 <= row["all_three"] <= 1.0 and row["background_error"] >= 0.0
+    assert report["rows"][1]["upsampler"]["start_step"] == 500 and report["rows"][2]["upsampler"]["start_step"] == 0
+    text = (tmp_path / "quality.md").read_text()
+    assert "What users see" in text and "bg RGB error" in text and "vs base" in text
+    assert first.count(" images ") == 4  # two chunks for each upsampler setting
+    assert quality.main(args) == 0
+    assert " images " not in capsys.readouterr().out  # every chunk came from the cache
+
+
+def test_background_error_is_the_distance_to_the_true_background(quality):
+    target = {"background": "white"}
+    assert quality.background_error({"background_rgb": [245, 245, 240]}, target) == 0.0
+    assert quality.background_error({"background_rgb": [245, 245, 243]}, target) == pytest.approx(3.0)
+    summary = quality.summarise([{"background_rgb": [130, 130, 130]}, {"background_rgb": None}],
+                                [{"background": "gray", "shape": "circle", "color": "red", "position": "center"}] * 2)
+    assert summary["background_error"] is None  # an old cached read without the colour: no figure, not a wrong one
+
+
+def test_pipeline_part_needs_an_upsampler(quality, tiny_models, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--model", str(tiny_models["pipeline"] / "base"), "--parts", "pipeline", "--results",
+                      str(tmp_path)])
+    assert "--parts pipeline needs an upsampler" in capsys.readouterr().err
