@@ -9,6 +9,7 @@ data's (estimated with quantiles; the floor row is two independent exact draws).
 
     python bench/diffusion_samplers.py [--pixels 200000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,13 @@ class MixtureOracle:
         self.d = diffusion
         self.tables = {
             name: torch.from_numpy(getattr(diffusion, name))
-            for name in ("alphas_cumprod", "posterior_variance", "posterior_mean_coef1", "posterior_log_variance_clipped", "log_betas")
+            for name in (
+                "alphas_cumprod",
+                "posterior_variance",
+                "posterior_mean_coef1",
+                "posterior_log_variance_clipped",
+                "log_betas",
+            )
         }
 
     def _at(self, name, t):
@@ -63,7 +70,7 @@ def main() -> None:
     oracle = MixtureOracle(diffusion)
     gen = torch.Generator().manual_seed(args.seed)
     n = args.pixels
-    quantiles = ((torch.arange(n, dtype=torch.float64) + 0.5) / n)
+    quantiles = (torch.arange(n, dtype=torch.float64) + 0.5) / n
 
     def exact_draw(count):
         comp = torch.multinomial(WEIGHTS, count, replacement=True, generator=gen)
@@ -81,13 +88,27 @@ def main() -> None:
     configs += [("ddim", s) for s in ("fast27", "ddim25", "50", "100")]
     configs += [("dpmpp_2m", s) for s in (10, 15, 20, 25, 50)]
     for sampler, steps in configs:
-        out = sample(diffusion, oracle, shape, sampler=sampler, steps=steps, clip_denoised=False,
-                     generator=torch.Generator().manual_seed(args.seed + 1))
+        out = sample(
+            diffusion,
+            oracle,
+            shape,
+            sampler=sampler,
+            steps=steps,
+            clip_denoised=False,
+            generator=torch.Generator().manual_seed(args.seed + 1),
+        )
         calls = steps if isinstance(steps, int) else len(space_timesteps(1000, steps))
         rows.append((sampler, steps, w1(out), calls))
     uniform = [int(i) for i in np.round(np.linspace(999, 0, 21))[:-1]]
-    out = sample(diffusion, oracle, shape, sampler="dpmpp_2m", timesteps=uniform, clip_denoised=False,
-                 generator=torch.Generator().manual_seed(args.seed + 1))
+    out = sample(
+        diffusion,
+        oracle,
+        shape,
+        sampler="dpmpp_2m",
+        timesteps=uniform,
+        clip_denoised=False,
+        generator=torch.Generator().manual_seed(args.seed + 1),
+    )
     rows.append(("dpmpp_2m (uniform grid)", 20, w1(out), 20))
 
     print(f"{'sampler':26s} {'steps':>7s} {'model calls':>11s} {'W1 to data':>11s}")

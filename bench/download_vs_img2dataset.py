@@ -130,19 +130,75 @@ def ensure_img2dataset(venv: str) -> str:
 
 
 def run_ours(parquet, out, args) -> float:
-    cmd = [sys.executable, "-m", "data_pipeline", "laion", parquet, "--out", out, "--sizes", str(args.size),
-           "--resize-mode", "center_crop", "--quality", "95", "--processes", str(args.processes),
-           "--threads", str(args.threads), "--shard-size", "500", "--timeout", str(args.timeout),
-           "--retries", "0", "--allow-network", "127.0.0.0/8", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_pipeline",
+        "laion",
+        parquet,
+        "--out",
+        out,
+        "--sizes",
+        str(args.size),
+        "--resize-mode",
+        "center_crop",
+        "--quality",
+        "95",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+        "--shard-size",
+        "500",
+        "--timeout",
+        str(args.timeout),
+        "--retries",
+        "0",
+        "--allow-network",
+        "127.0.0.0/8",
+        "--no-progress",
+    ]
     return _timed(cmd, cwd=REPO)
 
 
 def run_img2dataset(exe, parquet, out, args) -> float:
-    cmd = [exe, "--url_list", parquet, "--input_format", "parquet", "--url_col", "URL", "--caption_col", "TEXT",
-           "--output_format", "webdataset", "--output_folder", out, "--image_size", str(args.size),
-           "--resize_mode", "center_crop", "--encode_quality", "95", "--processes_count", str(args.processes),
-           "--thread_count", str(args.threads), "--number_sample_per_shard", "500", "--timeout", str(args.timeout),
-           "--retries", "0", "--extract_exif", "False", "--compute_hash", "None", "--enable_wandb", "False"]
+    cmd = [
+        exe,
+        "--url_list",
+        parquet,
+        "--input_format",
+        "parquet",
+        "--url_col",
+        "URL",
+        "--caption_col",
+        "TEXT",
+        "--output_format",
+        "webdataset",
+        "--output_folder",
+        out,
+        "--image_size",
+        str(args.size),
+        "--resize_mode",
+        "center_crop",
+        "--encode_quality",
+        "95",
+        "--processes_count",
+        str(args.processes),
+        "--thread_count",
+        str(args.threads),
+        "--number_sample_per_shard",
+        "500",
+        "--timeout",
+        str(args.timeout),
+        "--retries",
+        "0",
+        "--extract_exif",
+        "False",
+        "--compute_hash",
+        "None",
+        "--enable_wandb",
+        "False",
+    ]
     return _timed(cmd, cwd=tempfile.gettempdir())
 
 
@@ -192,38 +248,51 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    print(f"{args.images} images {args.source_size} -> {args.size}px, {args.processes} processes x {args.threads} "
-          f"threads, timeout {args.timeout}s; {os.cpu_count()} cores shared with the server process"
-          + (" and other jobs" if os.getloadavg()[0] > 1 else ""))
+    print(
+        f"{args.images} images {args.source_size} -> {args.size}px, {args.processes} processes x {args.threads} "
+        f"threads, timeout {args.timeout}s; {os.cpu_count()} cores shared with the server process"
+        + (" and other jobs" if os.getloadavg()[0] > 1 else "")
+    )
     results = {}
     try:
         for scenario in args.scenarios.split(","):
             parquet = os.path.join(args.work, f"{scenario}.parquet")
-            pq.write_table(pa.table({
-                "URL": [f"http://127.0.0.1:{port}/{scenario}/{i}.jpg" for i in range(args.images)],
-                "TEXT": [f"picture number {i}" for i in range(args.images)],
-            }), parquet)
+            pq.write_table(
+                pa.table(
+                    {
+                        "URL": [f"http://127.0.0.1:{port}/{scenario}/{i}.jpg" for i in range(args.images)],
+                        "TEXT": [f"picture number {i}" for i in range(args.images)],
+                    }
+                ),
+                parquet,
+            )
             expected = sum(1 for i in range(args.images) if scenario == "clean" or fault_of(i) is None)
             tools = [("ours", lambda out: run_ours(parquet, out, args))]
             if exe:
                 tools.append(("img2dataset", lambda out: run_img2dataset(exe, parquet, out, args)))
             for rep in range(args.repeat):
-                for name, run in (tools if rep % 2 == 0 else tools[::-1]):
+                for name, run in tools if rep % 2 == 0 else tools[::-1]:
                     out = os.path.join(args.work, f"{scenario}-{name}")
                     shutil.rmtree(out, ignore_errors=True)
                     seconds = run(out)
                     got = count_samples(out)
                     results.setdefault((scenario, name), []).append((seconds, got))
-                    print(f"  {scenario:7s} {name:12s} run {rep + 1}: {seconds:6.1f}s  {got}/{expected} images  "
-                          f"{got / seconds:7.1f} img/s", flush=True)
+                    print(
+                        f"  {scenario:7s} {name:12s} run {rep + 1}: {seconds:6.1f}s  {got}/{expected} images  "
+                        f"{got / seconds:7.1f} img/s",
+                        flush=True,
+                    )
     finally:
         server.terminate()
     print("\nmedian images/s (successful images / wall time):")
     summary = {}
     for (scenario, name), runs in sorted(results.items()):
         rate = statistics.median(got / s for s, got in runs)
-        summary[f"{scenario}/{name}"] = {"images_per_s": round(rate, 1), "samples": runs[-1][1],
-                                         "seconds": [round(s, 2) for s, _ in runs]}
+        summary[f"{scenario}/{name}"] = {
+            "images_per_s": round(rate, 1),
+            "samples": runs[-1][1],
+            "seconds": [round(s, 2) for s, _ in runs],
+        }
         print(f"  {scenario:7s} {name:12s} {rate:7.1f} img/s  ({runs[-1][1]} images)")
     print(json.dumps(summary))
 

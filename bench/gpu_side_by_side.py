@@ -24,6 +24,7 @@ The GPU run (one H200, fits one 10-minute command; ~6 min measured budget):
 
 CPU, tiny size (what the test runs, our side only): `python bench/gpu_side_by_side.py --size tiny --steps 2`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m finetune tr
 
 import torch  # noqa: E402
 
-TINY_UNET = {"num_channels": 64, "num_res_blocks": 2, "channel_mult": "1,2,2,2", "attention_resolutions": "16,8",
-             "xf_width": 256, "xf_layers": 4, "xf_heads": 4, "text_ctx": 32}
+TINY_UNET = {
+    "num_channels": 64,
+    "num_res_blocks": 2,
+    "channel_mult": "1,2,2,2",
+    "attention_resolutions": "16,8",
+    "xf_width": 256,
+    "xf_layers": 4,
+    "xf_heads": 4,
+    "text_ctx": 32,
+}
 # model -> size -> (preset, overrides, batch)
 CONFIGS = {
-    "base": {"tiny": ("glide-base", {**TINY_UNET, "image_size": 64}, 8),
-             "full": ("glide-base", {}, 64)},
-    "upsample": {"tiny": ("glide-upsample", {**TINY_UNET, "image_size": 64}, 4),
-                 "full": ("glide-upsample", {}, 8)},
+    "base": {"tiny": ("glide-base", {**TINY_UNET, "image_size": 64}, 8), "full": ("glide-base", {}, 64)},
+    "upsample": {"tiny": ("glide-upsample", {**TINY_UNET, "image_size": 64}, 4), "full": ("glide-upsample", {}, 8)},
 }
 # the smallest presets, for the test that keeps this script working
 CONFIGS["base"]["smoke"] = ("tiny-base", {}, 2)
@@ -84,9 +91,11 @@ def make_batch(options: dict, batch: int, seed: int, vocab_size: int) -> dict[st
     g = torch.Generator().manual_seed(seed)
     size, ctx = options["image_size"], options["text_ctx"]
     lengths = torch.randint(1, ctx + 1, (batch, 1), generator=g)
-    out = {"image": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-           "tokens": torch.randint(0, vocab_size, (batch, ctx), generator=g),
-           "mask": torch.arange(ctx)[None] < lengths}
+    out = {
+        "image": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
+        "tokens": torch.randint(0, vocab_size, (batch, ctx), generator=g),
+        "mask": torch.arange(ctx)[None] < lengths,
+    }
     if options["super_res"]:
         out["low_res"] = torch.rand(batch, 3, size // 4, size // 4, generator=g) * 2 - 1
     return out
@@ -122,12 +131,24 @@ def our_bare_step(model, options: dict, batch: dict, precision: str, device: tor
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return step
 
 
-def our_trainer(options: dict, model, batch_size: int, precision: str, steps: int, warmup: int, workers: int,
-                channels_last: str, compile_model: bool, workdir: Path, device: torch.device,
-                profile: bool = False) -> dict:
+def our_trainer(
+    options: dict,
+    model,
+    batch_size: int,
+    precision: str,
+    steps: int,
+    warmup: int,
+    workers: int,
+    channels_last: str,
+    compile_model: bool,
+    workdir: Path,
+    device: torch.device,
+    profile: bool = False,
+) -> dict:
     """`finetune.train.train` on synthetic shards, initialised with `model`'s weights; figures from its records."""
     from finetune.checkpoints import save_model_folder
     from finetune.tokenizers import get_tokenizer
@@ -139,10 +160,21 @@ def our_trainer(options: dict, model, batch_size: int, precision: str, steps: in
     data = synthetic_shards(workdir, options["image_size"], max(64, batch_size * (steps + warmup + 2)))
     run_dir = workdir / f"run-{time.monotonic_ns()}"
     settings = {
-        "run_dir": str(run_dir), "data": [str(data)], "init": str(init), "batch_size": batch_size,
-        "mixed_precision": "bf16" if precision == "bf16" else "no", "max_steps": warmup + steps,
-        "num_workers": workers, "val_samples": 0, "sample_every": -1, "checkpoint_every": -1,
-        "export_model": False, "progress": False, "shuffle_buffer": 64, "channels_last": channels_last}
+        "run_dir": str(run_dir),
+        "data": [str(data)],
+        "init": str(init),
+        "batch_size": batch_size,
+        "mixed_precision": "bf16" if precision == "bf16" else "no",
+        "max_steps": warmup + steps,
+        "num_workers": workers,
+        "val_samples": 0,
+        "sample_every": -1,
+        "checkpoint_every": -1,
+        "export_model": False,
+        "progress": False,
+        "shuffle_buffer": 64,
+        "channels_last": channels_last,
+    }
     if compile_model:
         settings["compile"] = True
     config = build_config(settings)
@@ -163,21 +195,40 @@ def our_trainer(options: dict, model, batch_size: int, precision: str, steps: in
 def synthetic_shards(workdir: Path, size: int, count: int) -> Path:
     out = workdir / f"synthetic{size}-{count}"
     if not (out / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "data_pipeline", "synthetic", "--out", str(out), "--sizes", str(size),
-                        "--count", str(count), "--shard-size", "64", "--no-progress"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "data_pipeline",
+                "synthetic",
+                "--out",
+                str(out),
+                "--sizes",
+                str(size),
+                "--count",
+                str(count),
+                "--shard-size",
+                "64",
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
 def per_step_rate(times: list[float], warmup: int, batch_size: int) -> dict:
     """samples/s from per-step end times: the median step after the warm-up (and the mean, for the record)."""
     first = max(warmup - 1, 0)  # gaps from the end of the last warm-up step
-    gaps = [b - a for a, b in zip(times[first:], times[first + 1:])]
+    gaps = [b - a for a, b in zip(times[first:], times[first + 1 :])]
     if not gaps:
         raise ValueError("too few steps to measure: raise --trainer-steps")
     median = statistics.median(gaps)
-    return {"samples_per_s": round(batch_size / median, 3), "mean_samples_per_s":
-            round(batch_size * len(gaps) / sum(gaps), 3), "steps_measured": len(gaps)}
+    return {
+        "samples_per_s": round(batch_size / median, 3),
+        "mean_samples_per_s": round(batch_size * len(gaps) / sum(gaps), 3),
+        "steps_measured": len(gaps),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- reference side
@@ -188,6 +239,7 @@ def import_reference(ref_dir: Path):
             sys.path.insert(0, str(path))
     stub = sys.modules.setdefault("wandb", _WandbStub())  # imported at its module level, unused by the train step
     from glide_finetune import ema_util, glide_finetune
+
     if isinstance(stub, _WandbStub):
         del sys.modules["wandb"]  # accelerate probes for wandb: it must not find the stub
     from glide_text2im.model_creation import create_model_and_diffusion, model_and_diffusion_defaults
@@ -219,9 +271,11 @@ def reference_step_fn(ref, model, diffusion, options: dict):
     glide_finetune = ref[0]
     if options["super_res"]:
         return lambda b, device: glide_finetune.upsample_train_step(
-            model, diffusion, (b["tokens"], b["mask"], b["low_res"], b["image"]), device)
+            model, diffusion, (b["tokens"], b["mask"], b["low_res"], b["image"]), device
+        )
     return lambda b, device: glide_finetune.base_train_step(
-        model, diffusion, (b["tokens"], b["mask"], b["image"]), device)
+        model, diffusion, (b["tokens"], b["mask"], b["image"]), device
+    )
 
 
 def reference_bare_step(ref, model, diffusion, options: dict, batch: dict, device: torch.device):
@@ -233,19 +287,22 @@ def reference_bare_step(ref, model, diffusion, options: dict, batch: dict, devic
         train_step(on_device, str(device)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return step
 
 
-def reference_trainer(ref, model, diffusion, options: dict, batch_size: int, steps: int, warmup: int, workers: int,
-                      device: torch.device) -> dict:
+def reference_trainer(
+    ref, model, diffusion, options: dict, batch_size: int, steps: int, warmup: int, workers: int, device: torch.device
+) -> dict:
     """glide-finetune's per-step work (train step, loss .item(), clip + .item(), AdamW, SimpleEMA), timed per step."""
     ema_util = ref[1]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     ema = ema_util.SimpleEMA(model, 0.9999)
     train_step = reference_step_fn(ref, model, diffusion, options)
     batches = [make_batch(options, batch_size, seed, model.token_embedding.num_embeddings) for seed in range(8)]
-    loader = torch.utils.data.DataLoader(_Cycle(batches, warmup + steps), batch_size=None, num_workers=min(workers, 2),
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        _Cycle(batches, warmup + steps), batch_size=None, num_workers=min(workers, 2), pin_memory=device.type == "cuda"
+    )
     reset_peak(device)
     times = []
     for b in loader:
@@ -301,9 +358,15 @@ def run_model(name: str, args, device: torch.device, ref, workdir: Path) -> dict
     batch_size = args.batch or batch_size
     ours = build_ours(options, args.seed, device)
     batch = make_batch(options, batch_size, args.seed, ours.vocab_size)
-    result = {"model": name, "size": args.size, "precision": args.precision,
-              "reference_precision": args.reference_precision or args.precision, "batch": batch_size,
-              "device": str(device), "threads": torch.get_num_threads()}
+    result = {
+        "model": name,
+        "size": args.size,
+        "precision": args.precision,
+        "reference_precision": args.reference_precision or args.precision,
+        "batch": batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
     steps = {"ours": our_bare_step(ours, options, batch, args.precision, device)}
     if ref is not None:
         theirs, diffusion = build_reference(ref, options, ours, args.reference_precision or args.precision, device)
@@ -316,13 +379,25 @@ def run_model(name: str, args, device: torch.device, ref, workdir: Path) -> dict
     if args.no_trainer:
         return with_ratios(result)
     fresh = build_ours(options, args.seed, device)  # the bare step trained `ours`: start the trainer from the seed
-    result["trainer_ours"] = our_trainer(options, fresh, batch_size, args.precision, args.trainer_steps,
-                                         args.warmup, args.workers, args.channels_last, args.compile, workdir,
-                                         device, args.profile)
+    result["trainer_ours"] = our_trainer(
+        options,
+        fresh,
+        batch_size,
+        args.precision,
+        args.trainer_steps,
+        args.warmup,
+        args.workers,
+        args.channels_last,
+        args.compile,
+        workdir,
+        device,
+        args.profile,
+    )
     if ref is not None:
         theirs, diffusion = build_reference(ref, options, fresh, args.precision, device)
-        result["trainer_reference"] = reference_trainer(ref, theirs, diffusion, options, batch_size,
-                                                        args.trainer_steps, args.warmup, args.workers, device)
+        result["trainer_reference"] = reference_trainer(
+            ref, theirs, diffusion, options, batch_size, args.trainer_steps, args.warmup, args.workers, device
+        )
     return with_ratios(result)
 
 
@@ -330,10 +405,12 @@ def with_ratios(result: dict) -> dict:
     def rate(key):
         return result[key]["samples_per_s"] if key in result else None
 
-    pairs = {"trainer_over_bare_ours": ("trainer_ours", "bare_ours"),
-             "bare_ours_over_reference": ("bare_ours", "bare_reference"),
-             "trainer_ours_over_reference": ("trainer_ours", "trainer_reference"),
-             "trainer_over_bare_reference": ("trainer_reference", "bare_reference")}
+    pairs = {
+        "trainer_over_bare_ours": ("trainer_ours", "bare_ours"),
+        "bare_ours_over_reference": ("bare_ours", "bare_reference"),
+        "trainer_ours_over_reference": ("trainer_ours", "trainer_reference"),
+        "trainer_over_bare_reference": ("trainer_reference", "bare_reference"),
+    }
     for name, (a, b) in pairs.items():
         if rate(a) is not None and rate(b) is not None:
             result[name] = round(rate(a) / rate(b), 3)
@@ -345,8 +422,12 @@ def print_result(r: dict) -> None:
     for key in ("bare_ours", "bare_reference", "trainer_ours", "trainer_reference"):
         if key in r:
             print(f"  {key:18s} {r[key]['samples_per_s']:10.2f} samples/s   peak {r[key]['peak_mib']:>7} MiB")
-    for key in ("trainer_over_bare_ours", "bare_ours_over_reference", "trainer_ours_over_reference",
-                "trainer_over_bare_reference"):
+    for key in (
+        "trainer_over_bare_ours",
+        "bare_ours_over_reference",
+        "trainer_ours_over_reference",
+        "trainer_over_bare_reference",
+    ):
         if key in r:
             print(f"  {key:30s} {r[key]:.3f}")
 
@@ -366,8 +447,11 @@ def parse_args(argv=None):
     parser.add_argument("--no-trainer", action="store_true", help="bare model steps only")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of our trainer run")
     parser.add_argument("--reference", help="a glide-finetune checkout (bench-only; never installed)")
-    parser.add_argument("--reference-precision", choices=["fp32", "bf16"],
-                        help="the reference's precision in the bare step (default: --precision)")
+    parser.add_argument(
+        "--reference-precision",
+        choices=["fp32", "bf16"],
+        help="the reference's precision in the bare step (default: --precision)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

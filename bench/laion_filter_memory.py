@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 
-WORDS = ("a photo of the painting beach boat sunset city street dog cat house mountain river portrait "
-         "vintage poster stock image blue red green old new small large view art drawing").split()
+WORDS = (
+    "a photo of the painting beach boat sunset city street dog cat house mountain river portrait "
+    "vintage poster stock image blue red green old new small large view art drawing"
+).split()
 
 
 def generate(path: str, rows: int, row_group: int, seed: int = 0) -> None:
@@ -28,25 +30,37 @@ def generate(path: str, rows: int, row_group: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     words = np.array(WORDS)
-    schema = pa.schema([("URL", pa.string()), ("TEXT", pa.string()), ("WIDTH", pa.float64()),
-                        ("HEIGHT", pa.float64()), ("similarity", pa.float64()), ("punsafe", pa.float32()),
-                        ("pwatermark", pa.float32()), ("AESTHETIC_SCORE", pa.float32())])
+    schema = pa.schema(
+        [
+            ("URL", pa.string()),
+            ("TEXT", pa.string()),
+            ("WIDTH", pa.float64()),
+            ("HEIGHT", pa.float64()),
+            ("similarity", pa.float64()),
+            ("punsafe", pa.float32()),
+            ("pwatermark", pa.float32()),
+            ("AESTHETIC_SCORE", pa.float32()),
+        ]
+    )
     tmp = path + ".tmp"
     with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
         for start in range(0, rows, row_group):
             n = min(row_group, rows - start)
             ids = rng.integers(0, rows, size=n)  # ~37% repeated URLs, as in scraped data
             text = [" ".join(words[rng.integers(0, len(words), size=rng.integers(3, 12))]) for _ in range(n)]
-            table = pa.table({
-                "URL": [f"https://images.example.com/{i % 997}/{i:09d}/photo.jpg" for i in ids],
-                "TEXT": text,
-                "WIDTH": rng.integers(64, 2048, size=n).astype(float),
-                "HEIGHT": rng.integers(64, 2048, size=n).astype(float),
-                "similarity": rng.uniform(0.2, 0.45, size=n),
-                "punsafe": rng.beta(0.5, 8, size=n).astype("float32"),
-                "pwatermark": rng.beta(0.8, 4, size=n).astype("float32"),
-                "AESTHETIC_SCORE": rng.normal(5, 1, size=n).astype("float32"),
-            }, schema=schema)
+            table = pa.table(
+                {
+                    "URL": [f"https://images.example.com/{i % 997}/{i:09d}/photo.jpg" for i in ids],
+                    "TEXT": text,
+                    "WIDTH": rng.integers(64, 2048, size=n).astype(float),
+                    "HEIGHT": rng.integers(64, 2048, size=n).astype(float),
+                    "similarity": rng.uniform(0.2, 0.45, size=n),
+                    "punsafe": rng.beta(0.5, 8, size=n).astype("float32"),
+                    "pwatermark": rng.beta(0.8, 4, size=n).astype("float32"),
+                    "AESTHETIC_SCORE": rng.normal(5, 1, size=n).astype("float32"),
+                },
+                schema=schema,
+            )
             writer.write_table(table, row_group_size=n)
     os.replace(tmp, path)
 
@@ -83,8 +97,11 @@ def measure(mode: str, path: str, out: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", default="500000,2000000",
-                    help="comma-separated file sizes to measure; a flat peak shows memory does not grow with rows")
+    ap.add_argument(
+        "--rows",
+        default="500000,2000000",
+        help="comma-separated file sizes to measure; a flat peak shows memory does not grow with rows",
+    )
     ap.add_argument("--row-group", type=int, default=1_000_000, help="rows per row group of the generated files")
     ap.add_argument("--work", default="/tmp/laion-filter-memory")
     args = ap.parse_args()
@@ -102,11 +119,15 @@ def main() -> None:
         whole = measure("pandas", path, kept)
         print(f"\n{rows:,} rows, row groups of {min(rows, args.row_group):,}, {os.path.getsize(path) / 2**20:.0f} MiB")
         print(f"  imports only:          peak {floor['peak_mib']:5.0f} MiB")
-        print(f"  laion streamed filter: peak {ours['peak_mib']:5.0f} MiB ({ours['peak_mib'] - floor['peak_mib']:.0f} MiB "
-              f"above imports), {ours['seconds']:.1f}s = {ours['rows_read'] / ours['seconds']:,.0f} rows/s, "
-              f"kept {ours['rows_kept']:,}")
+        print(
+            f"  laion streamed filter: peak {ours['peak_mib']:5.0f} MiB ({ours['peak_mib'] - floor['peak_mib']:.0f} MiB "
+            f"above imports), {ours['seconds']:.1f}s = {ours['rows_read'] / ours['seconds']:,.0f} rows/s, "
+            f"kept {ours['rows_kept']:,}"
+        )
         print(f"    rejected: {ours['rejected']}")
-        print(f"  pandas.read_parquet:   peak {whole['peak_mib']:5.0f} MiB (whole file in memory, {whole['seconds']:.1f}s)")
+        print(
+            f"  pandas.read_parquet:   peak {whole['peak_mib']:5.0f} MiB (whole file in memory, {whole['seconds']:.1f}s)"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Each (config, precision) runs in a fresh subprocess so its peak memory is its ow
     python bench/model_step.py                       # both configs, fp32 and bf16 autocast
     python bench/model_step.py --configs tiny --precisions bf16 --steps 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,16 @@ CONFIGS = {
 }
 
 
-def run_one(config: str, precision: str, steps: int, warmup: int, device: str, channels_last: bool, checkpointing: bool, compile_model: bool) -> dict:
+def run_one(
+    config: str,
+    precision: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    channels_last: bool,
+    checkpointing: bool,
+    compile_model: bool,
+) -> dict:
     import torch
 
     from finetune.model import build_model, get_preset
@@ -112,14 +122,45 @@ def main(argv=None) -> None:
     if args._one:
         config, precision = args._one.split(":")
         steps = args.steps or (10 if config == "tiny" else 3)
-        print(json.dumps(run_one(config, precision, steps, args.warmup, args.device, args.channels_last, args.checkpointing, args.compile)))
+        print(
+            json.dumps(
+                run_one(
+                    config,
+                    precision,
+                    steps,
+                    args.warmup,
+                    args.device,
+                    args.channels_last,
+                    args.checkpointing,
+                    args.compile,
+                )
+            )
+        )
         return
 
-    flags = [f for f, on in (("--channels-last", args.channels_last), ("--checkpointing", args.checkpointing), ("--compile", args.compile)) if on]
+    flags = [
+        f
+        for f, on in (
+            ("--channels-last", args.channels_last),
+            ("--checkpointing", args.checkpointing),
+            ("--compile", args.compile),
+        )
+        if on
+    ]
     print(f"{'config':<11} {'precision':<9} {'device':<6} {'batch':>5} {'samples/s':>10} {'s/step':>8} {'peak MiB':>9}")
     for config in args.configs:
         for precision in args.precisions:
-            cmd = [sys.executable, __file__, "--_one", f"{config}:{precision}", "--warmup", str(args.warmup), "--device", args.device, *flags]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--_one",
+                f"{config}:{precision}",
+                "--warmup",
+                str(args.warmup),
+                "--device",
+                args.device,
+                *flags,
+            ]
             if args.steps:
                 cmd += ["--steps", str(args.steps)]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -127,7 +168,9 @@ def main(argv=None) -> None:
                 print(f"{config:<11} {precision:<9} failed:\n{done.stderr[-2000:]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{config:<11} {precision:<9} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.3f} {r['step_s']:>8.3f} {r['peak_mib']:>9}")
+            print(
+                f"{config:<11} {precision:<9} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.3f} {r['step_s']:>8.3f} {r['peak_mib']:>9}"
+            )
 
 
 def _cuda() -> bool:

@@ -21,6 +21,7 @@ Resumable: every chunk of images is cached under --results (per model digest and
     python bench/quality.py --finetuned runs/quickstart/finetune/model --parts finetune
     python bench/quality.py --parts pipeline --samples 100 --upsample-start 500,0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_pipeline.synthetic import (  # noqa: E402
-    DEFAULT_WORLD, PALETTE, World, canonical_caption, read_scene, sample_attributes, sample_rng, world_from_manifest)
+    DEFAULT_WORLD,
+    PALETTE,
+    World,
+    canonical_caption,
+    read_scene,
+    sample_attributes,
+    sample_rng,
+    world_from_manifest,
+)
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
 from finetune.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from sampling.loading import ModelPair, load_sampling_model  # noqa: E402
@@ -51,6 +60,7 @@ REFERENCE_SAMPLER = ("ancestral", "100")
 
 
 # --- prompts, settings, cache ------------------------------------------------------------------------------------
+
 
 def resolve_world(model_dir: Path, spec: str | None):
     """--world (a dataset folder or manifest) or the world recorded in the model's provenance."""
@@ -107,14 +117,15 @@ class Cache:
 
 # --- generation and scoring --------------------------------------------------------------------------------------
 
+
 def generate_reads(sm, setting: dict, prompts: list[str], seeds: list[int], batch_size: int, world) -> list[dict]:
     settings = SamplerSettings(sampler=setting["sampler"], steps=setting["steps"], guidance=setting["guidance"])
     settings = settings.check(1000, "base")
     dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
     reads = []
     for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
+        batch = prompts[start : start + batch_size]
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + batch_size]]
         with torch.no_grad():
             x, _ = run_stage(sm, settings, batch, generators, torch.device("cpu"), dtype)
         pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -127,13 +138,16 @@ def read_image(image: np.ndarray, world) -> dict:
     return {k: read.get(k) for k in READ_KEYS}
 
 
-def generate_pipeline_reads(pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size: int,
-                            world) -> list[dict]:
+def generate_pipeline_reads(
+    pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size: int, world
+) -> list[dict]:
     """Per image: the read of the pipeline's output ('final', at its output size) and of its base image."""
     reads = []
     for batch in pipeline.generate_batches(prompts, seeds, batch_size, progress=False):
-        reads += [{"final": read_image(np.asarray(g.image), world), "base": read_image(np.asarray(g.base_image), world)}
-                  for g in batch]
+        reads += [
+            {"final": read_image(np.asarray(g.image), world), "base": read_image(np.asarray(g.base_image), world)}
+            for g in batch
+        ]
     return reads
 
 
@@ -141,8 +155,10 @@ def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world, g
     """Reads of images 0..n-1 for a setting, generated chunk by chunk (cached). `generate(prompts, seeds)`
     replaces the base stage alone (the pipeline part)."""
     if generate is None:
+
         def generate(chunk_prompts, seeds):
             return generate_reads(sm, setting, chunk_prompts, seeds, args.batch_size, world)
+
     cache = Cache(args.results, model_id, setting, args.chunk)
     reads: list[dict] = []
     n = len(prompts)
@@ -175,8 +191,13 @@ def background_error(read: dict, target: dict) -> float:
 def summarise(reads: list[dict], targets: list[dict]) -> dict:
     n = len(reads)
     out = {"n": n}
-    for name, attrs in (("all_three", CONTENT_ATTRIBUTES), ("shape", ("shape",)), ("color", ("color",)),
-                        ("background", ("background",)), ("position", ("position",))):
+    for name, attrs in (
+        ("all_three", CONTENT_ATTRIBUTES),
+        ("shape", ("shape",)),
+        ("color", ("color",)),
+        ("background", ("background",)),
+        ("position", ("position",)),
+    ):
         out[name] = float(np.mean([correct(r, t, attrs) for r, t in zip(reads, targets)]))
     out["style_rate"] = float(np.mean([r.get("style") == "comic" for r in reads]))
     errors = [background_error(r, t) for r, t in zip(reads, targets)]
@@ -187,27 +208,34 @@ def summarise(reads: list[dict], targets: list[dict]) -> dict:
 
 def paired_difference(a: list[dict], b: list[dict], targets: list[dict]) -> tuple[float, float]:
     """Mean difference in all-three accuracy (a - b) on the same seeds, and its 95% half-width."""
-    d = np.array([correct(x, t, CONTENT_ATTRIBUTES) - correct(y, t, CONTENT_ATTRIBUTES)
-                  for x, y, t in zip(a, b, targets)], dtype=float)
+    d = np.array(
+        [correct(x, t, CONTENT_ATTRIBUTES) - correct(y, t, CONTENT_ATTRIBUTES) for x, y, t in zip(a, b, targets)],
+        dtype=float,
+    )
     return float(d.mean()), float(1.96 * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
 # --- report ------------------------------------------------------------------------------------------------------
+
 
 def pct(x: float) -> str:
     return f"{100 * x:5.1f}"
 
 
 def table(rows: list[tuple[str, dict]], extra: dict[str, str] | None = None) -> str:
-    head = ("| setting | n | all three (±95%) | shape | colour | background | position | comic style | "
-            "bg RGB error (median) |")
+    head = (
+        "| setting | n | all three (±95%) | shape | colour | background | position | comic style | "
+        "bg RGB error (median) |"
+    )
     lines = [head, "|" + "---|" * 9]
     for label, s in rows:
         note = f" {extra[label]}" if extra and label in extra else ""
         bg_error = "–" if s.get("background_error") is None else f"{s['background_error']:.1f}"
-        lines.append(f"| {label}{note} | {s['n']} | {pct(s['all_three'])} ± {100 * s['ci95']:.1f} | "
-                     f"{pct(s['shape'])} | {pct(s['color'])} | {pct(s['background'])} | {pct(s['position'])} | "
-                     f"{pct(s['style_rate'])} | {bg_error} |")
+        lines.append(
+            f"| {label}{note} | {s['n']} | {pct(s['all_three'])} ± {100 * s['ci95']:.1f} | "
+            f"{pct(s['shape'])} | {pct(s['color'])} | {pct(s['background'])} | {pct(s['position'])} | "
+            f"{pct(s['style_rate'])} | {bg_error} |"
+        )
     return "\n".join(lines)
 
 
@@ -226,12 +254,26 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
     if guidance_rows:
         ax = axes.pop(0)
         scales = [g for g, _ in guidance_rows]
-        for key, label in (("all_three", "all three"), ("shape", "shape"), ("color", "colour"),
-                           ("background", "background"), ("position", "position")):
-            ax.plot(scales, [100 * s[key] for _, s in guidance_rows], marker="o", label=label,
-                    linewidth=2.5 if key == "all_three" else 1.2)
-        ax.set(xlabel="guidance scale (0 = unconditional)", ylabel="accuracy %", ylim=(0, 100),
-               title="caption accuracy vs guidance")
+        for key, label in (
+            ("all_three", "all three"),
+            ("shape", "shape"),
+            ("color", "colour"),
+            ("background", "background"),
+            ("position", "position"),
+        ):
+            ax.plot(
+                scales,
+                [100 * s[key] for _, s in guidance_rows],
+                marker="o",
+                label=label,
+                linewidth=2.5 if key == "all_three" else 1.2,
+            )
+        ax.set(
+            xlabel="guidance scale (0 = unconditional)",
+            ylabel="accuracy %",
+            ylim=(0, 100),
+            title="caption accuracy vs guidance",
+        )
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if sampler_rows:
@@ -242,10 +284,20 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
             by_sampler.setdefault(sampler, []).append((calls, s))
         for sampler, points in by_sampler.items():
             points.sort()
-            ax.errorbar([p for p, _ in points], [100 * s["all_three"] for _, s in points],
-                        yerr=[100 * s["ci95"] for _, s in points], marker="o", capsize=3, label=sampler)
-        ax.set(xlabel="model evaluations (steps)", ylabel="all-three accuracy %", ylim=(0, 100),
-               title="samplers (paired seeds)")
+            ax.errorbar(
+                [p for p, _ in points],
+                [100 * s["all_three"] for _, s in points],
+                yerr=[100 * s["ci95"] for _, s in points],
+                marker="o",
+                capsize=3,
+                label=sampler,
+            )
+        ax.set(
+            xlabel="model evaluations (steps)",
+            ylabel="all-three accuracy %",
+            ylim=(0, 100),
+            title="samplers (paired seeds)",
+        )
         ax.set_xscale("log")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -265,6 +317,7 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
 
 
 # --- main --------------------------------------------------------------------------------------------------------
+
 
 def parse_samplers(spec: str) -> list[tuple[str, str]]:
     out = []
@@ -287,8 +340,15 @@ def parse_upsamplers(spec: str) -> list[SamplerSettings]:
         fields = [f.strip() for f in part.split(":")]
         if len(fields) != 3 or not fields[2].isdigit():
             raise SystemExit(f"--upsamplers: {part!r} must look like sampler:steps:start (e.g. ddim:25:500)")
-        out.append(SamplerSettings(sampler=fields[0], steps=fields[1], guidance=UPSAMPLER_DEFAULTS.guidance,
-                                   temperature=UPSAMPLER_DEFAULTS.temperature, start_step=int(fields[2])))
+        out.append(
+            SamplerSettings(
+                sampler=fields[0],
+                steps=fields[1],
+                guidance=UPSAMPLER_DEFAULTS.guidance,
+                temperature=UPSAMPLER_DEFAULTS.temperature,
+                start_step=int(fields[2]),
+            )
+        )
     return out
 
 
@@ -305,21 +365,37 @@ def find_upsampler(model_arg: Path | None, model_dir: Path, upsampler_arg: Path 
     return None
 
 
-def pipeline_part(sm, up_dir: Path, upsamplers: list[SamplerSettings], base_setting: dict, prompts, targets,
-                  args, world) -> tuple[str, dict]:
+def pipeline_part(
+    sm, up_dir: Path, upsamplers: list[SamplerSettings], base_setting: dict, prompts, targets, args, world
+) -> tuple[str, dict]:
     """Rows for the base alone and for base -> upsampler under each upsampler setting (paired seeds)."""
     up = load_sampling_model(up_dir, "upsampler", torch.device("cpu"))
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    base_settings = SamplerSettings(sampler=base_setting["sampler"], steps=base_setting["steps"],
-                                    guidance=base_setting["guidance"])
+    base_settings = SamplerSettings(
+        sampler=base_setting["sampler"], steps=base_setting["steps"], guidance=base_setting["guidance"]
+    )
     rows, notes, report_rows, base_reads = [], {}, [], None
     for up_settings in upsamplers:
         pipeline = TextToImage(ModelPair(sm, up), torch.device("cpu"), dtype, base=base_settings, upsampler=up_settings)
         u = pipeline.up_settings
-        setting = {**base_setting, "upsampler": {"sampler": u.sampler, "steps": str(u.steps),
-                                                 "temperature": u.temperature, "start_step": u.start_step}}
-        reads = measure(sm, pipeline.model_id, setting, prompts, args, world, generate=lambda p, seeds:
-                        generate_pipeline_reads(pipeline, p, seeds, args.batch_size, world))
+        setting = {
+            **base_setting,
+            "upsampler": {
+                "sampler": u.sampler,
+                "steps": str(u.steps),
+                "temperature": u.temperature,
+                "start_step": u.start_step,
+            },
+        }
+        reads = measure(
+            sm,
+            pipeline.model_id,
+            setting,
+            prompts,
+            args,
+            world,
+            generate=lambda p, seeds: generate_pipeline_reads(pipeline, p, seeds, args.batch_size, world),
+        )
         if base_reads is None:
             base_reads = [r["base"] for r in reads]
             rows.append((f"base alone ({sm.image_size} px)", summarise(base_reads, targets)))
@@ -331,49 +407,85 @@ def pipeline_part(sm, up_dir: Path, upsamplers: list[SamplerSettings], base_sett
         d, h = paired_difference(final, base_reads, targets)
         notes[label] = f"({100 * d:+.1f} ± {100 * h:.1f} vs base)"
         report_rows.append({"label": label, "upsampler": setting["upsampler"], **rows[-1][1]})
-    section = (f"### What users see: base -> upsampler ({up_dir}; base {base_setting['sampler']} "
-               f"{base_setting['steps']}, guidance {base_setting['guidance']:g}; paired seeds)\n\n"
-               + table(rows, notes))
+    section = (
+        f"### What users see: base -> upsampler ({up_dir}; base {base_setting['sampler']} "
+        f"{base_setting['steps']}, guidance {base_setting['guidance']:g}; paired seeds)\n\n" + table(rows, notes)
+    )
     return section, {"upsampler": str(up_dir), "upsampler_id": up.model_id, "rows": report_rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None,
-                        help="base model folder or pipeline folder (default: the bundled base)")
-    parser.add_argument("--finetuned", type=Path, default=None,
-                        help="model folder of a fine-tune of --model (e.g. a quickstart run's finetune/model) for 'finetune'")
-    parser.add_argument("--parts", default="guidance,samplers,finetune,pipeline",
-                        help="comma-separated parts to run: guidance, samplers, finetune, pipeline (default: all; "
-                             "finetune needs --finetuned, pipeline an upsampler)")
-    parser.add_argument("--upsampler", type=Path, default=None,
-                        help="upsampler folder of the pipeline part (default: the pipeline folder's, or the bundled "
-                             "upsampler with the bundled base)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="base model folder or pipeline folder (default: the bundled base)"
+    )
+    parser.add_argument(
+        "--finetuned",
+        type=Path,
+        default=None,
+        help="model folder of a fine-tune of --model (e.g. a quickstart run's finetune/model) for 'finetune'",
+    )
+    parser.add_argument(
+        "--parts",
+        default="guidance,samplers,finetune,pipeline",
+        help="comma-separated parts to run: guidance, samplers, finetune, pipeline (default: all; "
+        "finetune needs --finetuned, pipeline an upsampler)",
+    )
+    parser.add_argument(
+        "--upsampler",
+        type=Path,
+        default=None,
+        help="upsampler folder of the pipeline part (default: the pipeline folder's, or the bundled "
+        "upsampler with the bundled base)",
+    )
     default_up = f"{UPSAMPLER_DEFAULTS.sampler}:{UPSAMPLER_DEFAULTS.steps}:{UPSAMPLER_DEFAULTS.start_step}"
-    parser.add_argument("--upsamplers", default=default_up,
-                        help="upsampler settings of the pipeline part, sampler:steps:start[;...] (start 0 = from pure "
-                             f"noise; default: the pipeline's, {default_up})")
+    parser.add_argument(
+        "--upsamplers",
+        default=default_up,
+        help="upsampler settings of the pipeline part, sampler:steps:start[;...] (start 0 = from pure "
+        f"noise; default: the pipeline's, {default_up})",
+    )
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
     parser.add_argument("--fast-sampler", default="dpmpp_2m_sde:30", help="sampler:steps of the guidance sweep")
-    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
-                        help=f"sampler:steps[,steps];... compared at one guidance (default: {DEFAULT_SAMPLERS})")
-    parser.add_argument("--sampler-guidance", default="best",
-                        help="guidance scale of the sampler comparison and the fine-tune part: a number or 'best' "
-                             "(the sweep's best all-three scale; 3 when the sweep is not run)")
-    parser.add_argument("--style-suffix", default=", comic style",
-                        help="appended to the prompts of the fine-tune part (default: ', comic style')")
-    parser.add_argument("--world", default=None, help="dataset folder/manifest whose world to use (default: the "
-                                                      "world in the model's provenance.json)")
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                        help="autocast precision (default: bf16, faster on recent CPUs)")
+    parser.add_argument(
+        "--samplers",
+        default=DEFAULT_SAMPLERS,
+        help=f"sampler:steps[,steps];... compared at one guidance (default: {DEFAULT_SAMPLERS})",
+    )
+    parser.add_argument(
+        "--sampler-guidance",
+        default="best",
+        help="guidance scale of the sampler comparison and the fine-tune part: a number or 'best' "
+        "(the sweep's best all-three scale; 3 when the sweep is not run)",
+    )
+    parser.add_argument(
+        "--style-suffix",
+        default=", comic style",
+        help="appended to the prompts of the fine-tune part (default: ', comic style')",
+    )
+    parser.add_argument(
+        "--world",
+        default=None,
+        help="dataset folder/manifest whose world to use (default: the world in the model's provenance.json)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["bf16", "fp32"],
+        default="bf16",
+        help="autocast precision (default: bf16, faster on recent CPUs)",
+    )
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward batch (default: 50)")
     parser.add_argument("--chunk", type=int, default=50, help="images per cached chunk (default: 50)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of image 0 (image i uses seed+i)")
     parser.add_argument("--prompt-seed", type=int, default=12345, help="seed of the evaluation scenes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "quality",
-                        help="cache and report folder (default: bench/results/quality)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / "bench" / "results" / "quality",
+        help="cache and report folder (default: bench/results/quality)",
+    )
     args = parser.parse_args(argv)
     if args.samples < 1 or args.batch_size < 1 or args.chunk < 1:
         parser.error("--samples, --batch-size and --chunk must be positive")
@@ -406,15 +518,31 @@ def main(argv: list[str] | None = None) -> int:
     targets, prompts = make_targets(world, args.samples, args.prompt_seed)
     args.results.mkdir(parents=True, exist_ok=True)
     fast_sampler, _, fast_steps = args.fast_sampler.partition(":")
-    print(f"model {model_dir} ({sm.model_id}); world {len(world.shapes)} shapes x {len(world.colors)} colours x "
-          f"{len(world.backgrounds)} backgrounds; {args.samples} samples per point, {args.precision}", flush=True)
+    print(
+        f"model {model_dir} ({sm.model_id}); world {len(world.shapes)} shapes x {len(world.colors)} colours x "
+        f"{len(world.backgrounds)} backgrounds; {args.samples} samples per point, {args.precision}",
+        flush=True,
+    )
 
     def setting(sampler, steps, guidance, suffix=""):
-        return {"sampler": sampler, "steps": str(steps), "guidance": guidance, "precision": args.precision,
-                "seed": args.seed, "prompt_seed": args.prompt_seed, "suffix": suffix}
+        return {
+            "sampler": sampler,
+            "steps": str(steps),
+            "guidance": guidance,
+            "precision": args.precision,
+            "seed": args.seed,
+            "prompt_seed": args.prompt_seed,
+            "suffix": suffix,
+        }
 
-    report = {"model": str(model_dir), "model_id": sm.model_id, "samples": args.samples,
-              "precision": args.precision, "world": world.to_dict(), "command": " ".join(sys.argv)}
+    report = {
+        "model": str(model_dir),
+        "model_id": sm.model_id,
+        "samples": args.samples,
+        "precision": args.precision,
+        "world": world.to_dict(),
+        "command": " ".join(sys.argv),
+    }
     sections = []
     guidance_rows, sampler_rows, finetune_rows = [], [], []
     reads_by_guidance = {}
@@ -423,8 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             reads = measure(sm, sm.model_id, setting(fast_sampler, fast_steps, g), prompts, args, world)
             reads_by_guidance[g] = reads
             guidance_rows.append((g, summarise(reads, targets)))
-        sections.append(f"### Guidance scale ({fast_sampler} {fast_steps} steps)\n\n" +
-                        table([(f"guidance {g:g}", s) for g, s in guidance_rows]))
+        sections.append(
+            f"### Guidance scale ({fast_sampler} {fast_steps} steps)\n\n"
+            + table([(f"guidance {g:g}", s) for g, s in guidance_rows])
+        )
         report["guidance"] = [{"guidance": g, **s} for g, s in guidance_rows]
     if args.sampler_guidance == "best":
         scale = max(guidance_rows, key=lambda r: r[1]["all_three"])[0] if guidance_rows else 3.0
@@ -443,30 +573,48 @@ def main(argv: list[str] | None = None) -> int:
                 if key != REFERENCE_SAMPLER:
                     d, h = paired_difference(reads, reference, targets)
                     notes[f"{key[0]} {key[1]}"] = f"({100 * d:+.1f} ± {100 * h:.1f} vs ancestral 100)"
-        sections.append(f"### Samplers (guidance {scale:g}, paired seeds)\n\n" +
-                        table([(f"{k[0]} {k[1]}", s) for k, s in sampler_rows], notes))
+        sections.append(
+            f"### Samplers (guidance {scale:g}, paired seeds)\n\n"
+            + table([(f"{k[0]} {k[1]}", s) for k, s in sampler_rows], notes)
+        )
         report["samplers"] = [{"sampler": k[0], "steps": k[1], "guidance": scale, **s} for k, s in sampler_rows]
     if "finetune" in parts:
         ft_dir = args.finetuned / "base" if (args.finetuned / "base" / "config.json").is_file() else args.finetuned
         ft = load_sampling_model(ft_dir, "base", torch.device("cpu"))
         sfx_targets, sfx_prompts = make_targets(world, args.samples, args.prompt_seed, args.style_suffix)
         for label, model in (("before (bundled)", sm), ("after fine-tune", ft)):
-            reads = measure(model, model.model_id, setting(fast_sampler, fast_steps, scale, args.style_suffix),
-                            sfx_prompts, args, world)
+            reads = measure(
+                model,
+                model.model_id,
+                setting(fast_sampler, fast_steps, scale, args.style_suffix),
+                sfx_prompts,
+                args,
+                world,
+            )
             finetune_rows.append((label, summarise(reads, sfx_targets)))
-        sections.append(f"### Fine-tune ({ft_dir}; prompts end with {args.style_suffix!r}; guidance {scale:g})\n\n" +
-                        table(finetune_rows))
-        report["finetune"] = {"finetuned": str(ft_dir), "suffix": args.style_suffix, "guidance": scale,
-                              "rows": [{"label": label, **s} for label, s in finetune_rows]}
+        sections.append(
+            f"### Fine-tune ({ft_dir}; prompts end with {args.style_suffix!r}; guidance {scale:g})\n\n"
+            + table(finetune_rows)
+        )
+        report["finetune"] = {
+            "finetuned": str(ft_dir),
+            "suffix": args.style_suffix,
+            "guidance": scale,
+            "rows": [{"label": label, **s} for label, s in finetune_rows],
+        }
 
     if "pipeline" in parts:
-        section, report["pipeline"] = pipeline_part(sm, up_dir, upsamplers, setting(fast_sampler, fast_steps, scale),
-                                                    prompts, targets, args, world)
+        section, report["pipeline"] = pipeline_part(
+            sm, up_dir, upsamplers, setting(fast_sampler, fast_steps, scale), prompts, targets, args, world
+        )
         sections.append(section)
 
-    text = (f"## Quality benchmark\n\nModel `{model_dir}` (`{sm.model_id}`), {args.samples} samples per point, "
-            f"{args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`\n\n"
-            + "\n\n".join(sections) + "\n")
+    text = (
+        f"## Quality benchmark\n\nModel `{model_dir}` (`{sm.model_id}`), {args.samples} samples per point, "
+        f"{args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`\n\n"
+        + "\n\n".join(sections)
+        + "\n"
+    )
     print("\n" + text)
     for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
         atomic_write_text(args.results / name, body)

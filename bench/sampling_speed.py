@@ -7,6 +7,7 @@ classifier-free guidance), and seconds per 4-panel comic page with and without t
 
 Random weights sample exactly as fast as trained ones, so the default needs no download.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,23 @@ from sampling.loading import ModelPair, load_models
 from sampling.pipeline import TextToImage
 from sampling.settings import UPSAMPLER_DEFAULTS, SamplerSettings
 
-PAGE_SCRIPT = {"title": "Bench", "layout": "2x2", "panels": [
-    {"caption": "a lighthouse at dawn", "narration": "It was morning.",
-     "dialogue": [{"speaker": "Elias", "text": "A calm day."}]},
-    {"caption": "a storm over the sea", "dialogue": [{"speaker": "Elias", "text": "Clouds...", "kind": "thought"}]},
-    {"caption": "a lantern in a stone room"},
-    {"caption": "a small boat in big waves", "dialogue": [{"speaker": "Elias", "text": "Over here!", "kind": "shout"}]},
-]}
+PAGE_SCRIPT = {
+    "title": "Bench",
+    "layout": "2x2",
+    "panels": [
+        {
+            "caption": "a lighthouse at dawn",
+            "narration": "It was morning.",
+            "dialogue": [{"speaker": "Elias", "text": "A calm day."}],
+        },
+        {"caption": "a storm over the sea", "dialogue": [{"speaker": "Elias", "text": "Clouds...", "kind": "thought"}]},
+        {"caption": "a lantern in a stone room"},
+        {
+            "caption": "a small boat in big waves",
+            "dialogue": [{"speaker": "Elias", "text": "Over here!", "kind": "shout"}],
+        },
+    ],
+}
 
 
 def tiny_pipeline_folder(root: Path) -> Path:
@@ -43,11 +54,17 @@ def tiny_pipeline_folder(root: Path) -> Path:
     from finetune.tokenizers import get_tokenizer
 
     base = {**get_preset("tiny-base"), "image_size": 64, "channel_mult": "1,2,2,2", "attention_resolutions": "16,8"}
-    upsampler = {**get_preset("tiny-upsample"), "image_size": 256, "channel_mult": "1,1,2,2,2,2",
-                 "attention_resolutions": "16"}
+    upsampler = {
+        **get_preset("tiny-upsample"),
+        "image_size": 256,
+        "channel_mult": "1,1,2,2,2,2",
+        "attention_resolutions": "16",
+    }
     torch.manual_seed(0)
     for role, options in (("base", base), ("upsampler", upsampler)):
-        save_model_folder(root / role, build_model(options), options, get_tokenizer(options["tokenizer"], options["text_ctx"]))
+        save_model_folder(
+            root / role, build_model(options), options, get_tokenizer(options["tokenizer"], options["text_ctx"])
+        )
     return root
 
 
@@ -80,12 +97,16 @@ def seconds_per_page(pipe: TextToImage, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder or pipeline folder (default: tiny random 64px models)")
-    parser.add_argument("--upsampler", help="upsampler model folder for the page benchmark (a pipeline folder brings its own)")
+    parser.add_argument(
+        "--upsampler", help="upsampler model folder for the page benchmark (a pipeline folder brings its own)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--batches", default="1,8", help="batch sizes for the per-image figures (default: 1,8)")
-    parser.add_argument("--samplers", default=",".join(SAMPLERS), help=f"samplers to time (default: {','.join(SAMPLERS)})")
+    parser.add_argument(
+        "--samplers", default=",".join(SAMPLERS), help=f"samplers to time (default: {','.join(SAMPLERS)})"
+    )
     parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3; 1 = one pass per step)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure; the fastest is kept (default: 1)")
     parser.add_argument("--skip-pages", action="store_true", help="only the per-image figures")
@@ -102,29 +123,48 @@ def main(argv: list[str] | None = None) -> dict:
         models = load_models(model, device, upsampler=args.upsampler)
         base_only = ModelPair(models.base, None)
         size = models.base.image_size
-        figures = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-                   "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                   "precision": args.precision, "model": models.base.model_id, "image_size": size,
-                   "guidance": args.guidance, "per_image": [], "per_page": []}
-        print(f"device {figures['device']}, {figures['threads']} threads, {args.precision}; base {models.base.model_id} "
-              f"({size}px, {sum(p.numel() for p in models.base.model.parameters()) / 1e6:.1f}M parameters)")
+        figures = {
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "precision": args.precision,
+            "model": models.base.model_id,
+            "image_size": size,
+            "guidance": args.guidance,
+            "per_image": [],
+            "per_page": [],
+        }
+        print(
+            f"device {figures['device']}, {figures['threads']} threads, {args.precision}; base {models.base.model_id} "
+            f"({size}px, {sum(p.numel() for p in models.base.model.parameters()) / 1e6:.1f}M parameters)"
+        )
         print(f"{'sampler':<10} {'steps':>7} {'batch':>6} {'s/image':>9}")
         for sampler in args.samplers.split(","):
             settings = SamplerSettings(sampler=sampler, guidance=args.guidance)
             pipe = TextToImage(base_only, device, dtype, base=settings)
             for batch in (int(b) for b in args.batches.split(",")):
                 s = seconds_per_image(pipe, batch, args.repeats)
-                figures["per_image"].append({"sampler": sampler, "steps": DEFAULT_STEPS[sampler], "batch": batch,
-                                             "seconds_per_image": round(s, 4)})
+                figures["per_image"].append(
+                    {
+                        "sampler": sampler,
+                        "steps": DEFAULT_STEPS[sampler],
+                        "batch": batch,
+                        "seconds_per_image": round(s, 4),
+                    }
+                )
                 print(f"{sampler:<10} {str(DEFAULT_STEPS[sampler]):>7} {batch:>6} {s:>9.3f}")
         if not args.skip_pages:
-            print(f"4-panel page (base {SamplerSettings().resolved().sampler} {SamplerSettings().resolved().steps} steps, "
-                  f"batch 4; upsampler {UPSAMPLER_DEFAULTS.sampler} {UPSAMPLER_DEFAULTS.steps}):")
+            print(
+                f"4-panel page (base {SamplerSettings().resolved().sampler} {SamplerSettings().resolved().steps} steps, "
+                f"batch 4; upsampler {UPSAMPLER_DEFAULTS.sampler} {UPSAMPLER_DEFAULTS.steps}):"
+            )
             variants = [("without upsampler", base_only)]
             if models.upsampler is not None:
                 variants.append((f"with upsampler ({models.upsampler.image_size}px)", models))
             for label, pair in variants:
-                s = seconds_per_page(TextToImage(pair, device, dtype, base=SamplerSettings(guidance=args.guidance)), args.repeats)
+                s = seconds_per_page(
+                    TextToImage(pair, device, dtype, base=SamplerSettings(guidance=args.guidance)), args.repeats
+                )
                 figures["per_page"].append({"variant": label, "seconds_per_page": round(s, 3)})
                 print(f"  {label:<32} {s:8.2f} s/page")
     if args.json:

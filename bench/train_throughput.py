@@ -10,6 +10,7 @@ per-step timestamps in metrics.jsonl after the warm-up steps.
     python bench/train_throughput.py --presets tiny-base,glide-base --batch-sizes 1,4 --steps 2 --warmup 1
     python bench/train_throughput.py --json bench/results/train_throughput.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m finetune tr
 def _dataset(root: Path, size: int, count: int) -> Path:
     out = root / f"synthetic{size}"
     if not (out / "manifest.json").is_file():
-        subprocess.run([sys.executable, "-m", "data_pipeline", "synthetic", "--out", str(out), "--sizes", str(size),
-                        "--count", str(count), "--shard-size", "64", "--no-progress"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "data_pipeline",
+                "synthetic",
+                "--out",
+                str(out),
+                "--sizes",
+                str(size),
+                "--count",
+                str(count),
+                "--shard-size",
+                "64",
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out
 
 
@@ -44,27 +61,46 @@ def _child(spec: dict) -> dict:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
-    config = build_config({
-        "run_dir": str(run_dir), "data": [spec["data"]], "preset": spec["preset"], "batch_size": spec["batch_size"],
-        "mixed_precision": spec["precision"], "max_steps": spec["warmup"] + spec["steps"], "num_workers":
-        spec["workers"], "val_samples": 0, "sample_every": -1, "checkpoint_every": -1, "export_model": False,
-        "progress": False, "log_every": 10_000, "ema_decay": 0.9999, "grad_checkpointing": spec["grad_checkpointing"],
-        "shuffle_buffer": 256, "channels_last": spec["channels_last"],
-    })
+    config = build_config(
+        {
+            "run_dir": str(run_dir),
+            "data": [spec["data"]],
+            "preset": spec["preset"],
+            "batch_size": spec["batch_size"],
+            "mixed_precision": spec["precision"],
+            "max_steps": spec["warmup"] + spec["steps"],
+            "num_workers": spec["workers"],
+            "val_samples": 0,
+            "sample_every": -1,
+            "checkpoint_every": -1,
+            "export_model": False,
+            "progress": False,
+            "log_every": 10_000,
+            "ema_decay": 0.9999,
+            "grad_checkpointing": spec["grad_checkpointing"],
+            "shuffle_buffer": 256,
+            "channels_last": spec["channels_last"],
+        }
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.time()
     train(config)
     total = time.time() - started
     times = [m["time"] for m in read_metrics(run_dir)]
-    measured = times[spec["warmup"]:]
+    measured = times[spec["warmup"] :]
     # time of the measured steps: from the end of the last warm-up step to the end of the last step
     span = measured[-1] - times[spec["warmup"] - 1] if spec["warmup"] else measured[-1] - started
     steps = len(measured)
     return {
-        "preset": spec["preset"], "batch_size": spec["batch_size"], "precision": spec["precision"],
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
-        "steps_measured": steps, "sec_per_step": span / steps, "samples_per_sec": steps * spec["batch_size"] / span,
+        "preset": spec["preset"],
+        "batch_size": spec["batch_size"],
+        "precision": spec["precision"],
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "steps_measured": steps,
+        "sec_per_step": span / steps,
+        "samples_per_sec": steps * spec["batch_size"] / span,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "wall_total_sec": total,
@@ -100,27 +136,43 @@ def main() -> int:
             data = _dataset(root, size, args.images)
             for precision in args.precisions.split(","):
                 for batch in [int(b) for b in args.batch_sizes.split(",")]:
-                    spec = {"preset": preset, "batch_size": batch, "precision": precision, "steps": args.steps,
-                            "warmup": args.warmup, "workers": args.workers, "threads": args.threads,
-                            "grad_checkpointing": args.grad_checkpointing, "data": str(data),
-                            "channels_last": args.channels_last,
-                            "run_dir": str(root / f"run-{preset}-{precision}-{batch}")}
-                    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                                          capture_output=True, text=True)
+                    spec = {
+                        "preset": preset,
+                        "batch_size": batch,
+                        "precision": precision,
+                        "steps": args.steps,
+                        "warmup": args.warmup,
+                        "workers": args.workers,
+                        "threads": args.threads,
+                        "grad_checkpointing": args.grad_checkpointing,
+                        "data": str(data),
+                        "channels_last": args.channels_last,
+                        "run_dir": str(root / f"run-{preset}-{precision}-{batch}"),
+                    }
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
+                    )
                     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                     if proc.returncode != 0 or line is None:
                         print(f"{preset} {precision} batch {batch}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
                         continue
-                    r = json.loads(line[len("RESULT "):])
+                    r = json.loads(line[len("RESULT ") :])
                     results.append(r)
                     gpu = f", peak GPU {r['peak_gpu_mib']:.0f} MiB" if r["peak_gpu_mib"] is not None else ""
-                    print(f"{preset:12s} {precision:4s} batch {batch}: {r['samples_per_sec']:8.2f} samples/s "
-                          f"({r['sec_per_step']:.3f} s/step, {r['device']}, {r['threads']} threads), "
-                          f"peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}", flush=True)
+                    print(
+                        f"{preset:12s} {precision:4s} batch {batch}: {r['samples_per_sec']:8.2f} samples/s "
+                        f"({r['sec_per_step']:.3f} s/step, {r['device']}, {r['threads']} threads), "
+                        f"peak RSS {r['peak_rss_mib']:.0f} MiB{gpu}",
+                        flush=True,
+                    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        meta = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                "python": platform.python_version()}
+        meta = {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     return 0 if results else 1
 

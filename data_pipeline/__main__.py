@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_pipeline",
         description="Build caption-image datasets as WebDataset shards (DIR/<size>/NNNNN.tar + "
-                    "DIR/manifest.json) and inspect them. Rerunning a build resumes it.",
+        "DIR/manifest.json) and inspect them. Rerunning a build resumes it.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:

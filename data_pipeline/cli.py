@@ -35,23 +35,49 @@ def writer_options() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("output")
     group.add_argument("--out", required=True, help="dataset directory (DIR/<size>/NNNNN.tar, DIR/manifest.json)")
-    group.add_argument("--sizes", type=parse_sizes, default=(64,),
-                       help="comma-separated square output sizes, one shard set each (default: 64)")
-    group.add_argument("--resize-mode", choices=images.RESIZE_MODES, default="center_crop",
-                       help="center_crop: fill the square and cut the overflow; pad: fit inside and pad (default: center_crop)")
-    group.add_argument("--image-format", choices=sorted(images.IMAGE_FORMATS), default="jpg",
-                       help="encoding of the images in the shards (default: jpg)")
+    group.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=(64,),
+        help="comma-separated square output sizes, one shard set each (default: 64)",
+    )
+    group.add_argument(
+        "--resize-mode",
+        choices=images.RESIZE_MODES,
+        default="center_crop",
+        help="center_crop: fill the square and cut the overflow; pad: fit inside and pad (default: center_crop)",
+    )
+    group.add_argument(
+        "--image-format",
+        choices=sorted(images.IMAGE_FORMATS),
+        default="jpg",
+        help="encoding of the images in the shards (default: jpg)",
+    )
     group.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: 95)")
-    group.add_argument("--val-fraction", type=_fraction, default=0.0,
-                       help="fraction of samples marked split=val, chosen by a stable hash (default: 0)")
+    group.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=0.0,
+        help="fraction of samples marked split=val, chosen by a stable hash (default: 0)",
+    )
     group.add_argument("--shard-size", type=int, default=1000, help="input items per shard (default: 1000)")
-    group.add_argument("--min-image-side", type=int, default=1,
-                       help="drop images whose original short side is smaller (default: 1)")
-    group.add_argument("--dedupe", type=int, default=None, metavar="BITS",
-                       help="remove near-duplicate images whose perceptual hashes differ in at most BITS bits "
-                            "(0 = identical hash; about 8 catches resized or recompressed copies); off by default")
-    group.add_argument("--processes", type=int, default=max(1, min(4, os.cpu_count() or 1)),
-                       help="worker processes, one shard each at a time (default: min(4, cores))")
+    group.add_argument(
+        "--min-image-side", type=int, default=1, help="drop images whose original short side is smaller (default: 1)"
+    )
+    group.add_argument(
+        "--dedupe",
+        type=int,
+        default=None,
+        metavar="BITS",
+        help="remove near-duplicate images whose perceptual hashes differ in at most BITS bits "
+        "(0 = identical hash; about 8 catches resized or recompressed copies); off by default",
+    )
+    group.add_argument(
+        "--processes",
+        type=int,
+        default=max(1, min(4, os.cpu_count() or 1)),
+        help="worker processes, one shard each at a time (default: min(4, cores))",
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -84,8 +110,13 @@ def run_build(
     """Build the dataset, print a summary, return the exit status (1 when a shard failed)."""
     config = config or writer_config_from_args(args)
     summary, manifest = build_dataset(
-        tasks, produce, config, processes=args.processes, progress=not args.no_progress,
-        sources=sources, filters=filters,
+        tasks,
+        produce,
+        config,
+        processes=args.processes,
+        progress=not args.no_progress,
+        sources=sources,
+        filters=filters,
     )
     return report_build(config, summary, manifest)
 

@@ -55,8 +55,7 @@ def run_shard_tasks_on_ray(
     own_instance = not ray.is_initialized()
     if own_instance:
         if address in (None, "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:

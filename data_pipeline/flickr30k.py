@@ -153,16 +153,23 @@ def run(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     tasks = plan_shards(items, args.shard_size)
     produce = functools.partial(produce_flickr30k, images_dir=os.path.abspath(images_dir))
-    source = {"type": "flickr30k", "captions": os.path.abspath(captions_path),
-              "images": os.path.abspath(images_dir), "items": len(items), "homepage": SOURCE_URL}
+    source = {
+        "type": "flickr30k",
+        "captions": os.path.abspath(captions_path),
+        "images": os.path.abspath(images_dir),
+        "items": len(items),
+        "homepage": SOURCE_URL,
+    }
     return cli.run_build(args, tasks, produce, sources=[source], filters={"limit": args.limit} if args.limit else None)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "flickr30k", parents=[cli.writer_options()],
+        "flickr30k",
+        parents=[cli.writer_options()],
         help="Flickr30k images with their five captions (token or Kaggle CSV layout)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("root", help="Flickr30k folder (caption file and images folder inside)")
     parser.add_argument("--captions", help="caption file (default: found in ROOT)")

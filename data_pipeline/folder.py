@@ -174,19 +174,26 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     tasks = plan_shards(items, args.shard_size)
     produce = functools.partial(produce_folder, root=os.path.abspath(args.dir), source=args.source_name)
-    source = {"type": "folder", "path": os.path.abspath(args.dir),
-              "captions": os.path.abspath(args.captions or find_caption_file(args.dir)), "items": len(items)}
+    source = {
+        "type": "folder",
+        "path": os.path.abspath(args.dir),
+        "captions": os.path.abspath(args.captions or find_caption_file(args.dir)),
+        "items": len(items),
+    }
     return cli.run_build(args, tasks, produce, sources=[source])
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "folder", parents=[cli.writer_options()],
+        "folder",
+        parents=[cli.writer_options()],
         help="images in a folder with captions (CSV or imagefolder metadata.jsonl)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", help="folder with the images")
-    parser.add_argument("--captions", help="caption file (default: metadata.jsonl, metadata.csv, captions.csv "
-                                           "or the only CSV in DIR)")
+    parser.add_argument(
+        "--captions", help="caption file (default: metadata.jsonl, metadata.csv, captions.csv or the only CSV in DIR)"
+    )
     parser.add_argument("--source-name", default="folder", help="value of the `source` field (default: folder)")
     parser.set_defaults(func=run)

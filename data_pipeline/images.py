@@ -91,8 +91,13 @@ def decode_image(
 
 
 _SIGNATURES = {
-    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
-    b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
 }
 
 
@@ -169,8 +174,13 @@ def resize_square(
         top = (size - new_h) // 2
         left = (size - new_w) // 2
         out = cv2.copyMakeBorder(
-            rgb, top, size - new_h - top, left, size - new_w - left,
-            cv2.BORDER_CONSTANT, value=tuple(int(c) for c in pad_color),
+            rgb,
+            top,
+            size - new_h - top,
+            left,
+            size - new_w - left,
+            cv2.BORDER_CONSTANT,
+            value=tuple(int(c) for c in pad_color),
         )
     return np.ascontiguousarray(out)
 

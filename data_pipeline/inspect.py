@@ -40,8 +40,9 @@ def _histogram(values: list[int], bins: tuple[int, ...]) -> dict[str, int]:
     return {_bin_label(bins, i): counts.get(i, 0) for i in range(len(bins))}
 
 
-def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, seed: int = 0,
-                    sheet_path: str | None = None) -> dict:
+def inspect_dataset(
+    out_dir: str, size: int | None = None, samples: int = 16, seed: int = 0, sheet_path: str | None = None
+) -> dict:
     """Scan the shards of one size and return a report; draw a contact sheet when sheet_path is set."""
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"{out_dir}: not a directory")
@@ -61,6 +62,7 @@ def inspect_dataset(out_dir: str, size: int | None = None, samples: int = 16, se
     sources: Counter = Counter()
     seen = bad_metadata = 0
     oversized: list[str] = []
+
     def want_image() -> bool:  # reservoir sampling: read an image only when it would be kept
         return len(chosen) < samples or rng.random() < samples / (seen + 1)
 
@@ -230,7 +232,10 @@ def format_report(report: dict) -> str:
     if report["failures"]:
         lines.append("  failures by reason:")
         lines += [f"    {reason:<24} {count}" for reason, count in report["failures"].items()]
-    for title, key in (("caption length (words)", "caption_words"), ("original short side (px)", "original_short_side")):
+    for title, key in (
+        ("caption length (words)", "caption_words"),
+        ("original short side (px)", "original_short_side"),
+    ):
         hist = report[key]
         peak = max(hist.values()) or 1
         lines.append(f"  {title}:")
@@ -252,11 +257,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("inspect", help="summarise a built dataset and draw a contact sheet",
-                                   description=__doc__)
+    parser = subparsers.add_parser(
+        "inspect", help="summarise a built dataset and draw a contact sheet", description=__doc__
+    )
     parser.add_argument("dir", help="dataset directory (the --out of a build)")
     parser.add_argument("--size", type=int, help="which shard size to read (default: the largest)")
-    parser.add_argument("--samples", type=int, default=16, help="random samples on the contact sheet; 0: no sheet (default: 16)")
+    parser.add_argument(
+        "--samples", type=int, default=16, help="random samples on the contact sheet; 0: no sheet (default: 16)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for choosing the samples (default: 0)")
     parser.add_argument("--sheet", help="contact sheet PNG path (default: DIR/contact_sheet.png)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -45,24 +45,36 @@ BATCH_ROWS = 65_536
 _FORMAT_VERSION = 1
 
 # The kept-rows table: the item-table columns first, then LAION's own metadata.
-KEPT_SCHEMA = pa.schema([
-    ("url", pa.string()),
-    ("caption", pa.string()),
-    ("similarity", pa.float64()),
-    ("license", pa.string()),
-    ("sample_id", pa.string()),
-    ("nsfw", pa.string()),
-    ("punsafe", pa.float64()),
-    ("pwatermark", pa.float64()),
-    ("aesthetic", pa.float64()),
-    ("declared_width", pa.int64()),
-    ("declared_height", pa.int64()),
-    ("source_file", pa.string()),
-    ("source_row", pa.int64()),
-])
-_FIELD_FOR = {"url": "url", "caption": "caption", "similarity": "similarity", "license": "license",
-              "sample_id": "sample_id", "nsfw": "nsfw", "punsafe": "punsafe", "pwatermark": "pwatermark",
-              "aesthetic": "aesthetic", "declared_width": "width", "declared_height": "height"}
+KEPT_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("similarity", pa.float64()),
+        ("license", pa.string()),
+        ("sample_id", pa.string()),
+        ("nsfw", pa.string()),
+        ("punsafe", pa.float64()),
+        ("pwatermark", pa.float64()),
+        ("aesthetic", pa.float64()),
+        ("declared_width", pa.int64()),
+        ("declared_height", pa.int64()),
+        ("source_file", pa.string()),
+        ("source_row", pa.int64()),
+    ]
+)
+_FIELD_FOR = {
+    "url": "url",
+    "caption": "caption",
+    "similarity": "similarity",
+    "license": "license",
+    "sample_id": "sample_id",
+    "nsfw": "nsfw",
+    "punsafe": "punsafe",
+    "pwatermark": "pwatermark",
+    "aesthetic": "aesthetic",
+    "declared_width": "width",
+    "declared_height": "height",
+}
 
 
 class InputError(ValueError):
@@ -72,8 +84,9 @@ class InputError(ValueError):
 # ---------------------------------------------------------------- inputs
 
 
-def resolve_inputs(specs: list[str], out_dir: str, client_config: ClientConfig | None = None,
-                   progress: bool = True) -> list[str]:
+def resolve_inputs(
+    specs: list[str], out_dir: str, client_config: ClientConfig | None = None, progress: bool = True
+) -> list[str]:
     """Expand globs, check local files, fetch http(s) URLs into DIR/_inputs/ (once)."""
     paths: list[str] = []
     for spec in specs:
@@ -134,12 +147,17 @@ class FilterReport:
     rejected: dict[str, int]
 
     def to_dict(self) -> dict:
-        return {"inputs": self.inputs, "rows_read": self.rows_read, "rows_kept": self.rows_kept,
-                "rejected": self.rejected}
+        return {
+            "inputs": self.inputs,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "rejected": self.rejected,
+        }
 
 
-def _kept_batch(batch: pa.RecordBatch, mapping: dict[str, str], keep: np.ndarray, source: str,
-                first_row: int) -> pa.Table:
+def _kept_batch(
+    batch: pa.RecordBatch, mapping: dict[str, str], keep: np.ndarray, source: str, first_row: int
+) -> pa.Table:
     rows = np.flatnonzero(keep)
     take = pa.array(rows)
     columns = []
@@ -175,8 +193,7 @@ def _iter_batches(paths: list[str], overrides: dict[str, str], settings: FilterS
         except ColumnError as exc:
             raise InputError(f"{path}: {exc}") from None
         first = 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=sorted(set(mapping.values())),
-                                     use_threads=False):
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=sorted(set(mapping.values())), use_threads=False):
             yield path, first, mapping, batch
             first += batch.num_rows
             bar.update(batch.num_rows)
@@ -199,13 +216,16 @@ def filter_to_parquet(
             mapping = resolve_columns(pf.schema_arrow.names, overrides)
         except ColumnError as exc:
             raise InputError(f"{path}: {exc}") from None
-        inputs.append({"path": path, "rows": pf.metadata.num_rows, "schema": schema_kind(mapping),
-                       "columns": mapping})
+        inputs.append({"path": path, "rows": pf.metadata.num_rows, "schema": schema_kind(mapping), "columns": mapping})
     total = sum(i["rows"] for i in inputs)
     selected = _seeded_selection(paths, overrides, settings, total, progress) if _two_pass(settings) else None
 
-    metadata = {"source": "laion", "version": _FORMAT_VERSION, "shard_size": shard_size,
-                "settings": laion_fingerprint(paths, settings, overrides)}
+    metadata = {
+        "source": "laion",
+        "version": _FORMAT_VERSION,
+        "shard_size": shard_size,
+        "settings": laion_fingerprint(paths, settings, overrides),
+    }
     writer = ItemTableWriter(kept_path, KEPT_SCHEMA, shard_size, metadata)
     state = FilterState()
     bar = tqdm(total=total, desc="filtering", unit="row", unit_scale=True, disable=not progress)
@@ -259,7 +279,9 @@ def _seeded_selection(paths, overrides, settings: FilterSettings, total: int, pr
             rows = np.flatnonzero(filter_batch(batch, mapping, settings, state))
             if len(rows):
                 urls = batch.column(batch.schema.get_field_index(mapping["url"])).take(pa.array(rows))
-                best_priority = np.concatenate([best_priority, hash64(urls.cast(pa.string()), key=f"pick{settings.seed}")])
+                best_priority = np.concatenate(
+                    [best_priority, hash64(urls.cast(pa.string()), key=f"pick{settings.seed}")]
+                )
                 best_position = np.concatenate([best_position, rows + offset])
                 if len(best_priority) > n:
                     # lexsort: by priority, ties by position, so the choice is fully deterministic
@@ -337,27 +359,47 @@ def register(subparsers) -> None:
         parents=[writer_options(), download_options()],
         help="filter LAION parquet metadata and download the kept images",
         description="Filter LAION-400M / LAION-2B / aesthetics parquet files (streamed in row groups, "
-                    "bounded memory), keep the chosen rows in DIR/laion_kept.parquet, then download them "
-                    "into WebDataset shards. Rerunning the same command resumes.",
+        "bounded memory), keep the chosen rows in DIR/laion_kept.parquet, then download them "
+        "into WebDataset shards. Rerunning the same command resumes.",
     )
     p.add_argument("parquet", nargs="+", metavar="PARQUET", help="local paths, globs or http(s) URLs")
-    p.add_argument("--column", action="append", type=_column_override, default=[], metavar="FIELD=COLUMN",
-                   help="map a column name: fields url, caption, width, height, similarity, license, nsfw, "
-                        "punsafe, pwatermark, aesthetic, sample_id (repeatable)")
+    p.add_argument(
+        "--column",
+        action="append",
+        type=_column_override,
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="map a column name: fields url, caption, width, height, similarity, license, nsfw, "
+        "punsafe, pwatermark, aesthetic, sample_id (repeatable)",
+    )
     f = p.add_argument_group("filters")
-    f.add_argument("--keywords", action="append", metavar="W1,W2",
-                   help="keep captions containing these whole words (case-insensitive; repeatable)")
-    f.add_argument("--keyword-mode", choices=("any", "all"), default="any",
-                   help="any or all of the keywords must appear (default: any)")
-    f.add_argument("--exclude-keywords", action="append", metavar="W1,W2",
-                   help="drop captions containing any of these whole words")
+    f.add_argument(
+        "--keywords",
+        action="append",
+        metavar="W1,W2",
+        help="keep captions containing these whole words (case-insensitive; repeatable)",
+    )
+    f.add_argument(
+        "--keyword-mode",
+        choices=("any", "all"),
+        default="any",
+        help="any or all of the keywords must appear (default: any)",
+    )
+    f.add_argument(
+        "--exclude-keywords", action="append", metavar="W1,W2", help="drop captions containing any of these whole words"
+    )
     f.add_argument("--caption-regex", help="keep captions matching this RE2 regular expression (case-insensitive)")
-    f.add_argument("--min-caption-chars", type=int, default=1,
-                   help="shortest caption kept, in characters after trimming (default: 1)")
+    f.add_argument(
+        "--min-caption-chars",
+        type=int,
+        default=1,
+        help="shortest caption kept, in characters after trimming (default: 1)",
+    )
     f.add_argument("--max-caption-chars", type=int, default=None, help="longest caption kept (default: no limit)")
     f.add_argument("--min-similarity", type=float, help="minimum CLIP image-text similarity")
-    f.add_argument("--nsfw-allowed", metavar="TAGS",
-                   help="LAION-400M NSFW tags to keep, comma-separated, e.g. UNLIKELY")
+    f.add_argument(
+        "--nsfw-allowed", metavar="TAGS", help="LAION-400M NSFW tags to keep, comma-separated, e.g. UNLIKELY"
+    )
     f.add_argument("--max-punsafe", type=float, help="LAION-2B: maximum probability of unsafe content")
     f.add_argument("--max-pwatermark", type=float, help="LAION-2B: maximum probability of a watermark")
     f.add_argument("--min-aesthetic", type=float, help="minimum aesthetic score")
@@ -365,11 +407,17 @@ def register(subparsers) -> None:
     f.add_argument("--min-height", type=int, help="minimum declared height")
     f.add_argument("--max-aspect-ratio", type=float, help="maximum long side / short side of the declared size")
     f.add_argument("--no-dedupe-urls", action="store_true", help="keep repeated URLs (deduplicated by default)")
-    f.add_argument("--dedupe-captions", action="store_true",
-                   help="drop rows whose caption equals an earlier one after lower-casing and removing punctuation")
+    f.add_argument(
+        "--dedupe-captions",
+        action="store_true",
+        help="drop rows whose caption equals an earlier one after lower-casing and removing punctuation",
+    )
     f.add_argument("--sample-fraction", type=float, help="keep this random fraction of rows (seeded by --seed)")
-    f.add_argument("--max-samples", type=int, help="keep at most this many rows: the first ones, or a uniform "
-                                                   "random choice when --seed is given")
+    f.add_argument(
+        "--max-samples",
+        type=int,
+        help="keep at most this many rows: the first ones, or a uniform random choice when --seed is given",
+    )
     f.add_argument("--seed", type=int, help="seed for --sample-fraction and --max-samples")
     p.add_argument("--filter-only", action="store_true", help="stop after writing DIR/laion_kept.parquet")
     p.set_defaults(func=run)
@@ -408,8 +456,13 @@ def run(args) -> int:
     options = options_from_args(args, source="laion")
     try:
         kept, report = prepare_kept_rows(
-            args.parquet, writer.out_dir, settings, writer.shard_size,
-            dict(args.column), options.client, progress=not args.no_progress,
+            args.parquet,
+            writer.out_dir,
+            settings,
+            writer.shard_size,
+            dict(args.column),
+            options.client,
+            progress=not args.no_progress,
         )
     except (InputError, ColumnError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -418,7 +471,14 @@ def run(args) -> int:
     print(f"{kept}: kept {report['rows_kept']} of {report['rows_read']} rows (rejected: {rejected})")
     if args.filter_only:
         return 0
-    sources = [{"type": "laion", "inputs": [{k: i[k] for k in ("path", "rows", "schema")} for i in report["inputs"]],
-                "rows_read": report["rows_read"], "rows_kept": report["rows_kept"], "kept_rows": KEPT_FILE}]
+    sources = [
+        {
+            "type": "laion",
+            "inputs": [{k: i[k] for k in ("path", "rows", "schema")} for i in report["inputs"]],
+            "rows_read": report["rows_read"],
+            "rows_kept": report["rows_kept"],
+            "kept_rows": KEPT_FILE,
+        }
+    ]
     filters = {**settings.to_dict(), "rejected": report["rejected"]}
     return run_download(args, kept, writer, options, sources, filters)

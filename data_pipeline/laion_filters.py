@@ -36,9 +36,24 @@ REQUIRED = ("url", "caption")
 
 # Rejection reasons, in the order they are decided.
 REASONS = (
-    "missing_url", "bad_scheme", "empty_caption", "caption_length", "keywords", "excluded_keywords",
-    "caption_regex", "low_similarity", "nsfw", "unsafe", "watermark", "low_aesthetic", "too_small",
-    "aspect_ratio", "not_sampled", "duplicate_url", "duplicate_caption", "over_max_samples",
+    "missing_url",
+    "bad_scheme",
+    "empty_caption",
+    "caption_length",
+    "keywords",
+    "excluded_keywords",
+    "caption_regex",
+    "low_similarity",
+    "nsfw",
+    "unsafe",
+    "watermark",
+    "low_aesthetic",
+    "too_small",
+    "aspect_ratio",
+    "not_sampled",
+    "duplicate_url",
+    "duplicate_caption",
+    "over_max_samples",
 )
 
 
@@ -51,8 +66,9 @@ def resolve_columns(names: list[str], overrides: dict[str, str] | None = None) -
     overrides = overrides or {}
     unknown = set(overrides) - set(KNOWN_COLUMNS)
     if unknown:
-        raise ColumnError(f"unknown field(s) in --column: {', '.join(sorted(unknown))}; "
-                          f"fields are {', '.join(KNOWN_COLUMNS)}")
+        raise ColumnError(
+            f"unknown field(s) in --column: {', '.join(sorted(unknown))}; fields are {', '.join(KNOWN_COLUMNS)}"
+        )
     lower = {n.lower(): n for n in names}
     mapping: dict[str, str] = {}
     for fld, candidates in KNOWN_COLUMNS.items():
@@ -62,7 +78,8 @@ def resolve_columns(names: list[str], overrides: dict[str, str] | None = None) -
             mapping[fld] = overrides[fld]
             continue
         found = next((c for c in candidates if c in names), None) or next(
-            (lower[c.lower()] for c in candidates if c.lower() in lower), None)
+            (lower[c.lower()] for c in candidates if c.lower() in lower), None
+        )
         if found:
             mapping[fld] = found
     missing = [f for f in REQUIRED if f not in mapping]
@@ -141,15 +158,23 @@ class FilterSettings:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
-_FLAG_FOR = {"similarity": "--min-similarity", "nsfw": "--nsfw-allowed", "punsafe": "--max-punsafe",
-             "pwatermark": "--max-pwatermark", "aesthetic": "--min-aesthetic",
-             "width": "--min-width/--max-aspect-ratio", "height": "--min-height/--max-aspect-ratio"}
+_FLAG_FOR = {
+    "similarity": "--min-similarity",
+    "nsfw": "--nsfw-allowed",
+    "punsafe": "--max-punsafe",
+    "pwatermark": "--max-pwatermark",
+    "aesthetic": "--min-aesthetic",
+    "width": "--min-width/--max-aspect-ratio",
+    "height": "--min-height/--max-aspect-ratio",
+}
 
 
 def check_filter_columns(settings: FilterSettings, mapping: dict[str, str], path: str, names: list[str]) -> None:
     for fld in sorted(settings.needed_fields() - set(mapping)):
-        raise ColumnError(f"{_FLAG_FOR.get(fld, fld)} needs a {fld} column, but {path} has only "
-                          f"{', '.join(names)}; map one with --column {fld}=NAME")
+        raise ColumnError(
+            f"{_FLAG_FOR.get(fld, fld)} needs a {fld} column, but {path} has only "
+            f"{', '.join(names)}; map one with --column {fld}=NAME"
+        )
 
 
 _WORD_START = r"(?:^|[^\pL\pN_])"
@@ -268,7 +293,9 @@ def batch_checks(batch: pa.RecordBatch, mapping: dict[str, str], s: FilterSettin
     if s.caption_regex:
         checks.append(("caption_regex", _fill(pc.match_substring_regex(caption, s.caption_regex, ignore_case=True))))
     if s.min_similarity is not None:
-        checks.append(("low_similarity", _fill(pc.greater_equal(numeric(_col(batch, mapping, "similarity")), s.min_similarity))))
+        checks.append(
+            ("low_similarity", _fill(pc.greater_equal(numeric(_col(batch, mapping, "similarity")), s.min_similarity)))
+        )
     if s.nsfw_allowed is not None:
         tags = pc.utf8_upper(pc.utf8_trim_whitespace(pc.cast(_col(batch, mapping, "nsfw"), pa.string())))
         allowed = pa.array([t.strip().upper() for t in s.nsfw_allowed], pa.string())
@@ -276,9 +303,13 @@ def batch_checks(batch: pa.RecordBatch, mapping: dict[str, str], s: FilterSettin
     if s.max_punsafe is not None:
         checks.append(("unsafe", _fill(pc.less_equal(numeric(_col(batch, mapping, "punsafe")), s.max_punsafe))))
     if s.max_pwatermark is not None:
-        checks.append(("watermark", _fill(pc.less_equal(numeric(_col(batch, mapping, "pwatermark")), s.max_pwatermark))))
+        checks.append(
+            ("watermark", _fill(pc.less_equal(numeric(_col(batch, mapping, "pwatermark")), s.max_pwatermark)))
+        )
     if s.min_aesthetic is not None:
-        checks.append(("low_aesthetic", _fill(pc.greater_equal(numeric(_col(batch, mapping, "aesthetic")), s.min_aesthetic))))
+        checks.append(
+            ("low_aesthetic", _fill(pc.greater_equal(numeric(_col(batch, mapping, "aesthetic")), s.min_aesthetic)))
+        )
     width = numeric(_col(batch, mapping, "width")) if "width" in mapping else None
     height = numeric(_col(batch, mapping, "height")) if "height" in mapping else None
     if s.min_width is not None or s.min_height is not None:
@@ -307,8 +338,10 @@ def filter_batch(batch: pa.RecordBatch, mapping: dict[str, str], s: FilterSettin
         if dropped.any():
             state.rejected[reason] += int(dropped.sum())
             alive &= passes
-    for reason, enabled, fld in (("duplicate_url", s.dedupe_urls, "url"),
-                                 ("duplicate_caption", s.dedupe_captions, "caption")):
+    for reason, enabled, fld in (
+        ("duplicate_url", s.dedupe_urls, "url"),
+        ("duplicate_caption", s.dedupe_captions, "caption"),
+    ):
         if not enabled or not alive.any():
             continue
         rows = np.flatnonzero(alive)

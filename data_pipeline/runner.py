@@ -114,8 +114,9 @@ def run_shard_tasks(
         live["ok"] += ok
         live["failed"] += bad
         bar.update(ok + bad)
-        bar.set_postfix(ok=live["ok"], failed=live["failed"],
-                        shards=f"{summary.shards_written}/{len(pending)}", refresh=False)
+        bar.set_postfix(
+            ok=live["ok"], failed=live["failed"], shards=f"{summary.shards_written}/{len(pending)}", refresh=False
+        )
 
     try:
         if processes <= 1 or len(pending) <= 1:

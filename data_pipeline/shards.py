@@ -239,6 +239,7 @@ def read_shard_stats(out_dir: str, size: int, shard_id: int) -> dict | None:
 
 def items_digest(items: Iterable[Any]) -> str:
     """Digest of a shard task's input items, so a rerun notices when a shard's inputs changed."""
+
     def default(value):
         if isinstance(value, (bytes, bytearray, memoryview)):
             return "bytes:" + hashlib.sha256(bytes(value)).hexdigest()
@@ -328,8 +329,11 @@ def _rewrite_samples(path: str) -> Iterator[tuple[str, dict]]:
     oversized: list[str] = []
     yield from iter_tar_samples(path, oversized=oversized)
     if oversized:
-        warnings.warn(f"{path}: skipped {len(oversized)} tar member(s) larger than {MAX_TAR_MEMBER_BYTES} bytes "
-                      f"(first: {oversized[0]})", stacklevel=2)
+        warnings.warn(
+            f"{path}: skipped {len(oversized)} tar member(s) larger than {MAX_TAR_MEMBER_BYTES} bytes "
+            f"(first: {oversized[0]})",
+            stacklevel=2,
+        )
 
 
 def _assemble_tar(dest: str, sources: list[str], drop: set[str] = frozenset()) -> None:
@@ -380,8 +384,10 @@ class _Outcome:
 def _prepare_image(sample: Sample, config: WriterConfig) -> tuple[np.ndarray, int, int]:
     if isinstance(sample.image, (bytes, bytearray, memoryview)):
         rgb, (w, h) = images.decode_image(
-            bytes(sample.image), max_pixels=config.max_pixels,
-            min_side=config.min_image_side, draft_side=max(config.sizes),
+            bytes(sample.image),
+            max_pixels=config.max_pixels,
+            min_side=config.min_image_side,
+            draft_side=max(config.sizes),
         )
         return rgb, w, h
     arr = np.asarray(sample.image)
@@ -507,8 +513,11 @@ def _write_sample(sample: Sample, key: str, config: WriterConfig, tars: dict, ou
         for size in reversed(config.sizes):
             # Each smaller size is made from the next larger square: cheaper than from the
             # original, and area averaging composes, so the result is practically the same.
-            square = (images.resize_square(rgb, size, config.resize_mode, config.pad_color) if square is None
-                      else images.resize_square(square, size, "center_crop"))
+            square = (
+                images.resize_square(rgb, size, config.resize_mode, config.pad_color)
+                if square is None
+                else images.resize_square(square, size, "center_crop")
+            )
             encoded[size] = images.encode_image(square, config.image_format, config.quality)
         hashed = f"{phash(rgb):016x}" if config.dedupe_distance is not None else None
     except images.ImageError as exc:
@@ -640,8 +649,9 @@ def write_manifest(
         successes += st["successes"]
         failures.update(st.get("failures", {}))
         splits.update(st.get("splits", {}))
-        shards.append({"shard": st["shard"], "count": st["count"], "successes": st["successes"],
-                       "failed": st["failed"]})
+        shards.append(
+            {"shard": st["shard"], "count": st["count"], "successes": st["successes"], "failed": st["failed"]}
+        )
     manifest = {
         "format": "webdataset",
         "layout": "DIR/<size>/NNNNN.tar with KEY.<image>, KEY.txt, KEY.json",

@@ -38,25 +38,37 @@ ITEMS_FILE = "wikipedia_items.parquet"
 IMAGEINFO_BATCH = 50  # the API's limit of titles per query
 _FORMAT_VERSION = 1
 
-ITEM_SCHEMA = pa.schema([
-    ("url", pa.string()),
-    ("caption", pa.string()),
-    ("captions", pa.list_(pa.string())),
-    ("license", pa.string()),
-    ("attribution", pa.string()),
-    ("group", pa.string()),
-    ("file_title", pa.string()),
-    ("page_title", pa.string()),
-    ("kind", pa.string()),
-    ("description_url", pa.string()),
-    ("license_url", pa.string()),
-    ("declared_width", pa.int64()),
-    ("declared_height", pa.int64()),
-])
+ITEM_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("captions", pa.list_(pa.string())),
+        ("license", pa.string()),
+        ("attribution", pa.string()),
+        ("group", pa.string()),
+        ("file_title", pa.string()),
+        ("page_title", pa.string()),
+        ("kind", pa.string()),
+        ("description_url", pa.string()),
+        ("license_url", pa.string()),
+        ("declared_width", pa.int64()),
+        ("declared_height", pa.int64()),
+    ]
+)
 
 # Containers whose images are decoration or navigation, never content.
-_SKIP_ANCESTORS = ("noviewer", "navbox", "metadata", "ambox", "mbox-image", "sistersitebox", "vertical-navbox",
-                   "mw-editsection", "portalbox", "noprint")
+_SKIP_ANCESTORS = (
+    "noviewer",
+    "navbox",
+    "metadata",
+    "ambox",
+    "mbox-image",
+    "sistersitebox",
+    "vertical-navbox",
+    "mw-editsection",
+    "portalbox",
+    "noprint",
+)
 _CITATION_MARK = re.compile(
     r"\[\s*(?:\d+|[a-z]|[ivxlc]+|(?:note|nb|n)\s*\d+|citation needed|clarification needed|"
     r"dubious[^\]]*|when\?|who\?|which\?|according to whom\?|failed verification|better source needed)\s*\]",
@@ -85,8 +97,10 @@ def clean_caption_html(element: Tag | None) -> str:
     if element is None:
         return ""
     element = BeautifulSoup(str(element), "html.parser")  # work on a copy
-    for junk in element.select("sup.reference, .reference, .mw-ref, .noprint, style, script, .magnify, "
-                               ".mw-cite-backlink, .mw-editsection, .sortkey, .Inline-Template"):
+    for junk in element.select(
+        "sup.reference, .reference, .mw-ref, .noprint, style, script, .magnify, "
+        ".mw-cite-backlink, .mw-editsection, .sortkey, .Inline-Template"
+    ):
         junk.decompose()
     text = html.unescape(element.get_text(" "))  # get_text decoded entities; this catches double-escaped ones
     return _tidy(_CITATION_MARK.sub("", text))
@@ -249,8 +263,7 @@ class WikiApi:
 
     def parse(self, title: str) -> tuple[str | None, str, str | None]:
         """(html or None, resolved title, error message when the page is missing)."""
-        data = self.call(action="parse", page=title, prop="text", redirects="1",
-                         disableeditsection="1", disabletoc="1")
+        data = self.call(action="parse", page=title, prop="text", redirects="1", disableeditsection="1", disabletoc="1")
         if "error" in data:
             err = data["error"]
             return None, title, f"{err.get('code', 'error')}: {err.get('info', '')}".strip()
@@ -267,10 +280,14 @@ class WikiApi:
         out: dict[str, dict] = {}
         for start in range(0, len(file_titles), IMAGEINFO_BATCH):
             batch = file_titles[start : start + IMAGEINFO_BATCH]
-            data = self.call(action="query", prop="imageinfo", titles="|".join(batch),
-                             iiprop="url|size|mime|extmetadata", iiurlwidth=str(width),
-                             iiextmetadatafilter="LicenseShortName|License|LicenseUrl|Artist|Credit|"
-                                                 "AttributionRequired|UsageTerms")
+            data = self.call(
+                action="query",
+                prop="imageinfo",
+                titles="|".join(batch),
+                iiprop="url|size|mime|extmetadata",
+                iiurlwidth=str(width),
+                iiextmetadatafilter="LicenseShortName|License|LicenseUrl|Artist|Credit|AttributionRequired|UsageTerms",
+            )
             query = data.get("query") or {}
             aliases = {n["to"]: n["from"] for n in query.get("normalized", [])}
             pages = query.get("pages") or []
@@ -335,8 +352,13 @@ class CollectReport:
     images_kept: int = 0
 
     def to_dict(self) -> dict:
-        return {"pages": self.pages, "missing": self.missing, "images_found": self.images_found,
-                "images_skipped": self.images_skipped, "images_kept": self.images_kept}
+        return {
+            "pages": self.pages,
+            "missing": self.missing,
+            "images_found": self.images_found,
+            "images_skipped": self.images_skipped,
+            "images_kept": self.images_kept,
+        }
 
 
 def collect_items(
@@ -374,10 +396,18 @@ def collect_items(
                 continue
             rows[key] = {
                 "url": thumbnail_url(img.src, page_url, thumb_width, img.file_width),
-                "caption": img.caption, "captions": [img.caption], "license": None, "attribution": None,
-                "group": key, "file_title": img.file_title, "page_title": resolved, "kind": img.kind,
-                "description_url": None, "license_url": None,
-                "declared_width": img.file_width, "declared_height": img.file_height,
+                "caption": img.caption,
+                "captions": [img.caption],
+                "license": None,
+                "attribution": None,
+                "group": key,
+                "file_title": img.file_title,
+                "page_title": resolved,
+                "kind": img.kind,
+                "description_url": None,
+                "license_url": None,
+                "declared_width": img.file_width,
+                "declared_height": img.file_height,
             }
     files = [k for k, r in rows.items() if r["file_title"]]
     if files:
@@ -389,14 +419,21 @@ def collect_items(
             row = rows[key]
             if info["url"]:
                 row["url"] = info["url"]
-            row.update(license=info["license"], attribution=info["attribution"],
-                       description_url=info["description_url"], license_url=info["license_url"],
-                       declared_width=info["width"] or row["declared_width"],
-                       declared_height=info["height"] or row["declared_height"])
+            row.update(
+                license=info["license"],
+                attribution=info["attribution"],
+                description_url=info["description_url"],
+                license_url=info["license_url"],
+                declared_width=info["width"] or row["declared_width"],
+                declared_height=info["height"] or row["declared_height"],
+            )
     report.images_kept = len(rows)
-    writer = ItemTableWriter(items_path, ITEM_SCHEMA, shard_size,
-                             {"source": "wikipedia", "version": _FORMAT_VERSION, "shard_size": shard_size,
-                              "settings": fingerprint or {}})
+    writer = ItemTableWriter(
+        items_path,
+        ITEM_SCHEMA,
+        shard_size,
+        {"source": "wikipedia", "version": _FORMAT_VERSION, "shard_size": shard_size, "settings": fingerprint or {}},
+    )
     try:
         if rows:
             writer.write(pa.Table.from_pylist(list(rows.values()), schema=ITEM_SCHEMA))
@@ -418,20 +455,32 @@ def read_titles(titles: list[str], titles_file: str | None) -> list[str]:
     return unique
 
 
-def prepare_items(titles: list[str], out_dir: str, api: WikiApi, shard_size: int, thumb_width: int,
-                  min_display: int, min_original: int, progress: bool = True) -> tuple[str, dict]:
+def prepare_items(
+    titles: list[str],
+    out_dir: str,
+    api: WikiApi,
+    shard_size: int,
+    thumb_width: int,
+    min_display: int,
+    min_original: int,
+    progress: bool = True,
+) -> tuple[str, dict]:
     """Write DIR/wikipedia_items.parquet, or reuse the one an identical earlier run wrote."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, ITEMS_FILE)
-    fingerprint = {"titles": titles, "endpoint": api.endpoint, "thumb_width": thumb_width,
-                   "min_display": min_display, "min_original": min_original}
+    fingerprint = {
+        "titles": titles,
+        "endpoint": api.endpoint,
+        "thumb_width": thumb_width,
+        "min_display": min_display,
+        "min_original": min_original,
+    }
     meta = table_metadata(path) if os.path.exists(path) else None
     if meta is not None:
         if meta.get("settings") == fingerprint and meta.get("shard_size") == shard_size and "report" in meta:
             return path, meta["report"]
         raise ValueError(f"{path} was made from other titles or settings; use a new --out folder")
-    report = collect_items(titles, api, path, shard_size, thumb_width, min_display, min_original,
-                           progress, fingerprint)
+    report = collect_items(titles, api, path, shard_size, thumb_width, min_display, min_original, progress, fingerprint)
     return path, report.to_dict()
 
 
@@ -441,22 +490,36 @@ def prepare_items(titles: list[str], out_dir: str, api: WikiApi, shard_size: int
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "wikipedia",
-        parents=[writer_options(), download_options({"per_domain_concurrency": 4, "per_domain_rate": 10.0,
-                                                     "threads": 8})],
+        parents=[
+            writer_options(),
+            download_options({"per_domain_concurrency": 4, "per_domain_rate": 10.0, "threads": 8}),
+        ],
         help="captioned images of wiki articles (MediaWiki API + BeautifulSoup)",
         description="Collect the captioned images (figures, thumbnails, galleries, infoboxes) of wiki "
-                    "articles through the MediaWiki API, with their license and author, then download "
-                    "them into WebDataset shards. Rerunning the same command resumes.",
+        "articles through the MediaWiki API, with their license and author, then download "
+        "them into WebDataset shards. Rerunning the same command resumes.",
     )
     p.add_argument("titles", nargs="*", metavar="TITLE", help="article titles")
     p.add_argument("--titles-file", help="a file with one title per line ('#' starts a comment)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"MediaWiki api.php URL (default: {DEFAULT_ENDPOINT})")
-    p.add_argument("--thumb-width", type=int, default=512,
-                   help="width of the thumbnails requested from the wiki; never wider than the original (default: 512)")
-    p.add_argument("--min-display-size", type=int, default=40,
-                   help="skip images shown smaller than this many pixels on the page: icons (default: 40)")
-    p.add_argument("--min-original-size", type=int, default=100,
-                   help="skip files whose original short side is smaller (default: 100)")
+    p.add_argument(
+        "--thumb-width",
+        type=int,
+        default=512,
+        help="width of the thumbnails requested from the wiki; never wider than the original (default: 512)",
+    )
+    p.add_argument(
+        "--min-display-size",
+        type=int,
+        default=40,
+        help="skip images shown smaller than this many pixels on the page: icons (default: 40)",
+    )
+    p.add_argument(
+        "--min-original-size",
+        type=int,
+        default=100,
+        help="skip files whose original short side is smaller (default: 100)",
+    )
     p.add_argument("--api-rate", type=float, default=2.0, help="API requests per second (default: 2)")
     p.add_argument("--contact", help="contact (e-mail or URL) added to the User-Agent, as Wikimedia asks of bots")
     p.set_defaults(func=run)
@@ -480,18 +543,43 @@ def run(args) -> int:
     with HttpClient(api_config) as client:
         api = WikiApi(args.endpoint, client)
         try:
-            items, report = prepare_items(titles, writer.out_dir, api, writer.shard_size, args.thumb_width,
-                                          args.min_display_size, args.min_original_size,
-                                          progress=not args.no_progress)
+            items, report = prepare_items(
+                titles,
+                writer.out_dir,
+                api,
+                writer.shard_size,
+                args.thumb_width,
+                args.min_display_size,
+                args.min_original_size,
+                progress=not args.no_progress,
+            )
         except (WikiError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     missing = ", ".join(m["title"] for m in report["missing"])
-    print(f"{items}: {report['images_kept']} images from {len(report['pages'])} pages "
-          f"({report['images_skipped']} icons/uncaptioned skipped)" + (f"; missing pages: {missing}" if missing else ""))
-    sources = [{"type": "wikipedia", "endpoint": args.endpoint, "pages": len(report["pages"]),
-                "missing": report["missing"], "items": ITEMS_FILE}]
-    status = run_download(args, items, writer, options, sources, {"thumb_width": args.thumb_width,
-                                                                  "min_display_size": args.min_display_size,
-                                                                  "min_original_size": args.min_original_size})
+    print(
+        f"{items}: {report['images_kept']} images from {len(report['pages'])} pages "
+        f"({report['images_skipped']} icons/uncaptioned skipped)" + (f"; missing pages: {missing}" if missing else "")
+    )
+    sources = [
+        {
+            "type": "wikipedia",
+            "endpoint": args.endpoint,
+            "pages": len(report["pages"]),
+            "missing": report["missing"],
+            "items": ITEMS_FILE,
+        }
+    ]
+    status = run_download(
+        args,
+        items,
+        writer,
+        options,
+        sources,
+        {
+            "thumb_width": args.thumb_width,
+            "min_display_size": args.min_display_size,
+            "min_original_size": args.min_original_size,
+        },
+    )
     return status

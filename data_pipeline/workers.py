@@ -29,8 +29,9 @@ def process_pool(
     **kwargs,
 ) -> cf.ProcessPoolExecutor:
     """A `ProcessPoolExecutor` whose workers exit when this process dies, then run `initializer(*initargs)`."""
-    return cf.ProcessPoolExecutor(processes, initializer=_init_worker,
-                                  initargs=(os.getpid(), initializer, initargs), **kwargs)
+    return cf.ProcessPoolExecutor(
+        processes, initializer=_init_worker, initargs=(os.getpid(), initializer, initargs), **kwargs
+    )
 
 
 def _init_worker(parent_pid: int, initializer, initargs: tuple) -> None:

@@ -1,4 +1,5 @@
 """`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch` and `cache`."""
+
 from __future__ import annotations
 
 import argparse
@@ -81,16 +82,19 @@ def _add_hub_parsers(sub) -> None:
 
     cache_help = f"model cache folder (default: ${CACHE_ENV}, else ~/.cache/autocomics)"
     fetch_parser = sub.add_parser(
-        "fetch", help="download OpenAI's released GLIDE weights by name into the model cache",
+        "fetch",
+        help="download OpenAI's released GLIDE weights by name into the model cache",
         description=f"Download, verify and convert released models into the cache ({', '.join(all_names())}); "
-                    f"commands that take a model fetch a name on first use too. ${URL_ENV} points at a mirror; "
-                    f"{OFFLINE_ENV}=1 forbids the network. An interrupted download resumes on the next run.")
+        f"commands that take a model fetch a name on first use too. ${URL_ENV} points at a mirror; "
+        f"{OFFLINE_ENV}=1 forbids the network. An interrupted download resumes on the next run.",
+    )
     fetch_parser.add_argument("names", nargs="+", metavar="NAME", help="model or pipeline names")
     fetch_parser.add_argument("--cache-dir", default=None, help=cache_help)
     fetch_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     fetch_parser.set_defaults(func=_fetch)
-    cache_parser = sub.add_parser("cache", help="list or remove cached models",
-                                  description="List the model cache, or remove models from it.")
+    cache_parser = sub.add_parser(
+        "cache", help="list or remove cached models", description="List the model cache, or remove models from it."
+    )
     cache_parser.add_argument("action", choices=("list", "remove"))
     cache_parser.add_argument("names", nargs="*", metavar="NAME", help="models to remove")
     cache_parser.add_argument("--cache-dir", default=None, help=cache_help)
@@ -104,14 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser(
-        "train", help="fine-tune or train a GLIDE base / upsampler / inpainting model",
+        "train",
+        help="fine-tune or train a GLIDE base / upsampler / inpainting model",
         description="Train with Accelerate (one CPU, one GPU, or many with `accelerate launch -m finetune train`). "
-                    "Settings come from --config (YAML/TOML) and flags; flags win. The resolved settings, checkpoints, "
-                    "TensorBoard logs, sample grids and the final model folder go to --run-dir.")
+        "Settings come from --config (YAML/TOML) and flags; flags win. The resolved settings, checkpoints, "
+        "TensorBoard logs, sample grids and the final model folder go to --run-dir.",
+    )
     add_arguments(train_parser)
     train_parser.set_defaults(func=_train)
-    convert_parser = sub.add_parser("convert", help="OpenAI GLIDE .pt -> model folder",
-                                    description="Convert an OpenAI GLIDE checkpoint into a model folder.")
+    convert_parser = sub.add_parser(
+        "convert",
+        help="OpenAI GLIDE .pt -> model folder",
+        description="Convert an OpenAI GLIDE checkpoint into a model folder.",
+    )
     add_convert_arguments(convert_parser)
     convert_parser.set_defaults(func=_convert)
     _add_hub_parsers(sub)

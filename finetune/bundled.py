@@ -1,5 +1,6 @@
 """Bundled small models, shipped as package data under finetune/bundled/ (a pipeline folder:
 ``base/`` and ``upsampler/`` model folders)."""
+
 from __future__ import annotations
 
 from importlib.resources import files

@@ -5,6 +5,7 @@ A model folder holds ``config.json`` (format version, options, preset, tokenizer
 ``provenance.json``. A folder is built beside its destination and swapped in, so readers never
 see a half-written one, and an existing folder that is not a model folder is never overwritten. OpenAI ``.pt`` files are read with ``torch.load(weights_only=True)`` only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,9 +58,18 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 # safetensors' names of the dtypes a checkpoint holds
-SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                      torch.uint8: "U8", torch.bool: "BOOL"}
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 MADV_PAGEOUT = 21  # Linux >= 5.4: drop the pages from this process (file-backed ones reload on use, nothing is lost)
 
 
@@ -88,6 +98,7 @@ def _stream_safetensors(path: str, state_dict: Mapping[str, torch.Tensor], dtype
 
     safetensors' save_file serialises all tensors in one call, which keeps every page of a memory-mapped
     checkpoint resident until the end: this keeps converting a 1.5 GB checkpoint at about one copy of it."""
+
     def stored(t: torch.Tensor) -> torch.Tensor:
         t = t.detach().to("cpu")
         return (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
@@ -99,8 +110,11 @@ def _stream_safetensors(path: str, state_dict: Mapping[str, torch.Tensor], dtype
         t = state_dict[name]
         out_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
         size = t.numel() * torch.empty((), dtype=out_dtype).element_size()
-        header[name] = {"dtype": SAFETENSORS_DTYPES[out_dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[out_dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
@@ -112,8 +126,13 @@ def _stream_safetensors(path: str, state_dict: Mapping[str, torch.Tensor], dtype
             _page_out(state_dict[name])
 
 
-def write_safetensors(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None,
-                      *, stream: bool = False) -> None:
+def write_safetensors(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    *,
+    stream: bool = False,
+) -> None:
     """Save a state_dict atomically; floating tensors are cast to `dtype` when given (e.g. float16 storage).
 
     `stream` writes tensor by tensor and lets go of each source tensor's pages (for memory-mapped sources, such
@@ -158,7 +177,9 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
         raise CheckpointError(f"{what} does not match the model: " + ", ".join(problems))
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint"
+) -> None:
     check_state_dict(model, state_dict, what)
     model.load_state_dict(state_dict, strict=True)
 
@@ -189,7 +210,7 @@ def refused_global_name(message: str) -> str | None:
     name = found.group(1)
     for prefix in _OS_IMPLEMENTATION_MODULES:
         if name.startswith(prefix):
-            return "os." + name[len(prefix):]
+            return "os." + name[len(prefix) :]
     return name
 
 
@@ -205,7 +226,9 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
     except pickle.UnpicklingError as e:
         name = refused_global_name(str(e))
         if name is None:
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)") from None
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)"
+            ) from None
         raise CheckpointError(
             f"refusing to load {path}: it references the Python object {name}, and unpickling it could run "
             "code; only tensors are read (weights_only=True)"
@@ -217,7 +240,11 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
             if isinstance(data.get(key), dict):
                 data = data[key]
                 break
-    if not isinstance(data, dict) or not data or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items())
+    ):
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
     return data
 
@@ -233,7 +260,11 @@ def code_version() -> str:
         text = "unknown"
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -257,7 +288,9 @@ def write_model_folder(
     path = Path(path)
     options = resolve_options(options)
     if tokenizer is not None and tokenizer.name != options["tokenizer"]:
-        raise ValueError(f"tokenizer {tokenizer.name!r} does not match the model's tokenizer option {options['tokenizer']!r}")
+        raise ValueError(
+            f"tokenizer {tokenizer.name!r} does not match the model's tokenizer option {options['tokenizer']!r}"
+        )
     if ema_state_dict is not None and set(ema_state_dict) != set(state_dict):
         raise ValueError("the EMA state_dict must have the same keys as the model state_dict")
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CONFIG_FILE).is_file())):
@@ -273,7 +306,11 @@ def write_model_folder(
         tokenizer_files = [p.name for p in tokenizer.save_files(tmp)] if tokenizer is not None else []
         write_json(
             tmp / PROVENANCE_FILE,
-            {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(), **(provenance or {})},
+            {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "code_version": code_version(),
+                **(provenance or {}),
+            },
         )
         config = {
             "format_version": FORMAT_VERSION,
@@ -374,5 +411,7 @@ def load_model_folder(
     try:
         tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})") from None
+        raise FileNotFoundError(
+            f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})"
+        ) from None
     return LoadedModel(model=model, options=options, tokenizer=tokenizer, config=config, path=path)

@@ -1,5 +1,6 @@
 """OpenAI GLIDE .pt checkpoint (a file, or a released model's name) -> our model folder
 (`python -m finetune convert`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .checkpoints import (EMA_FILE, PROVENANCE_FILE, WEIGHTS_FILE, check_state_dict, load_openai_checkpoint,
-                          read_config, write_model_folder)
+from .checkpoints import (
+    EMA_FILE,
+    PROVENANCE_FILE,
+    WEIGHTS_FILE,
+    check_state_dict,
+    load_openai_checkpoint,
+    read_config,
+    write_model_folder,
+)
 from .fsutil import file_sha256
 from .model import build_model, get_preset, list_presets, resolve_options
 from .tokenizers import get_tokenizer
@@ -53,8 +61,12 @@ def convert(
     )
 
 
-def copy_model_folder(source: str | os.PathLike, out_dir: str | os.PathLike,
-                      vocab_path: str | os.PathLike | None = None, fp16: bool = False) -> Path:
+def copy_model_folder(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    vocab_path: str | os.PathLike | None = None,
+    fp16: bool = False,
+) -> Path:
     """Write a copy of a model folder (e.g. a cached released model), optionally in fp16 or with another
     vocabulary copy."""
     source = Path(source)
@@ -65,16 +77,29 @@ def copy_model_folder(source: str | os.PathLike, out_dir: str | os.PathLike,
     provenance = json.loads((source / PROVENANCE_FILE).read_text()) if (source / PROVENANCE_FILE).is_file() else {}
     provenance.pop("created", None)
     provenance.pop("code_version", None)
-    return write_model_folder(out_dir, load_file(source / WEIGHTS_FILE), options, tokenizer=tokenizer,
-                              ema_state_dict=ema, provenance={**provenance, "copied_from": str(source)},
-                              preset=config.get("preset"), dtype=torch.float16 if fp16 else None)
+    return write_model_folder(
+        out_dir,
+        load_file(source / WEIGHTS_FILE),
+        options,
+        tokenizer=tokenizer,
+        ema_state_dict=ema,
+        provenance={**provenance, "copied_from": str(source)},
+        preset=config.get("preset"),
+        dtype=torch.float16 if fp16 else None,
+    )
 
 
 def add_vocab_argument(parser) -> None:
     """The one flag that overrides a tokenizer's vocabulary files (`--vocab` is accepted too)."""
-    parser.add_argument("--vocab-path", "--vocab", dest="vocab_path", default=None, metavar="DIR",
-                        help="GPT-2 BPE folder (encoder.json + vocab.bpe, gzipped or not, or a Hugging Face GPT-2 "
-                             "tokenizer) overriding the one shipped with the package")
+    parser.add_argument(
+        "--vocab-path",
+        "--vocab",
+        dest="vocab_path",
+        default=None,
+        metavar="DIR",
+        help="GPT-2 BPE folder (encoder.json + vocab.bpe, gzipped or not, or a Hugging Face GPT-2 "
+        "tokenizer) overriding the one shipped with the package",
+    )
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -82,16 +107,26 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     from .hub.names import RELEASED_MODELS
 
     names = ", ".join(RELEASED_MODELS)
-    parser.add_argument("checkpoint", help="OpenAI GLIDE .pt file (base.pt, upsample.pt, base_inpaint.pt, "
-                                           f"upsample_inpaint.pt) or a released model's name ({names}), fetched "
-                                           "into the cache first")
-    parser.add_argument("--preset", default=None, choices=list_presets(),
-                        help="architecture the .pt file was trained with (required for a file; a name implies it)")
+    parser.add_argument(
+        "checkpoint",
+        help="OpenAI GLIDE .pt file (base.pt, upsample.pt, base_inpaint.pt, "
+        f"upsample_inpaint.pt) or a released model's name ({names}), fetched "
+        "into the cache first",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=list_presets(),
+        help="architecture the .pt file was trained with (required for a file; a name implies it)",
+    )
     parser.add_argument("--out", required=True, help="model folder to write")
     add_vocab_argument(parser)
     parser.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
-    parser.add_argument("--cache-dir", default=None, help="model cache folder for names (default: $AUTOCOMICS_CACHE "
-                                                          "or ~/.cache/autocomics)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="model cache folder for names (default: $AUTOCOMICS_CACHE or ~/.cache/autocomics)",
+    )
     return parser
 
 
@@ -108,8 +143,9 @@ def run_convert(args: argparse.Namespace) -> Path:
         out = copy_model_folder(cached, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
     else:
         if not args.preset:
-            raise ValueError(f"--preset is required to convert the file {args.checkpoint} "
-                             f"(one of {', '.join(list_presets())})")
+            raise ValueError(
+                f"--preset is required to convert the file {args.checkpoint} (one of {', '.join(list_presets())})"
+            )
         out = convert(args.checkpoint, args.preset, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
     print(f"wrote model folder {out}")
     return out

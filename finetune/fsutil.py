@@ -1,4 +1,5 @@
 """Atomic file and folder writes: nothing we write (checkpoints, model folders, images) is ever seen half-written."""
+
 from __future__ import annotations
 
 import errno

@@ -8,6 +8,7 @@ The empty caption (all padding, mask all False) is the unconditional input for c
 guidance; ``empty(n)`` returns it and every tokenizer encodes "" to exactly that (CLIP also
 whitespace-only captions; GPT-2 keeps the reference's ids for whitespace).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -83,7 +84,9 @@ class Tokenizer:
 # ------------------------------------------------------------------------------------------- GPT-2
 def _byte_alphabet() -> dict[int, str]:
     """GPT-2's reversible byte -> printable unicode character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -134,7 +137,7 @@ class BytePairEncoder:
 
 
 def _read_text(path: Path) -> str:
-    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+    with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8") as f:
         return f.read()
 
 

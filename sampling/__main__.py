@@ -1,4 +1,5 @@
 """`python -m sampling generate | comic | inpaint | studio`."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Device and precision choices for sampling: fp32, or bf16/fp16 through autocast."""
+
 from __future__ import annotations
 
 import contextlib

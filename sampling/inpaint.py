@@ -1,5 +1,6 @@
 """Inpainting inputs: an image and a mask (white = the region to fill, black = pixels to keep),
 checked and brought to each stage's resolution as `KnownPixels`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ class InpaintInputs:
 
     def at(self, size: int) -> KnownPixels:
         """The known pixels at `size`x`size`; a pixel counts as known only if none of it is to be filled."""
-        image = self.image.resize((size, size), Image.Resampling.BICUBIC if size > self.image.width else Image.Resampling.BOX)
+        image = self.image.resize(
+            (size, size), Image.Resampling.BICUBIC if size > self.image.width else Image.Resampling.BOX
+        )
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         fill = Image.fromarray(self.fill.astype(np.uint8) * 255, "L").resize((size, size), Image.Resampling.BOX)
         known = torch.from_numpy((np.asarray(fill) == 0).astype(np.float32))[None, None]
@@ -54,8 +57,10 @@ def load_inpaint_inputs(image_path: str | Path, mask_path: str | Path) -> Inpain
     image_path, mask_path = Path(image_path), Path(mask_path)
     image, mask = _open(image_path, "image"), _open(mask_path, "mask")
     if image.size != mask.size:
-        raise InpaintInputError(f"the mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
-                                "they must be the same size")
+        raise InpaintInputError(
+            f"the mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
+            "they must be the same size"
+        )
     warnings = []
     if image.width != image.height:
         warnings.append(f"image is {image.width}x{image.height}; using its centre square")

@@ -6,6 +6,7 @@ model folder (config.json + weights), a pipeline folder (base/ and upsampler/ mo
 `.pt` file (read through the model core with a preset). An existing path wins over a name. With no model argument
 the bundled models are used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,7 +77,9 @@ def file_digest(path: Path) -> str:
 def model_id_for(path: Path, extra: str = "") -> str:
     """'<name>@<12 hex>': the folder or file name and a hash of the config and weights."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "provenance.json")
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "provenance.json"
+        )
     else:
         files = [path]
     h = hashlib.sha256(extra.encode())
@@ -89,7 +92,9 @@ def model_id_for(path: Path, extra: str = "") -> str:
 
 
 def is_pipeline_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "base" / "config.json").is_file() and (path / "upsampler" / "config.json").is_file()
+    return (
+        path.is_dir() and (path / "base" / "config.json").is_file() and (path / "upsampler" / "config.json").is_file()
+    )
 
 
 def is_model_folder(path: Path) -> bool:
@@ -99,8 +104,10 @@ def is_model_folder(path: Path) -> bool:
 def _describe_expected() -> str:
     from finetune.hub import all_names
 
-    return (f"expected a model name ({', '.join([BUNDLED_NAME, *all_names()])}), a model folder (with config.json), "
-            "a pipeline folder (with base/ and upsampler/), or an OpenAI GLIDE .pt checkpoint")
+    return (
+        f"expected a model name ({', '.join([BUNDLED_NAME, *all_names()])}), a model folder (with config.json), "
+        "a pipeline folder (with base/ and upsampler/), or an OpenAI GLIDE .pt checkpoint"
+    )
 
 
 def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
@@ -113,8 +120,9 @@ def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingMod
     except (KeyError, ValueError, OSError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"{path}: could not load the model folder: {exc}") from None
     loaded.model.eval().requires_grad_(False)
-    return SamplingModel(loaded.model, dict(loaded.options), loaded.tokenizer,
-                         model_id_for(path, "ema" if use_ema else "raw"), str(path))
+    return SamplingModel(
+        loaded.model, dict(loaded.options), loaded.tokenizer, model_id_for(path, "ema" if use_ema else "raw"), str(path)
+    )
 
 
 def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.device) -> SamplingModel:
@@ -138,13 +146,21 @@ def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.devic
     try:
         tokenizer = get_tokenizer(options["tokenizer"], int(options["text_ctx"]), vocab_path=vocab)
     except (ValueError, OSError) as exc:
-        raise ModelLoadError(f"{path}: cannot load the {options['tokenizer']} tokenizer's vocabulary "
-                             f"({vocab or 'shipped files'}): {exc}") from None
+        raise ModelLoadError(
+            f"{path}: cannot load the {options['tokenizer']} tokenizer's vocabulary ({vocab or 'shipped files'}): {exc}"
+        ) from None
     return SamplingModel(model, dict(model.options), tokenizer, model_id_for(path, preset), str(path))
 
 
-def load_sampling_model(path: str | os.PathLike, role: str, device: torch.device, *, preset: str | None = None,
-                        vocab: str | None = None, use_ema: bool = True) -> SamplingModel:
+def load_sampling_model(
+    path: str | os.PathLike,
+    role: str,
+    device: torch.device,
+    *,
+    preset: str | None = None,
+    vocab: str | None = None,
+    use_ema: bool = True,
+) -> SamplingModel:
     """Load one model folder or OpenAI .pt file for `role` ('base' or 'upsampler') and check it fits the role."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -168,8 +184,10 @@ def _bundled_path(role: str) -> Path:
     try:
         from finetune.bundled import bundled_model_path
     except ImportError:
-        raise ModelLoadError("no model was given and this install has no bundled models; pass --model PATH "
-                             "(a model folder, a pipeline folder or an OpenAI .pt file)") from None
+        raise ModelLoadError(
+            "no model was given and this install has no bundled models; pass --model PATH "
+            "(a model folder, a pipeline folder or an OpenAI .pt file)"
+        ) from None
     try:
         path = Path(bundled_model_path(role))
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -211,9 +229,17 @@ def _resolve_upsampler(upsampler: str) -> Path:
     return _resolve_named(upsampler, "upsampler")[0] if _named(upsampler) else Path(upsampler).expanduser()
 
 
-def load_models(model: str | None, device: torch.device, *, upsampler: str | None = None, use_upsampler: bool = True,
-                preset: str | None = None, upsampler_preset: str | None = None, vocab: str | None = None,
-                use_ema: bool = True) -> ModelPair:
+def load_models(
+    model: str | None,
+    device: torch.device,
+    *,
+    upsampler: str | None = None,
+    use_upsampler: bool = True,
+    preset: str | None = None,
+    upsampler_preset: str | None = None,
+    vocab: str | None = None,
+    use_ema: bool = True,
+) -> ModelPair:
     """Resolve the base (and optional upsampler) a command samples with.
 
     `model` may be a pipeline folder or pipeline name (`glide`, `bundled`), which brings its own upsampler unless
@@ -241,5 +267,7 @@ def load_models(model: str | None, device: torch.device, *, upsampler: str | Non
     up = None
     if upsampler_path is not None:
         # Each model encodes the caption with its own tokenizer, so the two need not share one.
-        up = load_sampling_model(upsampler_path, "upsampler", device, preset=upsampler_preset, vocab=vocab, use_ema=use_ema)
+        up = load_sampling_model(
+            upsampler_path, "upsampler", device, preset=upsampler_preset, vocab=vocab, use_ema=use_ema
+        )
     return ModelPair(base, up)

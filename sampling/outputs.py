@@ -4,6 +4,7 @@ Every image is written next to a sidecar `NAME.json`. An output counts as writte
 files exist; `output_state` compares the stored parameters with the requested ones so a rerun can
 skip finished work and refuse to overwrite images made with other settings.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,9 @@ def sidecar_path(png_path: str | os.PathLike) -> Path:
     return Path(png_path).with_suffix(".json")
 
 
-def save_image(path: str | os.PathLike, image: Image.Image | np.ndarray, parameters: dict,
-               info: dict | None = None) -> Path:
+def save_image(
+    path: str | os.PathLike, image: Image.Image | np.ndarray, parameters: dict, info: dict | None = None
+) -> Path:
     """Write the PNG (parameters in text chunks) and its JSON sidecar, both atomically.
 
     `parameters` decide whether a rerun may skip this output; `info` holds facts that do not
@@ -106,8 +108,12 @@ def slugify(text: str, max_length: int = 40) -> str:
     return (text[:max_length].rstrip("-")) or "untitled"
 
 
-def make_grid(images: Iterable[Image.Image | np.ndarray], columns: int | None = None, padding: int = 2,
-              background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def make_grid(
+    images: Iterable[Image.Image | np.ndarray],
+    columns: int | None = None,
+    padding: int = 2,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
     """Tile same-sized images row-major into one image."""
     tiles = [to_pil(im) for im in images]
     if not tiles:
@@ -117,7 +123,9 @@ def make_grid(images: Iterable[Image.Image | np.ndarray], columns: int | None = 
         raise ValueError("make_grid needs images of one size")
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
-    grid = Image.new("RGB", (columns * width + (columns + 1) * padding, rows * height + (rows + 1) * padding), background)
+    grid = Image.new(
+        "RGB", (columns * width + (columns + 1) * padding, rows * height + (rows + 1) * padding), background
+    )
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         grid.paste(tile, (padding + c * (width + padding), padding + r * (height + padding)))

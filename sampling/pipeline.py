@@ -4,6 +4,7 @@ Each image has its own seed: one `torch.Generator` per image drives its starting
 random draw after it (base, then upsampler), so an image does not depend on what else is in its
 batch. Captions are encoded once per image with `model.encode_text`, not once per step.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -58,8 +59,9 @@ def upsampled_low_res(low_res: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
 
 
-def encode_captions(sm: SamplingModel, captions: Sequence[str], device: torch.device,
-                    dtype: torch.dtype) -> tuple[object, list[bool]]:
+def encode_captions(
+    sm: SamplingModel, captions: Sequence[str], device: torch.device, dtype: torch.dtype
+) -> tuple[object, list[bool]]:
     """The model's text embedding of `captions` (encoded once) and which captions were truncated."""
     tokens, mask, truncated = sm.tokenizer.encode(list(captions), return_truncated=True)
     with torch.no_grad(), autocast(device, dtype):
@@ -80,9 +82,18 @@ def _autocast_model(sm: SamplingModel, device: torch.device, dtype: torch.dtype)
     return forward
 
 
-def run_stage(sm: SamplingModel, settings: SamplerSettings, prompts: Sequence[str], generators: list[torch.Generator],
-              device: torch.device, dtype: torch.dtype = torch.float32, *, low_res: torch.Tensor | None = None,
-              known: KnownPixels | None = None, progress: bool = False) -> tuple[torch.Tensor, list[bool]]:
+def run_stage(
+    sm: SamplingModel,
+    settings: SamplerSettings,
+    prompts: Sequence[str],
+    generators: list[torch.Generator],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    *,
+    low_res: torch.Tensor | None = None,
+    known: KnownPixels | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[bool]]:
     """Sample one stage for a batch; returns images in [-1, 1] and the truncated-caption flags."""
     batch = len(prompts)
     extra: dict = {}
@@ -111,18 +122,36 @@ def run_stage(sm: SamplingModel, settings: SamplerSettings, prompts: Sequence[st
     start = {}
     if settings.start_step and low_res is not None:
         start = {"start_image": upsampled_low_res(low_res, size).to(device), "start_step": settings.start_step}
-    x = sample(diffusion_from_options(sm.options, timestep_respacing=""), model_fn, (batch, 3, size, size),
-               sampler=settings.sampler, steps=settings.steps, eta=settings.eta, model_kwargs=kwargs,
-               generator=generators, temperature=settings.temperature, clip_denoised=True,
-               denoised_fn=denoised_fn, device=device, progress=progress, **start)
+    x = sample(
+        diffusion_from_options(sm.options, timestep_respacing=""),
+        model_fn,
+        (batch, 3, size, size),
+        sampler=settings.sampler,
+        steps=settings.steps,
+        eta=settings.eta,
+        model_kwargs=kwargs,
+        generator=generators,
+        temperature=settings.temperature,
+        clip_denoised=True,
+        denoised_fn=denoised_fn,
+        device=device,
+        progress=progress,
+        **start,
+    )
     return x, truncated
 
 
 class TextToImage:
     """A base model and an optional upsampler with their sampler settings, on one device."""
 
-    def __init__(self, models: ModelPair, device: torch.device, dtype: torch.dtype = torch.float32,
-                 base: SamplerSettings = BASE_DEFAULTS, upsampler: SamplerSettings = UPSAMPLER_DEFAULTS):
+    def __init__(
+        self,
+        models: ModelPair,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        base: SamplerSettings = BASE_DEFAULTS,
+        upsampler: SamplerSettings = UPSAMPLER_DEFAULTS,
+    ):
         self.models, self.device, self.dtype = models, device, dtype
         self.base_settings = base.check(diffusion_from_options(models.base.options, "").num_timesteps, "base")
         self.up_settings = None
@@ -142,18 +171,38 @@ class TextToImage:
     def parameters(self, prompt: str, seed: int) -> dict:
         """Everything that determines an image; stored in its PNG and compared on reruns."""
         b = self.base_settings
-        params = {"prompt": prompt, "seed": int(seed), "guidance": b.guidance, "sampler": b.sampler,
-                  "steps": b.steps, "eta": b.eta, "model": self.model_id, "size": self.output_size,
-                  "precision": dtype_name(self.dtype), "upsampler": None}
+        params = {
+            "prompt": prompt,
+            "seed": int(seed),
+            "guidance": b.guidance,
+            "sampler": b.sampler,
+            "steps": b.steps,
+            "eta": b.eta,
+            "model": self.model_id,
+            "size": self.output_size,
+            "precision": dtype_name(self.dtype),
+            "upsampler": None,
+        }
         if self.up_settings is not None:
             u = self.up_settings
-            params["upsampler"] = {"sampler": u.sampler, "steps": u.steps, "guidance": u.guidance, "eta": u.eta,
-                                   "temperature": u.temperature, "start_step": u.start_step}
+            params["upsampler"] = {
+                "sampler": u.sampler,
+                "steps": u.steps,
+                "guidance": u.guidance,
+                "eta": u.eta,
+                "temperature": u.temperature,
+                "start_step": u.start_step,
+            }
         return params
 
-    def generate_batches(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 4,
-                         known: tuple[KnownPixels, KnownPixels | None] | None = None,
-                         progress: bool = True) -> Iterator[list[GeneratedImage]]:
+    def generate_batches(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        batch_size: int = 4,
+        known: tuple[KnownPixels, KnownPixels | None] | None = None,
+        progress: bool = True,
+    ) -> Iterator[list[GeneratedImage]]:
         """Yield the images batch by batch (so callers can save as they go).
 
         `known`: inpainting input at the base resolution and, when an upsampler is used, at its resolution.
@@ -168,27 +217,52 @@ class TextToImage:
         bar = tqdm(total=len(prompts), desc="images", unit="img", disable=not progress)
         try:
             for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start:start + batch_size])
-                chunk_seeds = [int(s) for s in seeds[start:start + batch_size]]
+                chunk = list(prompts[start : start + batch_size])
+                chunk_seeds = [int(s) for s in seeds[start : start + batch_size]]
                 yield self._generate_batch(chunk, chunk_seeds, known, progress)
                 bar.update(len(chunk))
         finally:
             bar.close()
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 4,
-                 known: tuple[KnownPixels, KnownPixels | None] | None = None, progress: bool = True) -> list[GeneratedImage]:
-        return [image for batch in self.generate_batches(prompts, seeds, batch_size, known, progress) for image in batch]
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        batch_size: int = 4,
+        known: tuple[KnownPixels, KnownPixels | None] | None = None,
+        progress: bool = True,
+    ) -> list[GeneratedImage]:
+        return [
+            image for batch in self.generate_batches(prompts, seeds, batch_size, known, progress) for image in batch
+        ]
 
     def _generate_batch(self, prompts: list[str], seeds: list[int], known, progress: bool) -> list[GeneratedImage]:
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         base_known, up_known = known if known is not None else (None, None)
-        x, truncated = run_stage(self.models.base, self.base_settings, prompts, generators, self.device, self.dtype,
-                                 known=base_known, progress=progress)
+        x, truncated = run_stage(
+            self.models.base,
+            self.base_settings,
+            prompts,
+            generators,
+            self.device,
+            self.dtype,
+            known=base_known,
+            progress=progress,
+        )
         base_images = to_pil(x)
         final = base_images
         if self.models.upsampler is not None:
-            up, up_truncated = run_stage(self.models.upsampler, self.up_settings, prompts, generators, self.device,
-                                         self.dtype, low_res=quantize_8bit(x), known=up_known, progress=progress)
+            up, up_truncated = run_stage(
+                self.models.upsampler,
+                self.up_settings,
+                prompts,
+                generators,
+                self.device,
+                self.dtype,
+                low_res=quantize_8bit(x),
+                known=up_known,
+                progress=progress,
+            )
             truncated = [a or b for a, b in zip(truncated, up_truncated)]
             final = to_pil(up)
         results = []
@@ -196,7 +270,9 @@ class TextToImage:
             warnings = []
             if cut:
                 shown = prompt if len(prompt) <= 80 else f"{prompt[:38]}…{prompt[-38:]}"
-                warnings.append(f"caption longer than the model's context ({self.models.base.text_ctx} tokens) "
-                                f"was truncated: {shown!r}")
+                warnings.append(
+                    f"caption longer than the model's context ({self.models.base.text_ctx} tokens) "
+                    f"was truncated: {shown!r}"
+                )
             results.append(GeneratedImage(prompt, seed, image, base_image, cut, warnings))
         return results

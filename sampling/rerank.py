@@ -3,6 +3,7 @@
 Weights are only ever read from disk (an explicit file, $AUTOCOMICS_CLIP_WEIGHTS, or a copy that
 open_clip / the Hugging Face cache already holds); nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,9 @@ def _register_model(model: str) -> str:
         open_clip.add_model_config(path)
         return path.stem
     if model not in open_clip.list_models():
-        raise RerankUnavailable(f"unknown open_clip model {model!r}; see open_clip.list_models(), or pass a config .json")
+        raise RerankUnavailable(
+            f"unknown open_clip model {model!r}; see open_clip.list_models(), or pass a config .json"
+        )
     return model
 
 
@@ -80,8 +83,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 class ClipReranker:
     """Scores images against a caption (cosine similarity of open_clip embeddings, x100)."""
 
-    def __init__(self, model: str = DEFAULT_CLIP_MODEL, weights: str | os.PathLike | None = None,
-                 pretrained: str | None = DEFAULT_CLIP_PRETRAINED, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        model: str = DEFAULT_CLIP_MODEL,
+        weights: str | os.PathLike | None = None,
+        pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+        device: torch.device | str = "cpu",
+    ):
         import open_clip
 
         name = _register_model(model)
@@ -89,7 +97,8 @@ class ClipReranker:
         if path is None:
             raise RerankUnavailable(
                 f"CLIP rerank needs local weights for {name} and none were found (nothing is downloaded): "
-                f"pass --clip-weights FILE (open_clip .safetensors/.bin) or set {WEIGHTS_ENV}")
+                f"pass --clip-weights FILE (open_clip .safetensors/.bin) or set {WEIGHTS_ENV}"
+            )
         if not path.is_file():
             raise RerankUnavailable(f"CLIP weights {path} do not exist")
         root = logging.getLogger()
@@ -107,7 +116,9 @@ class ClipReranker:
         self.model.to(self.device).eval().requires_grad_(False)
         visual = self.model.visual
         cfg = getattr(visual, "preprocess_cfg", {}) or {}
-        self.preprocess = open_clip.image_transform(visual.image_size, is_train=False, mean=cfg.get("mean"), std=cfg.get("std"))
+        self.preprocess = open_clip.image_transform(
+            visual.image_size, is_train=False, mean=cfg.get("mean"), std=cfg.get("std")
+        )
         try:
             self.tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:  # tokenizers fetched from a hub fail offline in several ways

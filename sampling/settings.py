@@ -1,4 +1,5 @@
 """Sampler settings for one stage (base or upsampler), with range checks that give clear messages."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -53,8 +54,9 @@ class SamplerSettings:
             try:
                 space_timesteps(num_timesteps, s.steps)
             except ValueError as exc:
-                raise ValueError(f"{stage}: steps {s.steps!r} is not a usable respacing for {num_timesteps} "
-                                 f"diffusion steps: {exc}") from None
+                raise ValueError(
+                    f"{stage}: steps {s.steps!r} is not a usable respacing for {num_timesteps} diffusion steps: {exc}"
+                ) from None
         if s.guidance is not None and not 0.0 <= float(s.guidance) <= MAX_GUIDANCE:
             raise ValueError(f"{stage}: guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {s.guidance}")
         if not 0.0 <= s.eta <= 1.0:
@@ -65,8 +67,10 @@ class SamplerSettings:
             if s.sampler not in PARTWAY_SAMPLERS:
                 raise ValueError(f"{stage}: a start step applies to the ancestral and ddim samplers only")
             if not 0 < s.start_step < num_timesteps:
-                raise ValueError(f"{stage}: start step must be between 1 and {num_timesteps - 1} "
-                                 f"(0 = from pure noise), got {s.start_step}")
+                raise ValueError(
+                    f"{stage}: start step must be between 1 and {num_timesteps - 1} "
+                    f"(0 = from pure noise), got {s.start_step}"
+                )
         if not 0.0 < s.temperature <= 2.0:
             raise ValueError(f"{stage}: temperature must be in (0, 2], got {s.temperature}")
         return s
@@ -80,5 +84,6 @@ BASE_DEFAULTS = SamplerSettings()
 # noised low-res image: the bundled upsampler gets colours wrong when it starts from pure noise (21% of captions
 # right after it vs 99% before; docs/quality/README.md). 25 steps over 1000 keep 13 model calls below t = 500.
 UPSAMPLER_START_STEP = 500
-UPSAMPLER_DEFAULTS = SamplerSettings(sampler="ddim", steps="25", guidance=None, temperature=0.997,
-                                     start_step=UPSAMPLER_START_STEP)
+UPSAMPLER_DEFAULTS = SamplerSettings(
+    sampler="ddim", steps="25", guidance=None, temperature=0.997, start_step=UPSAMPLER_START_STEP
+)

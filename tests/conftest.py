@@ -1,4 +1,5 @@
 """Suite-wide test settings: where the shared reference fixtures live, and determinism."""
+
 from __future__ import annotations
 
 import os

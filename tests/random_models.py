@@ -1,4 +1,5 @@
 """Tiny model folders with random weights, shared by the sampling, notebook and studio tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

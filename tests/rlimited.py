@@ -3,6 +3,7 @@
 The limit is set by the child itself before it runs the module, not by a preexec_fn: forking a test process that
 has torch's threads running and calling Python code before exec can deadlock.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,10 @@ _SET_LIMIT_AND_RUN = (
 
 def run_limited(limit: str, value: int, module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m module *args` with resource `limit` (e.g. "RLIMIT_FSIZE") at `value`; output captured as text."""
-    return subprocess.run([sys.executable, "-c", _SET_LIMIT_AND_RUN, limit, str(value), module, *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-c", _SET_LIMIT_AND_RUN, limit, str(value), module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

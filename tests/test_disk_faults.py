@@ -6,6 +6,7 @@ in-process (the os-level calls that create or change files under a folder fail w
 answer), and a full disk by running the command with a small RLIMIT_FSIZE: every write past it really fails in the
 kernel (EFBIG), including those made by torch's and safetensors' own C++/Rust writers.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -30,8 +31,24 @@ from sampling.__main__ import main as sampling_main
 MAINS = {"data_pipeline": data_main, "finetune": finetune_main, "sampling": sampling_main}
 COMMANDS = ["generate", "comic", "synthetic", "train", "convert"]
 SAMPLE = ["--steps", "2", "--no-upsample", "--device", "cpu", "--quiet"]
-TRAIN = ["--init", "scratch", "--preset", "tiny-base", "--batch-size", "2", "--val-samples", "0", "--sample-every",
-         "-1", "--checkpoint-every", "1", "--no-progress", "--threads", "1", "--no-export-model"]
+TRAIN = [
+    "--init",
+    "scratch",
+    "--preset",
+    "tiny-base",
+    "--batch-size",
+    "2",
+    "--val-samples",
+    "0",
+    "--sample-every",
+    "-1",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+    "--threads",
+    "1",
+    "--no-export-model",
+]
 # Per command, a file size limit that lets the run start but not finish its writes: train and convert get past their
 # small files (config, tokenizer) and fail on the weights, written by safetensors.
 FILE_SIZE_LIMIT = {"generate": 1024, "comic": 1024, "synthetic": 1024, "train": 2 << 20, "convert": 2 << 20}
@@ -42,8 +59,25 @@ SCRIPT = "title: t\npages:\n  - panels:\n      - caption: a boat at sea\n"
 def inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("inputs")
     (root / "script.yaml").write_text(SCRIPT)
-    assert data_main(["synthetic", "--out", str(root / "shards"), "--count", "8", "--sizes", "32",
-                      "--shard-size", "8", "--processes", "1", "--no-progress"]) == 0
+    assert (
+        data_main(
+            [
+                "synthetic",
+                "--out",
+                str(root / "shards"),
+                "--count",
+                "8",
+                "--sizes",
+                "32",
+                "--shard-size",
+                "8",
+                "--processes",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     torch.manual_seed(0)
     torch.save(build_model(get_preset("tiny-base")).state_dict(), root / "base.pt")
     return root
@@ -55,11 +89,33 @@ def command(name: str, inputs: Path, out: Path, again: bool = False) -> list[str
         return ["sampling", "generate", "a red boat" if again else "a boat", "-n", "1", "--out", str(out), *SAMPLE]
     if name == "comic":
         redraw = ["--guidance", "4", "--overwrite"] if again else []
-        return ["sampling", "comic", str(inputs / "script.yaml"), "--out", str(out), "--panel-size", "64", *SAMPLE,
-                *redraw]
+        return [
+            "sampling",
+            "comic",
+            str(inputs / "script.yaml"),
+            "--out",
+            str(out),
+            "--panel-size",
+            "64",
+            *SAMPLE,
+            *redraw,
+        ]
     if name == "synthetic":
-        return ["data_pipeline", "synthetic", "--out", str(out), "--count", "4" if again else "2", "--sizes", "32",
-                "--shard-size", "2", "--processes", "1", "--no-progress"]
+        return [
+            "data_pipeline",
+            "synthetic",
+            "--out",
+            str(out),
+            "--count",
+            "4" if again else "2",
+            "--sizes",
+            "32",
+            "--shard-size",
+            "2",
+            "--processes",
+            "1",
+            "--no-progress",
+        ]
     if name == "train":
         resume = ["--max-steps", "2", "--resume", "latest"] if again else ["--max-steps", "1"]
         return ["finetune", "train", "--data", str(inputs / "shards"), "--run-dir", str(out), *TRAIN, *resume]
@@ -71,8 +127,11 @@ def run_in_process(argv: list[str]) -> int:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def kept(before: dict[str, str], after: dict[str, str], name: str) -> bool:
@@ -155,6 +214,7 @@ def fake_read_only_disk(monkeypatch, disk: Path) -> None:
                 if on_disk(path):
                     refuse(path)
             return real(*args, **kwargs)
+
         return fake
 
     monkeypatch.setattr(builtins, "open", fake_open)
@@ -162,8 +222,15 @@ def fake_read_only_disk(monkeypatch, disk: Path) -> None:
     monkeypatch.setattr(tarfile, "bltn_open", fake_open)
     monkeypatch.setattr(os, "open", fake_os_open)
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
-    for name, paths in (("replace", 2), ("rename", 2), ("remove", 1), ("unlink", 1), ("rmdir", 1), ("chmod", 1),
-                        ("utime", 1)):
+    for name, paths in (
+        ("replace", 2),
+        ("rename", 2),
+        ("remove", 1),
+        ("unlink", 1),
+        ("rmdir", 1),
+        ("chmod", 1),
+        ("utime", 1),
+    ):
         monkeypatch.setattr(os, name, refusing(getattr(os, name), paths))
 
 
@@ -184,8 +251,12 @@ def test_the_read_only_simulation_refuses_writes(tmp_path, monkeypatch):
     (tmp_path / "old").write_text("old")
     with monkeypatch.context() as patched:
         fake_read_only_disk(patched, tmp_path)
-        for write in (lambda: (tmp_path / "new").write_text("x"), lambda: os.makedirs(tmp_path / "dir"),
-                      lambda: open(tmp_path / "old", "a"), lambda: os.replace(tmp_path / "old", tmp_path / "x")):
+        for write in (
+            lambda: (tmp_path / "new").write_text("x"),
+            lambda: os.makedirs(tmp_path / "dir"),
+            lambda: open(tmp_path / "old", "a"),
+            lambda: os.replace(tmp_path / "old", tmp_path / "x"),
+        ):
             with pytest.raises(OSError) as info:
                 write()
             assert info.value.errno == errno.EROFS

@@ -1,6 +1,7 @@
 """The packages' dependency direction, checked on the source (imports anywhere in a module, lazy ones included):
 data_pipeline imports nothing of ours, finetune imports data_pipeline at most, sampling may import both; and no
 package's modules import each other in a cycle."""
+
 from __future__ import annotations
 
 import ast
@@ -65,7 +66,7 @@ def test_no_import_cycles_between_modules():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = "done"

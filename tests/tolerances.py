@@ -9,6 +9,7 @@ guidance scale s turns errors e_c, e_u of its two inputs into up to (|s| + |1 - 
 `torch.equal` stays where bit-identity is the contract: the same computation repeated in one process, tensors
 saved and loaded back, pure indexing and concatenation.
 """
+
 from __future__ import annotations
 
 import torch

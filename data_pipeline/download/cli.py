@@ -22,6 +22,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError("must be positive")
         return value
+
     return parse
 
 
@@ -29,12 +30,20 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in text.split(",") if p.strip())
 
 
-def download_options(defaults: dict | None = None, required: bool = True, engine: bool = True) -> argparse.ArgumentParser:
+def download_options(
+    defaults: dict | None = None, required: bool = True, engine: bool = True
+) -> argparse.ArgumentParser:
     """Parent parser with the fetching options. ``required=False`` (retry) leaves every default
     as None so only flags the user gives override the recorded ones; ``engine`` adds --ray."""
     d = {
-        "threads": 16, "connect_timeout": 5.0, "timeout": 10.0, "max_time": 60.0, "retries": 2,
-        "max_image_bytes": 32 * 1024 * 1024, "shard_deadline": None, "per_domain_concurrency": None,
+        "threads": 16,
+        "connect_timeout": 5.0,
+        "timeout": 10.0,
+        "max_time": 60.0,
+        "retries": 2,
+        "max_image_bytes": 32 * 1024 * 1024,
+        "shard_deadline": None,
+        "per_domain_concurrency": None,
         "per_domain_rate": None,
     }
     d.update(defaults or {})
@@ -45,51 +54,113 @@ def download_options(defaults: dict | None = None, required: bool = True, engine
 
     def show(key):
         return shown[key] if shown[key] is not None else "none"
+
     parser = argparse.ArgumentParser(add_help=False)
     g = parser.add_argument_group("downloading")
-    g.add_argument("--threads", type=_positive(int), default=d["threads"],
-                   help=f"concurrent downloads per process (default: {show('threads')})")
-    g.add_argument("--connect-timeout", type=_positive(float), default=d["connect_timeout"],
-                   help=f"seconds to open a connection (default: {show('connect_timeout')})")
-    g.add_argument("--timeout", type=_positive(float), default=d["timeout"],
-                   help=f"seconds of silence before a download is abandoned (default: {show('timeout')})")
-    g.add_argument("--max-time", type=_positive(float), default=d["max_time"],
-                   help=f"seconds one download may take in all (default: {show('max_time')})")
-    g.add_argument("--retries", type=int, default=d["retries"],
-                   help=f"extra tries after HTTP 429/5xx or a dropped connection, with backoff; "
-                        f"Retry-After is honoured (default: {show('retries')})")
-    g.add_argument("--max-image-bytes", type=_positive(int), default=d["max_image_bytes"],
-                   help=f"larger responses are dropped (default: {show('max_image_bytes')})")
-    g.add_argument("--shard-deadline", type=_positive(float), default=d["shard_deadline"],
-                   help="seconds a shard may take; URLs still unfinished then fail with reason "
-                        "'deadline' (fetch them later with retry) (default: none)")
-    g.add_argument("--per-domain-concurrency", type=_positive(int), default=d["per_domain_concurrency"],
-                   help="at most this many downloads in flight per host, over all processes "
-                        f"(default: {show('per_domain_concurrency')})")
-    g.add_argument("--per-domain-rate", type=_positive(float), default=d["per_domain_rate"],
-                   help="at most this many requests per second per host, over all processes "
-                        f"(default: {show('per_domain_rate')})")
-    g.add_argument("--allow-private-addresses", action="store_true", default=None if not required else False,
-                   help="also fetch from loopback/private/link-local addresses (refused by default)")
-    g.add_argument("--allow-network", action="append", metavar="CIDR", default=None,
-                   help="allow this address range although it is not public, e.g. 127.0.0.0/8 (repeatable)")
-    g.add_argument("--user-agent", default=None if not required else DEFAULT_USER_AGENT,
-                   help="User-Agent header (default: an autocomics string)")
-    g.add_argument("--user-agent-token", default=None if not required else DEFAULT_USER_AGENT_TOKEN,
-                   help="our bot name in 'name: directive' X-Robots-Tag values "
-                        f"(default: {DEFAULT_USER_AGENT_TOKEN})")
-    g.add_argument("--disallowed-directives", type=_csv, default=None,
-                   help="X-Robots-Tag directives that make us skip an image "
-                        f"(default: {','.join(DEFAULT_DISALLOWED_DIRECTIVES)})")
-    g.add_argument("--ignore-robots-tag", action="store_true", default=None if not required else False,
-                   help="do not check X-Robots-Tag at all")
+    g.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=d["threads"],
+        help=f"concurrent downloads per process (default: {show('threads')})",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=_positive(float),
+        default=d["connect_timeout"],
+        help=f"seconds to open a connection (default: {show('connect_timeout')})",
+    )
+    g.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=d["timeout"],
+        help=f"seconds of silence before a download is abandoned (default: {show('timeout')})",
+    )
+    g.add_argument(
+        "--max-time",
+        type=_positive(float),
+        default=d["max_time"],
+        help=f"seconds one download may take in all (default: {show('max_time')})",
+    )
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=d["retries"],
+        help=f"extra tries after HTTP 429/5xx or a dropped connection, with backoff; "
+        f"Retry-After is honoured (default: {show('retries')})",
+    )
+    g.add_argument(
+        "--max-image-bytes",
+        type=_positive(int),
+        default=d["max_image_bytes"],
+        help=f"larger responses are dropped (default: {show('max_image_bytes')})",
+    )
+    g.add_argument(
+        "--shard-deadline",
+        type=_positive(float),
+        default=d["shard_deadline"],
+        help="seconds a shard may take; URLs still unfinished then fail with reason "
+        "'deadline' (fetch them later with retry) (default: none)",
+    )
+    g.add_argument(
+        "--per-domain-concurrency",
+        type=_positive(int),
+        default=d["per_domain_concurrency"],
+        help="at most this many downloads in flight per host, over all processes "
+        f"(default: {show('per_domain_concurrency')})",
+    )
+    g.add_argument(
+        "--per-domain-rate",
+        type=_positive(float),
+        default=d["per_domain_rate"],
+        help=f"at most this many requests per second per host, over all processes (default: {show('per_domain_rate')})",
+    )
+    g.add_argument(
+        "--allow-private-addresses",
+        action="store_true",
+        default=None if not required else False,
+        help="also fetch from loopback/private/link-local addresses (refused by default)",
+    )
+    g.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        default=None,
+        help="allow this address range although it is not public, e.g. 127.0.0.0/8 (repeatable)",
+    )
+    g.add_argument(
+        "--user-agent",
+        default=None if not required else DEFAULT_USER_AGENT,
+        help="User-Agent header (default: an autocomics string)",
+    )
+    g.add_argument(
+        "--user-agent-token",
+        default=None if not required else DEFAULT_USER_AGENT_TOKEN,
+        help=f"our bot name in 'name: directive' X-Robots-Tag values (default: {DEFAULT_USER_AGENT_TOKEN})",
+    )
+    g.add_argument(
+        "--disallowed-directives",
+        type=_csv,
+        default=None,
+        help=f"X-Robots-Tag directives that make us skip an image (default: {','.join(DEFAULT_DISALLOWED_DIRECTIVES)})",
+    )
+    g.add_argument(
+        "--ignore-robots-tag",
+        action="store_true",
+        default=None if not required else False,
+        help="do not check X-Robots-Tag at all",
+    )
     if not engine:
         return parser
-    g.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="run the shards on Ray instead of local processes: 'local' starts a local "
-                        "instance, 'auto' or ray://HOST:PORT joins a cluster (needs the ray extra)")
-    g.add_argument("--ray-cpus", type=_positive(int), default=None,
-                   help="CPUs of the local Ray instance (default: all)")
+    g.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run the shards on Ray instead of local processes: 'local' starts a local "
+        "instance, 'auto' or ray://HOST:PORT joins a cluster (needs the ray extra)",
+    )
+    g.add_argument(
+        "--ray-cpus", type=_positive(int), default=None, help="CPUs of the local Ray instance (default: all)"
+    )
     return parser
 
 
@@ -149,8 +220,14 @@ def options_from_args(args, source: str, base: DownloadOptions | None = None) ->
         raise SystemExit(f"error: {exc}") from None
 
 
-def run_download(args, items_path: str, writer: WriterConfig, options: DownloadOptions,
-                 sources: list[dict], filters: dict | None = None) -> int:
+def run_download(
+    args,
+    items_path: str,
+    writer: WriterConfig,
+    options: DownloadOptions,
+    sources: list[dict],
+    filters: dict | None = None,
+) -> int:
     """Download an item table into shards with the local pool or Ray; print a summary."""
     write_plan(writer, options, items_path)
     tasks = download_plan_tasks(items_path, writer)
@@ -162,8 +239,13 @@ def run_download(args, items_path: str, writer: WriterConfig, options: DownloadO
     writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))  # Ray workers' cwd differs
     producer = DownloadProducer(options, writer)
     summary, manifest = build_dataset_on_ray(
-        tasks, producer, writer, address=args.ray, num_cpus=args.ray_cpus,
-        progress=not args.no_progress, sources=sources, filters=filters,
+        tasks,
+        producer,
+        writer,
+        address=args.ray,
+        num_cpus=args.ray_cpus,
+        progress=not args.no_progress,
+        sources=sources,
+        filters=filters,
     )
     return report_build(writer, summary, manifest)
-

@@ -27,8 +27,7 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 class FetchError(Exception):
     """A failed fetch; ``reason`` is a short stable label used to count failures."""
 
-    def __init__(self, reason: str, detail: str = "", status: int | None = None,
-                 retry_after: float | None = None):
+    def __init__(self, reason: str, detail: str = "", status: int | None = None, retry_after: float | None = None):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -98,9 +97,7 @@ class HttpClient:
 
     def __init__(self, config: ClientConfig | None = None, limiter: DomainLimiter | None = None):
         self.config = config or ClientConfig()
-        self.limiter = limiter or DomainLimiter(
-            self.config.per_domain_concurrency, self.config.per_domain_rate
-        )
+        self.limiter = limiter or DomainLimiter(self.config.per_domain_concurrency, self.config.per_domain_rate)
         self.session = requests.Session()
         self.session.trust_env = False  # no env proxies: the address check must see the real peer
         self.session.headers["User-Agent"] = self.config.user_agent
@@ -124,8 +121,15 @@ class HttpClient:
     def __exit__(self, *exc):
         self.close()
 
-    def get(self, url: str, params: dict | None = None, deadline: float | None = None,
-            max_bytes: int | None = None, sink=None, total_timeout: float | None = None) -> FetchResult:
+    def get(
+        self,
+        url: str,
+        params: dict | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+        sink=None,
+        total_timeout: float | None = None,
+    ) -> FetchResult:
         """GET with retries; returns a 2xx result or raises FetchError.
 
         With ``sink`` (a binary file object) the body is written there instead of kept in memory
@@ -140,8 +144,9 @@ class HttpClient:
                 if sink is not None:
                     sink.seek(0)
                     sink.truncate()
-                return self._get_once(url, deadline, max_bytes or cfg.max_bytes, sink,
-                                      total_timeout or cfg.total_timeout)
+                return self._get_once(
+                    url, deadline, max_bytes or cfg.max_bytes, sink, total_timeout or cfg.total_timeout
+                )
             except FetchError as err:
                 wait = self._retry_wait(err, attempt)
                 if wait is None:
@@ -181,14 +186,19 @@ class HttpClient:
                 raise FetchError("too_many_redirects", f"more than {self.config.max_redirects} redirects")
             visited.append(current)
             status, headers, robots, content, location = self._request(
-                current, deadline, max_bytes, sink, total_timeout)
+                current, deadline, max_bytes, sink, total_timeout
+            )
             if status in _REDIRECT_STATUSES and location:
                 current = urljoin(current, location)
                 continue
             if 200 <= status < 300:
                 return FetchResult(url, current, status, content, headers, robots)
-            raise FetchError(f"http_{status}", f"HTTP {status} from {current}", status=status,
-                             retry_after=parse_retry_after(headers.get("retry-after")))
+            raise FetchError(
+                f"http_{status}",
+                f"HTTP {status} from {current}",
+                status=status,
+                retry_after=parse_retry_after(headers.get("retry-after")),
+            )
 
     def _request(self, url: str, deadline: float | None, max_bytes: int, sink, total_timeout: float):
         cfg = self.config
@@ -225,8 +235,11 @@ class HttpClient:
             raise FetchError("too_many_redirects", _short(exc)) from None
         except (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError) as exc:
             raise FetchError("bad_encoding", _short(exc)) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError) as exc:
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError,
+        ) as exc:
             if _caused_by_timeout(exc):
                 raise FetchError("timeout", _short(exc)) from None
             if "IncompleteRead" in str(exc):

@@ -185,8 +185,9 @@ def _fetch_window(indices, rows, client, producer: DownloadProducer, deadline) -
             left.remove(pending[fut])
             yield fut.result()
         for i in left:
-            yield Failure(i, DEADLINE, "shard deadline reached before this URL finished",
-                          url=(rows[i].get("url") or None))
+            yield Failure(
+                i, DEADLINE, "shard deadline reached before this URL finished", url=(rows[i].get("url") or None)
+            )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -208,8 +209,9 @@ def read_plan(out_dir: str) -> tuple[str, WriterConfig, DownloadOptions]:
         with open(path, encoding="utf-8") as fh:
             plan = json.load(fh)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: {out_dir} was not built by a web source "
-                                "(laion, wikipedia)") from None
+        raise FileNotFoundError(
+            f"{path} not found: {out_dir} was not built by a web source (laion, wikipedia)"
+        ) from None
     w = dict(plan["writer"])
     writer = WriterConfig(
         out_dir=out_dir,
@@ -253,7 +255,15 @@ def download_item_table(
         from data_pipeline.distributed import build_dataset_on_ray
 
         writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))
-        return build_dataset_on_ray(tasks, DownloadProducer(options, writer), writer, address=ray_address,
-                                    progress=progress, sources=sources, filters=filters)
-    return build_dataset(tasks, producer, writer, processes=processes, progress=progress,
-                         sources=sources, filters=filters)
+        return build_dataset_on_ray(
+            tasks,
+            DownloadProducer(options, writer),
+            writer,
+            address=ray_address,
+            progress=progress,
+            sources=sources,
+            filters=filters,
+        )
+    return build_dataset(
+        tasks, producer, writer, processes=processes, progress=progress, sources=sources, filters=filters
+    )

@@ -33,8 +33,19 @@ from .downloader import DownloadOptions, DownloadProducer, download_plan_tasks, 
 
 # Failures worth another try by default: the server or the network may behave next time.
 TRANSIENT_REASONS = (
-    "timeout", "deadline", "connection_error", "incomplete_body", "http_408", "http_425", "http_429",
-    "http_500", "http_502", "http_503", "http_504", "request_error", "unexpected_error",
+    "timeout",
+    "deadline",
+    "connection_error",
+    "incomplete_body",
+    "http_408",
+    "http_425",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+    "request_error",
+    "unexpected_error",
 )
 
 
@@ -52,8 +63,7 @@ def failed_by_shard(config: WriterConfig, reasons: set[str] | None) -> dict[int,
     chosen: dict[int, frozenset[int]] = {}
     for sid in completed_shard_ids(config):
         stats = read_shard_stats(config.out_dir, config.sizes[0], sid) or {}
-        idx = frozenset(f["index"] for f in stats.get("failed_items", [])
-                        if reasons is None or f["reason"] in reasons)
+        idx = frozenset(f["index"] for f in stats.get("failed_items", []) if reasons is None or f["reason"] in reasons)
         if idx:
             chosen[sid] = idx
     return chosen
@@ -114,8 +124,9 @@ def retry_failed(
                     bar.update(1)
     finally:
         bar.close()
-    manifest = finalize_dataset(config, sources=previous.get("sources"), filters=previous.get("filters"),
-                                expected_shards=len(tasks))
+    manifest = finalize_dataset(
+        config, sources=previous.get("sources"), filters=previous.get("filters"), expected_shards=len(tasks)
+    )
     if errors:
         raise RuntimeError("; ".join(errors))
     return RetryResult(
@@ -133,13 +144,18 @@ def register(subparsers) -> None:
         parents=[download_options(required=False, engine=False)],
         help="fetch again the failed samples of an earlier laion/wikipedia download, by reason",
         description="Fetch again the failed items of a web-sourced dataset (laion, wikipedia) without "
-                    "redoing the rest. By default the transient reasons are retried: "
-                    + ", ".join(TRANSIENT_REASONS) + ". Download options default to those of the "
-                    "original run.",
+        "redoing the rest. By default the transient reasons are retried: "
+        + ", ".join(TRANSIENT_REASONS)
+        + ". Download options default to those of the "
+        "original run.",
     )
     p.add_argument("out", metavar="DIR", help="the dataset folder of the earlier run")
-    p.add_argument("--reason", action="append", metavar="REASON",
-                   help="retry failures with this reason (repeatable; 'all' for every reason)")
+    p.add_argument(
+        "--reason",
+        action="append",
+        metavar="REASON",
+        help="retry failures with this reason (repeatable; 'all' for every reason)",
+    )
     p.add_argument("--list", action="store_true", help="only show the failures by reason")
     p.add_argument("--processes", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -163,14 +179,15 @@ def run(args: argparse.Namespace) -> int:
     reasons = None if args.reason and "all" in args.reason else set(args.reason or TRANSIENT_REASONS)
     options = options_from_args(args, source=recorded.source, base=recorded)
     try:
-        result = retry_failed(args.out, reasons, options, processes=args.processes,
-                              progress=not args.no_progress)
+        result = retry_failed(args.out, reasons, options, processes=args.processes, progress=not args.no_progress)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     m = result.manifest
-    print(f"{args.out}: retried {result.attempted} failed items in {result.shards} shards, "
-          f"recovered {result.recovered}; now {m['totals']['samples']} samples, {m['totals']['failed']} failed")
+    print(
+        f"{args.out}: retried {result.attempted} failed items in {result.shards} shards, "
+        f"recovered {result.recovered}; now {m['totals']['samples']} samples, {m['totals']['failed']} failed"
+    )
     if m["failures"]:
         print("failures by reason: " + ", ".join(f"{k}={v}" for k, v in m["failures"].items()))
     return 0

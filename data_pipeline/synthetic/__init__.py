@@ -27,7 +27,23 @@ from .world import (
 )
 
 __all__ = [
-    "DEFAULT_WORLD", "PALETTE", "POSITIONS", "SHAPE_NAMES", "SIZES", "STYLES", "World",
-    "canonical_caption", "make_caption", "make_scene", "make_world", "read_scene", "read_scenes",
-    "render", "sample_attributes", "sample_rng", "score", "score_reads", "world_from_manifest",
+    "DEFAULT_WORLD",
+    "PALETTE",
+    "POSITIONS",
+    "SHAPE_NAMES",
+    "SIZES",
+    "STYLES",
+    "World",
+    "canonical_caption",
+    "make_caption",
+    "make_scene",
+    "make_world",
+    "read_scene",
+    "read_scenes",
+    "render",
+    "sample_attributes",
+    "sample_rng",
+    "score",
+    "score_reads",
+    "world_from_manifest",
 ]

@@ -18,7 +18,15 @@ from data_pipeline.shards import Sample, ShardTask, plan_shards
 from .scenes import make_scene
 from .shapes import SHAPE_NAMES
 from .world import (
-    BACKGROUND_ORDER, DEFAULT_WORLD, POSITIONS, SHAPE_COLOR_ORDER, SIZES, SOURCE_NAME, STYLES, World, make_world,
+    BACKGROUND_ORDER,
+    DEFAULT_WORLD,
+    POSITIONS,
+    SHAPE_COLOR_ORDER,
+    SIZES,
+    SOURCE_NAME,
+    STYLES,
+    World,
+    make_world,
 )
 
 
@@ -35,8 +43,13 @@ def produce_synthetic(
     world_obj = World.from_dict(world)
     for position, index in enumerate(task.items):
         image, captions, attributes = make_scene(
-            index, seed=seed, world=world_obj, style=style, size=size,
-            captions_per_image=captions_per_image, style_word_p=style_word_p,
+            index,
+            seed=seed,
+            world=world_obj,
+            style=style,
+            size=size,
+            captions_per_image=captions_per_image,
+            style_word_p=style_word_p,
         )
         yield Sample(
             index=position,
@@ -52,9 +65,13 @@ def produce_synthetic(
 def world_from_args(args: argparse.Namespace) -> World:
     try:
         return make_world(
-            shapes=args.shapes, colors=args.colors, backgrounds=args.backgrounds,
-            positions=args.positions, sizes=args.shape_sizes,
-            position_jitter=args.position_jitter, size_jitter=args.size_jitter,
+            shapes=args.shapes,
+            colors=args.colors,
+            backgrounds=args.backgrounds,
+            positions=args.positions,
+            sizes=args.shape_sizes,
+            position_jitter=args.position_jitter,
+            size_jitter=args.size_jitter,
         )
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -74,13 +91,23 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: the largest of --sizes must be >= 16 px for shapes to be drawn")
     tasks = plan_shards(range(args.count), config.shard_size)
     produce = functools.partial(
-        produce_synthetic, world=world.to_dict(), seed=args.seed, style=args.style, size=render_size,
-        captions_per_image=args.captions_per_image, style_word_p=args.style_word_p,
+        produce_synthetic,
+        world=world.to_dict(),
+        seed=args.seed,
+        style=args.style,
+        size=render_size,
+        captions_per_image=args.captions_per_image,
+        style_word_p=args.style_word_p,
     )
     source = {
-        "type": SOURCE_NAME, "count": args.count, "seed": args.seed, "style": args.style,
-        "render_size": render_size, "captions_per_image": args.captions_per_image,
-        "style_word_p": args.style_word_p, "world": world.to_dict(),
+        "type": SOURCE_NAME,
+        "count": args.count,
+        "seed": args.seed,
+        "style": args.style,
+        "render_size": render_size,
+        "captions_per_image": args.captions_per_image,
+        "style_word_p": args.style_word_p,
+        "world": world.to_dict(),
     }
     return cli.run_build(args, tasks, produce, sources=[source], config=config)
 
@@ -105,28 +132,50 @@ def _vocabulary_text() -> str:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "synthetic", parents=[cli.writer_options()],
+        "synthetic",
+        parents=[cli.writer_options()],
         help="a procedural world of captioned coloured shapes (plain or comic style)",
-        description=__doc__, epilog=_vocabulary_text(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        epilog=_vocabulary_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--count", type=int, default=1000, help="number of images (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; scene i depends only on (seed, i) (default: 0)")
-    parser.add_argument("--style", choices=STYLES, default="plain",
-                        help="plain, or comic: black outlines and a halftone-dot background (default: plain)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; scene i depends only on (seed, i) (default: 0)"
+    )
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="plain",
+        help="plain, or comic: black outlines and a halftone-dot background (default: plain)",
+    )
     world = parser.add_argument_group("world (see the vocabulary below)")
     world.add_argument("--shapes", help="shape count or names")
     world.add_argument("--colors", help="shape colour count or names")
     world.add_argument("--backgrounds", help="background colour count or names")
     world.add_argument("--positions", help="position count or names")
     world.add_argument("--shape-sizes", help="shape size count or names")
-    world.add_argument("--position-jitter", type=float, default=DEFAULT_WORLD.position_jitter,
-                       help="random shift of the shape, fraction of the side (default: %(default)s)")
-    world.add_argument("--size-jitter", type=float, default=DEFAULT_WORLD.size_jitter,
-                       help="random relative change of the shape size (default: %(default)s)")
+    world.add_argument(
+        "--position-jitter",
+        type=float,
+        default=DEFAULT_WORLD.position_jitter,
+        help="random shift of the shape, fraction of the side (default: %(default)s)",
+    )
+    world.add_argument(
+        "--size-jitter",
+        type=float,
+        default=DEFAULT_WORLD.size_jitter,
+        help="random relative change of the shape size (default: %(default)s)",
+    )
     captions = parser.add_argument_group("captions")
-    captions.add_argument("--captions-per-image", type=int, default=3,
-                          help="distinct phrasings stored per image; the first is KEY.txt (default: 3)")
-    captions.add_argument("--style-word-p", type=float, default=0.5,
-                          help="share of comic captions that name the style (default: 0.5)")
+    captions.add_argument(
+        "--captions-per-image",
+        type=int,
+        default=3,
+        help="distinct phrasings stored per image; the first is KEY.txt (default: 3)",
+    )
+    captions.add_argument(
+        "--style-word-p", type=float, default=0.5, help="share of comic captions that name the style (default: 0.5)"
+    )
     # Flat colours and halftone dots suffer from JPEG artefacts; PNG is small at these sizes.
     parser.set_defaults(func=run, image_format="png")

@@ -77,17 +77,30 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
     pix = rgb.astype(np.float32)
 
     ring = max(1, size // 16)
-    border = np.concatenate([
-        pix[:ring].reshape(-1, 3), pix[-ring:].reshape(-1, 3),
-        pix[ring:-ring, :ring].reshape(-1, 3), pix[ring:-ring, -ring:].reshape(-1, 3),
-    ])
+    border = np.concatenate(
+        [
+            pix[:ring].reshape(-1, 3),
+            pix[-ring:].reshape(-1, 3),
+            pix[ring:-ring, :ring].reshape(-1, 3),
+            pix[ring:-ring, -ring:].reshape(-1, 3),
+        ]
+    )
     bg_obs = np.median(border, axis=0)
     background = _nearest(bg_obs, world.backgrounds)
     result = {
-        "shape": None, "color": None, "size": None, "position": None, "background": background,
+        "shape": None,
+        "color": None,
+        "size": None,
+        "position": None,
+        "background": background,
         "background_rgb": [round(float(v), 1) for v in bg_obs],  # median of the border ring
-        "style": "plain", "x": None, "y": None, "diameter": None, "shape_score": 0.0,
-        "outline_score": 0.0, "halftone_score": 0.0,
+        "style": "plain",
+        "x": None,
+        "y": None,
+        "diameter": None,
+        "shape_score": 0.0,
+        "outline_score": 0.0,
+        "halftone_score": 0.0,
     }
 
     # Label every pixel with its nearest class; classes 0-2 are background-like. The halftone
@@ -129,13 +142,17 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         if score > best_score:
             best_shape, best_score, best_geom = shape, score, geom
     x, y, diameter = best_geom
-    result.update({
-        "shape": best_shape,
-        "shape_score": round(best_score, 4),
-        "x": round(x, 4), "y": round(y, 4), "diameter": round(diameter, 4),
-        "size": _nearest_size(diameter, world.sizes),
-        "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
-    })
+    result.update(
+        {
+            "shape": best_shape,
+            "shape_score": round(best_score, 4),
+            "x": round(x, 4),
+            "y": round(y, 4),
+            "diameter": round(diameter, 4),
+            "size": _nearest_size(diameter, world.sizes),
+            "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
+        }
+    )
     result.update(_style_scores(pix, bg_obs, c_obs, cover > 0.5, size))
     return result
 

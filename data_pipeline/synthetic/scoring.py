@@ -37,9 +37,9 @@ def score_reads(reads: Sequence[dict], targets: Sequence[dict]) -> dict:
     for attr in SCORED_ATTRIBUTES:
         if all(attr in t for t in targets):
             result[attr] = float(np.mean([r[attr] == t[attr] for r, t in zip(reads, targets)]))
-    result["all_three"] = float(np.mean([
-        all(r[a] == t[a] for a in CONTENT_ATTRIBUTES) for r, t in zip(reads, targets)
-    ]))
+    result["all_three"] = float(
+        np.mean([all(r[a] == t[a] for a in CONTENT_ATTRIBUTES) for r, t in zip(reads, targets)])
+    )
     result["style_rate"] = float(np.mean([r["style"] == "comic" for r in reads]))
     return result
 

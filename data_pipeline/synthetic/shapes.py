@@ -53,10 +53,22 @@ def _diamond() -> np.ndarray:
 
 def _cross() -> np.ndarray:
     a, b = 0.5, 0.17
-    return np.array([
-        [-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b],
-        [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b],
-    ])
+    return np.array(
+        [
+            [-b, -a],
+            [b, -a],
+            [b, -b],
+            [a, -b],
+            [a, b],
+            [b, b],
+            [b, a],
+            [-b, a],
+            [-b, b],
+            [-a, b],
+            [-a, -b],
+            [-b, -b],
+        ]
+    )
 
 
 def _heart() -> np.ndarray:

@@ -71,6 +71,7 @@ def colors_compatible(color: str, background: str) -> bool:
     dots = np.asarray(halftone_color(PALETTE[background]), np.float64)
     return float(np.linalg.norm(dots - PALETTE[color])) >= MIN_HALFTONE_DISTANCE
 
+
 # Keep every shape at least this far (fraction of the side) inside the image after jitter.
 EDGE_MARGIN = 0.02
 
@@ -99,8 +100,11 @@ class World:
 
     def __post_init__(self):
         for attr, known in (
-            ("shapes", SHAPE_NAMES), ("colors", PALETTE), ("backgrounds", PALETTE),
-            ("positions", POSITIONS), ("sizes", SIZES),
+            ("shapes", SHAPE_NAMES),
+            ("colors", PALETTE),
+            ("backgrounds", PALETTE),
+            ("positions", POSITIONS),
+            ("sizes", SIZES),
         ):
             values = tuple(getattr(self, attr))
             object.__setattr__(self, attr, values)
@@ -148,7 +152,9 @@ def pick_names(spec: str | int | None, order: tuple[str, ...], default: tuple[st
         if not 1 <= n <= len(order):
             raise ValueError(f"number of {what} must be between 1 and {len(order)}, got {n}")
         return order[:n]
-    return tuple(name.strip().lower().replace(" ", "_").replace("-", "_") for name in str(spec).split(",") if name.strip())
+    return tuple(
+        name.strip().lower().replace(" ", "_").replace("-", "_") for name in str(spec).split(",") if name.strip()
+    )
 
 
 def make_world(

@@ -1,5 +1,6 @@
 """GLIDE's Gaussian diffusion (schedules, respacing, reverse steps, hybrid loss), its samplers
 (``finetune.diffusion.samplers``) and classifier-free guidance (``finetune.diffusion.guidance``)."""
+
 from .gaussian_diffusion import GaussianDiffusion, build_diffusion, diffusion_from_options
 from .guidance import classifier_free_guidance, cond_uncond_kwargs
 from .samplers import DEFAULT_STEPS, SAMPLERS, force_known_pixels, sample

@@ -12,6 +12,7 @@ Conventions (those of OpenAI's GLIDE / improved-diffusion):
 - Schedule tables are float64; a gathered coefficient is cast to float32 before it touches a
   tensor (float64 when the tensor is float64), exactly as the reference does.
 """
+
 from __future__ import annotations
 
 import math
@@ -122,7 +123,10 @@ class GaussianDiffusion:
         return mean, variance, log_variance
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return self._coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - self._coef("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+        return (
+            self._coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+            - self._coef("sqrt_recipm1_alphas_cumprod", t, x_t) * eps
+        )
 
     def predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
         return (self._coef("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart) / self._coef(
@@ -130,7 +134,9 @@ class GaussianDiffusion:
         )
 
     # ----------------------------------------------------------------- reverse process
-    def call_model(self, model: Callable, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None) -> torch.Tensor:
+    def call_model(
+        self, model: Callable, x: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None
+    ) -> torch.Tensor:
         """Run the model at process indices ``t`` (it sees the original timesteps); float output like x."""
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
@@ -384,7 +390,9 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, *, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
     """Log probability of 8-bit images x in [-1, 1] under a Gaussian discretised into 256 bins
     (the outer bins reach to +-infinity), elementwise, in nats."""
     centered = x - means

@@ -12,6 +12,7 @@ Usage::
     model_fn = classifier_free_guidance(model, guidance_scale=3.0)
     samples = sample(diffusion, model_fn, (B, 3, 64, 64), model_kwargs=kwargs)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

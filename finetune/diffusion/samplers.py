@@ -22,6 +22,7 @@ Common keyword arguments:
 Defaults: ancestral with GLIDE's base respacing ``"100"``; DDIM with ``"fast27"`` (GLIDE's
 upsampler setting; ``"ddim25"`` and any other spec work too); DPM-Solver++(2M) with 20 model calls.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -104,8 +105,13 @@ def sample_ancestral(
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
             step_noise = draw.normal() if i > 0 else torch.zeros_like(x)
             out = process.p_sample(
-                model_fn, x, t, noise=step_noise, clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn, model_kwargs=model_kwargs,
+                model_fn,
+                x,
+                t,
+                noise=step_noise,
+                clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn,
+                model_kwargs=model_kwargs,
             )
             x = out["sample"]
             if callback is not None:
@@ -143,8 +149,14 @@ def sample_ddim(
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
             step_noise = draw.normal() if (eta > 0 and i > 0) else None
             out = process.ddim_sample(
-                model_fn, x, t, eta=eta, noise=step_noise, clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn, model_kwargs=model_kwargs,
+                model_fn,
+                x,
+                t,
+                eta=eta,
+                noise=step_noise,
+                clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn,
+                model_kwargs=model_kwargs,
             )
             x = out["sample"]
             if callback is not None:
@@ -235,9 +247,11 @@ def sample_dpmpp_2m(
                     half_inv_r = 0.5 * h / previous_h
                     d = (1.0 + half_inv_r) * x0 - half_inv_r * previous_x0
                 if stochastic:
-                    x = (float(sigma[k + 1] / sigma[k] * math.exp(-h)) * x
-                         - float(alpha[k + 1] * math.expm1(-2.0 * h)) * d
-                         + float(sigma[k + 1] * math.sqrt(-math.expm1(-2.0 * h))) * draw.normal())
+                    x = (
+                        float(sigma[k + 1] / sigma[k] * math.exp(-h)) * x
+                        - float(alpha[k + 1] * math.expm1(-2.0 * h)) * d
+                        + float(sigma[k + 1] * math.sqrt(-math.expm1(-2.0 * h))) * draw.normal()
+                    )
                 else:
                     x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1] * math.expm1(-h)) * d
                 previous_x0, previous_h = x0, h
@@ -297,8 +311,9 @@ class _NoiseDrawer:
         return x * temperature if temperature != 1.0 else x
 
 
-def _starting_point(process: GaussianDiffusion, noise: torch.Tensor, start_image: torch.Tensor | None,
-                    start_step: int | None) -> tuple[torch.Tensor, int]:
+def _starting_point(
+    process: GaussianDiffusion, noise: torch.Tensor, start_image: torch.Tensor | None, start_step: int | None
+) -> tuple[torch.Tensor, int]:
     """(x at the first step, number of steps to run): pure noise over the whole process, or `start_image`
     noised to the last step whose original timestep is at most `start_step`."""
     if start_image is None and start_step is None:
@@ -309,8 +324,7 @@ def _starting_point(process: GaussianDiffusion, noise: torch.Tensor, start_image
         raise ValueError(f"start_image shape {tuple(start_image.shape)} != sample shape {tuple(noise.shape)}")
     total = int(np.searchsorted(process.timestep_map, int(start_step), side="right"))
     if total < 1:
-        raise ValueError(f"start_step {start_step} is before the process's first step "
-                         f"({int(process.timestep_map[0])})")
+        raise ValueError(f"start_step {start_step} is before the process's first step ({int(process.timestep_map[0])})")
     alpha_bar = float(process.alphas_cumprod[total - 1])
     start = start_image.to(device=noise.device, dtype=noise.dtype)
     return math.sqrt(alpha_bar) * start + math.sqrt(1.0 - alpha_bar) * noise, total

@@ -3,6 +3,7 @@
 Both follow OpenAI's GLIDE / improved-diffusion definitions exactly, so released checkpoints
 sample as they were trained.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,7 @@ def _parse_int(text: str, spec) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise ValueError(
-            f"bad timestep respacing {spec!r}: expected '', 'N', 'a,b,c', 'ddimN' or 'fast27'"
-        ) from None
+        raise ValueError(f"bad timestep respacing {spec!r}: expected '', 'N', 'a,b,c', 'ddimN' or 'fast27'") from None
 
 
 def _ddim_strided(num_steps: int, count: int) -> list[int]:

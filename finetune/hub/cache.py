@@ -8,6 +8,7 @@ moves it):
 - ``downloads/FILE.part`` — an unfinished download, resumed by the next fetch;
 - ``locks/NAME.lock`` — held (fcntl.flock) by the process fetching NAME, so a second one waits for it.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -77,8 +78,10 @@ def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ locking
 def _unwritable(root: Path, exc: OSError) -> HubError:
-    return HubError(f"cannot write to the model cache {root} ({exc.strerror or exc}); point {CACHE_ENV} or "
-                    "--cache-dir at a writable folder")
+    return HubError(
+        f"cannot write to the model cache {root} ({exc.strerror or exc}); point {CACHE_ENV} or "
+        "--cache-dir at a writable folder"
+    )
 
 
 @contextmanager
@@ -124,9 +127,11 @@ def fetch_model(name: str, cache_dir: str | os.PathLike | None = None, progress:
     if _is_complete(folder):
         return FetchResult(name, folder, False)
     if is_offline():
-        raise OfflineError(f"{name} is not in the model cache (looked in {folder}) and {OFFLINE_ENV} forbids "
-                           f"downloading it; fetch it where there is a network (python -m finetune fetch {name}) "
-                           f"or point {CACHE_ENV} at a cache that has it")
+        raise OfflineError(
+            f"{name} is not in the model cache (looked in {folder}) and {OFFLINE_ENV} forbids "
+            f"downloading it; fetch it where there is a network (python -m finetune fetch {name}) "
+            f"or point {CACHE_ENV} at a cache that has it"
+        )
     entry = manifest_entry(name)
     with _name_lock(root, name):
         if _is_complete(folder):  # another process finished it while we waited
@@ -146,8 +151,10 @@ def fetch_model(name: str, cache_dir: str | os.PathLike | None = None, progress:
             raise
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise HubError(f"no space left on the device while converting {name} into {folder}; the download "
-                               f"is kept in {part}, free some space and run again") from None
+                raise HubError(
+                    f"no space left on the device while converting {name} into {folder}; the download "
+                    f"is kept in {part}, free some space and run again"
+                ) from None
             raise HubError(f"cannot write {folder}: {exc.strerror or exc}") from None
         part.unlink(missing_ok=True)
     return FetchResult(name, folder, True)

@@ -4,6 +4,7 @@ The checkpoint is memory-mapped (``torch.load(mmap=True, weights_only=True)``) a
 tensor's pages let go once written, so converting a 1.5 GB file never holds a full copy of it in memory. The
 output depends only on the downloaded bytes (same download -> same weights, config and model id).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def _preset_label(name: str, options: dict[str, Any]) -> str | None:
     return preset if resolve_options(get_preset(preset)) == options else None
 
 
-def convert_release(name: str, checkpoint: Path, folder: Path, entry: Mapping[str, Any],
-                    source: Mapping[str, Any]) -> Path:
+def convert_release(
+    name: str, checkpoint: Path, folder: Path, entry: Mapping[str, Any], source: Mapping[str, Any]
+) -> Path:
     """Check a downloaded checkpoint against its manifest entry and publish it as the model folder `folder`."""
     what = f"the download of {name} ({checkpoint})"
     try:
@@ -41,5 +43,12 @@ def convert_release(name: str, checkpoint: Path, folder: Path, entry: Mapping[st
         "converted_from": "openai-glide",
         "release_name": name,
     }
-    return write_model_folder(folder, state_dict, options, tokenizer=tokenizer, provenance=provenance,
-                              preset=_preset_label(name, options), stream=True)
+    return write_model_folder(
+        folder,
+        state_dict,
+        options,
+        tokenizer=tokenizer,
+        provenance=provenance,
+        preset=_preset_label(name, options),
+        stream=True,
+    )

@@ -3,6 +3,7 @@
 The partial file is only ever appended to with bytes the server sent for exactly that offset, so whatever it
 holds after a cut connection, Ctrl-C or a full disk is a correct prefix of the file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,12 +46,23 @@ def _resume_offset(response: requests.Response, have: int) -> tuple[int, int | N
     return 0, (int(length) if length and length.isdigit() else None)
 
 
-def _write_body(response: requests.Response, part: Path, offset: int, total: int | None, label: str,
-                progress: bool | None) -> int:
+def _write_body(
+    response: requests.Response, part: Path, offset: int, total: int | None, label: str, progress: bool | None
+) -> int:
     """Append the body to `part` (truncated to `offset` first); the bytes now in `part`."""
-    with open(part, "r+b" if part.exists() else "wb") as out, \
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                 disable=None if progress is None else not progress, leave=False) as bar:
+    with (
+        open(part, "r+b" if part.exists() else "wb") as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=label,
+            disable=None if progress is None else not progress,
+            leave=False,
+        ) as bar,
+    ):
         out.truncate(offset)
         out.seek(offset)
         for chunk in response.iter_content(CHUNK_BYTES):
@@ -59,8 +71,9 @@ def _write_body(response: requests.Response, part: Path, offset: int, total: int
         return out.tell()
 
 
-def _attempt(session: requests.Session, url: str, part: Path, expected_size: int | None, label: str,
-             progress: bool | None) -> int:
+def _attempt(
+    session: requests.Session, url: str, part: Path, expected_size: int | None, label: str, progress: bool | None
+) -> int:
     have = part.stat().st_size if part.exists() else 0
     if expected_size is not None and have > expected_size:
         part.unlink()  # longer than the file can be: not a prefix of it
@@ -82,23 +95,34 @@ def _attempt(session: requests.Session, url: str, part: Path, expected_size: int
                 part.unlink()
                 raise _Retry("the server answered another byte range than asked for; restarting")
             if expected_size is not None and total is not None and total != expected_size:
-                raise HubError(f"{url} is {total} bytes; the released file is {expected_size}: not the right file "
-                               f"(check {label}'s mirror)")
+                raise HubError(
+                    f"{url} is {total} bytes; the released file is {expected_size}: not the right file "
+                    f"(check {label}'s mirror)"
+                )
             size = _write_body(response, part, offset, total, label, progress)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise _Retry(f"connection to {url} failed: {type(exc).__name__}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise HubError(f"no space left on the device while writing {part} ({part.stat().st_size} bytes so "
-                           f"far); free some space and run again to resume") from None
+            raise HubError(
+                f"no space left on the device while writing {part} ({part.stat().st_size} bytes so "
+                f"far); free some space and run again to resume"
+            ) from None
         raise HubError(f"cannot write {part}: {exc.strerror or exc}") from None
     if total is not None and size != total:
         raise _Retry(f"the connection closed after {size} of {total} bytes")
     return size
 
 
-def download(url: str, part: Path, *, expected_size: int | None = None, label: str = "",
-             progress: bool | None = None, session: requests.Session | None = None) -> int:
+def download(
+    url: str,
+    part: Path,
+    *,
+    expected_size: int | None = None,
+    label: str = "",
+    progress: bool | None = None,
+    session: requests.Session | None = None,
+) -> int:
     """Complete `part` from `url`, resuming what it already holds; the file's size in bytes.
 
     Retries cut connections and server errors (MAX_ATTEMPTS, growing delays); other HTTP errors, a wrong size

@@ -1,4 +1,5 @@
 """Errors of the model hub: each message is one line meant for the user."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ it enters the cache.
 `AUTOCOMICS_GLIDE_MANIFEST` names another manifest in the same format (a mirror serving other checkpoints; the
 tests' tiny ones).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -59,13 +60,19 @@ def check_against_manifest(state_dict: Mapping[str, torch.Tensor], entry: Mappin
     expected = {k: tuple(v) for k, v in entry["keys"].items()}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    misshaped = [f"{k} {list(state_dict[k].shape)} (expected {list(expected[k])})"
-                 for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
-    problems = [f"{len(items)} {label} key(s), first: {'; '.join(items[:2])}"
-                for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-                if items]
-    not_float = [f"{k} ({str(t.dtype).removeprefix('torch.')})" for k, t in state_dict.items()
-                 if t.dtype not in WEIGHT_DTYPES]
+    misshaped = [
+        f"{k} {list(state_dict[k].shape)} (expected {list(expected[k])})"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
+    problems = [
+        f"{len(items)} {label} key(s), first: {'; '.join(items[:2])}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        if items
+    ]
+    not_float = [
+        f"{k} ({str(t.dtype).removeprefix('torch.')})" for k, t in state_dict.items() if t.dtype not in WEIGHT_DTYPES
+    ]
     if not_float:
         problems.append(f"{len(not_float)} tensor(s) that are not float weights, first: {'; '.join(not_float[:2])}")
     if problems:

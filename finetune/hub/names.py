@@ -3,6 +3,7 @@
 The release is OpenAI's dec-2021 GLIDE files, the same ones glide-text2im downloads. Each single-model name
 maps to one file; a pipeline name maps to a base and an upsampler name.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """GLIDE's model core: the text-conditioned UNet, its options and presets."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Module and parameter names follow OpenAI's layout so released checkpoints load w
 Attention runs through ``scaled_dot_product_attention``; normalisation layers compute in float32
 (also under autocast), as GLIDE does.
 """
+
 from __future__ import annotations
 
 import functools

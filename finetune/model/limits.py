@@ -10,6 +10,7 @@ heads, ...) live in ``finetune.model.options.architecture``.
 
 ``image_size`` is the size the model was built for; it is not a limit on the sizes one may sample at.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,7 +102,7 @@ class IntegerList:
     max_items: int
 
     def describe(self) -> str:
-        return f"at most {self.max_items} integers in {self.item.describe()}, as \"a,b,c\" or a list"
+        return f'at most {self.max_items} integers in {self.item.describe()}, as "a,b,c" or a list'
 
     def problem(self, value: Any) -> str | None:
         if isinstance(value, str) and len(value) > 16 * self.max_items:
@@ -190,4 +191,3 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise OptionError(f"unknown model option(s): {', '.join(unknown)}; known options: {', '.join(OPTION_LIMITS)}")
     for name, value in options.items():
         check_option(name, value)
-

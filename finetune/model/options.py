@@ -5,6 +5,7 @@ options take GLIDE's base defaults, or the upsampler's defaults when ``super_res
 value's type and range is checked against ``finetune.model.limits.OPTION_LIMITS`` before anything
 is built from it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -147,8 +148,9 @@ def _int_list(value: Any, name: str) -> tuple[int, ...]:
     try:
         return parse_int_list(value)
     except ValueError:
-        raise OptionError(f"option {name!r} must be a comma-separated string or a list of integers, "
-                          f"got {value!r}") from None
+        raise OptionError(
+            f"option {name!r} must be a comma-separated string or a list of integers, got {value!r}"
+        ) from None
 
 
 def _as_csv(value: Any) -> str:

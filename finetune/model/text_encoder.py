@@ -1,5 +1,6 @@
 """GLIDE's caption transformer (a CLIP-style pre-LN transformer without an attention mask) and the
 `TextEmbedding` value that carries its output into the UNet."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """GLIDE's text-conditioned ADM UNet, one class for all four variants (base, super-resolution,
 inpainting, super-resolution inpainting); the variant only changes how the input is assembled."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -89,11 +90,15 @@ class Text2ImUNet(nn.Module):
                 if ds in attention_strides:
                     layers.append(attention(ch, arch["num_heads_upsample"]))
                 if level and i == num_res_blocks:
-                    layers.append(ResBlock(ch, emb_dim, dropout, ch, scale_shift, up=True) if updown else Upsample(ch, True))
+                    layers.append(
+                        ResBlock(ch, emb_dim, dropout, ch, scale_shift, up=True) if updown else Upsample(ch, True)
+                    )
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(GroupNorm32(ch, swish=True), nn.Identity(), zero_(nn.Conv2d(input_ch, 6, 3, padding=1)))
+        self.out = nn.Sequential(
+            GroupNorm32(ch, swish=True), nn.Identity(), zero_(nn.Conv2d(input_ch, 6, 3, padding=1))
+        )
 
         if self.xf_width:
             w = self.xf_width
@@ -173,8 +178,10 @@ class Text2ImUNet(nn.Module):
         if tokens.numel() and tokens.device.type == "cpu" and not torch.compiler.is_compiling():
             low, high = (int(v) for v in torch.aminmax(tokens))
             if low < 0 or high >= self.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} "
-                                 f"vocabulary; got range [{low}, {high}]")
+                raise ValueError(
+                    f"token ids must lie in [0, {self.vocab_size}) for the {self.tokenizer_name} "
+                    f"vocabulary; got range [{low}, {high}]"
+                )
         if self.xf_padding:
             if mask is None:
                 raise ValueError("mask is required with tokens (False marks padding positions)")
@@ -246,7 +253,9 @@ class Text2ImUNet(nn.Module):
 
     def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
         if not torch.is_tensor(x) or x.dim() != 4:
-            raise ValueError(f"x must be a [batch, 3, H, W] tensor, got {tuple(x.shape) if torch.is_tensor(x) else x!r}")
+            raise ValueError(
+                f"x must be a [batch, 3, H, W] tensor, got {tuple(x.shape) if torch.is_tensor(x) else x!r}"
+            )
         batch, size = x.shape[0], (self.image_size, self.image_size)
         self._check_image("x", x, batch, 3, size)
         parts = [x]

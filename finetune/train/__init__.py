@@ -1,7 +1,16 @@
 """The Accelerate trainer: `train(TrainConfig(...))`, or `python -m finetune train --help` on the command line."""
+
 from .config import ConfigError, TrainConfig, build_config, load_config_file
 from .monitor import read_metrics
 from .trainer import USER_ERRORS, TrainResult, train
 
-__all__ = ["ConfigError", "TrainConfig", "TrainResult", "USER_ERRORS", "build_config", "load_config_file",
-           "read_metrics", "train"]
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "TrainResult",
+    "USER_ERRORS",
+    "build_config",
+    "load_config_file",
+    "read_metrics",
+    "train",
+]

@@ -2,6 +2,7 @@
 inpainting mask. Training samples are random (from a per-sample generator, so they replay exactly on resume);
 validation samples are deterministic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,13 +54,13 @@ class SampleMaker:
         side = min(short, max(side, self.image_size))
         top = int(rng.integers(0, h - side + 1))
         left = int(rng.integers(0, w - side + 1))
-        return _resize(rgb[top:top + side, left:left + side], self.image_size)
+        return _resize(rgb[top : top + side, left : left + side], self.image_size)
 
     def center_crop(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        return _resize(rgb[top:top + side, left:left + side], self.image_size)
+        return _resize(rgb[top : top + side, left : left + side], self.image_size)
 
     def low_res(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """The upsampler's conditioning: an antialiased (area) downscale, optionally blurred and noised."""

@@ -9,6 +9,7 @@ Layout of `run_dir/checkpoints/step-NNNNNNNN/`:
 A checkpoint is written into a hidden temporary folder and renamed into place when complete, so a folder named
 step-* is always whole; the newest K are kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()
-             and (p / "state.json").is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := STEP_DIR.match(p.name)) and p.is_dir() and (p / "state.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -124,8 +128,16 @@ class Checkpointer:
                 if p.name.startswith(".tmp-") or ".old-" in p.name:
                     shutil.rmtree(p, ignore_errors=True)
 
-    def save(self, step: int, model_state: dict, ema_state: dict | None, optimizer_state: dict,
-             state: dict[str, Any], rank_tensors: dict[str, torch.Tensor], rank_plain: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        model_state: dict,
+        ema_state: dict | None,
+        optimizer_state: dict,
+        state: dict[str, Any],
+        rank_tensors: dict[str, torch.Tensor],
+        rank_plain: dict[str, Any],
+    ) -> Path:
         final = self.root / f"step-{step:08d}"
         tmp = self.root / f".tmp-step-{step:08d}"
         if self.is_main:

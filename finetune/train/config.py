@@ -3,6 +3,7 @@
 Precedence: dataclass defaults < config file (`--config`) < flags given on the command line.
 The resolved settings are validated before any work and saved in the run folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,68 +44,112 @@ def _opt(default, help: str, *, choices=None, min=None, max=None, min_exclusive=
 class TrainConfig:
     # --- what to train, where -------------------------------------------------------------------
     run_dir: str = _opt("", "Run folder: resolved config, checkpoints, TensorBoard logs, the exported model.")
-    data: list[str] = _opt([], "Dataset(s): a shard folder (DIR with <size>/ subfolders or tars), tar paths/globs "
-                               "(brace ranges allowed), or an imagefolder (metadata.jsonl with file_name,text).")
-    data_size: int = _opt(0, "Shard size folder to read (DIR/<size>/); 0 = the model's image size, or the "
-                             "smallest larger one (downscaled) when that size is missing.", min=0,
-                         max=IMAGE_SIZE_LIMIT)
-    init: str = _opt("scratch", "Where the weights come from: 'scratch', a released model's name (glide-base, "
-                                "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
-                                "first use), an OpenAI GLIDE .pt, or a model folder.")
-    preset: str = _opt("", "Model preset (required with --init scratch; with a .pt it picks the architecture, "
-                           "detected from the weights when omitted; with a model folder it must match or be empty).")
-    tokenizer: str = _opt("", "Tokenizer: 'clip' or 'gpt2'. Default: gpt2 for an OpenAI .pt, the folder's own "
-                              "for a model folder, clip from scratch. clip on a gpt2 checkpoint = vocabulary swap.",
-                          choices=["", "clip", "gpt2"])
-    vocab_path: str = _opt("", "GPT-2 BPE folder (encoder.json[.gz] + vocab.bpe[.gz]) overriding the one shipped "
-                               "with the package (alias --vocab).")
+    data: list[str] = _opt(
+        [],
+        "Dataset(s): a shard folder (DIR with <size>/ subfolders or tars), tar paths/globs "
+        "(brace ranges allowed), or an imagefolder (metadata.jsonl with file_name,text).",
+    )
+    data_size: int = _opt(
+        0,
+        "Shard size folder to read (DIR/<size>/); 0 = the model's image size, or the "
+        "smallest larger one (downscaled) when that size is missing.",
+        min=0,
+        max=IMAGE_SIZE_LIMIT,
+    )
+    init: str = _opt(
+        "scratch",
+        "Where the weights come from: 'scratch', a released model's name (glide-base, "
+        "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
+        "first use), an OpenAI GLIDE .pt, or a model folder.",
+    )
+    preset: str = _opt(
+        "",
+        "Model preset (required with --init scratch; with a .pt it picks the architecture, "
+        "detected from the weights when omitted; with a model folder it must match or be empty).",
+    )
+    tokenizer: str = _opt(
+        "",
+        "Tokenizer: 'clip' or 'gpt2'. Default: gpt2 for an OpenAI .pt, the folder's own "
+        "for a model folder, clip from scratch. clip on a gpt2 checkpoint = vocabulary swap.",
+        choices=["", "clip", "gpt2"],
+    )
+    vocab_path: str = _opt(
+        "",
+        "GPT-2 BPE folder (encoder.json[.gz] + vocab.bpe[.gz]) overriding the one shipped "
+        "with the package (alias --vocab).",
+    )
     resume: str = _opt("", "Resume from 'latest' (newest checkpoint in run_dir) or a checkpoint folder.")
     init_from_ema: bool = _opt(True, "When --init is a model folder holding EMA weights, start from them.")
 
     # --- data -----------------------------------------------------------------------------------
     batch_size: int = _opt(4, "Samples per process per micro-batch.", min=1, max=BATCH_LIMIT)
     num_workers: int = _opt(1, "Data-loading worker processes per training process (0 = in-process).", min=0, max=64)
-    shuffle_buffer: int = _opt(1000, "Samples held in the shuffle buffer of each data stream (0/1 = no shuffle).",
-                               min=0, max=HELD_SAMPLES_LIMIT)
-    crop_scale_min: float = _opt(0.8, "Random resized crop: smallest crop area as a fraction of the largest square.",
-                                 min=0.0, max=1.0, min_exclusive=True)
-    crop_scale_max: float = _opt(1.0, "Random resized crop: largest crop area fraction.", min=0.0, max=1.0,
-                                 min_exclusive=True)
-    flip_p: float = _opt(0.0, "Horizontal flip probability (off by default: captions say left/right).", min=0.0,
-                         max=1.0)
-    uncond_p: float = _opt(0.2, "Probability of replacing the caption by the empty caption (CFG training).",
-                           min=0.0, max=1.0)
-    lowres_blur_p: float = _opt(0.0, "Upsampler: probability of Gaussian-blurring the low-res input.", min=0.0,
-                                max=1.0)
-    lowres_blur_sigma: float = _opt(0.6, "Upsampler: largest blur sigma (low-res pixels); drawn in [0.1, max].",
-                                    min=0.1, max=5.0)
-    lowres_noise_p: float = _opt(0.0, "Upsampler: probability of adding Gaussian noise to the low-res input.",
-                                 min=0.0, max=1.0)
-    lowres_noise_std: float = _opt(0.02, "Upsampler: largest noise std (in [-1,1] units); drawn in [0, max].",
-                                   min=0.0, max=1.0)
-    mask_kind: str = _opt("mixed", "Inpainting masks: rectangles, free-form strokes, or a mix.",
-                          choices=["mixed", "rect", "strokes"])
-    val_samples: int = _opt(64, "Validation samples (from the dataset's val split; 0 = no validation).", min=0,
-                           max=HELD_SAMPLES_LIMIT)
+    shuffle_buffer: int = _opt(
+        1000,
+        "Samples held in the shuffle buffer of each data stream (0/1 = no shuffle).",
+        min=0,
+        max=HELD_SAMPLES_LIMIT,
+    )
+    crop_scale_min: float = _opt(
+        0.8,
+        "Random resized crop: smallest crop area as a fraction of the largest square.",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
+    crop_scale_max: float = _opt(
+        1.0, "Random resized crop: largest crop area fraction.", min=0.0, max=1.0, min_exclusive=True
+    )
+    flip_p: float = _opt(
+        0.0, "Horizontal flip probability (off by default: captions say left/right).", min=0.0, max=1.0
+    )
+    uncond_p: float = _opt(
+        0.2, "Probability of replacing the caption by the empty caption (CFG training).", min=0.0, max=1.0
+    )
+    lowres_blur_p: float = _opt(0.0, "Upsampler: probability of Gaussian-blurring the low-res input.", min=0.0, max=1.0)
+    lowres_blur_sigma: float = _opt(
+        0.6, "Upsampler: largest blur sigma (low-res pixels); drawn in [0.1, max].", min=0.1, max=5.0
+    )
+    lowres_noise_p: float = _opt(
+        0.0, "Upsampler: probability of adding Gaussian noise to the low-res input.", min=0.0, max=1.0
+    )
+    lowres_noise_std: float = _opt(
+        0.02, "Upsampler: largest noise std (in [-1,1] units); drawn in [0, max].", min=0.0, max=1.0
+    )
+    mask_kind: str = _opt(
+        "mixed", "Inpainting masks: rectangles, free-form strokes, or a mix.", choices=["mixed", "rect", "strokes"]
+    )
+    val_samples: int = _opt(
+        64, "Validation samples (from the dataset's val split; 0 = no validation).", min=0, max=HELD_SAMPLES_LIMIT
+    )
     val_every: int = _opt(500, "Validation loss every N steps (0 = only at the end).", min=0, max=STEP_LIMIT)
     log_sample_keys: bool = _opt(False, "Write the keys of every training sample to run_dir/sample_keys-rank*.jsonl.")
 
     # --- objective and optimisation -------------------------------------------------------------
-    loss_type: str = _opt("hybrid", "hybrid = eps MSE + rescaled VLB for the variance (GLIDE); mse = eps only.",
-                          choices=["hybrid", "mse"])
-    mse_weighting: str = _opt("eps", "Weight of the eps MSE over timesteps: eps = uniform (GLIDE); v = x (1 + 1/SNR), "
-                                     "the v-prediction loss, which puts more weight on high noise, where global colour "
-                                     "and layout are decided (capped by mse_weight_cap). Switching a running "
-                                     "fine-tune raises its gradients ~10x, which Adam takes ~1k steps to absorb.",
-                          choices=["eps", "v"])
-    mse_weight_cap: float = _opt(100.0, "Largest MSE weight of the v weighting (its 1 + 1/SNR grows without "
-                                        "bound at the noisiest timesteps).", min=1.0)
-    max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1,
-                         max=STEP_LIMIT)
+    loss_type: str = _opt(
+        "hybrid", "hybrid = eps MSE + rescaled VLB for the variance (GLIDE); mse = eps only.", choices=["hybrid", "mse"]
+    )
+    mse_weighting: str = _opt(
+        "eps",
+        "Weight of the eps MSE over timesteps: eps = uniform (GLIDE); v = x (1 + 1/SNR), "
+        "the v-prediction loss, which puts more weight on high noise, where global colour "
+        "and layout are decided (capped by mse_weight_cap). Switching a running "
+        "fine-tune raises its gradients ~10x, which Adam takes ~1k steps to absorb.",
+        choices=["eps", "v"],
+    )
+    mse_weight_cap: float = _opt(
+        100.0,
+        "Largest MSE weight of the v weighting (its 1 + 1/SNR grows without bound at the noisiest timesteps).",
+        min=1.0,
+    )
+    max_steps: int = _opt(10000, "Optimizer steps to train for (total, including resumed ones).", min=1, max=STEP_LIMIT)
     grad_accum: int = _opt(1, "Micro-batches per optimizer step.", min=1, max=1024)
     lr: float = _opt(1e-4, "Peak learning rate (AdamW).", min=0.0, max=1.0, min_exclusive=True)
-    lr_schedule: str = _opt("constant", "LR after warmup: constant, cosine or linear decay to min_lr_ratio * lr.",
-                            choices=["constant", "cosine", "linear"])
+    lr_schedule: str = _opt(
+        "constant",
+        "LR after warmup: constant, cosine or linear decay to min_lr_ratio * lr.",
+        choices=["constant", "cosine", "linear"],
+    )
     lr_warmup_steps: int = _opt(0, "Linear LR warmup steps.", min=0, max=STEP_LIMIT)
     min_lr_ratio: float = _opt(0.0, "Final LR as a fraction of lr for cosine/linear.", min=0.0, max=1.0)
     adam_beta1: float = _opt(0.9, "AdamW beta1.", min=0.0, max=1.0)
@@ -112,54 +157,100 @@ class TrainConfig:
     adam_eps: float = _opt(1e-8, "AdamW epsilon.", min=0.0, min_exclusive=True)
     weight_decay: float = _opt(0.0, "AdamW weight decay.", min=0.0, max=1.0)
     max_grad_norm: float = _opt(1.0, "Clip the gradient norm to this (0 = no clipping).", min=0.0)
-    train_scope: str = _opt("all", "What trains: all, unet (text side frozen) or text (UNet frozen).",
-                            choices=["all", "unet", "text"])
-    text_warmup_steps: int = _opt(-1, "Steps training only the text side after a vocabulary swap "
-                                      "(-1 = 500 on a swap, else 0).", min=-1, max=STEP_LIMIT)
-    ema_decay: float = _opt(0.9999, "EMA decay (0 = no EMA). Ramped up as min(decay, (1+n)/(10+n)).", min=0.0,
-                            max=1.0)
-    mixed_precision: str = _opt("no", "Autocast precision: no, bf16 or fp16 (fp16 needs a GPU).",
-                                choices=["no", "bf16", "fp16"])
+    train_scope: str = _opt(
+        "all", "What trains: all, unet (text side frozen) or text (UNet frozen).", choices=["all", "unet", "text"]
+    )
+    text_warmup_steps: int = _opt(
+        -1,
+        "Steps training only the text side after a vocabulary swap (-1 = 500 on a swap, else 0).",
+        min=-1,
+        max=STEP_LIMIT,
+    )
+    ema_decay: float = _opt(0.9999, "EMA decay (0 = no EMA). Ramped up as min(decay, (1+n)/(10+n)).", min=0.0, max=1.0)
+    mixed_precision: str = _opt(
+        "no", "Autocast precision: no, bf16 or fp16 (fp16 needs a GPU).", choices=["no", "bf16", "fp16"]
+    )
     grad_checkpointing: bool = _opt(False, "Activation checkpointing (less memory, ~30% more compute).")
-    channels_last: str = _opt("auto", "channels_last memory format for the UNet: auto (off: it measured 8% slower on "
-                                      "an H200 in bf16 and 10-15% slower on the CPU), yes or no.",
-                              choices=["auto", "yes", "no"])
-    compile: bool = _opt(False, "torch.compile the model's forward and backward (gradients checked against eager in "
-                                "bf16 by the tests; the first steps take minutes to compile).")
+    channels_last: str = _opt(
+        "auto",
+        "channels_last memory format for the UNet: auto (off: it measured 8% slower on "
+        "an H200 in bf16 and 10-15% slower on the CPU), yes or no.",
+        choices=["auto", "yes", "no"],
+    )
+    compile: bool = _opt(
+        False,
+        "torch.compile the model's forward and backward (gradients checked against eager in "
+        "bf16 by the tests; the first steps take minutes to compile).",
+    )
     threads: int = _opt(0, "CPU threads for torch in each process (0 = torch's default).", min=0, max=1024)
     seed: int = _opt(0, "Seed for weights from scratch, data order, augmentation, timesteps and noise.", min=0)
 
     # --- checkpoints, logs, samples -------------------------------------------------------------
-    checkpoint_every: int = _opt(500, "Checkpoint every N steps (0 = only at the end and on SIGTERM/SIGINT; "
-                                      "-1 = never, for benchmarks and smoke tests).", min=-1, max=STEP_LIMIT)
+    checkpoint_every: int = _opt(
+        500,
+        "Checkpoint every N steps (0 = only at the end and on SIGTERM/SIGINT; "
+        "-1 = never, for benchmarks and smoke tests).",
+        min=-1,
+        max=STEP_LIMIT,
+    )
     keep_checkpoints: int = _opt(3, "Checkpoints kept (older ones are deleted).", min=1, max=1000)
     log_every: int = _opt(10, "TensorBoard scalars every N steps.", min=1, max=STEP_LIMIT)
-    sample_every: int = _opt(1000, "Sample grid every N steps (0 = only at the end; -1 = never).", min=-1,
-                              max=STEP_LIMIT)
+    sample_every: int = _opt(
+        1000, "Sample grid every N steps (0 = only at the end; -1 = never).", min=-1, max=STEP_LIMIT
+    )
     sample_prompts: list[str] = _opt([], "Fixed prompts of the sample grid (default: the first val captions).")
     num_sample_prompts: int = _opt(4, "Prompts in the grid when sample_prompts is not given.", min=1, max=64)
     sample_seed: int = _opt(1234, "Seed of the sample grid (the same noise every time).", min=0)
-    sample_sampler: str = _opt("ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"])
-    sample_steps: str = _opt("fast27", "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
-                                       "ancestral/ddim, a number of model calls for dpmpp_2m(_sde).")
+    sample_sampler: str = _opt(
+        "ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"]
+    )
+    sample_steps: str = _opt(
+        "fast27",
+        "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
+        "ancestral/ddim, a number of model calls for dpmpp_2m(_sde).",
+    )
     guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0, max=100.0)
-    nan_max_consecutive: int = _opt(5, "Stop after this many non-finite steps in a row (each one is skipped).",
-                                    min=1, max=STEP_LIMIT)
-    spike_factor: float = _opt(0.0, "Loss-spike guard: skip a step whose loss exceeds factor x the recent "
-                                    "median (0 = off).", min=0.0)
-    spike_window: int = _opt(100, "Loss-spike guard: number of recent steps forming the median.", min=5,
-                             max=HELD_SAMPLES_LIMIT)
+    nan_max_consecutive: int = _opt(
+        5, "Stop after this many non-finite steps in a row (each one is skipped).", min=1, max=STEP_LIMIT
+    )
+    spike_factor: float = _opt(
+        0.0, "Loss-spike guard: skip a step whose loss exceeds factor x the recent median (0 = off).", min=0.0
+    )
+    spike_window: int = _opt(
+        100, "Loss-spike guard: number of recent steps forming the median.", min=5, max=HELD_SAMPLES_LIMIT
+    )
     progress: bool = _opt(True, "Show a progress bar.")
     export_model: bool = _opt(True, "Export the final model (+EMA) as a model folder in run_dir/model.")
 
     # keys that may change when a run is resumed; anything else must match the checkpoint
     RESUMABLE_CHANGES = (
-        "resume", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "val_every",
-        "progress", "num_workers", "export_model", "log_sample_keys", "sample_prompts", "num_sample_prompts",
-        "sample_sampler", "sample_steps", "guidance_scale", "nan_max_consecutive", "val_samples", "data", "threads",
-        "channels_last", "compile",  # speed only: the same numbers either way
+        "resume",
+        "max_steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        "val_every",
+        "progress",
+        "num_workers",
+        "export_model",
+        "log_sample_keys",
+        "sample_prompts",
+        "num_sample_prompts",
+        "sample_sampler",
+        "sample_steps",
+        "guidance_scale",
+        "nan_max_consecutive",
+        "val_samples",
+        "data",
+        "threads",
+        "channels_last",
+        "compile",  # speed only: the same numbers either way
         # the optimum stays the same, so a running fine-tune may change how it weighs or paces its steps
-        "lr", "ema_decay", "mse_weighting", "mse_weight_cap",
+        "lr",
+        "ema_decay",
+        "mse_weighting",
+        "mse_weight_cap",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,8 +271,11 @@ def _flag(name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; defaults are SUPPRESSed so only flags the user typed override the config file."""
-    parser.add_argument("--config", help="YAML or TOML file with any of the settings below (keys as flag names "
-                                         "with _ or -).", default=argparse.SUPPRESS)
+    parser.add_argument(
+        "--config",
+        help="YAML or TOML file with any of the settings below (keys as flag names with _ or -).",
+        default=argparse.SUPPRESS,
+    )
     groups = {}
     for f in _fields():
         meta = f.metadata
@@ -208,14 +302,54 @@ FLAG_ALIASES = {"vocab_path": ("--vocab",)}
 
 _SECTIONS = [
     ("run", ("run_dir", "data", "data_size", "init", "preset", "tokenizer", "vocab_path", "resume", "init_from_ema")),
-    ("optimisation", ("loss_type", "mse_weighting", "mse_weight_cap", "max_steps", "grad_accum", "lr", "lr_schedule", "lr_warmup_steps", "min_lr_ratio",
-                      "adam_beta1", "adam_beta2", "adam_eps", "weight_decay", "max_grad_norm", "train_scope",
-                      "text_warmup_steps", "ema_decay", "mixed_precision", "grad_checkpointing", "channels_last",
-                      "compile", "threads", "seed")),
-    ("checkpoints, logs, samples", ("checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                                    "sample_prompts", "num_sample_prompts", "sample_seed", "sample_sampler", "sample_steps",
-                                    "guidance_scale", "nan_max_consecutive", "spike_factor", "spike_window",
-                                    "progress", "export_model")),
+    (
+        "optimisation",
+        (
+            "loss_type",
+            "mse_weighting",
+            "mse_weight_cap",
+            "max_steps",
+            "grad_accum",
+            "lr",
+            "lr_schedule",
+            "lr_warmup_steps",
+            "min_lr_ratio",
+            "adam_beta1",
+            "adam_beta2",
+            "adam_eps",
+            "weight_decay",
+            "max_grad_norm",
+            "train_scope",
+            "text_warmup_steps",
+            "ema_decay",
+            "mixed_precision",
+            "grad_checkpointing",
+            "channels_last",
+            "compile",
+            "threads",
+            "seed",
+        ),
+    ),
+    (
+        "checkpoints, logs, samples",
+        (
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+            "sample_every",
+            "sample_prompts",
+            "num_sample_prompts",
+            "sample_seed",
+            "sample_sampler",
+            "sample_steps",
+            "guidance_scale",
+            "nan_max_consecutive",
+            "spike_factor",
+            "spike_window",
+            "progress",
+            "export_model",
+        ),
+    ),
 ]
 
 
@@ -329,8 +463,9 @@ def validate(config: TrainConfig) -> None:
     if not config.data and not config.resume:
         problems.append("--data is required (shard folder, tar paths/globs, or an imagefolder)")
     if config.crop_scale_min > config.crop_scale_max:
-        problems.append(f"--crop-scale-min ({config.crop_scale_min}) must not exceed --crop-scale-max "
-                        f"({config.crop_scale_max})")
+        problems.append(
+            f"--crop-scale-min ({config.crop_scale_min}) must not exceed --crop-scale-max ({config.crop_scale_max})"
+        )
     if config.init == "scratch" and not config.preset and not config.resume:
         problems.append("--preset is required when training from scratch (e.g. --preset tiny-base)")
     if config.lr_warmup_steps >= config.max_steps and config.lr_schedule != "constant":
@@ -364,8 +499,14 @@ def merge_for_resume(saved: dict[str, Any], given: TrainConfig) -> tuple[TrainCo
         value = getattr(given, f.name)
         if value == getattr(defaults, f.name) or value == getattr(base, f.name):
             continue
-        if f.name in TrainConfig.RESUMABLE_CHANGES or f.name in ("init", "preset", "tokenizer", "vocab_path",
-                                                                 "init_from_ema", "run_dir"):
+        if f.name in TrainConfig.RESUMABLE_CHANGES or f.name in (
+            "init",
+            "preset",
+            "tokenizer",
+            "vocab_path",
+            "init_from_ema",
+            "run_dir",
+        ):
             # the weights come from the checkpoint, so init settings are ignored rather than refused
             if f.name in TrainConfig.RESUMABLE_CHANGES:
                 setattr(merged, f.name, value)
@@ -374,8 +515,10 @@ def merge_for_resume(saved: dict[str, Any], given: TrainConfig) -> tuple[TrainCo
             continue
         refused.append(f"{_flag(f.name)}: checkpoint has {getattr(base, f.name)!r}, given {value!r}")
     if refused:
-        raise ConfigError("these settings differ from the run being resumed (start a new --run-dir to change "
-                          "them):\n  - " + "\n  - ".join(refused))
+        raise ConfigError(
+            "these settings differ from the run being resumed (start a new --run-dir to change "
+            "them):\n  - " + "\n  - ".join(refused)
+        )
     merged.resume = given.resume
     merged.run_dir = given.run_dir
     validate(merged)

@@ -1,4 +1,5 @@
 """Exponential moving average of the weights, kept in float32, swapped into the model for samples."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Step guards: skip steps with a non-finite loss or gradient (stop after K in a row), and optionally skip
 loss spikes far above the recent median. Their state is saved in checkpoints so a resumed run decides alike."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,8 @@ class StepGuard:
                 raise TrainingDiverged(
                     f"training stopped at step {step}: {self.nonfinite_streak} steps in a row had a non-finite loss "
                     f"or gradient (last loss {loss}, grad norm {grad_norm}). Try a lower --lr, --max-grad-norm, "
-                    f"--mixed-precision bf16 instead of fp16, or resume from an earlier checkpoint.")
+                    f"--mixed-precision bf16 instead of fp16, or resume from an earlier checkpoint."
+                )
             return "nonfinite"
         self.nonfinite_streak = 0
         if self.spike_factor and len(self.recent) >= max(5, self.recent.maxlen // 2):
@@ -40,8 +42,12 @@ class StepGuard:
         return None
 
     def state_dict(self) -> dict:
-        return {"recent": list(self.recent), "nonfinite_streak": self.nonfinite_streak,
-                "skipped_nonfinite": self.skipped_nonfinite, "skipped_spikes": self.skipped_spikes}
+        return {
+            "recent": list(self.recent),
+            "nonfinite_streak": self.nonfinite_streak,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "skipped_spikes": self.skipped_spikes,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.recent.clear()

@@ -1,4 +1,5 @@
 """Random inpainting masks for training: erased rectangles and free-form brush strokes (1 = known, 0 = erased)."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ def _rectangles(size: int, rng: np.random.Generator) -> np.ndarray:
         w = max(1, int(size * rng.uniform(0.2, 0.7)))
         top = int(rng.integers(0, size - h + 1))
         left = int(rng.integers(0, size - w + 1))
-        erased[top:top + h, left:left + w] = 1
+        erased[top : top + h, left : left + w] = 1
     return erased
 
 
@@ -47,5 +48,5 @@ def random_mask(size: int, rng: np.random.Generator, kind: str = "mixed") -> np.
     if erased.all():  # keep some context: never erase everything
         erased[: size // 4] = 0
     if not erased.any():
-        erased[size // 4: size // 2, size // 4: size // 2] = 1
+        erased[size // 4 : size // 2, size // 4 : size // 2] = 1
     return (1 - erased).astype(np.float32)

@@ -7,6 +7,7 @@ fine-tuning needs:
 - a vocabulary swap (e.g. GLIDE's gpt2 tokens -> clip): the token embedding is re-initialised at the new size
   (same scale as the old one) and the trainer warms the text side up with the UNet frozen.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +18,14 @@ import torch
 
 from finetune.model import build_model, get_preset, list_presets, resolve_options
 
-TEXT_SIDE_PREFIXES = ("transformer.", "final_ln.", "token_embedding.", "positional_embedding", "padding_embedding",
-                      "transformer_proj.")
+TEXT_SIDE_PREFIXES = (
+    "transformer.",
+    "final_ln.",
+    "token_embedding.",
+    "positional_embedding",
+    "padding_embedding",
+    "transformer_proj.",
+)
 INPUT_CONV = "input_blocks.0.0.weight"
 TOKEN_EMBEDDING = "token_embedding.weight"
 
@@ -69,20 +76,27 @@ def _convert_input_conv(source: torch.Tensor, target: torch.Tensor, options: dic
         pos += n
     missing = [name for name, _ in src_layout if name not in dict(dst_layout)]
     if missing:
-        raise InitError(f"the checkpoint has input channels for {', '.join(missing)} that the target model lacks "
-                        "(an inpainting/upsampler checkpoint cannot start a plain model)")
+        raise InitError(
+            f"the checkpoint has input channels for {', '.join(missing)} that the target model lacks "
+            "(an inpainting/upsampler checkpoint cannot start a plain model)"
+        )
     out = torch.zeros_like(target)
     pos = 0
     for name, n in dst_layout:
         if name in src_at:
             s, _ = src_at[name]
-            out[:, pos:pos + n] = source[:, s:s + n].to(out.dtype)
+            out[:, pos : pos + n] = source[:, s : s + n].to(out.dtype)
         pos += n
     return out
 
 
-def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], options: dict[str, Any],
-                     allow_vocab_swap: bool, seed: int = 0) -> tuple[bool, list[str]]:
+def transfer_weights(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    options: dict[str, Any],
+    allow_vocab_swap: bool,
+    seed: int = 0,
+) -> tuple[bool, list[str]]:
     """Load `state` into `model`, converting the input conv and the token embedding where allowed.
 
     Returns (vocab_swapped, notes). Anything else that does not match raises InitError listing the differences.
@@ -91,15 +105,20 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], opt
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     mismatched = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
-    convertible = {k for k in mismatched if (
-        k == INPUT_CONV and state[k].shape[0] == target[k].shape[0] and state[k].shape[2:] == target[k].shape[2:])
-        or (k == TOKEN_EMBEDDING and allow_vocab_swap and state[k].shape[1] == target[k].shape[1])}
+    convertible = {
+        k
+        for k in mismatched
+        if (k == INPUT_CONV and state[k].shape[0] == target[k].shape[0] and state[k].shape[2:] == target[k].shape[2:])
+        or (k == TOKEN_EMBEDDING and allow_vocab_swap and state[k].shape[1] == target[k].shape[1])
+    }
     unresolved = [k for k in mismatched if k not in convertible]
     if missing or unexpected or unresolved:
         parts = []
         if unresolved:
-            parts.append("shape mismatches: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in unresolved[:5]))
+            parts.append(
+                "shape mismatches: "
+                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in unresolved[:5])
+            )
         if missing:
             parts.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")
         if unexpected:
@@ -110,15 +129,19 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], opt
     new_state = {}
     if INPUT_CONV in convertible:
         new_state[INPUT_CONV] = _convert_input_conv(state[INPUT_CONV], target[INPUT_CONV], options)
-        notes.append(f"input convolution converted from {state[INPUT_CONV].shape[1]} to "
-                     f"{target[INPUT_CONV].shape[1]} channels (new channels zero-initialised)")
+        notes.append(
+            f"input convolution converted from {state[INPUT_CONV].shape[1]} to "
+            f"{target[INPUT_CONV].shape[1]} channels (new channels zero-initialised)"
+        )
     if TOKEN_EMBEDDING in convertible:
         old, shape = state[TOKEN_EMBEDDING], target[TOKEN_EMBEDDING].shape
         std = float(old.float().std())
         fresh = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * std
         new_state[TOKEN_EMBEDDING] = fresh.to(target[TOKEN_EMBEDDING].dtype)
-        notes.append(f"token embedding re-initialised for the new vocabulary ({old.shape[0]} -> {shape[0]} tokens, "
-                     f"std {std:.4f})")
+        notes.append(
+            f"token embedding re-initialised for the new vocabulary ({old.shape[0]} -> {shape[0]} tokens, "
+            f"std {std:.4f})"
+        )
         vocab_swapped = True
     merged = {k: (new_state[k] if k in new_state else state[k]) for k in target}
     model.load_state_dict(merged, strict=True)
@@ -135,16 +158,20 @@ def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
         options = resolve_options({**get_preset(name), "tokenizer": tokenizer})
         arch = architecture(options)
         first_conv = (int(options["num_channels"] * arch["channel_mult"][0]), arch["in_channels"], 3, 3)
-        if shapes.get(INPUT_CONV) != first_conv or \
-                shapes.get("positional_embedding") != (options["text_ctx"], options["xf_width"]):
+        if shapes.get(INPUT_CONV) != first_conv or shapes.get("positional_embedding") != (
+            options["text_ctx"],
+            options["xf_width"],
+        ):
             continue  # cheap rejection before building the candidate
         with torch.device("meta"):
             candidate = build_model(options)
         if {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
             matches.append(name)
     if not matches:
-        raise InitError("the checkpoint matches none of the presets "
-                        f"({', '.join(list_presets())}); pass --preset for the architecture it was trained with")
+        raise InitError(
+            "the checkpoint matches none of the presets "
+            f"({', '.join(list_presets())}); pass --preset for the architecture it was trained with"
+        )
     return matches[0]
 
 
@@ -203,8 +230,9 @@ def planned_image_size(init: str, preset: str) -> int | None:
     return None
 
 
-def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: str = "", seed: int = 0,
-                init_from_ema: bool = True) -> ModelSetup:
+def setup_model(
+    init: str, preset: str = "", tokenizer: str = "", vocab_path: str = "", seed: int = 0, init_from_ema: bool = True
+) -> ModelSetup:
     """Build the model to train and its tokenizer (see the module docstring)."""
     torch.manual_seed(seed)
     if init == "scratch":
@@ -216,8 +244,9 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
 
     path = Path(resolve_init(init))
     if not path.exists():
-        raise InitError(f"--init {init!r} is neither 'scratch', a released model's name, nor an existing .pt file "
-                        "or model folder")
+        raise InitError(
+            f"--init {init!r} is neither 'scratch', a released model's name, nor an existing .pt file or model folder"
+        )
 
     if path.is_dir():
         from finetune.checkpoints import load_model_folder
@@ -240,8 +269,9 @@ def setup_model(init: str, preset: str = "", tokenizer: str = "", vocab_path: st
         else:
             tok = _tokenizer(want_tok, options["text_ctx"], vocab_path)
         model = build_model(options)
-        swapped, notes = transfer_weights(model, loaded.model.state_dict(), options,
-                                          allow_vocab_swap=want_tok != src_options["tokenizer"], seed=seed)
+        swapped, notes = transfer_weights(
+            model, loaded.model.state_dict(), options, allow_vocab_swap=want_tok != src_options["tokenizer"], seed=seed
+        )
         return ModelSetup(model, options, tok, preset or src_preset, "folder", swapped, notes)
 
     from finetune.checkpoints import load_openai_checkpoint

@@ -3,6 +3,7 @@
 Per-step numbers are accumulated on the device and only turned into Python floats when logged, except the
 step loss and gradient norm, which the guards need every step anyway.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ class IntervalStats:
         skipped_samples = values.pop()
         n = max(values[3], 1.0)
         out = {"train/loss": values[0] / n, "train/mse": values[1] / n, "train/vb": values[2] / n}
-        q_sums, q_counts = values[4:4 + QUARTILES], values[4 + QUARTILES:]
+        q_sums, q_counts = values[4 : 4 + QUARTILES], values[4 + QUARTILES :]
         for i in range(QUARTILES):
             if q_counts[i]:
                 out[f"train/loss_q{i}"] = q_sums[i] / q_counts[i]

@@ -3,6 +3,7 @@
 Columns are prompts. Rows: the conditioning input when there is one (upsampler: the low-res image; inpainting:
 the image with the erased region grey), the sample, and the reference image when there is one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,8 +44,19 @@ def _to_uint8(batch: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def draw_grid(model, diffusion, tokenizer, spec: GridSpec, *, guidance_scale: float, sampler: str, steps: str,
-              seed: int, device: torch.device, autocast) -> np.ndarray:
+def draw_grid(
+    model,
+    diffusion,
+    tokenizer,
+    spec: GridSpec,
+    *,
+    guidance_scale: float,
+    sampler: str,
+    steps: str,
+    seed: int,
+    device: torch.device,
+    autocast,
+) -> np.ndarray:
     """Sample every prompt and return the grid as an HWC uint8 array."""
     n = len(spec.prompts)
     size = model.image_size
@@ -70,9 +82,17 @@ def draw_grid(model, diffusion, tokenizer, spec: GridSpec, *, guidance_scale: fl
         cond = {"text_emb": model.encode_text(tokens.to(device), mask.to(device)), **shared}
         uncond = {"text_emb": model.encode_text(empty_tokens.to(device), empty_mask.to(device))}
         kwargs = cond_uncond_kwargs(cond, uncond)
-        images = sample(None if diffusion is None else diffusion, classifier_free_guidance(model, guidance_scale),
-                        (n, 3, size, size), sampler=sampler, steps=steps, model_kwargs=kwargs,
-                        generator=generators, device=device, denoised_fn=denoised_fn)
+        images = sample(
+            None if diffusion is None else diffusion,
+            classifier_free_guidance(model, guidance_scale),
+            (n, 3, size, size),
+            sampler=sampler,
+            steps=steps,
+            model_kwargs=kwargs,
+            generator=generators,
+            device=device,
+            denoised_fn=denoised_fn,
+        )
     rows = rows_above + [images] + rows_below
     tiles = [_to_uint8(r) for r in rows]
     grid = np.concatenate([np.concatenate(list(row), axis=1) for row in tiles], axis=0)

@@ -9,6 +9,7 @@ Two inputs are understood:
 Records carry no pixels: a tar image is an (offset, size) in the file, so skipping samples to resume a data
 stream reads only tar headers and the small caption members.
 """
+
 from __future__ import annotations
 
 import glob
@@ -169,8 +170,9 @@ def iter_tar_records(path: str) -> Iterator[Record]:
             if current_key is None or "image" not in parts:
                 return None
             txt = parts.get("txt")
-            captions, split = _captions_from(_parse_json(parts.get("json")),
-                                             txt.decode("utf-8", errors="replace") if txt else None)
+            captions, split = _captions_from(
+                _parse_json(parts.get("json")), txt.decode("utf-8", errors="replace") if txt else None
+            )
             offset, size = parts["image"]
             return Record(current_key, captions, split, path, offset, size)
 
@@ -226,7 +228,8 @@ def _folder_records(folder: Path, default_split: str) -> list[Record]:
 
 def _is_imagefolder(path: Path) -> bool:
     return (path / "metadata.jsonl").is_file() or any(
-        (path / sub / "metadata.jsonl").is_file() for sub in ("train", "val", "validation"))
+        (path / sub / "metadata.jsonl").is_file() for sub in ("train", "val", "validation")
+    )
 
 
 def _imagefolder(path: Path) -> Dataset:
@@ -241,7 +244,7 @@ def _imagefolder(path: Path) -> Dataset:
     missing = [r.path for r in records if not os.path.isfile(r.path)]
     if missing:
         raise DatasetError(f"imagefolder {path}: {len(missing)} listed image(s) are missing, e.g. {missing[0]}")
-    shards = [Shard(str(path), tuple(records[i:i + FOLDER_CHUNK])) for i in range(0, len(records), FOLDER_CHUNK)]
+    shards = [Shard(str(path), tuple(records[i : i + FOLDER_CHUNK])) for i in range(0, len(records), FOLDER_CHUNK)]
     return Dataset(shards, "imagefolder", None, None, f"imagefolder {path} ({len(records)} images)")
 
 
@@ -308,17 +311,26 @@ def resolve_dataset(entries: list[str], image_size: int, data_size: int = 0) -> 
                         raise DatasetError(
                             f"{path} has images of the wrong size: shard sizes {sorted(sizes)}, the model needs "
                             f"{image_size}px (or larger, to be downscaled); rebuild the dataset with "
-                            f"--sizes {image_size}")
+                            f"--sizes {image_size}"
+                        )
                     chosen = min(larger)
                 tars = _tars_in(sizes[chosen])
-                datasets.append(Dataset([Shard(t) for t in tars], "webdataset", chosen, manifest_hash,
-                                        f"{path}/{chosen} ({len(tars)} shards)"))
+                datasets.append(
+                    Dataset(
+                        [Shard(t) for t in tars],
+                        "webdataset",
+                        chosen,
+                        manifest_hash,
+                        f"{path}/{chosen} ({len(tars)} shards)",
+                    )
+                )
                 continue
             tars = _tars_in(path)
             if not tars:
                 raise DatasetError(f"{path} holds no .tar shards, size folders (<size>/*.tar) or metadata.jsonl")
-            datasets.append(Dataset([Shard(t) for t in tars], "webdataset", None, manifest_hash,
-                                    f"{path} ({len(tars)} shards)"))
+            datasets.append(
+                Dataset([Shard(t) for t in tars], "webdataset", None, manifest_hash, f"{path} ({len(tars)} shards)")
+            )
             continue
         tars = _expand(entry)
         if not tars:
@@ -331,10 +343,13 @@ def resolve_dataset(entries: list[str], image_size: int, data_size: int = 0) -> 
     kinds = {d.kind for d in datasets}
     sizes = {d.size_folder for d in datasets if d.size_folder}
     hashes = [d.manifest_sha256 for d in datasets if d.manifest_sha256]
-    return Dataset(shards, "+".join(sorted(kinds)), sizes.pop() if len(sizes) == 1 else None,
-                   hashes[0] if len(hashes) == 1 else (hashlib.sha256("".join(hashes).encode()).hexdigest()
-                                                       if hashes else None),
-                   "; ".join(d.description for d in datasets))
+    return Dataset(
+        shards,
+        "+".join(sorted(kinds)),
+        sizes.pop() if len(sizes) == 1 else None,
+        hashes[0] if len(hashes) == 1 else (hashlib.sha256("".join(hashes).encode()).hexdigest() if hashes else None),
+        "; ".join(d.description for d in datasets),
+    )
 
 
 def precheck(dataset: Dataset, image_size: int, decode) -> None:
@@ -355,7 +370,8 @@ def precheck(dataset: Dataset, image_size: int, decode) -> None:
         if head and not any(r.captions for r in head):
             raise DatasetError(
                 f"shard {shard.name} has samples without captions (no KEY.txt, no 'caption'/'captions' in "
-                f"KEY.json): a caption-image dataset is needed")
+                f"KEY.json): a caption-image dataset is needed"
+            )
         if head:
             rec = head[0]
             try:
@@ -366,6 +382,7 @@ def precheck(dataset: Dataset, image_size: int, decode) -> None:
             if min(h, w) < image_size:
                 raise DatasetError(
                     f"images of the wrong size in {shard.name}: {rec.key} is {w}x{h}, the model needs at least "
-                    f"{image_size}x{image_size} (use shards of size {image_size} or larger)")
+                    f"{image_size}x{image_size} (use shards of size {image_size} or larger)"
+                )
     if total == 0:
         raise DatasetError(f"the dataset is empty: no samples with an image in {dataset.description}")

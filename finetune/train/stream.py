@@ -8,6 +8,7 @@ batch it consumed from each stream, and a resumed stream replays its epoch up to
 alone (no image is decoded while skipping). Per-sample randomness comes from a generator seeded by
 (seed, epoch, stream, index), so a replayed sample gets the same crop, caption and mask.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,6 +23,7 @@ from data_pipeline.images import decode_image
 
 from .augment import SampleMaker
 from .sources import Dataset, DatasetError, FileCache, Record, Shard
+
 
 def decode_rgb(data: bytes) -> np.ndarray:
     return decode_image(data)[0]
@@ -79,8 +81,9 @@ class StreamLayout:
         return self.rank * self.workers + local
 
 
-def epoch_records(shards: list[Shard], seed: int, epoch: int, stream: int, total: int,
-                  split: str = "train") -> Iterator[Record]:
+def epoch_records(
+    shards: list[Shard], seed: int, epoch: int, stream: int, total: int, split: str = "train"
+) -> Iterator[Record]:
     """The records stream `stream` of `total` reads in `epoch`, before shuffling."""
     order = np.random.default_rng([seed, epoch, 1]).permutation(len(shards))
     if len(shards) >= total:
@@ -134,8 +137,9 @@ class TrainStream(IterableDataset):
             while True:
                 records = _ShuffleBuffer(self.shuffle_buffer, np.random.default_rng([self.seed, epoch, stream, 2]))
                 index = -1
-                for index, rec in enumerate(records.run(
-                        epoch_records(self.shards, self.seed, epoch, stream, self.layout.total))):
+                for index, rec in enumerate(
+                    records.run(epoch_records(self.shards, self.seed, epoch, stream, self.layout.total))
+                ):
                     if index < skip:
                         continue
                     sample = self._prepare(rec, files, np.random.default_rng([self.seed, epoch, stream, index]))
@@ -152,7 +156,8 @@ class TrainStream(IterableDataset):
                     raise DatasetError(
                         f"data stream {stream} of {self.layout.total} got no training samples in epoch {epoch}: "
                         f"the dataset has too few train-split samples for {self.layout.world_size} process(es) x "
-                        f"{self.layout.workers} worker(s)")
+                        f"{self.layout.workers} worker(s)"
+                    )
                 epoch, skip = epoch + 1, 0
         finally:
             files.close()
@@ -173,10 +178,15 @@ class TrainStream(IterableDataset):
 
 def make_loader(stream: TrainStream, num_workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
         # fork (Linux) starts workers without pickling the dataset; elsewhere the platform default (spawn) is safer
-        multiprocessing_context="fork" if num_workers and sys.platform.startswith("linux") else None)
+        multiprocessing_context="fork" if num_workers and sys.platform.startswith("linux") else None,
+    )
 
 
 def find_records(dataset: Dataset, split: str, limit: int, require_caption: bool = True) -> list[Record]:
@@ -226,9 +236,13 @@ class PositionTracker:
         self.consumed += 1
 
     def state(self) -> dict:
-        return {"world_size": self.layout.world_size, "workers": self.layout.workers, "rank": self.layout.rank,
-                "consumed_batches": self.consumed,
-                "places": {str(k): list(v) for k, v in sorted(self.places.items())}}
+        return {
+            "world_size": self.layout.world_size,
+            "workers": self.layout.workers,
+            "rank": self.layout.rank,
+            "consumed_batches": self.consumed,
+            "places": {str(k): list(v) for k, v in sorted(self.places.items())},
+        }
 
     @staticmethod
     def from_state(state: dict, layout: StreamLayout) -> tuple["PositionTracker", str | None]:
@@ -238,9 +252,11 @@ class PositionTracker:
             return PositionTracker(layout, places, int(state.get("consumed_batches", 0))), None
         epoch = min((e for e, _ in places.values()), default=0)
         start = {layout.stream_id(i): (epoch, 0) for i in range(layout.workers)}
-        note = (f"the data layout changed ({state.get('world_size')}x{state.get('workers')} -> "
-                f"{layout.world_size}x{layout.workers} processes x workers): data restarts at epoch {epoch}, so the "
-                f"resumed run will not repeat the uninterrupted one exactly")
+        note = (
+            f"the data layout changed ({state.get('world_size')}x{state.get('workers')} -> "
+            f"{layout.world_size}x{layout.workers} processes x workers): data restarts at epoch {epoch}, so the "
+            f"resumed run will not repeat the uninterrupted one exactly"
+        )
         return PositionTracker(layout, start, 0), note
 
     def loader_offset(self) -> int:

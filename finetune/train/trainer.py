@@ -4,6 +4,7 @@ model with Accelerate, one code path for every variant and any number of process
 Reading order: set-up (run folder, resume, model, data, optimizer, state) -> loop (micro-batches, guards,
 optimizer step, EMA, logs, validation, sample grid, checkpoints) -> export.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,15 @@ import torch
 from finetune.diffusion import diffusion_from_options
 
 from .augment import SampleMaker
-from .checkpointing import Checkpointer, CheckpointError, find_checkpoint, list_checkpoints, read_state, \
-    restore_rng, rng_state
+from .checkpointing import (
+    Checkpointer,
+    CheckpointError,
+    find_checkpoint,
+    list_checkpoints,
+    read_state,
+    restore_rng,
+    rng_state,
+)
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .ema import EMA
 from .guards import StepGuard, TrainingDiverged, lr_factor
@@ -94,8 +102,14 @@ def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetu
     tok_dir = run_dir / "tokenizer"
     vocab = str(tok_dir) if tok_dir.is_dir() and any(tok_dir.iterdir()) else (vocab_path or None)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], vocab)
-    return ModelSetup(build_model(options), options, tokenizer, state.get("preset", ""), "resume",
-                      bool(state.get("vocab_swapped", False)))
+    return ModelSetup(
+        build_model(options),
+        options,
+        tokenizer,
+        state.get("preset", ""),
+        "resume",
+        bool(state.get("vocab_swapped", False)),
+    )
 
 
 def _reset_accelerate_state() -> None:
@@ -108,6 +122,7 @@ def _reset_accelerate_state() -> None:
 def _reduce_sum(accelerator):
     def reduce(t: torch.Tensor) -> torch.Tensor:
         return accelerator.reduce(t, "sum") if accelerator.num_processes > 1 else t
+
     return reduce
 
 
@@ -126,8 +141,10 @@ def train(config: TrainConfig) -> TrainResult:
         config, changed = merge_for_resume(resume_state["config"], config)
     else:
         if list_checkpoints(run_dir):
-            raise ConfigError(f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
-                              "or choose a new --run-dir")
+            raise ConfigError(
+                f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
+                "or choose a new --run-dir"
+            )
         launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         if config.mixed_precision == "no" and launcher_precision in ("bf16", "fp16"):
             config = dataclasses.replace(config, mixed_precision=launcher_precision)  # accelerate launch's flag
@@ -146,8 +163,11 @@ def train(config: TrainConfig) -> TrainResult:
     is_main = accelerator.is_main_process
 
     # ---- data, checked before the model is built when its size is known up front -------------------------------
-    image_size = (resume_state["model_options"]["image_size"] if resume_state is not None
-                  else planned_image_size(config.init, config.preset))
+    image_size = (
+        resume_state["model_options"]["image_size"]
+        if resume_state is not None
+        else planned_image_size(config.init, config.preset)
+    )
     if image_size:
         dataset = resolve_dataset(config.data, image_size, config.data_size)
         precheck(dataset, image_size, decode_rgb)
@@ -156,8 +176,9 @@ def train(config: TrainConfig) -> TrainResult:
     if resume_state is not None:
         setup = _model_from_resume(resume_state, run_dir, config.vocab_path)
     else:
-        setup = setup_model(config.init, config.preset, config.tokenizer, config.vocab_path, config.seed,
-                            config.init_from_ema)
+        setup = setup_model(
+            config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
+        )
     model, options, tokenizer = setup.model, setup.options, setup.tokenizer
     diffusion = diffusion_from_options(options, timestep_respacing="")
     if image_size != options["image_size"]:
@@ -165,10 +186,18 @@ def train(config: TrainConfig) -> TrainResult:
         dataset = resolve_dataset(config.data, image_size, config.data_size)
         precheck(dataset, image_size, decode_rgb)
     maker = SampleMaker(
-        image_size=image_size, lowres_size=_lowres_size(options), inpaint=bool(options["inpaint"]),
-        crop_scale=(config.crop_scale_min, config.crop_scale_max), flip_p=config.flip_p, uncond_p=config.uncond_p,
-        lowres_blur_p=config.lowres_blur_p, lowres_blur_sigma=config.lowres_blur_sigma,
-        lowres_noise_p=config.lowres_noise_p, lowres_noise_std=config.lowres_noise_std, mask_kind=config.mask_kind)
+        image_size=image_size,
+        lowres_size=_lowres_size(options),
+        inpaint=bool(options["inpaint"]),
+        crop_scale=(config.crop_scale_min, config.crop_scale_max),
+        flip_p=config.flip_p,
+        uncond_p=config.uncond_p,
+        lowres_blur_p=config.lowres_blur_p,
+        lowres_blur_sigma=config.lowres_blur_sigma,
+        lowres_noise_p=config.lowres_noise_p,
+        lowres_noise_std=config.lowres_noise_std,
+        mask_kind=config.mask_kind,
+    )
 
     # ---- what trains ----------------------------------------------------------------------------------------
     text_warmup = config.text_warmup_steps
@@ -180,8 +209,9 @@ def train(config: TrainConfig) -> TrainResult:
     if config.train_scope == "text" and not has_text:
         raise ConfigError("--train-scope text: this model has no text transformer")
     for name, p in model.named_parameters():
-        frozen = (config.train_scope == "unet" and is_text_side(name)) or \
-                 (config.train_scope == "text" and not is_text_side(name))
+        frozen = (config.train_scope == "unet" and is_text_side(name)) or (
+            config.train_scope == "text" and not is_text_side(name)
+        )
         p.requires_grad_(not frozen)
     if config.grad_checkpointing:
         model.set_gradient_checkpointing(True)
@@ -199,17 +229,32 @@ def train(config: TrainConfig) -> TrainResult:
             tok_dir = run_dir / "tokenizer"
             tok_dir.mkdir(exist_ok=True)
             tokenizer.save_files(tok_dir)
-        save_resolved(config, run_dir / "config.yaml", {
-            "model_options": options, "preset": setup.preset, "init_source": setup.source,
-            "vocab_swapped": setup.vocab_swapped, "text_warmup_steps": text_warmup, "dataset": dataset.description,
-            "dataset_manifest_sha256": dataset.manifest_sha256, "processes": world})
+        save_resolved(
+            config,
+            run_dir / "config.yaml",
+            {
+                "model_options": options,
+                "preset": setup.preset,
+                "init_source": setup.source,
+                "vocab_swapped": setup.vocab_swapped,
+                "text_warmup_steps": text_warmup,
+                "dataset": dataset.description,
+                "dataset_manifest_sha256": dataset.manifest_sha256,
+                "processes": world,
+            },
+        )
     accelerator.wait_for_everyone()
 
     # ---- optimizer, EMA, state -------------------------------------------------------------------------------
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                                  eps=config.adam_eps, weight_decay=config.weight_decay,
-                                  fused=fused_adamw_available(device))
+    optimizer = torch.optim.AdamW(
+        trainable,
+        lr=config.lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        fused=fused_adamw_available(device),
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     unet_params = [p for n, p in unwrapped.named_parameters() if p.requires_grad and not is_text_side(n)]
@@ -245,13 +290,24 @@ def train(config: TrainConfig) -> TrainResult:
             if note:
                 notes.append(note)
         else:
-            notes.append(f"process {rank} has no saved RNG/data state (more processes than before): its data "
-                         "starts from the beginning")
+            notes.append(
+                f"process {rank} has no saved RNG/data state (more processes than before): its data "
+                "starts from the beginning"
+            )
         notes.insert(0, f"resumed from {resume_path} at step {step}" + (f" ({', '.join(changed)})" if changed else ""))
 
     # ---- data loaders ----------------------------------------------------------------------------------------
-    stream = TrainStream(dataset.shards, maker, tokenizer, config.batch_size, config.shuffle_buffer, config.seed,
-                         layout, start=dict(tracker.places), worker_offset=tracker.loader_offset())
+    stream = TrainStream(
+        dataset.shards,
+        maker,
+        tokenizer,
+        config.batch_size,
+        config.shuffle_buffer,
+        config.seed,
+        layout,
+        start=dict(tracker.places),
+        worker_offset=tracker.loader_offset(),
+    )
     loader = make_loader(stream, config.num_workers, pin_memory=device.type == "cuda")
     val_all = []
     if config.val_samples:
@@ -261,8 +317,9 @@ def train(config: TrainConfig) -> TrainResult:
     val_mine = val_all[rank::world]
     grid = None
     if is_main and config.sample_every >= 0:
-        grid_source = val_all or val_samples(find_records(dataset, "train", config.num_sample_prompts), maker,
-                                             config.seed)
+        grid_source = val_all or val_samples(
+            find_records(dataset, "train", config.num_sample_prompts), maker, config.seed
+        )
         prompts = config.sample_prompts or [s["caption"] for s in grid_source[: config.num_sample_prompts]]
         grid = grid_spec(prompts, grid_source, bool(options["super_res"]), bool(options["inpaint"]))
 
@@ -291,8 +348,19 @@ def train(config: TrainConfig) -> TrainResult:
     def run_validation():
         if not val_all:
             return None
-        result = validate(unwrapped, diffusion, tokenizer, val_mine, config.batch_size, config.seed, device,
-                          autocast, _reduce_sum(accelerator), config.loss_type, channels_last)
+        result = validate(
+            unwrapped,
+            diffusion,
+            tokenizer,
+            val_mine,
+            config.batch_size,
+            config.seed,
+            device,
+            autocast,
+            _reduce_sum(accelerator),
+            config.loss_type,
+            channels_last,
+        )
         monitor.scalars(step, result)
         entry = {"step": step, **result}
         val_history.append(entry)
@@ -305,9 +373,18 @@ def train(config: TrainConfig) -> TrainResult:
         if is_main:
             with ema.swapped_in(unwrapped) if ema is not None else contextlib.nullcontext():
                 unwrapped.eval()
-                image = draw_grid(unwrapped, diffusion, tokenizer, grid, guidance_scale=config.guidance_scale,
-                                  sampler=config.sample_sampler, steps=config.sample_steps, seed=config.sample_seed,
-                                  device=device, autocast=autocast)
+                image = draw_grid(
+                    unwrapped,
+                    diffusion,
+                    tokenizer,
+                    grid,
+                    guidance_scale=config.guidance_scale,
+                    sampler=config.sample_sampler,
+                    steps=config.sample_steps,
+                    seed=config.sample_seed,
+                    device=device,
+                    autocast=autocast,
+                )
                 unwrapped.train()
             monitor.image(step, "samples/grid", image)
             save_png(run_dir / "samples" / f"step-{step:08d}.png", image)
@@ -317,15 +394,27 @@ def train(config: TrainConfig) -> TrainResult:
     def save_checkpoint():
         rank_tensors, rank_rng = rng_state(generator)
         state = {
-            "step": step, "config": config.to_dict(), "model_options": options, "preset": setup.preset,
-            "vocab_swapped": setup.vocab_swapped, "ema_updates": ema.updates if ema is not None else 0,
-            "guard": guard.state_dict(), "val_history": val_history, "text_warmup_steps": text_warmup,
+            "step": step,
+            "config": config.to_dict(),
+            "model_options": options,
+            "preset": setup.preset,
+            "vocab_swapped": setup.vocab_swapped,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "guard": guard.state_dict(),
+            "val_history": val_history,
+            "text_warmup_steps": text_warmup,
             "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "time": time.time(),
         }
-        path = checkpointer.save(step, unwrapped.state_dict(), ema.state_dict() if ema is not None else None,
-                                 optimizer.state_dict(), state, rank_tensors,
-                                 {"rng": rank_rng, "data": tracker.state()})
+        path = checkpointer.save(
+            step,
+            unwrapped.state_dict(),
+            ema.state_dict() if ema is not None else None,
+            optimizer.state_dict(),
+            state,
+            rank_tensors,
+            {"rng": rank_rng, "data": tracker.state()},
+        )
         monitor.message(f"checkpoint saved: {path}")
         return path
 
@@ -345,8 +434,9 @@ def train(config: TrainConfig) -> TrainResult:
         while step < config.max_steps:
             text_only = step < text_warmup
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(step, config.lr_warmup_steps, config.max_steps,
-                                                    config.lr_schedule, config.min_lr_ratio)
+                group["lr"] = config.lr * lr_factor(
+                    step, config.lr_warmup_steps, config.max_steps, config.lr_schedule, config.min_lr_ratio
+                )
             step_loss = torch.zeros((), device=device)
             for micro in range(config.grad_accum):
                 batch, x0, kwargs = next_inputs()
@@ -360,10 +450,16 @@ def train(config: TrainConfig) -> TrainResult:
                     noise = noise.contiguous(memory_format=torch.channels_last)
                 last = micro == config.grad_accum - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                    losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
-                                                       loss_type=config.loss_type,
-                                                       mse_weighting=config.mse_weighting,
-                                                       mse_weight_cap=config.mse_weight_cap)
+                    losses = diffusion.training_losses(
+                        model,
+                        x0,
+                        t,
+                        model_kwargs=kwargs,
+                        noise=noise,
+                        loss_type=config.loss_type,
+                        mse_weighting=config.mse_weighting,
+                        mse_weight_cap=config.mse_weight_cap,
+                    )
                     loss = losses["loss"].mean()
                     accelerator.backward(loss / config.grad_accum)
                 stats.add_micro_batch(losses, t)
@@ -373,9 +469,15 @@ def train(config: TrainConfig) -> TrainResult:
                     p.grad = None
             grad_norm = accelerator.clip_grad_norm_(
                 [p for p in unwrapped.parameters() if p.grad is not None],
-                config.max_grad_norm if config.max_grad_norm > 0 else float("inf"))
-            flags = torch.stack([step_loss.float(), torch.as_tensor(grad_norm, device=device).float(),
-                                 torch.full((), float(stop.signum is not None), device=device)])  # no copy
+                config.max_grad_norm if config.max_grad_norm > 0 else float("inf"),
+            )
+            flags = torch.stack(
+                [
+                    step_loss.float(),
+                    torch.as_tensor(grad_norm, device=device).float(),
+                    torch.full((), float(stop.signum is not None), device=device),
+                ]
+            )  # no copy
             if world > 1:
                 flags = accelerator.reduce(flags, "mean")
             if step + 1 < config.max_steps:
@@ -398,28 +500,43 @@ def train(config: TrainConfig) -> TrainResult:
             stats.samples += samples_per_step
             if math.isfinite(gnorm_v):
                 stats.grad_norms.append(gnorm_v)
-            monitor.step({"step": step, "loss": loss_v if math.isfinite(loss_v) else None,
-                          "grad_norm": gnorm_v if math.isfinite(gnorm_v) else None,
-                          "lr": optimizer.param_groups[0]["lr"], "skipped": skipped, "time": round(time.time(), 4)})
+            monitor.step(
+                {
+                    "step": step,
+                    "loss": loss_v if math.isfinite(loss_v) else None,
+                    "grad_norm": gnorm_v if math.isfinite(gnorm_v) else None,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "skipped": skipped,
+                    "time": round(time.time(), 4),
+                }
+            )
             if skipped in ("nonfinite", "spike"):
                 monitor.message(f"step {step}: skipped ({skipped}; loss {loss_v}, grad norm {gnorm_v})")
 
             if step % config.log_every == 0 or step == config.max_steps:
                 values = stats.summary(_reduce_sum(accelerator))
-                values.update({"train/lr": optimizer.param_groups[0]["lr"],
-                               "train/skipped_nonfinite": guard.skipped_nonfinite,
-                               "train/skipped_spikes": guard.skipped_spikes,
-                               "train/text_only": float(text_only)})
+                values.update(
+                    {
+                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "train/skipped_nonfinite": guard.skipped_nonfinite,
+                        "train/skipped_spikes": guard.skipped_spikes,
+                        "train/text_only": float(text_only),
+                    }
+                )
                 monitor.scalars(step, values)
                 stats.reset()
             if (config.val_every and step % config.val_every == 0) or step == config.max_steps:
                 run_validation()
-            if (config.sample_every > 0 and step % config.sample_every == 0) or \
-                    (config.sample_every >= 0 and step == config.max_steps):
+            if (config.sample_every > 0 and step % config.sample_every == 0) or (
+                config.sample_every >= 0 and step == config.max_steps
+            ):
                 sample_grid()
             stopping = stop_v > 0
-            if config.checkpoint_every >= 0 and (stopping or step == config.max_steps or (
-                    config.checkpoint_every and step % config.checkpoint_every == 0)):
+            if config.checkpoint_every >= 0 and (
+                stopping
+                or step == config.max_steps
+                or (config.checkpoint_every and step % config.checkpoint_every == 0)
+            ):
                 last_ckpt = save_checkpoint()
             if stopping:
                 interrupted = True
@@ -427,8 +544,9 @@ def train(config: TrainConfig) -> TrainResult:
                 break
         model_dir = None
         if not interrupted and config.export_model:
-            model_dir = export_model_folder(run_dir, unwrapped, options, tokenizer, ema, setup, config, dataset,
-                                            step, is_main)
+            model_dir = export_model_folder(
+                run_dir, unwrapped, options, tokenizer, ema, setup, config, dataset, step, is_main
+            )
             accelerator.wait_for_everyone()
     finally:
         stop.restore()
@@ -436,8 +554,9 @@ def train(config: TrainConfig) -> TrainResult:
         if key_log is not None:
             key_log.close()
         del data_iter, loader
-    result = TrainResult(run_dir, step, interrupted, stop.signum, model_dir if not interrupted else None, last_ckpt,
-                         val_history, is_main)
+    result = TrainResult(
+        run_dir, step, interrupted, stop.signum, model_dir if not interrupted else None, last_ckpt, val_history, is_main
+    )
     accelerator.wait_for_everyone()
     return result
 
@@ -457,8 +576,10 @@ def model_inputs(batch: dict, device: torch.device, channels_last: bool) -> tupl
     """x0 and the model kwargs of a batch, on the device."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x0 = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    kwargs = {"tokens": batch["tokens"].to(device, non_blocking=True),
-              "mask": batch["mask"].to(device, non_blocking=True)}
+    kwargs = {
+        "tokens": batch["tokens"].to(device, non_blocking=True),
+        "mask": batch["mask"].to(device, non_blocking=True),
+    }
     if "low_res" in batch:
         kwargs["low_res"] = batch["low_res"].to(device, non_blocking=True).contiguous(memory_format=fmt)
     if "inpaint_mask" in batch:
@@ -468,8 +589,19 @@ def model_inputs(batch: dict, device: torch.device, channels_last: bool) -> tupl
 
 
 @torch.no_grad()
-def validate(model, diffusion, tokenizer, samples: list[dict], batch_size: int, seed: int, device, autocast,
-             reduce, loss_type: str, channels_last: bool) -> dict[str, float]:
+def validate(
+    model,
+    diffusion,
+    tokenizer,
+    samples: list[dict],
+    batch_size: int,
+    seed: int,
+    device,
+    autocast,
+    reduce,
+    loss_type: str,
+    channels_last: bool,
+) -> dict[str, float]:
     """Loss on the val split at fixed timesteps (the middle of each quarter of 0..T-1) with fixed noise, so
     successive validations are comparable. Every process evaluates its share; the sums are reduced."""
     from .stream import collate
@@ -485,7 +617,7 @@ def validate(model, diffusion, tokenizer, samples: list[dict], batch_size: int, 
     quarter_t = [int((q + 0.5) * T / VAL_QUARTILE_TIMESTEPS) for q in range(VAL_QUARTILE_TIMESTEPS)]
     sums = torch.zeros(3 + 2 * VAL_QUARTILE_TIMESTEPS, device=device, dtype=torch.float64)
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
+        chunk = samples[start : start + batch_size]
         batch = collate([{**s, "uncond": False} for s in chunk], tokenizer)
         x0, kwargs = model_inputs(batch, device, channels_last)
         g = torch.Generator(device="cpu").manual_seed(seed * 7919 + start + 17)
@@ -501,7 +633,7 @@ def validate(model, diffusion, tokenizer, samples: list[dict], batch_size: int, 
     totals = reduce(sums).tolist()
     if was_training:
         model.train()
-    n = max(sum(totals[3 + VAL_QUARTILE_TIMESTEPS:]), 1.0)
+    n = max(sum(totals[3 + VAL_QUARTILE_TIMESTEPS :]), 1.0)
     result = {"val/loss": totals[0] / n, "val/mse": totals[1] / n, "val/vb": totals[2] / n}
     for q in range(VAL_QUARTILE_TIMESTEPS):
         count = totals[3 + VAL_QUARTILE_TIMESTEPS + q]
@@ -510,8 +642,18 @@ def validate(model, diffusion, tokenizer, samples: list[dict], batch_size: int, 
     return result
 
 
-def export_model_folder(run_dir: Path, model, options, tokenizer, ema, setup: ModelSetup, config: TrainConfig,
-                        dataset, step: int, is_main: bool) -> Path:
+def export_model_folder(
+    run_dir: Path,
+    model,
+    options,
+    tokenizer,
+    ema,
+    setup: ModelSetup,
+    config: TrainConfig,
+    dataset,
+    step: int,
+    is_main: bool,
+) -> Path:
     """The final weights (+EMA) as a model folder the samplers read, written atomically to run_dir/model."""
     from finetune.checkpoints import save_model_folder
 
@@ -528,7 +670,13 @@ def export_model_folder(run_dir: Path, model, options, tokenizer, ema, setup: Mo
         "vocab_swapped": setup.vocab_swapped,
     }
     # save_model_folder builds the folder beside `final` and swaps it in
-    save_model_folder(final, model, options, tokenizer,
-                      ema_state_dict=ema.full_state_dict(model) if ema is not None else None,
-                      provenance=provenance, preset=setup.preset or None)
+    save_model_folder(
+        final,
+        model,
+        options,
+        tokenizer,
+        ema_state_dict=ema.full_state_dict(model) if ema is not None else None,
+        provenance=provenance,
+        preset=setup.preset or None,
+    )
     return final

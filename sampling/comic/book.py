@@ -11,6 +11,7 @@ regeneration recorded in comic.json, the panel's `seed` in the script, and other
 from the script's `seed` and the panel's position. A rerun skips panels already written with the
 same parameters; panels written with other parameters are an error unless `overwrite` is set.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,9 +92,20 @@ def _read_metadata(out_dir: Path) -> dict:
         raise ComicError(f"{path} is unreadable ({exc}); move it away to start this folder afresh") from None
 
 
-def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size: int = 4, style: PageStyle = PageStyle(),
-               regenerate: dict[PanelRef, int | None] | None = None, overwrite: bool = False, candidates: int = 1,
-               reranker=None, progress: bool = True, report: Callable[[str], None] = log.info) -> ComicResult:
+def make_comic(
+    script: ComicScript,
+    pipeline,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 4,
+    style: PageStyle = PageStyle(),
+    regenerate: dict[PanelRef, int | None] | None = None,
+    overwrite: bool = False,
+    candidates: int = 1,
+    reranker=None,
+    progress: bool = True,
+    report: Callable[[str], None] = log.info,
+) -> ComicResult:
     """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages."""
     out_dir = Path(out_dir)
     regenerate = dict(regenerate or {})
@@ -104,9 +116,11 @@ def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size
     refs = {(p, q): panel for p, q, panel in script.panel_refs()}
     for ref in regenerate:
         if ref not in refs:
-            raise ComicError(f"--regenerate {panel_key(ref)}: the script has no such panel "
-                             f"({len(script.pages)} page(s); page {ref[0]} has "
-                             f"{len(script.pages[ref[0] - 1].panels) if ref[0] <= len(script.pages) else 0} panel(s))")
+            raise ComicError(
+                f"--regenerate {panel_key(ref)}: the script has no such panel "
+                f"({len(script.pages)} page(s); page {ref[0]} has "
+                f"{len(script.pages[ref[0] - 1].panels) if ref[0] <= len(script.pages) else 0} panel(s))"
+            )
 
     previous = _read_metadata(out_dir)
     overrides: dict[str, int] = {k: int(v) for k, v in (previous.get("seed_overrides") or {}).items()}
@@ -118,8 +132,10 @@ def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size
         key = panel_key(ref)
         if key in overrides:
             if panel.seed is not None and panel.seed != overrides[key] and ref not in regenerate:
-                warnings.append(f"panel {key}: script seed {panel.seed} ignored; using seed {overrides[key]} chosen "
-                                f"by an earlier --regenerate (recorded in {METADATA_FILE})")
+                warnings.append(
+                    f"panel {key}: script seed {panel.seed} ignored; using seed {overrides[key]} chosen "
+                    f"by an earlier --regenerate (recorded in {METADATA_FILE})"
+                )
             seeds[ref] = overrides[key]
         elif panel.seed is not None:
             seeds[ref] = panel.seed
@@ -142,8 +158,10 @@ def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size
         else:
             todo.append(ref)
     if conflicts:
-        raise ComicError(f"panel(s) {', '.join(conflicts)} in {out_dir} were made with other settings or captions; "
-                         "pass --overwrite to regenerate them, or use another --out folder")
+        raise ComicError(
+            f"panel(s) {', '.join(conflicts)} in {out_dir} were made with other settings or captions; "
+            "pass --overwrite to regenerate them, or use another --out folder"
+        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Record the seeds first, so an interrupted run resumes with the same ones.
@@ -166,7 +184,11 @@ def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size
             info = {"image_seed": results[0].seed}
             if candidates > 1:
                 best, scores = reranker.best([r.image for r in results], params[ref]["prompt"])
-                info = {"image_seed": results[best].seed, "clip_scores": scores, "candidate_seeds": [r.seed for r in results]}
+                info = {
+                    "image_seed": results[best].seed,
+                    "clip_scores": scores,
+                    "candidate_seeds": [r.seed for r in results],
+                }
                 results = [results[best]]
             save_image(panel_file(out_dir, ref), results[0].image, params[ref], info)
             report(f"panel {panel_key(ref)} written (seed {info['image_seed']})")
@@ -181,28 +203,54 @@ def make_comic(script: ComicScript, pipeline, out_dir: str | Path, *, batch_size
                 images.append(im.convert("RGB"))
         image, layout, notes = compose_page(page, images, style)
         warnings += [f"page {number}: {n}" for n in notes]
-        page_params = {"kind": "comic page", "title": page.title, "layout": page.layout.describe(),
-                       "model": pipeline.model_id, "style": asdict(style),
-                       "panels": [{**params[ref], "narration": refs[ref].narration,
-                                   "dialogue": [d.__dict__ for d in refs[ref].dialogue]} for ref in page_refs],
-                       "prompt": " | ".join(params[ref]["prompt"] for ref in page_refs),
-                       "seed": [seeds[ref] for ref in page_refs]}
+        page_params = {
+            "kind": "comic page",
+            "title": page.title,
+            "layout": page.layout.describe(),
+            "model": pipeline.model_id,
+            "style": asdict(style),
+            "panels": [
+                {**params[ref], "narration": refs[ref].narration, "dialogue": [d.__dict__ for d in refs[ref].dialogue]}
+                for ref in page_refs
+            ],
+            "prompt": " | ".join(params[ref]["prompt"] for ref in page_refs),
+            "seed": [seeds[ref] for ref in page_refs],
+        }
         path = page_file(out_dir, number)
         if output_state(path, page_params) != "same":
             save_image(path, image, page_params)
         pages.append(path)
         for ref, placed in zip(page_refs, layout["panels"]):
             panel = refs[ref]
-            panel_meta.append({"page": ref[0], "panel": ref[1], "caption": panel.caption, "prompt": params[ref]["prompt"],
-                               "seed": seeds[ref], "narration": panel.narration,
-                               "dialogue": [d.__dict__ for d in panel.dialogue],
-                               "file": str(panel_file(out_dir, ref).relative_to(out_dir)),
-                               "box": placed["box"], "lettering": placed["lettering"]})
-    metadata = {"script": script.source, "title": script.title, "style": script.style, "character": script.character,
-                "script_seed": script.seed, "model": pipeline.model_id, "parameters": {k: v for k, v in
-                params[next(iter(refs))].items() if k not in ("prompt", "seed")},
-                "pages": [{"page": i, "file": p.name, "title": pg.title, "layout": pg.layout.describe()}
-                          for i, (p, pg) in enumerate(zip(pages, script.pages), 1)],
-                "panels": panel_meta, "seed_overrides": overrides, "warnings": warnings}
+            panel_meta.append(
+                {
+                    "page": ref[0],
+                    "panel": ref[1],
+                    "caption": panel.caption,
+                    "prompt": params[ref]["prompt"],
+                    "seed": seeds[ref],
+                    "narration": panel.narration,
+                    "dialogue": [d.__dict__ for d in panel.dialogue],
+                    "file": str(panel_file(out_dir, ref).relative_to(out_dir)),
+                    "box": placed["box"],
+                    "lettering": placed["lettering"],
+                }
+            )
+    metadata = {
+        "script": script.source,
+        "title": script.title,
+        "style": script.style,
+        "character": script.character,
+        "script_seed": script.seed,
+        "model": pipeline.model_id,
+        "parameters": {k: v for k, v in params[next(iter(refs))].items() if k not in ("prompt", "seed")},
+        "pages": [
+            {"page": i, "file": p.name, "title": pg.title, "layout": pg.layout.describe()}
+            for i, (p, pg) in enumerate(zip(pages, script.pages), 1)
+        ],
+        "panels": panel_meta,
+        "seed_overrides": overrides,
+        "warnings": warnings,
+    }
     atomic_write_json(out_dir / METADATA_FILE, metadata)
     return ComicResult(out_dir, pages, {ref: panel_file(out_dir, ref) for ref in refs}, todo, skipped, warnings)

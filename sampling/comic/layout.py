@@ -1,4 +1,5 @@
 """Page geometry: where the title and each panel go on a comic page."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ class PageGeometry:
     panel_boxes: tuple[Box, ...]
 
 
-def page_geometry(layout: Layout, n_panels: int, panel_px: int, margin: int, gutter: int,
-                  title_height: int) -> PageGeometry:
+def page_geometry(
+    layout: Layout, n_panels: int, panel_px: int, margin: int, gutter: int, title_height: int
+) -> PageGeometry:
     """Square panels of `panel_px` in a rows x cols grid; a short last row is centred."""
     if n_panels < 1 or n_panels > layout.cells:
         raise ValueError(f"{n_panels} panels do not fit layout {layout.describe()}")

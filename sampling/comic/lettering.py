@@ -4,6 +4,7 @@ when the picture shows none, where they leave the panel's centre clear.
 
 The font is Pillow's bundled scalable font, so pages render the same on a bare machine.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,7 +98,7 @@ def fit_text(text: str, max_width: int, max_height: int, max_size: int, min_size
     Text longer than LIMITS.typeset_chars is always cut that way, so the time spent is bounded whatever its length."""
     too_long = len(text) > LIMITS.typeset_chars
     if too_long:
-        text = text[:LIMITS.typeset_chars]
+        text = text[: LIMITS.typeset_chars]
     for size in range(max_size, min_size - 1, -1):
         if too_long:
             break
@@ -136,8 +137,14 @@ class Lettering:
     tail: tuple[tuple[float, float], ...] = field(default=())
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "speaker": self.speaker, "text": self.text, "box": self.box.as_list(),
-                "font_size": self.block.font_size, "truncated": self.block.truncated}
+        return {
+            "kind": self.kind,
+            "speaker": self.speaker,
+            "text": self.text,
+            "box": self.box.as_list(),
+            "font_size": self.block.font_size,
+            "truncated": self.block.truncated,
+        }
 
 
 def _padding(kind: str) -> tuple[int, int]:
@@ -211,8 +218,7 @@ def _tail(kind: str, body: Box, panel: Box, clear: Box) -> tuple[tuple[float, fl
     return ((base_x - 6, base_y), (base_x + 6, base_y), (tip_x, tip_y))
 
 
-def _place_narration(panel: Box, narration: str, keep_clear: KeepClear, max_font: int,
-                     min_font: int) -> Lettering:
+def _place_narration(panel: Box, narration: str, keep_clear: KeepClear, max_font: int, min_font: int) -> Lettering:
     """A narration box in a panel corner: top left unless that covers more of the subject than another corner,
     as wide as the text needs up to the panel width, narrower ones first so a corner stays free for balloons."""
     pad_x, pad_y = _padding("narration")
@@ -221,7 +227,12 @@ def _place_narration(panel: Box, narration: str, keep_clear: KeepClear, max_font
     for rank, frac in enumerate((0.6, 0.8, 1.0)):
         block = fit_text(narration, int(panel.width * frac) - 2 * (pad_x + OUTLINE), max_height, max_font, min_font)
         w, h = _outer_size("narration", block)
-        corners = [(panel.x0, panel.y0), (panel.x1 - w, panel.y0), (panel.x0, panel.y1 - h), (panel.x1 - w, panel.y1 - h)]
+        corners = [
+            (panel.x0, panel.y0),
+            (panel.x1 - w, panel.y0),
+            (panel.x0, panel.y1 - h),
+            (panel.x1 - w, panel.y1 - h),
+        ]
         for corner, (x, y) in enumerate(corners):
             box = Box(x, y, x + w, y + h)
             cost = (block.truncated, keep_clear.covered(box), corner, -block.font_size, rank)
@@ -231,9 +242,14 @@ def _place_narration(panel: Box, narration: str, keep_clear: KeepClear, max_font
     return Lettering("narration", narration, "", block, box, box)
 
 
-def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueLine, ...],
-                    max_font: int, min_font: int,
-                    subject: CoverageCounter | None = None) -> tuple[list[Lettering], list[str]]:
+def place_lettering(
+    panel: Box,
+    narration: str | None,
+    dialogue: tuple[DialogueLine, ...],
+    max_font: int,
+    min_font: int,
+    subject: CoverageCounter | None = None,
+) -> tuple[list[Lettering], list[str]]:
     """Fit and place a panel's narration (a corner) and balloons (along the edges, top first) off the
     `subject` (or the panel's centre when there is none). Returns the placed items and warnings about text that
     had to be cut or overlaps that could not be avoided."""
@@ -262,8 +278,13 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
             if best_cost is not None and max_font - size >= best_cost:
                 break
             for frac in (0.55, 0.75, 0.95):  # compact first, then wider and flatter
-                block = fit_text(text, int(panel.width * frac) - 2 * (pad_x + reach),
-                                 int(panel.height * 0.3) - 2 * (pad_y + reach), size, size)
+                block = fit_text(
+                    text,
+                    int(panel.width * frac) - 2 * (pad_x + reach),
+                    int(panel.height * 0.3) - 2 * (pad_y + reach),
+                    size,
+                    size,
+                )
                 if block.truncated:
                     continue
                 w, h = _outer_size(line.kind, block)
@@ -271,15 +292,21 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
                     cost = (max_font - size) + 2 * group
                     if best_cost is not None and cost >= best_cost:
                         continue
-                    if (panel.contains(box) and keep_clear.covered(box) == 0
-                            and all(box.overlap(t) == 0 for t in taken)):
+                    if panel.contains(box) and keep_clear.covered(box) == 0 and all(box.overlap(t) == 0 for t in taken):
                         choice, best_cost = (block, box), cost
         if choice is None:  # crowded panel: smallest font, least overlap, and say so
-            block = fit_text(text, int(panel.width * 0.55) - 2 * sum(_padding(line.kind)), int(panel.height * 0.3),
-                             min_font, min_font)
+            block = fit_text(
+                text,
+                int(panel.width * 0.55) - 2 * sum(_padding(line.kind)),
+                int(panel.height * 0.3),
+                min_font,
+                min_font,
+            )
             w, h = _outer_size(line.kind, block)
-            box = min((b for b, _ in _candidate_boxes(panel, w, h, taken, margin)),
-                      key=lambda b: (sum(b.overlap(t) for t in taken) + keep_clear.covered(b), not panel.contains(b)))
+            box = min(
+                (b for b, _ in _candidate_boxes(panel, w, h, taken, margin)),
+                key=lambda b: (sum(b.overlap(t) for t in taken) + keep_clear.covered(b), not panel.contains(b)),
+            )
             choice = (block, box)
             warnings.append(f"balloon could not avoid other lettering or the picture's subject: {text[:40]!r}")
         block, box = choice
@@ -292,6 +319,7 @@ def place_lettering(panel: Box, narration: str | None, dialogue: tuple[DialogueL
 
 
 # ---------------------------------------------------------------- drawing
+
 
 def _draw_text(draw: ImageDraw.ImageDraw, body: Box, kind: str, block: TextBlock) -> None:
     font = get_font(block.font_size)
@@ -310,8 +338,11 @@ def _draw_text(draw: ImageDraw.ImageDraw, body: Box, kind: str, block: TextBlock
 def _shrink(points, amount: float):
     (ax, ay), (bx, by), (tx, ty) = points
     mx, my = (ax + bx) / 2, (ay + by) / 2
-    return ((ax + (bx - ax) * amount, ay + (by - ay) * amount), (bx - (bx - ax) * amount, by - (by - ay) * amount),
-            (tx + (mx - tx) * amount, ty + (my - ty) * amount))
+    return (
+        (ax + (bx - ax) * amount, ay + (by - ay) * amount),
+        (bx - (bx - ax) * amount, by - (by - ay) * amount),
+        (tx + (mx - tx) * amount, ty + (my - ty) * amount),
+    )
 
 
 def _zigzag(body: Box) -> list[tuple[float, float]]:

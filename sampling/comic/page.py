@@ -1,4 +1,5 @@
 """Compose a comic page: panel images in bordered cells, gutters, title, narration and balloons."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,19 +29,31 @@ class PageStyle:
         return max_font, min(min_font, max_font)
 
 
-def compose_page(page: Page, images: list[Image.Image], style: PageStyle = PageStyle()) -> tuple[Image.Image, dict, list[str]]:
+def compose_page(
+    page: Page, images: list[Image.Image], style: PageStyle = PageStyle()
+) -> tuple[Image.Image, dict, list[str]]:
     """Returns the page image, its layout (boxes of panels and lettering, for metadata) and warnings."""
     if len(images) != len(page.panels):
         raise ValueError(f"page has {len(page.panels)} panels but {len(images)} images were given")
-    geometry = page_geometry(page.layout, len(page.panels), style.panel_px, style.margin, style.gutter,
-                             style.title_height if page.title else 0)
+    geometry = page_geometry(
+        page.layout,
+        len(page.panels),
+        style.panel_px,
+        style.margin,
+        style.gutter,
+        style.title_height if page.title else 0,
+    )
     canvas = Image.new("RGB", geometry.size, PAPER)
     draw = ImageDraw.Draw(canvas)
     if page.title and geometry.title_box:
         draw_title(draw, geometry.title_box, page.title)
     max_font, min_font = style.fonts()
-    layout = {"size": list(geometry.size), "layout": page.layout.describe(),
-              "title_box": geometry.title_box.as_list() if geometry.title_box else None, "panels": []}
+    layout = {
+        "size": list(geometry.size),
+        "layout": page.layout.describe(),
+        "title_box": geometry.title_box.as_list() if geometry.title_box else None,
+        "panels": [],
+    }
     warnings: list[str] = []
     for number, (panel, image, box) in enumerate(zip(page.panels, images, geometry.panel_boxes), 1):
         tile = image.convert("RGB")
@@ -48,7 +61,9 @@ def compose_page(page: Page, images: list[Image.Image], style: PageStyle = PageS
             tile = tile.resize((box.width, box.height), Image.Resampling.LANCZOS)
         canvas.paste(tile, (box.x0, box.y0))
         inner = box.inset(style.border)  # lettering sits inside the border
-        subject = _subject_of(image, box, inner) if style.avoid_subject and (panel.narration or panel.dialogue) else None
+        subject = (
+            _subject_of(image, box, inner) if style.avoid_subject and (panel.narration or panel.dialogue) else None
+        )
         items, notes = place_lettering(inner, panel.narration, panel.dialogue, max_font, min_font, subject)
         for item in items:
             draw_lettering(draw, item)
@@ -64,5 +79,5 @@ def _subject_of(image: Image.Image, box: Box, inner: Box) -> CoverageCounter | N
     mask = subject_mask(image, (box.width, box.height))
     if mask is None:
         return None
-    mask = mask[inner.y0 - box.y0:inner.y1 - box.y0, inner.x0 - box.x0:inner.x1 - box.x0]
+    mask = mask[inner.y0 - box.y0 : inner.y1 - box.y0, inner.x0 - box.x0 : inner.x1 - box.x0]
     return CoverageCounter(mask, (inner.x0, inner.y0)) if mask.any() else None

@@ -12,6 +12,7 @@ number of nodes once aliases are expanded (checked while the YAML is composed, s
 before it is expanded), pages, panels and dialogue lines, and the length of every text field. A script over
 a limit is refused with one line naming the file, line and field; nothing is cut silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -123,6 +124,7 @@ def default_layout(n_panels: int) -> Layout:
 
 # ---------------------------------------------------------------- YAML loading that keeps line numbers
 
+
 class _MarkedDict(dict):
     line: int = 0
     key_lines: dict
@@ -169,8 +171,10 @@ class _LineLoader(yaml.SafeLoader):
                 raise ScriptError(f"line {child.start_mark.line + 1}: an alias refers to a value that contains it")
             size += self._expanded_size[id(child)]
         if size > LIMITS.yaml_nodes:
-            raise ScriptError(f"line {node.start_mark.line + 1}: the script expands to more than "
-                              f"{LIMITS.yaml_nodes} values (aliases count once per use)")
+            raise ScriptError(
+                f"line {node.start_mark.line + 1}: the script expands to more than "
+                f"{LIMITS.yaml_nodes} values (aliases count once per use)"
+            )
         self._expanded_size[id(node)] = size
 
 
@@ -226,6 +230,7 @@ def _load_document(text: str, source: str, is_json: bool) -> Any:
 
 
 # ---------------------------------------------------------------- validation
+
 
 class _Fields:
     """Reads one mapping of the script, reporting errors with its line numbers and field path."""
@@ -353,12 +358,15 @@ def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
     narration = f.text("narration", LIMITS.lettering_chars)
     dialogue_items = f.items("dialogue", LIMITS.dialogue_per_panel, "dialogue lines per panel")
     dialogue = tuple(_parse_dialogue(d, dl, dp, source) for d, dl, dp in dialogue_items)
-    return Panel(caption=caption.strip(), narration=narration.strip() if narration and narration.strip() else None,
-                 dialogue=dialogue, seed=f.integer("seed", 0, 2**32 - 1))
+    return Panel(
+        caption=caption.strip(),
+        narration=narration.strip() if narration and narration.strip() else None,
+        dialogue=dialogue,
+        seed=f.integer("seed", 0, 2**32 - 1),
+    )
 
 
-def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None,
-                panels_before: int = 0) -> Page:
+def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None, panels_before: int = 0) -> Page:
     panel_items = f.items("panels", LIMITS.panels_per_page, "panels per page")
     if not panel_items:
         f.fail("a page needs at least one panel", "panels")
@@ -371,8 +379,10 @@ def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str |
     elif layout.cols == 0:  # strip
         layout = Layout(1, len(panels))
     if len(panels) > layout.cells:
-        f.fail(f"layout {layout.describe()} has {layout.cells} cells but the page has {len(panels)} panels",
-               "layout" if "layout" in f.data else "panels")
+        f.fail(
+            f"layout {layout.describe()} has {layout.cells} cells but the page has {len(panels)} panels",
+            "layout" if "layout" in f.data else "panels",
+        )
     return Page(title=f.text("title", LIMITS.lettering_chars, default=default_title), layout=layout, panels=panels)
 
 
@@ -399,9 +409,14 @@ def parse_script(data: Any, source: str = "<script>") -> ComicScript:
             pages.append(_parse_page(f, default_layout_, title if i == 0 else None, panel_count))
             panel_count += len(pages[-1].panels)
         pages = tuple(pages)
-    return ComicScript(title=title, style=top.text("style", LIMITS.prompt_chars, default="") or "",
-                       character=top.text("character", LIMITS.prompt_chars, default="") or "",
-                       seed=top.integer("seed", 0, 2**32 - 1) or 0, pages=pages, source=source)
+    return ComicScript(
+        title=title,
+        style=top.text("style", LIMITS.prompt_chars, default="") or "",
+        character=top.text("character", LIMITS.prompt_chars, default="") or "",
+        seed=top.integer("seed", 0, 2**32 - 1) or 0,
+        pages=pages,
+        source=source,
+    )
 
 
 def load_script(path: str | Path) -> ComicScript:

@@ -7,6 +7,7 @@ are dropped, and what is left grows by a margin so lettering keeps some distance
 "subject" fills most of it (noise, a busy scene) has none that lettering could avoid: the caller then falls back
 to its default placement.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -25,8 +26,14 @@ MAX_SUBJECT_SHARE = 0.5  # above this share of the image, there is no subject to
 def _background_colours(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     ring = max(1, round(min(h, w) * RING_FRACTION))
-    border = np.concatenate([rgb[:ring].reshape(-1, 3), rgb[-ring:].reshape(-1, 3),
-                             rgb[:, :ring].reshape(-1, 3), rgb[:, -ring:].reshape(-1, 3)])
+    border = np.concatenate(
+        [
+            rgb[:ring].reshape(-1, 3),
+            rgb[-ring:].reshape(-1, 3),
+            rgb[:, :ring].reshape(-1, 3),
+            rgb[:, -ring:].reshape(-1, 3),
+        ]
+    )
     first = np.median(border, axis=0)
     far = border[np.linalg.norm(border - first, axis=1) > MIN_DISTANCE]
     if len(far) > SECOND_TONE_SHARE * len(border):
@@ -69,8 +76,12 @@ class CoverageCounter:
         self._table = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         ys, xs = np.nonzero(mask)
         self.centre = (origin[0] + float(xs.mean()) + 0.5, origin[1] + float(ys.mean()) + 0.5)
-        self.bounds = (origin[0] + int(xs.min()), origin[1] + int(ys.min()),
-                       origin[0] + int(xs.max()) + 1, origin[1] + int(ys.max()) + 1)
+        self.bounds = (
+            origin[0] + int(xs.min()),
+            origin[1] + int(ys.min()),
+            origin[0] + int(xs.max()) + 1,
+            origin[1] + int(ys.max()) + 1,
+        )
 
     def covered(self, x0: int, y0: int, x1: int, y1: int) -> int:
         h, w = self._table.shape[0] - 1, self._table.shape[1] - 1

@@ -1,4 +1,5 @@
 """`python -m sampling comic`: a panel script (YAML/JSON) → panels generated in batches → comic pages."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,19 +31,38 @@ def resolve_script(text: str) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("script", help="comic script (.yaml/.yml/.json), or the name of a bundled example "
-                                       f"({', '.join(sorted(example_scripts()))})")
+    parser.add_argument(
+        "script",
+        help="comic script (.yaml/.yml/.json), or the name of a bundled example "
+        f"({', '.join(sorted(example_scripts()))})",
+    )
     parser.add_argument("--check", action="store_true", help="only validate the script and print its pages")
-    parser.add_argument("--regenerate", action="append", default=[], metavar="PAGE.PANEL[=SEED]",
-                        help="make this panel again with a new seed (random unless given), leaving the others; repeatable")
-    parser.add_argument("--panel-size", type=int, default=PageStyle.panel_px,
-                        help=f"panel size on the page in pixels (images are resized; default: {PageStyle.panel_px})")
+    parser.add_argument(
+        "--regenerate",
+        action="append",
+        default=[],
+        metavar="PAGE.PANEL[=SEED]",
+        help="make this panel again with a new seed (random unless given), leaving the others; repeatable",
+    )
+    parser.add_argument(
+        "--panel-size",
+        type=int,
+        default=PageStyle.panel_px,
+        help=f"panel size on the page in pixels (images are resized; default: {PageStyle.panel_px})",
+    )
     g = parser.add_argument_group("CLIP rerank (optional; needs local open_clip weights, nothing is downloaded)")
-    g.add_argument("--candidates", type=int, default=1, help="images sampled per panel; the best by CLIP is kept (default: 1)")
-    g.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name or model config .json (default: ViT-B-32)")
+    g.add_argument(
+        "--candidates", type=int, default=1, help="images sampled per panel; the best by CLIP is kept (default: 1)"
+    )
+    g.add_argument(
+        "--clip-model", default="ViT-B-32", help="open_clip model name or model config .json (default: ViT-B-32)"
+    )
     g.add_argument("--clip-weights", default=None, help="open_clip weights file (.safetensors/.bin)")
-    g.add_argument("--clip-pretrained", default="laion2b_s34b_b79k",
-                   help="pretrained tag to look for in the local open_clip / Hugging Face caches")
+    g.add_argument(
+        "--clip-pretrained",
+        default="laion2b_s34b_b79k",
+        help="pretrained tag to look for in the local open_clip / Hugging Face caches",
+    )
     add_model_arguments(parser)
     add_sampler_arguments(parser)
     add_output_arguments(parser, None)
@@ -51,8 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _summary(script) -> str:
     lines = [f"{script.source}: {len(script.pages)} page(s), {sum(len(p.panels) for p in script.pages)} panel(s)"]
     for number, page in enumerate(script.pages, 1):
-        lines.append(f"  page {number}: layout {page.layout.describe()}, {len(page.panels)} panel(s)"
-                     + (f", title {page.title!r}" if page.title else ""))
+        lines.append(
+            f"  page {number}: layout {page.layout.describe()}, {len(page.panels)} panel(s)"
+            + (f", title {page.title!r}" if page.title else "")
+        )
         for q, panel in enumerate(page.panels, 1):
             lines.append(f"    {number}.{q}: {script.prompt_for(panel)!r}")
     return "\n".join(lines)
@@ -76,11 +98,23 @@ def run(args: argparse.Namespace):
         reranker = ClipReranker(args.clip_model, args.clip_weights, args.clip_pretrained, resolve_device(args.device))
     pipeline = build_pipeline(args)
     out = Path(args.out) if args.out else Path("comics") / Path(script.source).stem
-    result = make_comic(script, pipeline, out, batch_size=args.batch_size, style=PageStyle(panel_px=args.panel_size),
-                        regenerate=regenerate, overwrite=args.overwrite, candidates=args.candidates, reranker=reranker,
-                        progress=not args.quiet, report=print)
+    result = make_comic(
+        script,
+        pipeline,
+        out,
+        batch_size=args.batch_size,
+        style=PageStyle(panel_px=args.panel_size),
+        regenerate=regenerate,
+        overwrite=args.overwrite,
+        candidates=args.candidates,
+        reranker=reranker,
+        progress=not args.quiet,
+        report=print,
+    )
     for warning in result.warnings:
         print(f"warning: {warning}")
-    print(f"done: {len(result.generated)} panel(s) generated, {len(result.skipped)} reused; "
-          f"pages: {', '.join(str(p) for p in result.pages)}")
+    print(
+        f"done: {len(result.generated)} panel(s) generated, {len(result.skipped)} reused; "
+        f"pages: {', '.join(str(p) for p in result.pages)}"
+    )
     return result

@@ -1,4 +1,5 @@
 """`python -m sampling generate`: images from captions, each PNG carrying its generation parameters."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ DESCRIPTION = "Generate images from captions (classifier-free guidance, optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompts", nargs="*", help="captions; an empty string \"\" samples unconditionally")
-    parser.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one caption per line (blank lines skipped)")
+    parser.add_argument("prompts", nargs="*", help='captions; an empty string "" samples unconditionally')
+    parser.add_argument(
+        "--prompts-file", type=Path, help="a UTF-8 text file with one caption per line (blank lines skipped)"
+    )
     parser.add_argument("-n", "--num-images", type=int, default=1, help="images per caption (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image i gets seed+i (default: 0)")
     parser.add_argument("--grid", action="store_true", help="also write grid.png with every image of the run")
@@ -33,7 +36,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
             raise CommandError(f"cannot read --prompts-file {args.prompts_file}: {exc}") from None
         prompts += [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise CommandError("give at least one caption (or --prompts-file); use \"\" for an unconditional sample")
+        raise CommandError('give at least one caption (or --prompts-file); use "" for an unconditional sample')
     return prompts
 
 
@@ -51,14 +54,17 @@ def run(args: argparse.Namespace) -> list[Path]:
     states = [output_state(path, prm) for path, prm in zip(paths, params)]
     conflicts = [path.name for path, state in zip(paths, states) if state == "different"]
     if conflicts and not args.overwrite:
-        raise CommandError(f"{len(conflicts)} output(s) in {out} were made with other settings (e.g. {conflicts[0]}); "
-                           "pass --overwrite to replace them or choose another --out")
+        raise CommandError(
+            f"{len(conflicts)} output(s) in {out} were made with other settings (e.g. {conflicts[0]}); "
+            "pass --overwrite to replace them or choose another --out"
+        )
     todo = [i for i, state in enumerate(states) if state != "same"]
     print(f"{len(jobs)} image(s): {len(todo)} to generate, {len(jobs) - len(todo)} already written, in {out}")
     done = 0
     started = time.perf_counter()
-    for batch in pipeline.generate_batches([jobs[i][0] for i in todo], [jobs[i][1] for i in todo],
-                                           batch_size=args.batch_size, progress=not args.quiet):
+    for batch in pipeline.generate_batches(
+        [jobs[i][0] for i in todo], [jobs[i][1] for i in todo], batch_size=args.batch_size, progress=not args.quiet
+    ):
         elapsed = (time.perf_counter() - started) / len(batch)
         for result in batch:
             i = todo[done]

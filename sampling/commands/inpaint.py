@@ -1,4 +1,5 @@
 """`python -m sampling inpaint`: fill the masked region of an image from a caption (GLIDE's method)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,18 @@ DESCRIPTION = "Inpaint: regenerate the white region of a mask over an image, gui
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", nargs="?", default="", help="caption of the whole picture (default: empty, unconditional)")
-    parser.add_argument("--image", type=Path, required=True, help="the picture to edit (non-square: its centre square is used)")
-    parser.add_argument("--mask", type=Path, required=True,
-                        help="same size as the image: white = region to fill, black = pixels to keep")
+    parser.add_argument(
+        "prompt", nargs="?", default="", help="caption of the whole picture (default: empty, unconditional)"
+    )
+    parser.add_argument(
+        "--image", type=Path, required=True, help="the picture to edit (non-square: its centre square is used)"
+    )
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        required=True,
+        help="same size as the image: white = region to fill, black = pixels to keep",
+    )
     parser.add_argument("-n", "--num-images", type=int, default=1, help="variations to make (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first variation; variation i gets seed+i")
     add_model_arguments(parser)
@@ -34,22 +43,32 @@ def run(args: argparse.Namespace) -> list[Path]:
     pipeline = build_pipeline(args)
     base, up = pipeline.models.base, pipeline.models.upsampler
     if not base.is_inpainting:
-        raise CommandError(f"inpainting needs an inpainting base model (options inpaint: true, e.g. preset "
-                           f"glide-base-inpaint); {base.source} is not one")
+        raise CommandError(
+            f"inpainting needs an inpainting base model (options inpaint: true, e.g. preset "
+            f"glide-base-inpaint); {base.source} is not one"
+        )
     known = (inputs.at(base.image_size), inputs.at(up.image_size) if up is not None else None)
     out = Path(args.out)
     seeds = [args.seed + i for i in range(args.num_images)]
     paths = [out / f"inpaint-{i:04d}-{slugify(args.prompt)}-s{seed}.png" for i, seed in enumerate(seeds)]
-    params = [{**pipeline.parameters(args.prompt, seed), "mode": "inpaint", "source": inputs.digest,
-               "upsampler_inpaints": bool(up is not None and up.is_inpainting)} for seed in seeds]
+    params = [
+        {
+            **pipeline.parameters(args.prompt, seed),
+            "mode": "inpaint",
+            "source": inputs.digest,
+            "upsampler_inpaints": bool(up is not None and up.is_inpainting),
+        }
+        for seed in seeds
+    ]
     states = [output_state(p, prm) for p, prm in zip(paths, params)]
     if "different" in states and not args.overwrite:
         raise CommandError(f"outputs in {out} were made with other settings; pass --overwrite or choose another --out")
     todo = [i for i, s in enumerate(states) if s != "same"]
     print(f"{len(seeds)} variation(s): {len(todo)} to generate, {len(seeds) - len(todo)} already written, in {out}")
     done = 0
-    for batch in pipeline.generate_batches([args.prompt] * len(todo), [seeds[i] for i in todo], args.batch_size,
-                                           known=known, progress=not args.quiet):
+    for batch in pipeline.generate_batches(
+        [args.prompt] * len(todo), [seeds[i] for i in todo], args.batch_size, known=known, progress=not args.quiet
+    ):
         for result in batch:
             i = todo[done]
             done += 1

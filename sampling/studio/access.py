@@ -4,6 +4,7 @@ Credentials come from the environment (``AUTOCOMICS_STUDIO_AUTH=user:password``)
 ``user:password`` lines, never from a command-line flag (flags show up in ``ps`` and shell history).
 A studio reachable from other machines refuses to start without them.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -54,9 +55,11 @@ def read_auth_file(path: Path) -> list[tuple[str, str]]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AccessError(f"cannot read the auth file {path}: {exc.strerror if isinstance(exc, OSError) else exc}")
-    credentials = [parse_credential(line.rstrip("\r"), f"auth file {path}, line {number}")
-                   for number, line in enumerate(text.split("\n"), 1)
-                   if line.strip() and not line.lstrip().startswith("#")]
+    credentials = [
+        parse_credential(line.rstrip("\r"), f"auth file {path}, line {number}")
+        for number, line in enumerate(text.split("\n"), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not credentials:
         raise AccessError(f"the auth file {path} holds no user:password line")
     if Path(path).stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -76,8 +79,10 @@ def require_credentials(host: str, credentials: list[tuple[str, str]]) -> None:
     """Refuse to serve other machines without a login."""
     if credentials or is_loopback(host):
         return
-    raise AccessError(f"refusing to listen on {host} (reachable from other machines) without a login: set "
-                      f"{AUTH_ENV}=user:password or pass --auth-file FILE (lines user:password)")
+    raise AccessError(
+        f"refusing to listen on {host} (reachable from other machines) without a login: set "
+        f"{AUTH_ENV}=user:password or pass --auth-file FILE (lines user:password)"
+    )
 
 
 def password_checker(credentials: list[tuple[str, str]]) -> Callable[[str, str], bool]:
@@ -104,6 +109,7 @@ def private_paths(config: StudioConfig) -> list[str]:
     """Never served, whatever else allows it: the catalogue database and the fine-tune runs."""
     paths = [config.runs_dir]
     if config.database_file is not None:
-        paths += [config.database_file] + [config.database_file.with_name(config.database_file.name + suffix)
-                                           for suffix in SQLITE_SIDE_FILES]
+        paths += [config.database_file] + [
+            config.database_file.with_name(config.database_file.name + suffix) for suffix in SQLITE_SIDE_FILES
+        ]
     return [str(path) for path in paths]

@@ -45,6 +45,7 @@ def build_app(studio: Studio):
 
 # --- Generate -------------------------------------------------------------------------------
 
+
 def _broken_note(studio: Studio) -> str:
     """The model folders found but not offered, each with its reason (empty when there are none)."""
     lines = studio.broken_models()
@@ -55,22 +56,33 @@ def _generate_tab(gr, studio: Studio) -> None:
     choices = studio.model_choices()
     with gr.Row():
         with gr.Column(scale=2):
-            model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Model",
-                                elem_id="gen-model",
-                                info="the bundled model, or a model folder from the models directory")
+            model = gr.Dropdown(
+                choices=choices,
+                value=choices[0][1] if choices else None,
+                label="Model",
+                elem_id="gen-model",
+                info="the bundled model, or a model folder from the models directory",
+            )
             refresh_models = gr.Button("Refresh model list", size="sm")
             broken = gr.Markdown(_broken_note(studio), elem_id="gen-broken-models")
-            captions = gr.Textbox(lines=4, label=f"Captions, one panel per line (2 to {MAX_PANELS})",
-                                  placeholder="a lighthouse on a cliff, a painting\na boat in a storm, a painting",
-                                  elem_id="gen-captions")
+            captions = gr.Textbox(
+                lines=4,
+                label=f"Captions, one panel per line (2 to {MAX_PANELS})",
+                placeholder="a lighthouse on a cliff, a painting\na boat in a storm, a painting",
+                elem_id="gen-captions",
+            )
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
-                guidance = gr.Number(value=3.0, label=f"Guidance scale ({LIMITS['guidance'][0]}–{LIMITS['guidance'][1]})",
-                                     elem_id="gen-guidance")
+                guidance = gr.Number(
+                    value=3.0,
+                    label=f"Guidance scale ({LIMITS['guidance'][0]}–{LIMITS['guidance'][1]})",
+                    elem_id="gen-guidance",
+                )
                 sampler = gr.Dropdown(choices=list(SAMPLERS), value=SAMPLERS[0], label="Sampler", elem_id="gen-sampler")
                 steps = gr.Number(value=DEFAULT_STEPS[SAMPLERS[0]], precision=0, label="Steps", elem_id="gen-steps")
                 seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="gen-seed")
-                upsample = gr.Checkbox(value=False, label="Upsample (needs a pipeline with an upsampler)",
-                                       elem_id="gen-upsample")
+                upsample = gr.Checkbox(
+                    value=False, label="Upsample (needs a pipeline with an upsampler)", elem_id="gen-upsample"
+                )
                 upsample_steps = gr.Number(value=27, precision=0, label="Upsampler steps", elem_id="gen-upsample-steps")
             generate = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=3):
@@ -87,27 +99,51 @@ def _generate_tab(gr, studio: Studio) -> None:
     result = gr.State(None)
 
     sampler.change(lambda name: DEFAULT_STEPS.get(name, 20), inputs=sampler, outputs=steps)
-    refresh_models.click(lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)),
-                         outputs=[model, broken])
+    refresh_models.click(
+        lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)), outputs=[model, broken]
+    )
 
     def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps):
         try:
             out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps)
         except StudioError as exc:
             raise gr.Error(str(exc))
-        notes = out.messages + [f"{out.model}: seed {out.settings.seed}, {out.settings.sampler} × "
-                                f"{out.settings.steps} steps, guidance {out.settings.guidance:g}"]
+        notes = out.messages + [
+            f"{out.model}: seed {out.settings.seed}, {out.settings.sampler} × "
+            f"{out.settings.steps} steps, guidance {out.settings.guidance:g}"
+        ]
         return (
-            _message(notes), str(out.strip), str(out.page), [(str(p), c) for p, c in zip(out.panels, out.captions)],
-            gr.update(value=str(out.strip), interactive=True), gr.update(value=str(out.page), interactive=True),
-            " / ".join(out.captions)[:200], {"strip": str(out.strip), "prompt": "\n".join(out.captions), "params": out.params},
-            out.settings.guidance, out.settings.steps, out.settings.seed,
+            _message(notes),
+            str(out.strip),
+            str(out.page),
+            [(str(p), c) for p, c in zip(out.panels, out.captions)],
+            gr.update(value=str(out.strip), interactive=True),
+            gr.update(value=str(out.page), interactive=True),
+            " / ".join(out.captions)[:200],
+            {"strip": str(out.strip), "prompt": "\n".join(out.captions), "params": out.params},
+            out.settings.guidance,
+            out.settings.steps,
+            out.settings.seed,
         )
 
     generate.click(
-        run, inputs=[model, captions, guidance, steps, sampler, seed, upsample, upsample_steps],
-        outputs=[status, strip, page, panels, download_strip, download_page, save_caption, result, guidance, steps, seed],
-        concurrency_limit=GENERATE_CONCURRENCY, concurrency_id="generate",
+        run,
+        inputs=[model, captions, guidance, steps, sampler, seed, upsample, upsample_steps],
+        outputs=[
+            status,
+            strip,
+            page,
+            panels,
+            download_strip,
+            download_page,
+            save_caption,
+            result,
+            guidance,
+            steps,
+            seed,
+        ],
+        concurrency_limit=GENERATE_CONCURRENCY,
+        concurrency_id="generate",
     )
 
     def save_to_catalogue(last, caption):
@@ -123,6 +159,7 @@ def _generate_tab(gr, studio: Studio) -> None:
 
 
 # --- Train ----------------------------------------------------------------------------------
+
 
 def _presets() -> list[str]:
     try:
@@ -160,22 +197,31 @@ def _train_tab(gr, studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
-                data = gr.Dropdown(choices=studio.dataset_choices(), value=None, label="Dataset", scale=4,
-                                   info="a folder in the studio's datasets folder (shards or an imagefolder)",
-                                   elem_id="train-data")
+                data = gr.Dropdown(
+                    choices=studio.dataset_choices(),
+                    value=None,
+                    label="Dataset",
+                    scale=4,
+                    info="a folder in the studio's datasets folder (shards or an imagefolder)",
+                    elem_id="train-data",
+                )
                 refresh_data = gr.Button("Refresh", scale=1, elem_id="train-data-refresh")
-            init = gr.Dropdown(choices=[("scratch", "scratch"), *studio.model_choices()],
-                               value="scratch", label="Start from",
-                               info="scratch (uses the preset), the bundled model, or a model folder to fine-tune",
-                               elem_id="train-init")
+            init = gr.Dropdown(
+                choices=[("scratch", "scratch"), *studio.model_choices()],
+                value="scratch",
+                label="Start from",
+                info="scratch (uses the preset), the bundled model, or a model folder to fine-tune",
+                elem_id="train-init",
+            )
             preset = gr.Dropdown(choices=presets, value=default_preset, label="Preset", elem_id="train-preset")
             with gr.Row():  # each number bounded as the trainer bounds it; the trainer validates them again
                 max_steps = _train_number(gr, "Steps", "max_steps", 200, "train-steps")
                 batch_size = _train_number(gr, "Batch size", "batch_size", 4, "train-batch")
             with gr.Row():
                 lr = _train_number(gr, "Learning rate", "lr", 1e-4, "train-lr", precision=None)
-                uncond_p = _train_number(gr, "Empty-caption probability", "uncond_p", 0.2, "train-uncond",
-                                         precision=None)
+                uncond_p = _train_number(
+                    gr, "Empty-caption probability", "uncond_p", 0.2, "train-uncond", precision=None
+                )
             with gr.Row():
                 checkpoint_every = _train_number(gr, "Checkpoint every", "checkpoint_every", 100, "train-ckpt")
                 sample_every = _train_number(gr, "Samples every", "sample_every", 100, "train-sample")
@@ -186,17 +232,25 @@ def _train_tab(gr, studio: Studio) -> None:
             status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
             progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False, elem_id="train-progress")
             plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="train-plot")
-            samples = gr.Image(label="Logged samples", type="pil", interactive=False, height=200,
-                               elem_id="train-samples")
-            log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, interactive=False, autoscroll=True,
-                             elem_id="train-log")
+            samples = gr.Image(
+                label="Logged samples", type="pil", interactive=False, height=200, elem_id="train-samples"
+            )
+            log = gr.Textbox(
+                label="Trainer output", lines=8, max_lines=8, interactive=False, autoscroll=True, elem_id="train-log"
+            )
     timer = gr.Timer(2.0, active=False)
     init.change(lambda value: gr.update(interactive=(value or "scratch") == "scratch"), inputs=init, outputs=preset)
 
     def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every):
         settings = {
-            "data": [data_dir] if data_dir else [], "init": init_value or "scratch", "max_steps": steps,
-            "batch_size": bs, "lr": rate, "uncond_p": p_uncond, "checkpoint_every": ckpt, "sample_every": every,
+            "data": [data_dir] if data_dir else [],
+            "init": init_value or "scratch",
+            "max_steps": steps,
+            "batch_size": bs,
+            "lr": rate,
+            "uncond_p": p_uncond,
+            "checkpoint_every": ckpt,
+            "sample_every": every,
             "progress": True,
         }
         if (init_value or "scratch") == "scratch":
@@ -208,19 +262,33 @@ def _train_tab(gr, studio: Studio) -> None:
         return f"started in {job.run_dir}", gr.Timer(active=True)
 
     refresh_data.click(lambda: gr.update(choices=studio.dataset_choices()), outputs=data)
-    start.click(start_run, inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every,
-                                   sample_every], outputs=[status, timer], concurrency_id="train", concurrency_limit=1)
+    start.click(
+        start_run,
+        inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every, sample_every],
+        outputs=[status, timer],
+        concurrency_id="train",
+        concurrency_limit=1,
+    )
 
     def poll():
         info = studio.training_progress()
         if info is None:
             return "no fine-tune started", 0, None, None, "", gr.Timer(active=False)
-        rows = [{"step": s, "loss": v, "series": tag.removeprefix("tensorboard/")}
-                for tag, points in info.losses.items() for s, v in points]
+        rows = [
+            {"step": s, "loss": v, "series": tag.removeprefix("tensorboard/")}
+            for tag, points in info.losses.items()
+            for s, v in points
+        ]
         frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
         picture, caption = _newest_sample(info.samples)
-        return (info.describe(), round(100 * info.fraction, 1), frame, gr.update(value=picture, label=caption),
-                info.log_tail, gr.Timer(active=info.running))
+        return (
+            info.describe(),
+            round(100 * info.fraction, 1),
+            frame,
+            gr.update(value=picture, label=caption),
+            info.log_tail,
+            gr.Timer(active=info.running),
+        )
 
     outputs = [status, progress, plot, samples, log, timer]
     timer.tick(poll, outputs=outputs, concurrency_id="train-poll", concurrency_limit=4, show_progress="hidden")
@@ -242,6 +310,7 @@ def _train_tab(gr, studio: Studio) -> None:
 
 # --- Catalogue ------------------------------------------------------------------------------
 
+
 def item_at(ids: list[int], index) -> int | None:
     """The catalogue id at grid position ``index`` as the browser sent it; None for anything but a valid position."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ids):
@@ -251,13 +320,15 @@ def item_at(ids: list[int], index) -> int | None:
 
 def _catalogue_tab(gr, studio: Studio) -> dict:
     with gr.Row():
-        query = gr.Textbox(label="Search", placeholder="describe what you are looking for", scale=4,
-                           elem_id="cat-query")
+        query = gr.Textbox(
+            label="Search", placeholder="describe what you are looking for", scale=4, elem_id="cat-query"
+        )
         search = gr.Button("Search", scale=1, elem_id="cat-search")
         sort = gr.Radio(choices=list(SORTS), value="date", label="Sort by", scale=2, elem_id="cat-sort")
     status = gr.Textbox(label="Status", interactive=False, elem_id="cat-status", value=studio.search_status)
-    grid = gr.Gallery(label="Catalogue", columns=4, height="auto", allow_preview=False, object_fit="contain",
-                      elem_id="cat-grid")  # contain: strips are wide, cropping them to squares hides panels
+    grid = gr.Gallery(
+        label="Catalogue", columns=4, height="auto", allow_preview=False, object_fit="contain", elem_id="cat-grid"
+    )  # contain: strips are wide, cropping them to squares hides panels
     with gr.Row():
         selected = gr.Textbox(label="Selected item", interactive=False, elem_id="cat-selected")
         new_caption = gr.Textbox(label="New caption", max_lines=1, elem_id="cat-new-caption")
@@ -332,9 +403,17 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         except StudioError as exc:
             raise gr.Error(str(exc))
         gallery, ids, line = refresh(q, order)
-        return (gallery, ids, f"deleted #{item.id} {item.caption!r}. {line}", gr.update(visible=False), None, "",
-                gr.update(interactive=False, value=None))
+        return (
+            gallery,
+            ids,
+            f"deleted #{item.id} {item.caption!r}. {line}",
+            gr.update(visible=False),
+            None,
+            "",
+            gr.update(interactive=False, value=None),
+        )
 
-    confirm.click(do_delete, inputs=[chosen, query, sort],
-                  outputs=[grid, items, status, confirm_row, chosen, selected, download])
+    confirm.click(
+        do_delete, inputs=[chosen, query, sort], outputs=[grid, items, status, confirm_row, chosen, selected, download]
+    )
     return listing

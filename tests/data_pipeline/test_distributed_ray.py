@@ -19,8 +19,10 @@ if not os.environ.get("CI"):
 
 
 def shard_content(out_dir):
-    return {os.path.relpath(p, out_dir): list(iter_tar_samples(p))
-            for p in sorted(glob.glob(os.path.join(str(out_dir), "*", "*.tar")))}
+    return {
+        os.path.relpath(p, out_dir): list(iter_tar_samples(p))
+        for p in sorted(glob.glob(os.path.join(str(out_dir), "*", "*.tar")))
+    }
 
 
 def test_laion_shards_on_a_local_ray_cluster(tmp_path, image_bytes, capsys):
@@ -29,10 +31,23 @@ def test_laion_shards_on_a_local_ray_cluster(tmp_path, image_bytes, capsys):
     with LocalWebServer() as server:
         urls = [server.add_image(f"/r/{i}.jpg", image_bytes("jpg", 48, 40, seed=i)) for i in range(9)]
         urls.append(server.url("/r/missing.jpg"))
-        pq.write_table(pa.table({"URL": urls, "TEXT": [f"ray picture {i}" for i in range(10)]}),
-                       tmp_path / "meta.parquet")
-        common = [str(tmp_path / "meta.parquet"), "--shard-size", "3", "--sizes", "16,32", "--val-fraction", "0.4",
-                  "--allow-network", "127.0.0.0/8", "--no-progress", "--retries", "0"]
+        pq.write_table(
+            pa.table({"URL": urls, "TEXT": [f"ray picture {i}" for i in range(10)]}), tmp_path / "meta.parquet"
+        )
+        common = [
+            str(tmp_path / "meta.parquet"),
+            "--shard-size",
+            "3",
+            "--sizes",
+            "16,32",
+            "--val-fraction",
+            "0.4",
+            "--allow-network",
+            "127.0.0.0/8",
+            "--no-progress",
+            "--retries",
+            "0",
+        ]
         assert main(["laion", *common, "--out", str(tmp_path / "ray"), "--ray", "local", "--ray-cpus", "2"]) == 0
         assert "9 samples in 4/4 shards" in capsys.readouterr().out
         assert main(["laion", *common, "--out", str(tmp_path / "local"), "--processes", "1"]) == 0

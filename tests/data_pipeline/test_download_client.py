@@ -33,16 +33,37 @@ def reason_of(c: HttpClient, url: str) -> str:
     return info.value.reason
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.jpg", "data:image/png;base64,AAAA",
-                                 "javascript:alert(1)", "gopher://x/", "//no-scheme/a.jpg"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.com/a.jpg",
+        "data:image/png;base64,AAAA",
+        "javascript:alert(1)",
+        "gopher://x/",
+        "//no-scheme/a.jpg",
+    ],
+)
 def test_non_http_schemes_are_never_fetched(url):
     assert reason_of(client(), url) == "bad_scheme"
 
 
-@pytest.mark.parametrize("url", ["http://10.1.2.3/a.jpg", "http://169.254.169.254/latest/meta-data/",
-                                 "http://192.168.0.1/", "http://localhost/", "http://[::1]/", "http://0.0.0.0/",
-                                 "http://[::ffff:127.0.0.1]/", "http://100.64.0.1/", "http://[fe80::1]/",
-                                 "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:7f00:1::1]/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/a.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://192.168.0.1/",
+        "http://localhost/",
+        "http://[::1]/",
+        "http://0.0.0.0/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://100.64.0.1/",
+        "http://[fe80::1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:7f00:1::1]/",
+    ],
+)
 def test_private_and_loopback_addresses_are_refused(url):
     c = HttpClient(ClientConfig(connect_timeout=0.5))
     assert reason_of(c, url) == "blocked_address"
@@ -149,19 +170,22 @@ def test_user_agent_and_unmerged_robots_headers(server):
     assert server.user_agents[-1] == "tester/1.0 (+mailto:a@b.c)"
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ([], None),
-    (["noai"], "noai"),
-    (["NoImageAI, nofollow"], "noimageai"),
-    (["noindex"], "noindex"),
-    (["noimageindex"], "noimageindex"),
-    (["nofollow, noarchive"], None),
-    (["googlebot: noindex"], None),  # addressed to another bot
-    (["autocomics: noai"], "noai"),  # addressed to us
-    (["AutoComics : noimageai"], "noimageai"),
-    (["max-image-preview: large"], None),
-    (["unavailable_after: 25 Jun 2030 15:00:00 PST", "otherbot: noai"], None),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ([], None),
+        (["noai"], "noai"),
+        (["NoImageAI, nofollow"], "noimageai"),
+        (["noindex"], "noindex"),
+        (["noimageindex"], "noimageindex"),
+        (["nofollow, noarchive"], None),
+        (["googlebot: noindex"], None),  # addressed to another bot
+        (["autocomics: noai"], "noai"),  # addressed to us
+        (["AutoComics : noimageai"], "noimageai"),
+        (["max-image-preview: large"], None),
+        (["unavailable_after: 25 Jun 2030 15:00:00 PST", "otherbot: noai"], None),
+    ],
+)
 def test_robots_tag_directives(headers, expected):
     assert disallowed_by_robots_tag(headers, "autocomics") == expected
 

@@ -23,8 +23,15 @@ from data_pipeline.download.retry import retry_failed
 from data_pipeline.download.url_safety import AddressPolicy
 from data_pipeline.shards import WriterConfig
 
-SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("license", pa.string()),
-                    ("similarity", pa.float64()), ("page", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("license", pa.string()),
+        ("similarity", pa.float64()),
+        ("page", pa.string()),
+    ]
+)
 
 
 def write_items(path, rows, shard_size):
@@ -64,9 +71,10 @@ def manifest(out_dir):
 
 def test_every_case_is_a_sample_or_a_counted_failure(tmp_path, image_bytes):
     with LocalWebServer() as server:
-        good = {kind: server.add_image(f"/good/{kind}", image_bytes(kind, 60, 44, seed=i))
-                for i, kind in enumerate(("jpg", "png", "webp", "cmyk", "gray", "rgba", "palette_alpha",
-                                          "animated_gif"))}
+        good = {
+            kind: server.add_image(f"/good/{kind}", image_bytes(kind, 60, 44, seed=i))
+            for i, kind in enumerate(("jpg", "png", "webp", "cmyk", "gray", "rgba", "palette_alpha", "animated_gif"))
+        }
         bad = {
             "truncated_image": server.add_image("/bad/truncated", image_bytes("truncated")),
             "corrupt_image": server.add_image("/bad/corrupt", image_bytes("corrupt"), "image/png"),
@@ -83,16 +91,22 @@ def test_every_case_is_a_sample_or_a_counted_failure(tmp_path, image_bytes):
         }
         html_page = server.add("/bad/html", Reply(200, image_bytes("html"), {"Content-Type": "text/html"}))
         other_bot = server.add_image("/good/otherbot", image_bytes("jpg", seed=9), **{"X-Robots-Tag": "otherbot: noai"})
-        rows = [{"url": u, "caption": f"a {k} picture", "license": "CC BY 4.0", "similarity": 0.3, "page": k}
-                for k, u in good.items()]
-        rows.append({"url": other_bot, "caption": "robots for another bot", "license": None, "similarity": None,
-                     "page": None})
-        rows += [{"url": u, "caption": f"bad {k}", "license": None, "similarity": None, "page": None}
-                 for k, u in bad.items()]
-        rows.append({"url": html_page, "caption": "an html error page", "license": None, "similarity": None,
-                     "page": None})
-        rows.append({"url": "ftp://example.com/x.jpg", "caption": "ftp", "license": None, "similarity": None,
-                     "page": None})
+        rows = [
+            {"url": u, "caption": f"a {k} picture", "license": "CC BY 4.0", "similarity": 0.3, "page": k}
+            for k, u in good.items()
+        ]
+        rows.append(
+            {"url": other_bot, "caption": "robots for another bot", "license": None, "similarity": None, "page": None}
+        )
+        rows += [
+            {"url": u, "caption": f"bad {k}", "license": None, "similarity": None, "page": None} for k, u in bad.items()
+        ]
+        rows.append(
+            {"url": html_page, "caption": "an html error page", "license": None, "similarity": None, "page": None}
+        )
+        rows.append(
+            {"url": "ftp://example.com/x.jpg", "caption": "ftp", "license": None, "similarity": None, "page": None}
+        )
         never = server.add_image("/good/uncaptioned", image_bytes("jpg"))
         rows.append({"url": never, "caption": "  \t ", "license": None, "similarity": None, "page": None})
         rows.append({"url": None, "caption": "no url", "license": None, "similarity": None, "page": None})
@@ -143,8 +157,9 @@ def test_shard_deadline_closes_stuck_urls_then_retry_fetches_them(tmp_path, imag
         slow = options(read_timeout=30, total_timeout=60)
         stuck = DownloadOptions(client=slow.client, threads=8, shard_deadline=3.0, source="test")
         started = time.monotonic()
-        _, man = download_item_table(items, WriterConfig(out_dir=str(tmp_path / "out"), shard_size=6), stuck,
-                                     progress=False)
+        _, man = download_item_table(
+            items, WriterConfig(out_dir=str(tmp_path / "out"), shard_size=6), stuck, progress=False
+        )
         assert time.monotonic() - started < 10  # not the 60 s the hung connections would take
         stats = json.load(open(tmp_path / "out" / "64" / "00000_stats.json"))
         # On a very loaded machine a good URL may also miss the deadline; the hung two always do.
@@ -156,8 +171,9 @@ def test_shard_deadline_closes_stuck_urls_then_retry_fetches_them(tmp_path, imag
         result = retry_failed(str(tmp_path / "out"), {"deadline"}, progress=False)
         assert result.attempted == result.recovered == man["failures"]["deadline"]
         assert result.manifest["failures"] == {} and result.manifest["totals"]["samples"] == 6
-        download_item_table(items, WriterConfig(out_dir=str(tmp_path / "clean"), shard_size=6), options(),
-                            progress=False)
+        download_item_table(
+            items, WriterConfig(out_dir=str(tmp_path / "clean"), shard_size=6), options(), progress=False
+        )
     assert shard_members(tmp_path / "out") == shard_members(tmp_path / "clean")
 
 
@@ -172,8 +188,13 @@ def test_retry_cli_by_reason_leaves_the_rest_untouched(tmp_path, image_bytes):
         server.add("/p5.png", Reply(404, b"gone"))
         items = write_items(tmp_path / "items.parquet", rows, shard_size=3)
         out = str(tmp_path / "out")
-        download_item_table(items, WriterConfig(out_dir=out, shard_size=3, val_fraction=0.5), options(),
-                            progress=False, sources=[{"type": "test"}])
+        download_item_table(
+            items,
+            WriterConfig(out_dir=out, shard_size=3, val_fraction=0.5),
+            options(),
+            progress=False,
+            sources=[{"type": "test"}],
+        )
         assert manifest(out)["failures"] == {"http_404": 1, "http_429": 1, "http_503": 1}
         untouched = open(os.path.join(out, "64", "00001.tar"), "rb").read()  # holds the 404 only
 
@@ -191,8 +212,12 @@ def test_retry_cli_by_reason_leaves_the_rest_untouched(tmp_path, image_bytes):
 
         assert main(["retry", out, "--reason", "http_404", "--no-progress"]) == 0
         assert manifest(out)["failures"] == {} and manifest(out)["totals"]["samples"] == 9
-        download_item_table(items, WriterConfig(out_dir=str(tmp_path / "clean"), shard_size=3, val_fraction=0.5),
-                            options(), progress=False)
+        download_item_table(
+            items,
+            WriterConfig(out_dir=str(tmp_path / "clean"), shard_size=3, val_fraction=0.5),
+            options(),
+            progress=False,
+        )
     assert shard_members(out) == shard_members(tmp_path / "clean")
     assert manifest(out)["splits"] == manifest(tmp_path / "clean")["splits"]
 
@@ -203,8 +228,10 @@ def test_retry_refuses_folders_it_cannot_redo(tmp_path, capsys):
 
 
 def test_item_table_row_groups_are_shards(tmp_path):
-    rows = [{"url": f"http://example.com/{i}", "caption": str(i), "license": None, "similarity": None,
-             "page": None} for i in range(10)]
+    rows = [
+        {"url": f"http://example.com/{i}", "caption": str(i), "license": None, "similarity": None, "page": None}
+        for i in range(10)
+    ]
     path = write_items(tmp_path / "t.parquet", rows, shard_size=4)
     import pyarrow.parquet as pq
 
@@ -216,12 +243,21 @@ def test_item_table_row_groups_are_shards(tmp_path):
 
 def test_threads_fetch_concurrently(tmp_path, image_bytes):
     with LocalWebServer() as server:
-        rows = [{"url": server.add("/slow%d.jpg" % i, Reply(200, image_bytes("jpg", seed=i), delay=0.5)),
-                 "caption": f"slow {i}", "license": None, "similarity": None, "page": None} for i in range(16)]
+        rows = [
+            {
+                "url": server.add("/slow%d.jpg" % i, Reply(200, image_bytes("jpg", seed=i), delay=0.5)),
+                "caption": f"slow {i}",
+                "license": None,
+                "similarity": None,
+                "page": None,
+            }
+            for i in range(16)
+        ]
         items = write_items(tmp_path / "items.parquet", rows, shard_size=16)
         started = time.monotonic()
-        _, man = download_item_table(items, WriterConfig(out_dir=str(tmp_path / "out"), shard_size=16),
-                                     options(read_timeout=5), progress=False)
+        _, man = download_item_table(
+            items, WriterConfig(out_dir=str(tmp_path / "out"), shard_size=16), options(read_timeout=5), progress=False
+        )
         elapsed = time.monotonic() - started
     assert man["totals"]["samples"] == 16
     assert elapsed < 5, f"16 half-second downloads on 8 threads took {elapsed:.1f}s (8 s if serial)"
@@ -231,9 +267,25 @@ def test_cli_options_share_per_domain_limits_between_processes():
     from data_pipeline.__main__ import build_parser
     from data_pipeline.download.cli import options_from_args
 
-    args = build_parser().parse_args(["laion", "x.parquet", "--out", "o", "--processes", "2", "--threads", "40",
-                                      "--per-domain-rate", "10", "--per-domain-concurrency", "3",
-                                      "--allow-network", "127.0.0.0/8", "--ignore-robots-tag"])
+    args = build_parser().parse_args(
+        [
+            "laion",
+            "x.parquet",
+            "--out",
+            "o",
+            "--processes",
+            "2",
+            "--threads",
+            "40",
+            "--per-domain-rate",
+            "10",
+            "--per-domain-concurrency",
+            "3",
+            "--allow-network",
+            "127.0.0.0/8",
+            "--ignore-robots-tag",
+        ]
+    )
     opts = options_from_args(args, source="laion")
     assert opts.client.per_domain_rate == 5 and opts.client.per_domain_concurrency == 2
     assert opts.threads == 40 and opts.client.pool_maxsize >= 40 and opts.robots_directives == ()

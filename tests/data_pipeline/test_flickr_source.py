@@ -40,8 +40,10 @@ def test_token_layout_keeps_five_captions_in_order(tmp_path, image_bytes):
     lines = [f"{name}#{n}\t{_captions(name)[n]}" for name in IMAGES for n in (4, 2, 0, 1, 3)]  # numbers shuffled
     (root / "results_20130124.token").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    assert main(["flickr30k", str(root), "--out", str(out), "--val-fraction", "0.5", "--no-progress",
-                 "--processes", "1"]) == 0
+    assert (
+        main(["flickr30k", str(root), "--out", str(out), "--val-fraction", "0.5", "--no-progress", "--processes", "1"])
+        == 0
+    )
     samples = list(_samples(out).values())
     assert len(samples) == 3
     for meta in samples:
@@ -60,7 +62,9 @@ def test_kaggle_csv_layout_with_its_broken_row(tmp_path, image_bytes):
     lines = ["image_name| comment_number| comment"]
     for name in IMAGES:
         for n, caption in enumerate(_captions(name)):
-            lines.append(f"{name}| {n}   {caption}" if (name, n) == ("2199200615.jpg", 4) else f"{name}| {n}| {caption}")
+            lines.append(
+                f"{name}| {n}   {caption}" if (name, n) == ("2199200615.jpg", 4) else f"{name}| {n}| {caption}"
+            )
     (root / "results.csv").write_text("\n".join(lines) + "\n")
     captions, images = find_layout(str(root))
     assert images.endswith(os.path.join("flickr30k_images", "flickr30k_images"))

@@ -38,8 +38,26 @@ def test_imagefolder_metadata_jsonl(tmp_path, image_bytes):
     ]
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     out = tmp_path / "out"
-    assert main(["folder", str(root), "--out", str(out), "--sizes", "24", "--resize-mode", "pad",
-                 "--processes", "2", "--shard-size", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "folder",
+                str(root),
+                "--out",
+                str(out),
+                "--sizes",
+                "24",
+                "--resize-mode",
+                "pad",
+                "--processes",
+                "2",
+                "--shard-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     samples = list(_samples(out, 24).values())
     assert [s["caption"] for s in samples] == ["a red thing", "a tall thing"]
     assert samples[0]["license"] == "CC0" and samples[0]["attribution"] == "Ann"
@@ -60,13 +78,32 @@ def test_csv_with_ids_and_repeated_rows(tmp_path, image_bytes):
         ext = "png" if kind == "png" else "jpg"
         (root / f"img{i}.{ext}").write_bytes(image_bytes(kind, 40, 40, seed=i))
     (root / "labels.csv").write_text(
-        "id, caption\nimg0,first caption\nimg1,\"a caption, with a comma\"\nimg0,second caption\nimg2,cmyk one\n")
+        'id, caption\nimg0,first caption\nimg1,"a caption, with a comma"\nimg0,second caption\nimg2,cmyk one\n'
+    )
     items = read_folder_items(str(root))
     assert [it["file"] for it in items] == ["img0.jpg", "img1.png", "img2.jpg"]
     assert items[0]["captions"] == ["first caption", "second caption"]
     out = tmp_path / "out"
-    assert main(["folder", str(root), "--out", str(out), "--sizes", "16,32", "--image-format", "png",
-                 "--val-fraction", "0.5", "--processes", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "folder",
+                str(root),
+                "--out",
+                str(out),
+                "--sizes",
+                "16,32",
+                "--image-format",
+                "png",
+                "--val-fraction",
+                "0.5",
+                "--processes",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     samples = _samples(out, 32)
     assert len(samples) == 3 and samples["000000001"]["caption"] == "a caption, with a comma"
     assert samples["000000000"]["captions"] == ["first caption", "second caption"]
@@ -82,8 +119,22 @@ def test_csv_with_file_column_and_explicit_caption_file(tmp_path, image_bytes):
     captions = tmp_path / "elsewhere.csv"
     captions.write_text("file,caption,url\nx.jpg,hello there,https://example.org/x.jpg\n")
     out = tmp_path / "out"
-    assert main(["folder", str(root), "--captions", str(captions), "--out", str(out), "--no-progress",
-                 "--source-name", "my-photos"]) == 0
+    assert (
+        main(
+            [
+                "folder",
+                str(root),
+                "--captions",
+                str(captions),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--source-name",
+                "my-photos",
+            ]
+        )
+        == 0
+    )
     (sample,) = _samples(out, 64).values()
     assert sample["source"] == "my-photos" and sample["url"] == "https://example.org/x.jpg"
 

@@ -36,8 +36,9 @@ def _produce(task):
 
 @pytest.fixture
 def dataset(tmp_path, image_bytes):
-    items = [(image_bytes("jpg", 30, 30, seed=i), " ".join(["word"] * (3 + 4 * i)), (100 * (i + 1), 900))
-             for i in range(7)]
+    items = [
+        (image_bytes("jpg", 30, 30, seed=i), " ".join(["word"] * (3 + 4 * i)), (100 * (i + 1), 900)) for i in range(7)
+    ]
     items[3] = "http_404"
     items[5] = "timeout"
     config = WriterConfig(tmp_path / "ds", sizes=(16, 32), shard_size=3, val_fraction=0.5)
@@ -90,8 +91,17 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, pax: dict | None = None) 
 def _sparse_member(tar: tarfile.TarFile, name: str, real_size: int) -> None:
     """A GNU sparse (PAX 1.0) member of `real_size` bytes of which only the last 512 are stored."""
     sparse_map = f"1\n{real_size - 512}\n512\n".encode().ljust(512, b"\0")
-    _add(tar, name, sparse_map + b"x" * 512, {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
-                                             "GNU.sparse.name": name, "GNU.sparse.realsize": str(real_size)})
+    _add(
+        tar,
+        name,
+        sparse_map + b"x" * 512,
+        {
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": name,
+            "GNU.sparse.realsize": str(real_size),
+        },
+    )
 
 
 def _write_tar(path, samples: list[tuple[str, dict[str, bytes]]], sparse_image_of: str | None = None) -> None:
@@ -125,13 +135,18 @@ def test_iter_tar_samples_skips_and_names_members_above_the_cap(tmp_path):
 def test_inspect_cli_skips_a_sparse_6gb_member_and_reports_it(tmp_path, image_bytes):
     out = tmp_path / "ds"
     good = image_bytes("jpg", 30, 30)
-    _write_tar(str(out / "64" / "00000.tar"), [
-        ("000000000", {"txt": b"a red boat", "json": _meta(width=30, height=30)}),
-        ("000000001", {"jpg": good, "txt": b"a red boat", "json": _meta(width=30, height=30)}),
-    ], sparse_image_of="000000000")
+    _write_tar(
+        str(out / "64" / "00000.tar"),
+        [
+            ("000000000", {"txt": b"a red boat", "json": _meta(width=30, height=30)}),
+            ("000000001", {"jpg": good, "txt": b"a red boat", "json": _meta(width=30, height=30)}),
+        ],
+        sparse_image_of="000000000",
+    )
     # 3 GiB of address space: without the cap, reading the member fails fast instead of eating the machine's memory
-    proc = run_limited("RLIMIT_AS", 3 * 2**30, "data_pipeline", "inspect", str(out), "--json", "--samples", "2",
-                       timeout=60)
+    proc = run_limited(
+        "RLIMIT_AS", 3 * 2**30, "data_pipeline", "inspect", str(out), "--json", "--samples", "2", timeout=60
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["oversized_members"] == 1 and report["samples"] == 2
@@ -141,9 +156,17 @@ def test_inspect_cli_skips_a_sparse_6gb_member_and_reports_it(tmp_path, image_by
 def test_inspect_counts_and_skips_bad_metadata(tmp_path, image_bytes, capsys):
     out = tmp_path / "ds"
     jpg = image_bytes("jpg", 30, 30)
-    bad = [b'{"caption": "x", "width": "NaN", "height": 40}', b'{"caption": "x", "width": NaN, "height": 40}',
-           b'{"caption": "x", "width": Infinity, "height": 40}', b'{"caption": "x", "width": true, "height": 4}',
-           b'{"caption": ["x"]}', b'{"caption": "x", "split": {"a": 1}}', b'[1, 2]', b'not json', b'"text"']
+    bad = [
+        b'{"caption": "x", "width": "NaN", "height": 40}',
+        b'{"caption": "x", "width": NaN, "height": 40}',
+        b'{"caption": "x", "width": Infinity, "height": 40}',
+        b'{"caption": "x", "width": true, "height": 4}',
+        b'{"caption": ["x"]}',
+        b'{"caption": "x", "split": {"a": 1}}',
+        b"[1, 2]",
+        b"not json",
+        b'"text"',
+    ]
     samples = [(f"{i:09d}", {"jpg": jpg, "txt": b"x", "json": raw}) for i, raw in enumerate(bad)]
     samples.append((f"{len(bad):09d}", {"jpg": jpg, "txt": b"x", "json": _meta(width=300, height=200)}))
     _write_tar(str(out / "64" / "00000.tar"), samples)

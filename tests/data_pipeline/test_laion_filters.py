@@ -23,30 +23,34 @@ from data_pipeline.laion_filters import (
 
 def laion400m(rows: list[tuple]) -> pa.Table:
     """rows: (url, text, similarity, width, height, nsfw)"""
-    return pa.table({
-        "SAMPLE_ID": pa.array([str(1000 + i) for i in range(len(rows))]),
-        "URL": [r[0] for r in rows],
-        "TEXT": [r[1] for r in rows],
-        "HEIGHT": pa.array([r[4] for r in rows], pa.int32()),
-        "WIDTH": pa.array([r[3] for r in rows], pa.int32()),
-        "LICENSE": ["?"] * len(rows),
-        "NSFW": [r[5] for r in rows],
-        "similarity": pa.array([r[2] for r in rows], pa.float64()),
-    })
+    return pa.table(
+        {
+            "SAMPLE_ID": pa.array([str(1000 + i) for i in range(len(rows))]),
+            "URL": [r[0] for r in rows],
+            "TEXT": [r[1] for r in rows],
+            "HEIGHT": pa.array([r[4] for r in rows], pa.int32()),
+            "WIDTH": pa.array([r[3] for r in rows], pa.int32()),
+            "LICENSE": ["?"] * len(rows),
+            "NSFW": [r[5] for r in rows],
+            "similarity": pa.array([r[2] for r in rows], pa.float64()),
+        }
+    )
 
 
 def laion2b(rows: list[tuple], aesthetic_name: str = "AESTHETIC_SCORE") -> pa.Table:
     """rows: (url, text, width, height, similarity, punsafe, pwatermark, aesthetic)"""
-    return pa.table({
-        "URL": [r[0] for r in rows],
-        "TEXT": [r[1] for r in rows],
-        "WIDTH": pa.array([r[2] for r in rows], pa.float64()),
-        "HEIGHT": pa.array([r[3] for r in rows], pa.float64()),
-        "similarity": [r[4] for r in rows],
-        "punsafe": pa.array([r[5] for r in rows], pa.float32()),
-        "pwatermark": pa.array([r[6] for r in rows], pa.float32()),
-        aesthetic_name: pa.array([r[7] for r in rows], pa.float32()),
-    })
+    return pa.table(
+        {
+            "URL": [r[0] for r in rows],
+            "TEXT": [r[1] for r in rows],
+            "WIDTH": pa.array([r[2] for r in rows], pa.float64()),
+            "HEIGHT": pa.array([r[3] for r in rows], pa.float64()),
+            "similarity": [r[4] for r in rows],
+            "punsafe": pa.array([r[5] for r in rows], pa.float32()),
+            "pwatermark": pa.array([r[6] for r in rows], pa.float32()),
+            aesthetic_name: pa.array([r[7] for r in rows], pa.float32()),
+        }
+    )
 
 
 def run_filter(tmp_path, tables, settings, shard_size=1000, overrides=None, row_group_size=None):
@@ -79,14 +83,28 @@ def test_laion400m_filters_and_bad_rows(tmp_path):
         ("http://a.example/12.jpg", "boat, unsure", 0.5, 640, 480, "UNSURE"),
         ("HTTPS://a.example/13.jpg", "Boat!", 0.5, None, 480, "UNLIKELY"),  # unknown width
     ]
-    settings = FilterSettings(keywords=("painting", "beach", "boat"), min_similarity=0.3,
-                              nsfw_allowed=("unlikely", "UNSURE"), min_width=64, min_height=64,
-                              max_aspect_ratio=3.0, max_caption_chars=200)
+    settings = FilterSettings(
+        keywords=("painting", "beach", "boat"),
+        min_similarity=0.3,
+        nsfw_allowed=("unlikely", "UNSURE"),
+        min_width=64,
+        min_height=64,
+        max_aspect_ratio=3.0,
+        max_caption_chars=200,
+    )
     kept, report = run_filter(tmp_path, [laion400m(rows)], settings)
     assert [r["url"] for r in kept] == ["http://a.example/1.jpg", "http://a.example/12.jpg"]
     assert report.rejected == {
-        "missing_url": 1, "bad_scheme": 2, "empty_caption": 2, "caption_length": 1, "keywords": 1,
-        "low_similarity": 2, "nsfw": 1, "too_small": 2, "aspect_ratio": 1, "duplicate_url": 1,
+        "missing_url": 1,
+        "bad_scheme": 2,
+        "empty_caption": 2,
+        "caption_length": 1,
+        "keywords": 1,
+        "low_similarity": 2,
+        "nsfw": 1,
+        "too_small": 2,
+        "aspect_ratio": 1,
+        "duplicate_url": 1,
     }
     assert report.rows_read == len(rows) and report.rows_kept == 2
     first = kept[0]
@@ -115,8 +133,9 @@ def test_laion2b_aesthetics_filters(tmp_path, aesthetic_name):
 
 
 def test_keywords_any_all_whole_words_case_and_unicode():
-    captions = pa.array(["Café on the BEACH", "a beachball", "boat-house", "sea shore at dusk",
-                         "sea   shore", "über alles", "seashore"])
+    captions = pa.array(
+        ["Café on the BEACH", "a beachball", "boat-house", "sea shore at dusk", "sea   shore", "über alles", "seashore"]
+    )
     import pyarrow.compute as pc
 
     def matches(words):
@@ -130,10 +149,19 @@ def test_keywords_any_all_whole_words_case_and_unicode():
 
 
 def test_keyword_mode_all_exclusions_and_regex(tmp_path):
-    rows = [(f"http://c.example/{i}.jpg", text, 0.3, 100, 100, "UNLIKELY") for i, text in enumerate([
-        "a boat on the beach", "a boat", "a beach", "a boat on the beach, watermark", "boat beach 2021"])]
-    kept, report = run_filter(tmp_path, [laion400m(rows)], FilterSettings(
-        keywords=("boat", "beach"), keyword_mode="all", exclude_keywords=("watermark",), caption_regex=r"^a\s"))
+    rows = [
+        (f"http://c.example/{i}.jpg", text, 0.3, 100, 100, "UNLIKELY")
+        for i, text in enumerate(
+            ["a boat on the beach", "a boat", "a beach", "a boat on the beach, watermark", "boat beach 2021"]
+        )
+    ]
+    kept, report = run_filter(
+        tmp_path,
+        [laion400m(rows)],
+        FilterSettings(
+            keywords=("boat", "beach"), keyword_mode="all", exclude_keywords=("watermark",), caption_regex=r"^a\s"
+        ),
+    )
     assert [r["caption"] for r in kept] == ["a boat on the beach"]
     assert report.rejected == {"keywords": 2, "excluded_keywords": 1, "caption_regex": 1}
     with pytest.raises(ValueError, match="RE2"):
@@ -157,15 +185,24 @@ def test_columns_mapping_and_clear_errors(tmp_path):
     with pytest.raises(InputError, match=r"--max-punsafe needs a punsafe column"):
         run_filter(tmp_path, [laion], FilterSettings(max_punsafe=0.5))
     # lower-case variants are recognised
-    assert resolve_columns(["url", "caption", "Similarity"]) == {"url": "url", "caption": "caption",
-                                                                "similarity": "Similarity"}
+    assert resolve_columns(["url", "caption", "Similarity"]) == {
+        "url": "url",
+        "caption": "caption",
+        "similarity": "Similarity",
+    }
     assert schema_kind(resolve_columns(["URL", "TEXT", "punsafe"])) == "laion-2b/aesthetics"
 
 
 def test_string_typed_numbers_and_nulls(tmp_path):
-    table = pa.table({"URL": ["http://e.example/1.jpg", "http://e.example/2.jpg", "http://e.example/3.jpg"],
-                      "TEXT": ["one", "two", "three"], "similarity": ["0.5", "n/a", None],
-                      "WIDTH": ["640", "640", "640"], "HEIGHT": ["480", "480", "480"]})
+    table = pa.table(
+        {
+            "URL": ["http://e.example/1.jpg", "http://e.example/2.jpg", "http://e.example/3.jpg"],
+            "TEXT": ["one", "two", "three"],
+            "similarity": ["0.5", "n/a", None],
+            "WIDTH": ["640", "640", "640"],
+            "HEIGHT": ["480", "480", "480"],
+        }
+    )
     kept, report = run_filter(tmp_path, [table], FilterSettings(min_similarity=0.3, min_width=100))
     assert [r["caption"] for r in kept] == ["one"] and kept[0]["declared_width"] == 640
     assert report.rejected == {"low_similarity": 2}
@@ -176,12 +213,14 @@ def test_many_files_row_groups_dedupe_across_files_and_shard_row_groups(tmp_path
     tables = []
     for part in range(3):
         ids = rng.integers(0, 400, size=500)  # many repeats within and across files
-        tables.append(pa.table({"URL": [f"http://f.example/{i}.jpg" for i in ids],
-                                "TEXT": [f"caption {i}" for i in ids]}))
+        tables.append(
+            pa.table({"URL": [f"http://f.example/{i}.jpg" for i in ids], "TEXT": [f"caption {i}" for i in ids]})
+        )
     kept, report = run_filter(tmp_path, tables, FilterSettings(), shard_size=64, row_group_size=100)
     urls = [r["url"] for r in kept]
-    all_ids = np.concatenate([np.array([int(u.rsplit("/", 1)[1][:-4]) for u in t.column("URL").to_pylist()])
-                              for t in tables])
+    all_ids = np.concatenate(
+        [np.array([int(u.rsplit("/", 1)[1][:-4]) for u in t.column("URL").to_pylist()]) for t in tables]
+    )
     _, first = np.unique(all_ids, return_index=True)
     assert urls == [f"http://f.example/{all_ids[i]}.jpg" for i in sorted(first)]  # first occurrences, in order
     assert report.rejected == {"duplicate_url": 1500 - len(first)}
@@ -206,8 +245,9 @@ def test_hash_set_first_seen():
 
 
 def test_sampling_fraction_and_max_samples(tmp_path):
-    table = pa.table({"URL": [f"http://g.example/{i}.jpg" for i in range(2000)],
-                      "TEXT": [f"picture {i}" for i in range(2000)]})
+    table = pa.table(
+        {"URL": [f"http://g.example/{i}.jpg" for i in range(2000)], "TEXT": [f"picture {i}" for i in range(2000)]}
+    )
     kept, report = run_filter(tmp_path, [table], FilterSettings(sample_fraction=0.25, seed=3))
     assert 400 < len(kept) < 600 and report.rejected["not_sampled"] == 2000 - len(kept)
     again, _ = run_filter(tmp_path, [table], FilterSettings(sample_fraction=0.25, seed=3))
@@ -228,13 +268,19 @@ def test_sampling_fraction_and_max_samples(tmp_path):
 
 
 def test_inputs_globs_errors_and_reuse_of_kept_rows(tmp_path):
-    table = laion400m([("http://h.example/1.jpg", "a boat", 0.3, 100, 100, "UNLIKELY"),
-                       ("http://h.example/2.jpg", "a beach", 0.3, 100, 100, "UNLIKELY")])
+    table = laion400m(
+        [
+            ("http://h.example/1.jpg", "a boat", 0.3, 100, 100, "UNLIKELY"),
+            ("http://h.example/2.jpg", "a beach", 0.3, 100, 100, "UNLIKELY"),
+        ]
+    )
     for name in ("b.parquet", "a.parquet"):
         pq.write_table(table, tmp_path / name)
     (tmp_path / "notes.txt").write_text("not parquet")
-    assert resolve_inputs([str(tmp_path / "*.parquet")], str(tmp_path)) == [str(tmp_path / "a.parquet"),
-                                                                             str(tmp_path / "b.parquet")]
+    assert resolve_inputs([str(tmp_path / "*.parquet")], str(tmp_path)) == [
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "b.parquet"),
+    ]
     with pytest.raises(InputError, match="no file matches"):
         resolve_inputs([str(tmp_path / "*.csv")], str(tmp_path))
     with pytest.raises(InputError, match="only local paths and http"):
@@ -252,6 +298,5 @@ def test_inputs_globs_errors_and_reuse_of_kept_rows(tmp_path):
     again, report2 = prepare_kept_rows([str(tmp_path / "a.parquet")], out, settings, 10, progress=False)
     assert again == kept and report2 == report and os.stat(kept).st_mtime_ns == mtime  # reused
     with pytest.raises(InputError, match="other inputs, filters or shard size"):
-        prepare_kept_rows([str(tmp_path / "a.parquet")], out, FilterSettings(keywords=("beach",)), 10,
-                          progress=False)
+        prepare_kept_rows([str(tmp_path / "a.parquet")], out, FilterSettings(keywords=("beach",)), 10, progress=False)
     assert not [n for n in os.listdir(out) if ".tmp-" in n]

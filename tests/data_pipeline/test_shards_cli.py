@@ -22,8 +22,9 @@ def test_every_subcommand_has_help(capsys):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "data_pipeline", "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "data_pipeline", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     for name in ("folder", "flickr30k", "inspect"):
         assert name in result.stdout

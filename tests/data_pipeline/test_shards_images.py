@@ -34,8 +34,13 @@ def test_alpha_is_composited_on_white_and_animation_gives_first_frame(image_byte
 
 @pytest.mark.parametrize(
     "kind,reason",
-    [("truncated", images.TRUNCATED_IMAGE), ("corrupt", images.CORRUPT_IMAGE), ("html", images.NOT_AN_IMAGE),
-     ("empty", images.EMPTY_IMAGE), ("bomb", images.DECOMPRESSION_BOMB)],
+    [
+        ("truncated", images.TRUNCATED_IMAGE),
+        ("corrupt", images.CORRUPT_IMAGE),
+        ("html", images.NOT_AN_IMAGE),
+        ("empty", images.EMPTY_IMAGE),
+        ("bomb", images.DECOMPRESSION_BOMB),
+    ],
 )
 def test_bad_bytes_raise_with_reason(kind, reason, image_bytes):
     with pytest.raises(images.ImageError) as info:

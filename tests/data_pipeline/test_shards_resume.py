@@ -14,8 +14,10 @@ from data_pipeline.__main__ import main
 
 
 def _tars(out_dir):
-    return {os.path.relpath(p, out_dir): open(p, "rb").read()
-            for p in sorted(glob.glob(os.path.join(out_dir, "*", "*.tar")))}
+    return {
+        os.path.relpath(p, out_dir): open(p, "rb").read()
+        for p in sorted(glob.glob(os.path.join(out_dir, "*", "*.tar")))
+    }
 
 
 def _manifest(out_dir):
@@ -41,8 +43,11 @@ def test_killed_build_resumes_to_identical_shards(tmp_path, image_bytes):
     blocked.unlink()
     os.mkfifo(blocked)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "data_pipeline", "folder", str(root), "--out", str(out), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_pipeline", "folder", str(root), "--out", str(out), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 60
         while not glob.glob(str(out / "32" / "00002.tar.tmp-*")):
@@ -54,8 +59,9 @@ def test_killed_build_resumes_to_identical_shards(tmp_path, image_bytes):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-    assert sorted(os.listdir(out / "16")) == ["00000.tar", "00000_stats.json", "00001.tar", "00001_stats.json"] + \
-        [n for n in os.listdir(out / "16") if ".tmp-" in n]
+    assert sorted(os.listdir(out / "16")) == ["00000.tar", "00000_stats.json", "00001.tar", "00001_stats.json"] + [
+        n for n in os.listdir(out / "16") if ".tmp-" in n
+    ]
     assert not (out / "manifest.json").exists()
 
     blocked.unlink()

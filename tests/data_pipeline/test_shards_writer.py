@@ -25,8 +25,20 @@ from data_pipeline.shards import (
     write_shard,
 )
 
-SCHEMA = {"key", "caption", "captions", "source", "url", "width", "height", "similarity", "license",
-          "attribution", "split", "attributes"}
+SCHEMA = {
+    "key",
+    "caption",
+    "captions",
+    "source",
+    "url",
+    "width",
+    "height",
+    "similarity",
+    "license",
+    "attribution",
+    "split",
+    "attributes",
+}
 
 
 def produce_items(task: ShardTask, reverse: bool = False):
@@ -47,13 +59,22 @@ def produce_reversed(task: ShardTask):
 
 
 def good_items(image_bytes, n: int, start_seed: int = 0) -> list[dict]:
-    return [{"image": image_bytes("jpg", 40 + i, 30 + 2 * i, seed=start_seed + i), "caption": f"picture {i}",
-             "url": f"http://example.invalid/{i}.jpg", "similarity": 0.3} for i in range(n)]
+    return [
+        {
+            "image": image_bytes("jpg", 40 + i, 30 + 2 * i, seed=start_seed + i),
+            "caption": f"picture {i}",
+            "url": f"http://example.invalid/{i}.jpg",
+            "similarity": 0.3,
+        }
+        for i in range(n)
+    ]
 
 
 def tar_bytes(out_dir) -> dict[str, bytes]:
-    return {os.path.relpath(p, out_dir): open(p, "rb").read()
-            for p in sorted(glob.glob(os.path.join(out_dir, "*", "*.tar")))}
+    return {
+        os.path.relpath(p, out_dir): open(p, "rb").read()
+        for p in sorted(glob.glob(os.path.join(out_dir, "*", "*.tar")))
+    }
 
 
 def read_samples(out_dir, size) -> dict[str, dict]:
@@ -72,13 +93,25 @@ def test_layout_keys_schema_and_manifest(tmp_path, image_bytes):
     items[7]["license"], items[7]["attribution"] = "CC BY-SA 4.0", "Jane Doe"
     items[8]["attributes"] = {"shape": "circle"}
     config = WriterConfig(tmp_path / "ds", sizes=(32, 16), shard_size=4)
-    summary, manifest = build_dataset(plan_shards(items, 4), produce_items, config, progress=False,
-                                      sources=[{"type": "test"}], filters={"min_similarity": 0.2})
+    summary, manifest = build_dataset(
+        plan_shards(items, 4),
+        produce_items,
+        config,
+        progress=False,
+        sources=[{"type": "test"}],
+        filters={"min_similarity": 0.2},
+    )
     assert summary.ok and summary.shards_written == 3
     out = config.out_dir
     for size in (16, 32):
         assert sorted(os.listdir(os.path.join(out, str(size)))) == [
-            "00000.tar", "00000_stats.json", "00001.tar", "00001_stats.json", "00002.tar", "00002_stats.json"]
+            "00000.tar",
+            "00000_stats.json",
+            "00001.tar",
+            "00001_stats.json",
+            "00002.tar",
+            "00002_stats.json",
+        ]
     small, large = read_samples(out, 16), read_samples(out, 32)
     expected_keys = [make_key(i // 4, i % 4, 4) for i in range(9) if i not in (2, 6)]
     assert list(small) == list(large) == expected_keys
@@ -103,30 +136,50 @@ def test_layout_keys_schema_and_manifest(tmp_path, image_bytes):
     assert manifest["sizes"] == [16, 32] and manifest["filters"] == {"min_similarity": 0.2}
     assert manifest == json.load(open(os.path.join(out, "manifest.json")))
     stats = json.load(open(os.path.join(out, "16", "00000_stats.json")))
-    assert stats["failed_items"] == [{"key": "000000002", "index": 2, "reason": "http_404", "detail": "detail",
-                                      "url": "http://example.invalid/x"}]
+    assert stats["failed_items"] == [
+        {"key": "000000002", "index": 2, "reason": "http_404", "detail": "detail", "url": "http://example.invalid/x"}
+    ]
     assert not glob.glob(os.path.join(out, "*", "*.tmp-*"))
 
 
 def test_bad_inputs_are_counted_by_reason(tmp_path, image_bytes):
     kinds = ["truncated", "corrupt", "html", "empty", "bomb"]
     items = [{"image": image_bytes(k), "caption": "x"} for k in kinds]
-    items += [{"image": image_bytes("png"), "caption": "   \n"},
-              {"image": image_bytes("png"), "caption": None, "captions": ["", "  fallback caption  "]},
-              {"image": np.zeros((8, 8, 3), np.float32), "caption": "float array"},
-              {"image": np.zeros((16, 16), np.uint8), "caption": "grey array"},
-              {"image": image_bytes("png", 8, 8), "caption": "tiny"}]
-    items += [{"image": image_bytes(k), "caption": k} for k in
-              ("cmyk", "gray16", "palette_alpha", "la", "animated_gif", "webp")]
+    items += [
+        {"image": image_bytes("png"), "caption": "   \n"},
+        {"image": image_bytes("png"), "caption": None, "captions": ["", "  fallback caption  "]},
+        {"image": np.zeros((8, 8, 3), np.float32), "caption": "float array"},
+        {"image": np.zeros((16, 16), np.uint8), "caption": "grey array"},
+        {"image": image_bytes("png", 8, 8), "caption": "tiny"},
+    ]
+    items += [
+        {"image": image_bytes(k), "caption": k}
+        for k in ("cmyk", "gray16", "palette_alpha", "la", "animated_gif", "webp")
+    ]
     config = WriterConfig(tmp_path / "ds", sizes=(16,), min_image_side=10)
     summary, manifest = build_dataset(plan_shards(items, 100), produce_items, config, progress=False)
     assert summary.ok
     assert manifest["failures"] == {
-        "corrupt_image": 1, "decompression_bomb": 1, "empty_caption": 1, "empty_image": 1,
-        "bad_image_array": 1, "image_too_small": 1, "not_an_image": 1, "truncated_image": 1}
+        "corrupt_image": 1,
+        "decompression_bomb": 1,
+        "empty_caption": 1,
+        "empty_image": 1,
+        "bad_image_array": 1,
+        "image_too_small": 1,
+        "not_an_image": 1,
+        "truncated_image": 1,
+    }
     captions = [json.loads(f["json"])["caption"] for f in read_samples(config.out_dir, 16).values()]
-    assert captions == ["fallback caption", "grey array", "cmyk", "gray16", "palette_alpha", "la",
-                        "animated_gif", "webp"]
+    assert captions == [
+        "fallback caption",
+        "grey array",
+        "cmyk",
+        "gray16",
+        "palette_alpha",
+        "la",
+        "animated_gif",
+        "webp",
+    ]
 
 
 def test_shards_load_in_webdataset(tmp_path, image_bytes):
@@ -148,8 +201,9 @@ def test_shards_load_in_hf_datasets(tmp_path, image_bytes):
     config = WriterConfig(tmp_path / "ds", sizes=(24,), shard_size=3, image_format="png")
     build_dataset(plan_shards(good_items(image_bytes, 5), 3), produce_items, config, progress=False)
     files = sorted(glob.glob(os.path.join(config.out_dir, "24", "*.tar")))
-    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train",
-                               cache_dir=str(tmp_path / "hf_cache"))
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf_cache")
+    )
     assert len(ds) == 5
     row = ds[3]
     assert row["png"].size == (24, 24)
@@ -280,8 +334,9 @@ def test_retry_merges_into_a_complete_shard(tmp_path, image_bytes):
     assert keys == [make_key(0, i, 6) for i in (0, 1, 2, 3, 5)]
 
     full = WriterConfig(tmp_path / "full", sizes=(16,), shard_size=6)
-    build_dataset(plan_shards([None if i == 4 else it for i, it in enumerate(items)], 6), produce_items, full,
-                  progress=False)
+    build_dataset(
+        plan_shards([None if i == 4 else it for i, it in enumerate(items)], 6), produce_items, full, progress=False
+    )
     assert read_samples(full.out_dir, 16) == read_samples(config.out_dir, 16)
     with pytest.raises(RuntimeError, match="not complete"):
         write_shard(ShardTask(1, items), retry, config, merge_existing=True)

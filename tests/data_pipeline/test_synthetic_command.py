@@ -17,8 +17,23 @@ from data_pipeline.synthetic import make_world, score, world_from_manifest
 
 
 def _build(out, *extra):
-    args = ["synthetic", "--out", str(out), "--count", "50", "--sizes", "32,64", "--shard-size", "20",
-            "--seed", "9", "--processes", "1", "--no-progress", *extra]
+    args = [
+        "synthetic",
+        "--out",
+        str(out),
+        "--count",
+        "50",
+        "--sizes",
+        "32,64",
+        "--shard-size",
+        "20",
+        "--seed",
+        "9",
+        "--processes",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
     return main(args)
 
 
@@ -76,8 +91,25 @@ def test_same_seed_same_bytes_and_a_rerun_resumes(tmp_path, capsys):
     assert (a / "64" / "00001.tar").read_bytes() == before
     # Another seed gives other scenes.
     c = tmp_path / "c"
-    assert main(["synthetic", "--out", str(c), "--count", "20", "--sizes", "32", "--seed", "10",
-                 "--processes", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "--out",
+                str(c),
+                "--count",
+                "20",
+                "--sizes",
+                "32",
+                "--seed",
+                "10",
+                "--processes",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     firsts = [json.loads(f["json"])["attributes"] for f in list(_samples(a, 32).values())[:20]]
     others = [json.loads(f["json"])["attributes"] for f in _samples(c, 32).values()]
     assert sum(x != y for x, y in zip(firsts, others)) >= 15
@@ -100,7 +132,8 @@ def test_bad_options_fail_with_a_message_and_write_nothing(tmp_path, extra, mess
 
 
 def test_help_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "data_pipeline", "synthetic", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "data_pipeline", "synthetic", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0
     assert "--style {plain,comic}" in done.stdout and "circle, square, triangle, star" in done.stdout

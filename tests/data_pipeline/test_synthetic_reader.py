@@ -25,8 +25,7 @@ ATTRS = ("shape", "color", "background", "position", "size", "style")
 
 def _dataset(world, size, n, seed):
     """n scenes alternating plain and comic."""
-    return [make_scene(i, seed=seed, world=world, size=size, style="comic" if i % 2 else "plain")
-            for i in range(n)]
+    return [make_scene(i, seed=seed, world=world, size=size, style="comic" if i % 2 else "plain") for i in range(n)]
 
 
 def _degrade(image, rng, noise=8.0, drift=15.0, blur=0.5):
@@ -98,7 +97,7 @@ def test_empty_image_and_stray_blobs():
     # A large red circle plus a small red speck elsewhere: the largest blob is the shape.
     image, _, attrs = make_scene(0, seed=16, size=64, world=make_world(colors="red", sizes="large"))
     corner = (4, 60) if attrs["x"] < 0.5 else (4, 4)
-    image[corner[1] - 2:corner[1] + 1, corner[0]:corner[0] + 3] = PALETTE["red"]
+    image[corner[1] - 2 : corner[1] + 1, corner[0] : corner[0] + 3] = PALETTE["red"]
     r = read_scene(image, make_world(colors="red", sizes="large"))
     assert (r["shape"], r["position"]) == (attrs["shape"], attrs["position"])
 

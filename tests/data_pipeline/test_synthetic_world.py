@@ -35,8 +35,9 @@ def test_same_seed_and_index_give_the_same_sample_whatever_the_order():
 
 
 def test_scenes_respect_the_world_and_never_blend_shape_into_background():
-    world = make_world(shapes=2, colors="red,blue,gray", backgrounds="white,blue", positions="center,top_left",
-                       sizes="large")
+    world = make_world(
+        shapes=2, colors="red,blue,gray", backgrounds="white,blue", positions="center,top_left", sizes="large"
+    )
     assert world.shapes == ("circle", "square") and world.sizes == ("large",)
     seen = set()
     for i in range(300):
@@ -72,8 +73,17 @@ def test_world_round_trips_through_a_dict():
 
 
 def test_render_draws_the_named_colours_and_looks_alike_at_every_size():
-    attrs = {"shape": "square", "color": "red", "background": "blue", "style": "plain",
-             "x": 0.5, "y": 0.5, "diameter": 0.46, "size": "large", "position": "center"}
+    attrs = {
+        "shape": "square",
+        "color": "red",
+        "background": "blue",
+        "style": "plain",
+        "x": 0.5,
+        "y": 0.5,
+        "diameter": 0.46,
+        "size": "large",
+        "position": "center",
+    }
     img = render(attrs, 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     assert tuple(img[32, 32]) == PALETTE["red"] and tuple(img[2, 2]) == PALETTE["blue"]
@@ -104,8 +114,17 @@ def test_captions_name_every_attribute_in_varied_phrasings():
             assert _position_phrase(cap, a["position"]), cap
             assert "comic" not in cap
             skeleton = cap
-            for word in (a["shape"], a["color"], a["background"], "small", "little", "medium-sized", "medium",
-                         "large", "big"):
+            for word in (
+                a["shape"],
+                a["color"],
+                a["background"],
+                "small",
+                "little",
+                "medium-sized",
+                "medium",
+                "large",
+                "big",
+            ):
                 skeleton = re.sub(rf"\b{re.escape(word)}\b", "_", skeleton)
             skeletons.add(skeleton)
         captions.extend(caps)

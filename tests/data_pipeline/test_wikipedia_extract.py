@@ -71,8 +71,10 @@ def test_uncaptioned_infobox_image_falls_back_to_alt_then_title():
     <img src="{UP}/thumb/a/a1/A.jpg/200px-A.jpg" width="200" height="150" data-file-width="800" data-file-height="600"/></a></span></td></tr>
     <tr><td><span typeof="mw:File"><a href="/wiki/File:B.jpg"><img alt="The B building" src="{UP}/thumb/b/b1/B.jpg/200px-B.jpg" width="200" height="150"/></a></span></td></tr></table>"""
     found = extract_images(html, "Lighthouse of Alexandria")
-    assert [(i.file_title, i.caption) for i in found] == [("File:A.jpg", "Lighthouse of Alexandria"),
-                                                          ("File:B.jpg", "The B building")]
+    assert [(i.file_title, i.caption) for i in found] == [
+        ("File:A.jpg", "Lighthouse of Alexandria"),
+        ("File:B.jpg", "The B building"),
+    ]
 
 
 def test_caption_cleaning():
@@ -87,18 +89,41 @@ def test_caption_cleaning():
     assert clean_caption_html(None) == ""
 
 
-@pytest.mark.parametrize("src, width, file_width, expected", [
-    (f"{UP}/thumb/1/1a/Boat.jpg/220px-Boat.jpg", 512, 4000,
-     "https://upload.wikimedia.org/wikipedia/commons/thumb/1/1a/Boat.jpg/512px-Boat.jpg"),
-    (f"{UP}/thumb/1/1a/Boat.jpg/220px-Boat.jpg", 512, 300,
-     "https://upload.wikimedia.org/wikipedia/commons/1/1a/Boat.jpg"),  # original is narrower: take it
-    (f"{UP}/thumb/9/9f/Map.svg/220px-Map.svg.png", 512, 300,
-     "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9f/Map.svg/512px-Map.svg.png"),  # vector: a PNG
-    (f"{UP}/thumb/5/5d/Scan.tif/lossy-page1-220px-Scan.tif.jpg", 400, 9000,
-     "https://upload.wikimedia.org/wikipedia/commons/thumb/5/5d/Scan.tif/400px-Scan.tif.jpg"),
-    (f"{UP}/5/5c/Kayak.png", 512, 300, "https://upload.wikimedia.org/wikipedia/commons/5/5c/Kayak.png"),
-    ("/images/thumb/c/cd/Gull.jpg/120px-Gull.jpg", 512, None,
-     "https://wiki.example.org/images/thumb/c/cd/Gull.jpg/512px-Gull.jpg"),
-])
+@pytest.mark.parametrize(
+    "src, width, file_width, expected",
+    [
+        (
+            f"{UP}/thumb/1/1a/Boat.jpg/220px-Boat.jpg",
+            512,
+            4000,
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/1/1a/Boat.jpg/512px-Boat.jpg",
+        ),
+        (
+            f"{UP}/thumb/1/1a/Boat.jpg/220px-Boat.jpg",
+            512,
+            300,
+            "https://upload.wikimedia.org/wikipedia/commons/1/1a/Boat.jpg",
+        ),  # original is narrower: take it
+        (
+            f"{UP}/thumb/9/9f/Map.svg/220px-Map.svg.png",
+            512,
+            300,
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9f/Map.svg/512px-Map.svg.png",
+        ),  # vector: a PNG
+        (
+            f"{UP}/thumb/5/5d/Scan.tif/lossy-page1-220px-Scan.tif.jpg",
+            400,
+            9000,
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/5/5d/Scan.tif/400px-Scan.tif.jpg",
+        ),
+        (f"{UP}/5/5c/Kayak.png", 512, 300, "https://upload.wikimedia.org/wikipedia/commons/5/5c/Kayak.png"),
+        (
+            "/images/thumb/c/cd/Gull.jpg/120px-Gull.jpg",
+            512,
+            None,
+            "https://wiki.example.org/images/thumb/c/cd/Gull.jpg/512px-Gull.jpg",
+        ),
+    ],
+)
 def test_thumbnail_urls(src, width, file_width, expected):
     assert thumbnail_url(src, "https://wiki.example.org/w/api.php", width, file_width) == expected

@@ -35,9 +35,11 @@ def make_wiki(server, image_bytes):
     host = f"127.0.0.1:{server.port}"
     pages = {"Boats": page_current(host), "Old harbour": page_legacy(host)}
     base = server.url("/images")
-    thumbs = {"File:Trawler.jpg": f"{base}/thumb/1/1a/Trawler.jpg/256px-Trawler.jpg",
-              "File:Dory.jpg": f"{base}/thumb/2/2b/Dory.jpg/256px-Dory.jpg",
-              "File:Harbour.jpg": f"{base}/thumb/3/3c/Harbour.jpg/256px-Harbour.jpg"}
+    thumbs = {
+        "File:Trawler.jpg": f"{base}/thumb/1/1a/Trawler.jpg/256px-Trawler.jpg",
+        "File:Dory.jpg": f"{base}/thumb/2/2b/Dory.jpg/256px-Dory.jpg",
+        "File:Harbour.jpg": f"{base}/thumb/3/3c/Harbour.jpg/256px-Harbour.jpg",
+    }
     for i, url in enumerate(thumbs.values()):
         server.add_image(url.split(str(server.port))[1], image_bytes("jpg", 256, 170, seed=i))
     # Gull.jpg has no image info: its page thumbnail path is re-targeted to 256 px.
@@ -63,15 +65,29 @@ def make_wiki(server, image_bytes):
                 if title not in thumbs:
                     infos.append({"ns": 6, "title": title, "missing": True})
                     continue
-                infos.append({"ns": 6, "title": title, "imageinfo": [{
-                    "thumburl": thumbs[title], "thumbwidth": 256, "width": 900, "height": 600,
-                    "url": thumbs[title].replace("/thumb", "").rsplit("/", 1)[0],
-                    "descriptionurl": f"https://commons.example.org/wiki/{title.replace(' ', '_')}",
-                    "extmetadata": {
-                        "LicenseShortName": {"value": "CC BY-SA 4.0"},
-                        "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0"},
-                        "Artist": {"value": "<a href=\"//commons.example.org/wiki/User:Jane\">Jane &amp; Doe</a>"},
-                    }}]})
+                infos.append(
+                    {
+                        "ns": 6,
+                        "title": title,
+                        "imageinfo": [
+                            {
+                                "thumburl": thumbs[title],
+                                "thumbwidth": 256,
+                                "width": 900,
+                                "height": 600,
+                                "url": thumbs[title].replace("/thumb", "").rsplit("/", 1)[0],
+                                "descriptionurl": f"https://commons.example.org/wiki/{title.replace(' ', '_')}",
+                                "extmetadata": {
+                                    "LicenseShortName": {"value": "CC BY-SA 4.0"},
+                                    "LicenseUrl": {"value": "https://creativecommons.org/licenses/by-sa/4.0"},
+                                    "Artist": {
+                                        "value": '<a href="//commons.example.org/wiki/User:Jane">Jane &amp; Doe</a>'
+                                    },
+                                },
+                            }
+                        ],
+                    }
+                )
             body = {"batchcomplete": True, "query": {"pages": infos}}
         else:
             return Reply(400, b"unknown action")
@@ -86,10 +102,31 @@ def test_wikipedia_articles_into_shards(tmp_path, image_bytes, capsys):
         titles = tmp_path / "titles.txt"
         titles.write_text("# harbour articles\nOld harbour\nNo such page\n")
         out = tmp_path / "out"
-        args = ["wikipedia", "Boats", "--titles-file", str(titles), "--endpoint", endpoint, "--out", str(out),
-                "--thumb-width", "256", "--contact", "ops@example.org", "--allow-network", "127.0.0.0/8",
-                "--api-rate", "50", "--per-domain-rate", "100", "--processes", "1", "--no-progress",
-                "--shard-size", "3"]
+        args = [
+            "wikipedia",
+            "Boats",
+            "--titles-file",
+            str(titles),
+            "--endpoint",
+            endpoint,
+            "--out",
+            str(out),
+            "--thumb-width",
+            "256",
+            "--contact",
+            "ops@example.org",
+            "--allow-network",
+            "127.0.0.0/8",
+            "--api-rate",
+            "50",
+            "--per-domain-rate",
+            "100",
+            "--processes",
+            "1",
+            "--no-progress",
+            "--shard-size",
+            "3",
+        ]
         assert main(args) == 0
         captured = capsys.readouterr()
         assert "No such page" in captured.err and "missingtitle" in captured.err
@@ -123,8 +160,17 @@ def test_wikipedia_articles_into_shards(tmp_path, image_bytes, capsys):
 def test_unreachable_or_foreign_endpoint_is_a_clear_error(tmp_path, capsys):
     with LocalWebServer() as server:
         server.add("/not-a-wiki", Reply(200, b"<html>hello</html>", {"Content-Type": "text/html"}))
-        args = ["wikipedia", "Boats", "--out", str(tmp_path / "o"), "--allow-network", "127.0.0.0/8",
-                "--no-progress", "--endpoint", server.url("/not-a-wiki")]
+        args = [
+            "wikipedia",
+            "Boats",
+            "--out",
+            str(tmp_path / "o"),
+            "--allow-network",
+            "127.0.0.0/8",
+            "--no-progress",
+            "--endpoint",
+            server.url("/not-a-wiki"),
+        ]
         assert main(args) == 2
         assert "did not answer JSON" in capsys.readouterr().err
     assert main(["wikipedia", "--out", str(tmp_path / "o2")]) == 2

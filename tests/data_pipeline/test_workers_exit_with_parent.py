@@ -40,15 +40,35 @@ def is_running(pid: int) -> bool:
 
 def test_killed_laion_run_leaves_no_worker_behind(tmp_path, image_bytes):
     with LocalWebServer() as server:
-        urls = [server.add(f"/slow/{i}.jpg", Reply(200, image_bytes("jpg", 40, 36, seed=i),
-                                                   {"Content-Type": "image/jpeg"}, delay=1.0))
-                for i in range(40)]
+        urls = [
+            server.add(
+                f"/slow/{i}.jpg",
+                Reply(200, image_bytes("jpg", 40, 36, seed=i), {"Content-Type": "image/jpeg"}, delay=1.0),
+            )
+            for i in range(40)
+        ]
         pq.write_table(pa.table({"URL": urls, "TEXT": [f"picture {i}" for i in range(40)]}), tmp_path / "m.parquet")
         out = tmp_path / "out"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "data_pipeline", "laion", str(tmp_path / "m.parquet"), "--out", str(out),
-             "--shard-size", "2", "--processes", "2", "--threads", "1", *LOCAL],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "data_pipeline",
+                "laion",
+                str(tmp_path / "m.parquet"),
+                "--out",
+                str(out),
+                "--shard-size",
+                "2",
+                "--processes",
+                "2",
+                "--threads",
+                "1",
+                *LOCAL,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         workers: set[int] = set()
         try:
             give_up = time.time() + 60
@@ -100,8 +120,13 @@ def test_watchdog_alone_ends_an_orphaned_worker(tmp_path):
     script.write_text(WATCHDOG_ONLY)
     pid_file = tmp_path / "worker.pid"
     # no pipes: an orphaned worker holding them open would keep run() waiting
-    proc = subprocess.run([sys.executable, str(script), str(pid_file)], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(pid_file)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert proc.returncode == -signal.SIGKILL
     worker = int(pid_file.read_text())
     try:

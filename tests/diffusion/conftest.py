@@ -1,4 +1,5 @@
 """Fixtures for the diffusion tests: the reference tiny GLIDE model and Gaussian-data oracles."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Clear errors for bad schedules, respacing specs, sampler arguments and model outputs; the
 hybrid loss keeps the predicted mean out of the VLB's gradient."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,13 @@ def test_unknown_noise_schedule_names_the_known_ones():
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("abc", "bad timestep respacing"), ("2000", "cannot hold"), ("10,0", "at least 1"), ("ddim999", "no integer stride"),
-     ("ddimx", "bad timestep respacing")],
+    [
+        ("abc", "bad timestep respacing"),
+        ("2000", "cannot hold"),
+        ("10,0", "at least 1"),
+        ("ddim999", "no integer stride"),
+        ("ddimx", "bad timestep respacing"),
+    ],
 )
 def test_bad_respacing_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -130,8 +136,9 @@ def test_v_weighting_is_the_v_prediction_loss_below_the_cap():
     v_true = ab.sqrt()[:, None, None, None] * noise - (1 - ab).sqrt()[:, None, None, None] * x0
     v_hat = ab.sqrt()[:, None, None, None] * eps_guess - (1 - ab).sqrt()[:, None, None, None] * x0_hat
     torch.testing.assert_close(v["loss"], ((v_true - v_hat) ** 2).mean(dim=(1, 2, 3)), rtol=1e-3, atol=1e-6)
-    capped = diffusion.training_losses(model, x0, t, noise=noise, loss_type="mse", mse_weighting="v",
-                                       mse_weight_cap=10.0)
+    capped = diffusion.training_losses(
+        model, x0, t, noise=noise, loss_type="mse", mse_weighting="v", mse_weight_cap=10.0
+    )
     weights = capped["loss"] / plain["mse"]
     assert weights[0] == pytest.approx(1.0, abs=1e-3) and weights[-1] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="mse_weighting"):
@@ -145,9 +152,18 @@ def test_dpmpp_2m_sde_is_stochastic_and_takes_a_step_count():
         return torch.cat([x * 0.5, torch.zeros_like(x)], dim=1)
 
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    runs = [sample(diffusion, model, (2, 3, 4, 4), sampler=name, steps=5, noise=noise,
-                   generator=torch.Generator().manual_seed(seed))
-            for name, seed in (("dpmpp_2m", 1), ("dpmpp_2m", 2), ("dpmpp_2m_sde", 1), ("dpmpp_2m_sde", 2))]
+    runs = [
+        sample(
+            diffusion,
+            model,
+            (2, 3, 4, 4),
+            sampler=name,
+            steps=5,
+            noise=noise,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for name, seed in (("dpmpp_2m", 1), ("dpmpp_2m", 2), ("dpmpp_2m_sde", 1), ("dpmpp_2m_sde", 2))
+    ]
     torch.testing.assert_close(runs[0], runs[1])  # the ODE ignores the generator once the noise is given
     assert not torch.allclose(runs[2], runs[3])  # the SDE draws fresh noise at every step
     assert all(torch.isfinite(r).all() and r.abs().max() <= 1.0 for r in runs)

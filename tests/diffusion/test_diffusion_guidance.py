@@ -1,4 +1,5 @@
 """Classifier-free guidance with the reference tiny GLIDE model."""
+
 from __future__ import annotations
 
 import pytest
@@ -66,8 +67,15 @@ def test_guided_sampling_is_reproducible(tiny_base_model, captions):
     kwargs = cond_uncond_kwargs(cond, uncond)
 
     def run():
-        return sample(build_diffusion(), model_fn, (2, 3, 32, 32), sampler="dpmpp_2m", steps=2, model_kwargs=kwargs,
-                      generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+        return sample(
+            build_diffusion(),
+            model_fn,
+            (2, 3, 32, 32),
+            sampler="dpmpp_2m",
+            steps=2,
+            model_kwargs=kwargs,
+            generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+        )
 
     first = run()
     assert first.shape == (2, 3, 32, 32) and torch.isfinite(first).all()
@@ -76,8 +84,10 @@ def test_guided_sampling_is_reproducible(tiny_base_model, captions):
 
 def test_shared_kwargs_are_repeated_for_the_unconditional_half():
     low_res = torch.randn(2, 3, 8, 8)
-    stacked = cond_uncond_kwargs({"tokens": torch.ones(2, 4, dtype=torch.long), "low_res": low_res},
-                                 {"tokens": torch.zeros(2, 4, dtype=torch.long)})
+    stacked = cond_uncond_kwargs(
+        {"tokens": torch.ones(2, 4, dtype=torch.long), "low_res": low_res},
+        {"tokens": torch.zeros(2, 4, dtype=torch.long)},
+    )
     assert torch.equal(stacked["low_res"], torch.cat([low_res, low_res]))
     assert stacked["tokens"][:2].eq(1).all() and stacked["tokens"][2:].eq(0).all()
     seen = {}

@@ -1,4 +1,5 @@
 """Parity with OpenAI's GLIDE / improved-diffusion, from the shared reference fixtures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,7 +57,9 @@ def model_kwargs(diffusion_case):
 def test_p_mean_variance_matches_reference(tiny_base_model, diffusion_case, model_kwargs):
     d = diffusion_case
     with torch.no_grad():
-        out = build_diffusion().p_mean_variance(tiny_base_model, d["x_t"], d["t"], clip_denoised=True, model_kwargs=model_kwargs)
+        out = build_diffusion().p_mean_variance(
+            tiny_base_model, d["x_t"], d["t"], clip_denoised=True, model_kwargs=model_kwargs
+        )
     assert_close_rel(out["mean"], d["pmv_mean"])
     assert_close_rel(out["variance"], d["pmv_var"])
     assert_close_rel(out["log_variance"], d["pmv_log_var"])
@@ -67,7 +70,9 @@ def test_one_ancestral_and_ddim_step_match_reference(tiny_base_model, diffusion_
     d = diffusion_case
     diffusion = build_diffusion()
     with torch.no_grad():
-        ancestral = diffusion.p_sample(tiny_base_model, d["x_t"], d["t"], noise=d["p_sample_noise"], model_kwargs=model_kwargs)
+        ancestral = diffusion.p_sample(
+            tiny_base_model, d["x_t"], d["t"], noise=d["p_sample_noise"], model_kwargs=model_kwargs
+        )
         ddim = diffusion.ddim_sample(tiny_base_model, d["x_t"], d["t"], eta=0.0, model_kwargs=model_kwargs)
     assert_close_rel(ancestral["sample"], d["p_sample"])
     assert_close_rel(ddim["sample"], d["ddim_sample"])
@@ -93,7 +98,9 @@ def test_respaced_27_p_mean_variance_matches_reference(tiny_base_model, diffusio
 def test_hybrid_loss_matches_reference_per_sample(tiny_base_model, diffusion_case, model_kwargs):
     d = diffusion_case
     with torch.no_grad():
-        losses = build_diffusion().training_losses(tiny_base_model, d["x0"], d["t"], model_kwargs=model_kwargs, noise=d["noise"])
+        losses = build_diffusion().training_losses(
+            tiny_base_model, d["x0"], d["t"], model_kwargs=model_kwargs, noise=d["noise"]
+        )
     for name, key in [("loss", "loss"), ("mse", "loss_mse"), ("vb", "loss_vb")]:
         assert losses[name].shape == (4,)
         torch.testing.assert_close(losses[name], d[key], rtol=RTOL, atol=0)

@@ -1,6 +1,7 @@
 """Samplers against closed forms: for Gaussian data the exact eps is affine in x_t, so every
 sampler's output is affine in its noise and its mean and variance follow from a scalar recurrence
 written here from the samplers' defining formulas (clipping off, float64)."""
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,13 @@ def _assert_matches_moments(samples, mean, var):
 def test_ancestral_output_has_its_closed_form_moments(gaussian_oracle, respacing, temperature):
     n = 400
     out = sample_ancestral(
-        gaussian_oracle.base, gaussian_oracle, (n, 3, 4, 4), respacing=respacing, clip_denoised=False,
-        temperature=temperature, noise=torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+        gaussian_oracle.base,
+        gaussian_oracle,
+        (n, 3, 4, 4),
+        respacing=respacing,
+        clip_denoised=False,
+        temperature=temperature,
+        noise=torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
         generator=torch.Generator().manual_seed(1),
     )
     mean, var = ancestral_moments(gaussian_oracle, space_timesteps(1000, respacing), temperature)
@@ -117,7 +123,12 @@ def test_ancestral_output_has_its_closed_form_moments(gaussian_oracle, respacing
 def test_ddim_with_noise_has_its_closed_form_moments(gaussian_oracle, respacing):
     n = 400
     out = sample_ddim(
-        gaussian_oracle.base, gaussian_oracle, (n, 3, 4, 4), respacing=respacing, eta=1.0, clip_denoised=False,
+        gaussian_oracle.base,
+        gaussian_oracle,
+        (n, 3, 4, 4),
+        respacing=respacing,
+        eta=1.0,
+        clip_denoised=False,
         noise=torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64),
         generator=torch.Generator().manual_seed(3),
     )
@@ -128,8 +139,15 @@ def test_ddim_with_noise_has_its_closed_form_moments(gaussian_oracle, respacing)
 @pytest.mark.parametrize(("respacing", "temperature"), [("10", 1.0), ("fast27", 0.997), ("50", 1.0)])
 def test_deterministic_ddim_is_exactly_its_affine_map(gaussian_oracle, respacing, temperature):
     z = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    out = sample_ddim(gaussian_oracle.base, gaussian_oracle, z.shape, respacing=respacing, noise=z,
-                      temperature=temperature, clip_denoised=False)
+    out = sample_ddim(
+        gaussian_oracle.base,
+        gaussian_oracle,
+        z.shape,
+        respacing=respacing,
+        noise=z,
+        temperature=temperature,
+        clip_denoised=False,
+    )
     mean, var = ddim_moments(gaussian_oracle, space_timesteps(1000, respacing), eta=0.0, temperature=temperature)
     # with eta = 0 the output is mean + sqrt(var) * z exactly
     torch.testing.assert_close(out, mean + var.sqrt() * z, rtol=1e-9, atol=1e-9)
@@ -138,8 +156,15 @@ def test_deterministic_ddim_is_exactly_its_affine_map(gaussian_oracle, respacing
 @pytest.mark.parametrize(("steps", "temperature"), [(1, 1.0), (5, 1.0), (12, 0.9), (20, 1.0)])
 def test_dpmpp_2m_is_exactly_its_affine_map(gaussian_oracle, steps, temperature):
     z = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    out = sample_dpmpp_2m(gaussian_oracle.base, gaussian_oracle, z.shape, steps=steps, noise=z,
-                          temperature=temperature, clip_denoised=False)
+    out = sample_dpmpp_2m(
+        gaussian_oracle.base,
+        gaussian_oracle,
+        z.shape,
+        steps=steps,
+        noise=z,
+        temperature=temperature,
+        clip_denoised=False,
+    )
     gain, offset = dpmpp_2m_affine(gaussian_oracle, dpm_solver_timesteps(1000, steps), temperature)
     torch.testing.assert_close(out, gain * z + offset, rtol=1e-9, atol=1e-9)
     # mean and variance over many noises are then offset and gain^2
@@ -156,7 +181,10 @@ def test_dpmpp_2m_in_20_steps_beats_100_ddim_steps(gaussian_oracle):
     distribution to the data distribution."""
     mean, var = ddim_moments(gaussian_oracle, space_timesteps(1000, "100"), eta=0.0)
     ddim_100 = _w2_to_data(gaussian_oracle, var.sqrt(), mean)
-    dpm = {n: _w2_to_data(gaussian_oracle, *dpmpp_2m_affine(gaussian_oracle, dpm_solver_timesteps(1000, n))) for n in (10, 20, 50)}
+    dpm = {
+        n: _w2_to_data(gaussian_oracle, *dpmpp_2m_affine(gaussian_oracle, dpm_solver_timesteps(1000, n)))
+        for n in (10, 20, 50)
+    }
     assert dpm[20] < ddim_100
     assert dpm[50] < dpm[20] < dpm[10]
 
@@ -168,7 +196,9 @@ def test_respaced_samplers_call_the_model_with_original_timesteps(gaussian_oracl
     gaussian_oracle.seen_timesteps.clear()
     sample_ddim(build_diffusion(timestep_respacing="100"), gaussian_oracle, SHAPE_ONE, respacing="ddim25", noise=z)
     # respacing an already respaced process composes the maps
-    assert [ts[0] for ts in gaussian_oracle.seen_timesteps] == [space_timesteps(1000, "100")[i] for i in space_timesteps(100, "ddim25")][::-1]
+    assert [ts[0] for ts in gaussian_oracle.seen_timesteps] == [
+        space_timesteps(1000, "100")[i] for i in space_timesteps(100, "ddim25")
+    ][::-1]
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpmpp_2m"])
@@ -177,8 +207,15 @@ def test_seeds_are_reproducible_and_per_image(gaussian_oracle, sampler):
     shape = (3, 3, 4, 4)
 
     def run(seeds, shape=shape):
-        return sample(gaussian_oracle.base, gaussian_oracle, shape, sampler=sampler, steps=steps, eta=0.5,
-                      generator=[torch.Generator().manual_seed(s) for s in seeds])
+        return sample(
+            gaussian_oracle.base,
+            gaussian_oracle,
+            shape,
+            sampler=sampler,
+            steps=steps,
+            eta=0.5,
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+        )
 
     first, again = run([7, 8, 9]), run([7, 8, 9])
     assert torch.equal(first, again)
@@ -195,8 +232,15 @@ def test_known_pixel_hook_keeps_known_pixels(gaussian_oracle, sampler):
     known = torch.rand(2, 3, 4, 4, generator=gen, dtype=torch.float64) * 2 - 1
     mask = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
     mask[..., :2, :] = 1  # top half known
-    out = sample(gaussian_oracle.base, gaussian_oracle, (2, 3, 4, 4), sampler=sampler, steps=steps,
-                 generator=gen, denoised_fn=force_known_pixels(known, mask))
+    out = sample(
+        gaussian_oracle.base,
+        gaussian_oracle,
+        (2, 3, 4, 4),
+        sampler=sampler,
+        steps=steps,
+        generator=gen,
+        denoised_fn=force_known_pixels(known, mask),
+    )
     keep = mask.expand_as(out).bool()
     assert out.dtype == torch.float32  # drawn noise is float32
     torch.testing.assert_close(out[keep].double(), known[keep], rtol=0, atol=1e-6)
@@ -206,15 +250,26 @@ def test_known_pixel_hook_keeps_known_pixels(gaussian_oracle, sampler):
 
 def test_temperature_scales_only_the_starting_noise(gaussian_oracle):
     z = torch.randn(SHAPE_ONE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    scaled = sample_dpmpp_2m(gaussian_oracle.base, gaussian_oracle, SHAPE_ONE, steps=4, noise=z, temperature=0.5, clip_denoised=False)
-    manual = sample_dpmpp_2m(gaussian_oracle.base, gaussian_oracle, SHAPE_ONE, steps=4, noise=0.5 * z, clip_denoised=False)
+    scaled = sample_dpmpp_2m(
+        gaussian_oracle.base, gaussian_oracle, SHAPE_ONE, steps=4, noise=z, temperature=0.5, clip_denoised=False
+    )
+    manual = sample_dpmpp_2m(
+        gaussian_oracle.base, gaussian_oracle, SHAPE_ONE, steps=4, noise=0.5 * z, clip_denoised=False
+    )
     torch.testing.assert_close(scaled, manual, rtol=0, atol=1e-12)
 
 
 def test_progress_and_callback_report_every_step(gaussian_oracle):
     calls = []
-    sample(gaussian_oracle.base, gaussian_oracle, SHAPE_ONE, sampler="dpmpp_2m", steps=5, progress=True,
-           callback=lambda step, total, x, x0: calls.append((step, total, tuple(x.shape), tuple(x0.shape))))
+    sample(
+        gaussian_oracle.base,
+        gaussian_oracle,
+        SHAPE_ONE,
+        sampler="dpmpp_2m",
+        steps=5,
+        progress=True,
+        callback=lambda step, total, x, x0: calls.append((step, total, tuple(x.shape), tuple(x0.shape))),
+    )
     assert calls == [(k, 5, SHAPE_ONE, SHAPE_ONE) for k in range(5)]
 
 
@@ -228,11 +283,13 @@ def test_dpm_solver_grid_is_strictly_decreasing_for_any_step_count():
 
 def _knows_x0(process, x0: torch.Tensor, seen: list):
     """A model whose every prediction of x0 is `x0` (eps from x_t at the ORIGINAL timestep it is called with)."""
+
     def model_fn(x, t):
         seen.append(int(t[0]))
         ab = float(process.alphas_cumprod[int(t[0])])
         eps = (x - math.sqrt(ab) * x0) / math.sqrt(1.0 - ab)
         return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
     return model_fn
 
 
@@ -242,17 +299,36 @@ def test_partway_start_runs_only_the_steps_below_it_from_the_noised_image(sample
     x0 = torch.rand(SHAPE_ONE, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2 - 1
     seen, noise = [], torch.randn(SHAPE_ONE, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     first = []
-    out = sample(process, _knows_x0(process, x0, seen), SHAPE_ONE, sampler=sampler, steps="25", noise=noise,
-                 temperature=0.5, start_image=x0, start_step=500, clip_denoised=False,
-                 callback=lambda step, total, x, pred: first.append(total))
+    out = sample(
+        process,
+        _knows_x0(process, x0, seen),
+        SHAPE_ONE,
+        sampler=sampler,
+        steps="25",
+        noise=noise,
+        temperature=0.5,
+        start_image=x0,
+        start_step=500,
+        clip_denoised=False,
+        callback=lambda step, total, x, pred: first.append(total),
+    )
     kept = space_timesteps(1000, "25")
     assert seen == [t for t in kept if t <= 500][::-1] and first[0] == len(seen)
     torch.testing.assert_close(out.double(), x0, rtol=0, atol=1e-6)
     # the first step sees start_image noised to its level with the temperature-scaled noise
     seen.clear()
     xs = []
-    sample(process, lambda x, t: (xs.append(x.clone()), _knows_x0(process, x0, seen)(x, t))[1], SHAPE_ONE,
-           sampler=sampler, steps="25", noise=noise, temperature=0.5, start_image=x0, start_step=500)
+    sample(
+        process,
+        lambda x, t: (xs.append(x.clone()), _knows_x0(process, x0, seen)(x, t))[1],
+        SHAPE_ONE,
+        sampler=sampler,
+        steps="25",
+        noise=noise,
+        temperature=0.5,
+        start_image=x0,
+        start_step=500,
+    )
     ab = float(process.alphas_cumprod[seen[0]])
     torch.testing.assert_close(xs[0], math.sqrt(ab) * x0 + math.sqrt(1 - ab) * 0.5 * noise, rtol=0, atol=1e-9)
 
@@ -268,5 +344,6 @@ def test_partway_start_is_refused_where_it_cannot_apply():
     with pytest.raises(ValueError, match="before the process's first step"):
         sample(process, model, SHAPE_ONE, sampler="ddim", steps="10,10", start_image=image, start_step=-1)
     with pytest.raises(ValueError, match="shape"):
-        sample(process, model, SHAPE_ONE, sampler="ddim", steps="25", start_image=torch.zeros(1, 3, 2, 2),
-               start_step=500)
+        sample(
+            process, model, SHAPE_ONE, sampler="ddim", steps="25", start_image=torch.zeros(1, 3, 2, 2), start_step=500
+        )

@@ -1,4 +1,5 @@
 """A local HTTP server standing in for OpenAI's release folder, with the faults a download can meet."""
+
 from __future__ import annotations
 
 import re
@@ -98,7 +99,7 @@ class ReleaseServer:
             for i in range(0, len(body), 1 << 16):
                 if faults.gate is not None and i >= len(body) // 2:
                     faults.gate.wait(timeout=120)
-                handler.wfile.write(body[i:i + (1 << 16)])
+                handler.wfile.write(body[i : i + (1 << 16)])
                 handler.wfile.flush()
                 if faults.delay_per_chunk_s:
                     time.sleep(faults.delay_per_chunk_s)

@@ -1,5 +1,6 @@
 """Names everywhere a model is accepted (train --init, convert, sampling --model/--upsampler), two processes
 fetching at once, and Ctrl-C during a download; all against the local stand-in release."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def child_env(hub_env) -> dict[str, str]:
 
 
 def start_fetch(hub_env, name: str = "glide-base") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "finetune", "fetch", name, "--quiet"], env=child_env(hub_env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "finetune", "fetch", name, "--quiet"],
+        env=child_env(hub_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until(condition, timeout_s: float = 60.0) -> None:
@@ -111,9 +117,28 @@ def test_train_command_fine_tunes_from_a_name(hub_env, tmp_path, capsys):
     finally:
         sys.path.pop(0)
     data = write_shards(tmp_path / "shards", n=8, size=16, per_shard=8)
-    args = ["train", "--init", "glide-base", "--data", str(data), "--run-dir", str(tmp_path / "run"),
-            "--max-steps", "1", "--batch-size", "2", "--num-workers", "0", "--val-samples", "0", "--sample-every",
-            "-1", "--checkpoint-every", "-1", "--no-progress"]
+    args = [
+        "train",
+        "--init",
+        "glide-base",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--val-samples",
+        "0",
+        "--sample-every",
+        "-1",
+        "--checkpoint-every",
+        "-1",
+        "--no-progress",
+    ]
     assert finetune_main(args) == 0, capsys.readouterr().err
     assert "done: 1 steps" in capsys.readouterr().out
     trained = load_model_folder(tmp_path / "run" / "model")
@@ -126,8 +151,9 @@ def test_train_command_fine_tunes_from_a_name(hub_env, tmp_path, capsys):
 def test_vocab_flag_has_one_name_and_an_alias(tmp_path):
     parser = finetune_parser()
     for flag in ("--vocab-path", "--vocab"):
-        args = parser.parse_args(["train", "--run-dir", str(tmp_path), "--data", "d", "--init", "glide-base",
-                                  flag, "bpe/"])
+        args = parser.parse_args(
+            ["train", "--run-dir", str(tmp_path), "--data", "d", "--init", "glide-base", flag, "bpe/"]
+        )
         assert config_from_args(args).vocab_path == "bpe/"
         assert parser.parse_args(["convert", "x.pt", "--out", "o", flag, "bpe/"]).vocab_path == "bpe/"
         assert sampling_parser_vocab(flag) == "bpe/"
@@ -172,16 +198,42 @@ def test_comic_page_with_model_glide(hub_env, tmp_path, capsys, monkeypatch):
 
 
 def test_sampling_names_fetch_only_what_is_used(hub_env, tmp_path, capsys, monkeypatch):
-    args = ["generate", "a boat", "--model", "glide-inpaint", "--no-upsample", "--out", str(tmp_path / "o"),
-            *FAST_SAMPLING]
+    args = [
+        "generate",
+        "a boat",
+        "--model",
+        "glide-inpaint",
+        "--no-upsample",
+        "--out",
+        str(tmp_path / "o"),
+        *FAST_SAMPLING,
+    ]
     assert sampling_main(args) == 0, capsys.readouterr().err
     assert list_cached_models() == ["glide-base-inpaint"]
-    assert sampling_main(["generate", "a boat", "--model", "glide-base", "--upsampler", "glide-base", "--out",
-                          str(tmp_path / "p"), *FAST_SAMPLING]) == 2
+    assert (
+        sampling_main(
+            [
+                "generate",
+                "a boat",
+                "--model",
+                "glide-base",
+                "--upsampler",
+                "glide-base",
+                "--out",
+                str(tmp_path / "p"),
+                *FAST_SAMPLING,
+            ]
+        )
+        == 2
+    )
     assert "is a base model, not an upsampler" in capsys.readouterr().err
     monkeypatch.setenv("AUTOCOMICS_OFFLINE", "1")
-    assert sampling_main(["generate", "a boat", "--model", "glide-upsample-inpaint", "--out", str(tmp_path / "q"),
-                          *FAST_SAMPLING]) == 2
+    assert (
+        sampling_main(
+            ["generate", "a boat", "--model", "glide-upsample-inpaint", "--out", str(tmp_path / "q"), *FAST_SAMPLING]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert f"looked in {cached_model_dir('glide-upsample-inpaint')}" in err and "\n" not in err
 
@@ -190,6 +242,5 @@ def test_an_existing_path_wins_over_a_name(hub_env, tmp_path, monkeypatch, capsy
     ensure_model("glide-base")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "glide").mkdir()  # a folder that is no model
-    assert sampling_main(["generate", "a boat", "--model", "glide", "--out", str(tmp_path / "o"),
-                          *FAST_SAMPLING]) == 2
+    assert sampling_main(["generate", "a boat", "--model", "glide", "--out", str(tmp_path / "o"), *FAST_SAMPLING]) == 2
     assert "glide is not a model" in capsys.readouterr().err

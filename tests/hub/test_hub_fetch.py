@@ -1,5 +1,6 @@
 """Released models by name against a local stand-in of OpenAI's release: first fetch, reuse, resume, faults,
 offline, and the cache commands."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,15 @@ from safetensors.torch import load_file
 
 from finetune.__main__ import main as finetune_main
 from finetune.checkpoints import load_model_folder
-from finetune.hub import (HubError, OfflineError, cached_model_dir, ensure_model, fetch_model, list_cached_models,
-                          remove_cached_model)
+from finetune.hub import (
+    HubError,
+    OfflineError,
+    cached_model_dir,
+    ensure_model,
+    fetch_model,
+    list_cached_models,
+    remove_cached_model,
+)
 from finetune.hub import download as download_module
 from finetune.hub import convert as hub_convert_module
 from sampling.loading import model_id_for
@@ -174,8 +182,9 @@ def test_pickle_with_code_is_refused_and_never_run(hub_env, monkeypatch, tmp_pat
     with pytest.raises(HubError, match="not a readable PyTorch checkpoint|refusing"):
         ensure_model("glide-base")
     serve_unsized(hub_env, monkeypatch, pt_bytes({**state, "payload": RunsCode(marker)}, tmp_path))
-    with pytest.raises(HubError, match="refusing to load .* references the Python object os.system, and "
-                                       "unpickling it could run code"):
+    with pytest.raises(
+        HubError, match="refusing to load .* references the Python object os.system, and unpickling it could run code"
+    ):
         ensure_model("glide-base")
     assert not marker.exists()
     assert_nothing_cached(hub_env["cache"])
@@ -207,8 +216,7 @@ class DiskFillsAfter:
 def test_full_disk_keeps_a_resumable_prefix(hub_env, monkeypatch, capsys):
     with monkeypatch.context() as patch:
         patch.setattr(download_module, "CHUNK_BYTES", 1 << 16)
-        patch.setattr(download_module, "open", lambda *a, **k: DiskFillsAfter(open(*a, **k), 200_000),
-                      raising=False)
+        patch.setattr(download_module, "open", lambda *a, **k: DiskFillsAfter(open(*a, **k), 200_000), raising=False)
         assert finetune_main(["fetch", "glide-base", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no space left on the device" in err and "\n" not in err
@@ -276,4 +284,3 @@ def test_remove_is_refused_cleanly_for_unknown_names(hub_env):
     with pytest.raises(HubError, match="unknown model name"):
         remove_cached_model("glide-nope")
     assert remove_cached_model("glide-base") is False
-

@@ -1,5 +1,6 @@
 """Converting a full-size glide-base checkpoint (1.5 GB, generated here with the released keys and shapes) holds
 about one copy of it in memory, and the result has every released tensor."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_
 def run_python(code: str, *args) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOCOMICS_")}  # the packaged manifest
     env.update(PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 

@@ -1,4 +1,5 @@
 """OpenAI .pt loading (weights_only), strict key checks, model folders and `convert`."""
+
 from __future__ import annotations
 
 import json
@@ -96,14 +97,19 @@ def test_pickle_calling_os_system_is_refused_by_name(tmp_path, capsys):
     assert not marker.exists() and not (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize("message, name", [
-    ("Unsupported global: GLOBAL pathlib.Path.touch was not an allowed global by default.", "pathlib.Path.touch"),
-    ("Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.",
-     "os.system"),
-    ("WeightsUnpickler error: Unsupported global: GLOBAL getattr was not an allowed global", "getattr"),
-    ("refused GLOBAL 'nt.system'.", "os.system"),
-    ("Weights only load failed.\nUnsupported operand 149", None),
-])
+@pytest.mark.parametrize(
+    "message, name",
+    [
+        ("Unsupported global: GLOBAL pathlib.Path.touch was not an allowed global by default.", "pathlib.Path.touch"),
+        (
+            "Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.",
+            "os.system",
+        ),
+        ("WeightsUnpickler error: Unsupported global: GLOBAL getattr was not an allowed global", "getattr"),
+        ("refused GLOBAL 'nt.system'.", "os.system"),
+        ("Weights only load failed.\nUnsupported operand 149", None),
+    ],
+)
 def test_refused_global_names_from_any_wording(message, name):
     assert refused_global_name(message) == name
 
@@ -129,7 +135,14 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
         p.data.normal_(0, 0.05)
     ema = {k: v + 0.01 for k, v in model.state_dict().items()}
     tokenizer = get_tokenizer("clip", options["text_ctx"])
-    folder = save_model_folder(tmp_path / "m", model, tokenizer=tokenizer, ema_state_dict=ema, provenance={"note": "test"}, preset="tiny-upsample")
+    folder = save_model_folder(
+        tmp_path / "m",
+        model,
+        tokenizer=tokenizer,
+        ema_state_dict=ema,
+        provenance={"note": "test"},
+        preset="tiny-upsample",
+    )
     config = json.loads((folder / "config.json").read_text())
     assert config["format_version"] == 1 and config["preset"] == "tiny-upsample" and config["tokenizer"] == "clip"
     assert config["options"] == model.options and config["has_ema"]
@@ -145,7 +158,9 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
     x, t, low = torch.randn(1, 3, 64, 64), torch.tensor([10]), torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         # the same weights in a separately built model: equal up to kernel choice, not necessarily bit for bit
-        assert_fp32_close(raw.model(x, t, tokens=tokens, mask=mask, low_res=low), model(x, t, tokens=tokens, mask=mask, low_res=low))
+        assert_fp32_close(
+            raw.model(x, t, tokens=tokens, mask=mask, low_res=low), model(x, t, tokens=tokens, mask=mask, low_res=low)
+        )
 
     half = save_model_folder(tmp_path / "h", model, tokenizer=tokenizer, dtype=torch.float16)
     assert all(v.dtype == torch.float16 for v in load_file(half / "model.safetensors").values())
@@ -169,7 +184,9 @@ def test_overwriting_replaces_a_model_folder_but_never_other_folders(tmp_path):
 
 
 def test_folder_with_mismatched_weights_is_refused(tmp_path):
-    folder = save_model_folder(tmp_path / "m", build_model(get_preset("tiny-base")), tokenizer=get_tokenizer("clip", 16))
+    folder = save_model_folder(
+        tmp_path / "m", build_model(get_preset("tiny-base")), tokenizer=get_tokenizer("clip", 16)
+    )
     config = json.loads((folder / "config.json").read_text())
     config["options"]["xf_layers"] = 3
     (folder / "config.json").write_text(json.dumps(config))
@@ -238,9 +255,15 @@ def test_streamed_safetensors_load_like_save_file(tmp_path):
 
     from finetune.checkpoints import write_safetensors
 
-    state = {"w": torch.randn(3, 5), "half": torch.randn(4).half(), "bf": torch.randn(2, 2).bfloat16(),
-             "step": torch.tensor(7), "mask": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
-             "view": torch.arange(12.0).reshape(3, 4)[:, 1]}
+    state = {
+        "w": torch.randn(3, 5),
+        "half": torch.randn(4).half(),
+        "bf": torch.randn(2, 2).bfloat16(),
+        "step": torch.tensor(7),
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3),
+        "view": torch.arange(12.0).reshape(3, 4)[:, 1],
+    }
     for dtype in (None, torch.float16):
         write_safetensors(tmp_path / "plain.safetensors", state, dtype)
         write_safetensors(tmp_path / "streamed.safetensors", state, dtype, stream=True)

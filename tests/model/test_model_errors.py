@@ -1,4 +1,5 @@
 """Clear errors for wrong inputs and options."""
+
 from __future__ import annotations
 
 import pytest

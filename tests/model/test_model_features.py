@@ -1,4 +1,5 @@
 """encode_text batching helpers, autocast behaviour, activation checkpointing, fp16 option."""
+
 from __future__ import annotations
 
 import pytest
@@ -127,5 +128,9 @@ def test_other_architecture_options_run(extra):
     if extra.get("resblock_updown") is False:
         assert "input_blocks.2.0.op.weight" in model.state_dict()  # strided-conv downsampling, OpenAI's names
     with torch.no_grad():
-        out = model(x, t) if not model.xf_width else model(x, t, tokens=tokens, mask=None if not model.xf_padding else mask)
+        out = (
+            model(x, t)
+            if not model.xf_width
+            else model(x, t, tokens=tokens, mask=None if not model.xf_padding else mask)
+        )
     assert out.shape == (3, 6, 32, 32) and torch.isfinite(out).all()

@@ -3,6 +3,7 @@
 Each hostile config.json below was found by a probe: one field made loading hang, exhaust memory or end in a
 traceback. Now each fails at once with one line naming the file and the field.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,11 @@ def folder_with(tiny_folder: Path, tmp_path: Path, field: str, value) -> Path:
         ("channel_mult", [1, 2, 10**6], "options.channel_mult=[1, 2, 1000000] holds 1000000, out of range 1..8"),
         ("text_ctx", 10**9, "options.text_ctx=1000000000 is out of range 1..1024"),
         ("num_head_channels", 0, "options.num_head_channels=0 is out of range 1..4096 or -1"),
-        ("timestep_respacing", "1," * 1000,
-         'options.timestep_respacing="' + "1," * 18 + '... must be text of at most 256 characters'),
+        (
+            "timestep_respacing",
+            "1," * 1000,
+            'options.timestep_respacing="' + "1," * 18 + "... must be text of at most 256 characters",
+        ),
         ("xf_widht", 64, "unknown model option(s): xf_widht;"),
     ],
 )
@@ -88,13 +92,28 @@ def test_bad_option_in_config_json_fails_fast_naming_the_field(tiny_folder, tmp_
 def test_cli_reports_a_hanging_size_in_one_line(tiny_folder, tmp_path, field, limit):
     path = folder_with(tiny_folder, tmp_path, field, 10**7)
     proc = subprocess.run(
-        [sys.executable, "-m", "sampling", "generate", "--model", str(path), "--no-upsample", "--out",
-         str(tmp_path / "out"), "a cat"],
-        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sampling",
+            "generate",
+            "--model",
+            str(path),
+            "--no-upsample",
+            "--out",
+            str(tmp_path / "out"),
+            "a cat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip() == (f"error: {path}: could not load the model folder: {path / CONFIG_FILE}: "
-                                   f"options.{field}=10000000 is out of range {limit}")
+    assert proc.stderr.strip() == (
+        f"error: {path}: could not load the model folder: {path / CONFIG_FILE}: "
+        f"options.{field}=10000000 is out of range {limit}"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -115,8 +134,11 @@ def test_training_checkpoint_state_is_checked(tmp_path):
     from finetune.train.checkpointing import CheckpointError as TrainCheckpointError
     from finetune.train.checkpointing import FORMAT_VERSION, read_state
 
-    state = {"format_version": FORMAT_VERSION, "step": 1,
-             "model_options": {**get_preset("tiny-base"), "xf_layers": 10**7}}
+    state = {
+        "format_version": FORMAT_VERSION,
+        "step": 1,
+        "model_options": {**get_preset("tiny-base"), "xf_layers": 10**7},
+    }
     (tmp_path / "state.json").write_text(json.dumps(state))
     with pytest.raises(TrainCheckpointError, match=r"state.json: options.xf_layers=10000000 is out of range 0..64"):
         read_state(tmp_path)
@@ -125,11 +147,14 @@ def test_training_checkpoint_state_is_checked(tmp_path):
         read_state(tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[]", "expected a JSON object, got list"),
-    ('{"format_version": true, "options": {}}', "format_version True"),
-    ('{"format_version": 1, "options": {}, "x": ' + '"' + "a" * (1 << 20) + '"}', "a model config is at most"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[]", "expected a JSON object, got list"),
+        ('{"format_version": true, "options": {}}', "format_version True"),
+        ('{"format_version": 1, "options": {}, "x": ' + '"' + "a" * (1 << 20) + '"}', "a model config is at most"),
+    ],
+)
 def test_malformed_config_json(tiny_folder, tmp_path, text, message):
     path = folder_with(tiny_folder, tmp_path, "dropout", 0.0)
     (path / CONFIG_FILE).write_text(text)
@@ -171,8 +196,9 @@ def test_glide_fixture_configs_validate(glide_fixtures):
     manifests = json.loads((glide_fixtures / "checkpoint_manifests.json").read_text())
     cases = json.loads((glide_fixtures / "cases.json").read_text())
     option_sets = [m["options"] for m in manifests.values()]
-    option_sets += [cases[k]["options"] for k in ("tiny_base", "tiny_upsample", "tiny_base_inpaint",
-                                                  "tiny_upsample_inpaint")]
+    option_sets += [
+        cases[k]["options"] for k in ("tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint")
+    ]
     assert len(option_sets) == 8
     for options in option_sets:
         resolved = resolve_options(options)
@@ -181,5 +207,13 @@ def test_glide_fixture_configs_validate(glide_fixtures):
 
 def test_larger_real_world_values_are_admitted():
     """Room above GLIDE: 512 channels, a 2048-wide text transformer, 4000 diffusion steps (improved-diffusion)."""
-    resolve_options({"num_channels": 512, "xf_width": 2048, "xf_heads": 32, "diffusion_steps": 4000,
-                     "dropout": 0, "channel_mult": [1, 2, 3, 4]})
+    resolve_options(
+        {
+            "num_channels": 512,
+            "xf_width": 2048,
+            "xf_heads": 32,
+            "diffusion_steps": 4000,
+            "dropout": 0,
+            "channel_mult": [1, 2, 3, 4],
+        }
+    )

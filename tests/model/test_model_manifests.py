@@ -1,5 +1,6 @@
 """The four OpenAI presets, built on the meta device (no weights allocated), have exactly the
 released checkpoints' keys, shapes and parameter counts."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Forward parity with OpenAI's reference GLIDE models (fixtures produced by glide-text2im)."""
+
 from __future__ import annotations
 
 import json

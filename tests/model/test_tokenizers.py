@@ -1,4 +1,5 @@
 """Tokenizers: GPT-2 ids equal the reference GLIDE tokenizer's; CLIP framing; the empty caption; vocab paths."""
+
 from __future__ import annotations
 
 import gzip
@@ -45,7 +46,10 @@ def test_gpt2_reads_plain_and_hugging_face_layouts(glide_fixtures, gpt2_cases, t
     src = glide_fixtures / "gpt2_bpe"
     plain, hf = tmp_path / "plain", tmp_path / "hf"
     plain.mkdir(), hf.mkdir()
-    for gz_name, plain_name, hf_name in [("encoder.json.gz", "encoder.json", "vocab.json"), ("vocab.bpe.gz", "vocab.bpe", "merges.txt")]:
+    for gz_name, plain_name, hf_name in [
+        ("encoder.json.gz", "encoder.json", "vocab.json"),
+        ("vocab.bpe.gz", "vocab.bpe", "merges.txt"),
+    ]:
         data = gzip.decompress((src / gz_name).read_bytes())
         (plain / plain_name).write_bytes(data)
         (hf / hf_name).write_bytes(data)
@@ -77,7 +81,9 @@ def test_gpt2_vocabulary_ships_with_the_package(gpt2_cases, glide_fixtures):
 def test_clip_frames_captions_and_truncates():
     tok = get_tokenizer("clip", 8)
     assert tok.vocab_size == 49408
-    tokens, mask, truncated = tok.encode(["a boat", "one two three four five six seven eight nine"], return_truncated=True)
+    tokens, mask, truncated = tok.encode(
+        ["a boat", "one two three four five six seven eight nine"], return_truncated=True
+    )
     assert tokens[0, 0].item() == 49406 and tokens[0, 3].item() == 49407
     assert mask[0].tolist() == [True] * 4 + [False] * 4
     assert tokens[1, 0].item() == 49406 and tokens[1, -1].item() == 49407 and mask[1].all()

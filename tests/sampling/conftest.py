@@ -1,4 +1,5 @@
 """Tiny random models for the sampling tests (the bundled models are not needed)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,12 +12,27 @@ from random_models import save_random_model_folder
 TINY = {"xf_layers": 1, "num_res_blocks": 1}
 TINY_OPTIONS = {
     "base": {**get_preset("tiny-base"), **TINY, "image_size": 16, "channel_mult": "1,2", "attention_resolutions": "8"},
-    "upsampler": {**get_preset("tiny-upsample"), **TINY, "image_size": 32, "channel_mult": "1,1,2",
-                  "attention_resolutions": "8"},
-    "base-inpaint": {**get_preset("tiny-base-inpaint"), **TINY, "image_size": 16, "channel_mult": "1,2",
-                     "attention_resolutions": "8"},
-    "upsampler-inpaint": {**get_preset("tiny-upsample-inpaint"), **TINY, "image_size": 32, "channel_mult": "1,1,2",
-                          "attention_resolutions": "8"},
+    "upsampler": {
+        **get_preset("tiny-upsample"),
+        **TINY,
+        "image_size": 32,
+        "channel_mult": "1,1,2",
+        "attention_resolutions": "8",
+    },
+    "base-inpaint": {
+        **get_preset("tiny-base-inpaint"),
+        **TINY,
+        "image_size": 16,
+        "channel_mult": "1,2",
+        "attention_resolutions": "8",
+    },
+    "upsampler-inpaint": {
+        **get_preset("tiny-upsample-inpaint"),
+        **TINY,
+        "image_size": 32,
+        "channel_mult": "1,1,2",
+        "attention_resolutions": "8",
+    },
 }
 # Few steps keep each test fast; the samplers' defaults are exercised by the diffusion tests and the bench.
 FAST_ARGS = ["--steps", "3", "--upsample-steps", "3", "--device", "cpu", "--quiet"]

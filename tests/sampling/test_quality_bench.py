@@ -1,4 +1,5 @@
 """bench/quality.py's pipeline part (base -> upsampler, what users see) at a tiny sample count, so it cannot rot."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,9 +20,28 @@ def quality():
 
 
 def test_pipeline_part_scores_base_and_upsampled_images_and_reuses_its_cache(quality, tiny_models, tmp_path, capsys):
-    args = ["--model", str(tiny_models["pipeline"]), "--parts", "pipeline", "--samples", "3", "--batch-size", "2",
-            "--chunk", "2", "--fast-sampler", "dpmpp_2m:2", "--sampler-guidance", "3", "--precision", "fp32",
-            "--upsamplers", "ddim:4:500;ddim:3:0", "--results", str(tmp_path)]
+    args = [
+        "--model",
+        str(tiny_models["pipeline"]),
+        "--parts",
+        "pipeline",
+        "--samples",
+        "3",
+        "--batch-size",
+        "2",
+        "--chunk",
+        "2",
+        "--fast-sampler",
+        "dpmpp_2m:2",
+        "--sampler-guidance",
+        "3",
+        "--precision",
+        "fp32",
+        "--upsamplers",
+        "ddim:4:500;ddim:3:0",
+        "--results",
+        str(tmp_path),
+    ]
     assert quality.main(args) == 0
     first = capsys.readouterr().out
     report = json.loads((tmp_path / "quality.json").read_text())["pipeline"]
@@ -42,13 +62,16 @@ def test_background_error_is_the_distance_to_the_true_background(quality):
     target = {"background": "white"}
     assert quality.background_error({"background_rgb": [245, 245, 240]}, target) == 0.0
     assert quality.background_error({"background_rgb": [245, 245, 243]}, target) == pytest.approx(3.0)
-    summary = quality.summarise([{"background_rgb": [130, 130, 130]}, {"background_rgb": None}],
-                                [{"background": "gray", "shape": "circle", "color": "red", "position": "center"}] * 2)
+    summary = quality.summarise(
+        [{"background_rgb": [130, 130, 130]}, {"background_rgb": None}],
+        [{"background": "gray", "shape": "circle", "color": "red", "position": "center"}] * 2,
+    )
     assert summary["background_error"] is None  # an old cached read without the colour: no figure, not a wrong one
 
 
 def test_pipeline_part_needs_an_upsampler(quality, tiny_models, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        quality.main(["--model", str(tiny_models["pipeline"] / "base"), "--parts", "pipeline", "--results",
-                      str(tmp_path)])
+        quality.main(
+            ["--model", str(tiny_models["pipeline"] / "base"), "--parts", "pipeline", "--results", str(tmp_path)]
+        )
     assert "--parts pipeline needs an upsampler" in capsys.readouterr().err

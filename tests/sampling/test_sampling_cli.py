@@ -1,4 +1,5 @@
 """`python -m sampling generate | comic | inpaint` end to end on tiny random models."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,21 @@ def no_temp_files(folder):
 # ------------------------------------------------------------------------------------ generate
 def test_generate_writes_parameters_and_reruns_skip(tiny_models, fast_args, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["generate", "a red boat", "", "-n", "2", "--seed", "40", "--model", tiny_models["pipeline"], "--out", out,
-            "--grid", *fast_args]
+    args = [
+        "generate",
+        "a red boat",
+        "",
+        "-n",
+        "2",
+        "--seed",
+        "40",
+        "--model",
+        tiny_models["pipeline"],
+        "--out",
+        out,
+        "--grid",
+        *fast_args,
+    ]
     assert run_cli(*args) == 0
     pngs = sorted(p.name for p in out.glob("0*.png"))
     assert len(pngs) == 4 and (out / "grid.png").is_file()
@@ -52,11 +66,12 @@ def test_generate_writes_parameters_and_reruns_skip(tiny_models, fast_args, tmp_
     (out / pngs[3]).unlink()  # a lost file is made again (alone in its batch now: equal up to rounding)
     assert run_cli(*args) == 0
     assert np.abs(np.asarray(Image.open(out / pngs[3])).astype(int) - lost).max() <= 1
-    assert {k: v for k, v in snapshot(out).items() if "0003" not in str(k) and "grid" not in str(k)} == \
-        {k: v for k, v in before.items() if "0003" not in str(k) and "grid" not in str(k)}
+    assert {k: v for k, v in snapshot(out).items() if "0003" not in str(k) and "grid" not in str(k)} == {
+        k: v for k, v in before.items() if "0003" not in str(k) and "grid" not in str(k)
+    }
     before = snapshot(out)
 
-    assert run_cli(*args[:-len(fast_args)], *fast_args, "--guidance", "5") == 2
+    assert run_cli(*args[: -len(fast_args)], *fast_args, "--guidance", "5") == 2
     assert "made with other settings" in capsys.readouterr().err
     assert snapshot(out) == before
     assert run_cli(*args, "--guidance", "5", "--overwrite") == 0
@@ -68,25 +83,42 @@ def test_generate_prompts_file_and_no_upsample(tiny_models, fast_args, tmp_path)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n\na dog\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert run_cli("generate", "--prompts-file", prompts, "--model", tiny_models["pipeline"], "--no-upsample",
-                   "--sampler", "ancestral", "--out", out, *fast_args) == 0
+    assert (
+        run_cli(
+            "generate",
+            "--prompts-file",
+            prompts,
+            "--model",
+            tiny_models["pipeline"],
+            "--no-upsample",
+            "--sampler",
+            "ancestral",
+            "--out",
+            out,
+            *fast_args,
+        )
+        == 0
+    )
     files = sorted(out.glob("*.png"))
     assert [read_parameters(p)["prompt"] for p in files] == ["a cat", "a dog"]
     assert all(read_parameters(p)["upsampler"] is None and read_parameters(p)["size"] == 16 for p in files)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--guidance", "99"], "guidance scale must be between 0 and 50"),
-    (["--steps", "abc"], "dpmpp_2m_sde takes a number of steps"),
-    (["--sampler", "ancestral", "--steps", "abc"], "not a usable respacing"),
-    (["--sampler", "ddim", "--eta", "2"], "eta must be between 0 and 1"),
-    (["--upsample-temperature", "0"], "upsampler: temperature"),
-    (["--upsample-start", "1000"], "upsampler: start step must be between 1 and 999"),
-    (["--upsample-sampler", "dpmpp_2m", "--upsample-start", "500"], "upsampler: a start step applies to"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--device", "tpu"], "unknown device"),
-    (["-n", "0"], "--num-images must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--guidance", "99"], "guidance scale must be between 0 and 50"),
+        (["--steps", "abc"], "dpmpp_2m_sde takes a number of steps"),
+        (["--sampler", "ancestral", "--steps", "abc"], "not a usable respacing"),
+        (["--sampler", "ddim", "--eta", "2"], "eta must be between 0 and 1"),
+        (["--upsample-temperature", "0"], "upsampler: temperature"),
+        (["--upsample-start", "1000"], "upsampler: start step must be between 1 and 999"),
+        (["--upsample-sampler", "dpmpp_2m", "--upsample-start", "500"], "upsampler: a start step applies to"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--device", "tpu"], "unknown device"),
+        (["-n", "0"], "--num-images must be at least 1"),
+    ],
+)
 def test_generate_bad_settings(tiny_models, fast_args, tmp_path, capsys, extra, message):
     out = tmp_path / "out"
     assert run_cli("generate", "x", "--model", tiny_models["pipeline"], "--out", out, *fast_args, *extra) == 2
@@ -138,6 +170,7 @@ def test_openai_checkpoint_with_preset(tiny_models, tiny_options, tmp_path):
         load_sampling_model(pt, "base", torch.device("cpu"), preset="tiny-base")
     # The tiny test options are not a named preset, so register a look-alike one for this check.
     import finetune.model.options as options_module
+
     options_module.PRESETS["sampling-test-base"] = dict(tiny_options["base"])
     try:
         loaded = load_sampling_model(pt, "base", torch.device("cpu"), preset="sampling-test-base")
@@ -175,8 +208,20 @@ pages:
 
 
 def comic_args(tiny_models, fast_args, script, out, *extra):
-    return ["comic", script, "--model", tiny_models["pipeline"], "--out", out, "--panel-size", "192",
-            "--batch-size", "3", *fast_args, *extra]
+    return [
+        "comic",
+        script,
+        "--model",
+        tiny_models["pipeline"],
+        "--out",
+        out,
+        "--panel-size",
+        "192",
+        "--batch-size",
+        "3",
+        *fast_args,
+        *extra,
+    ]
 
 
 def test_comic_pages_panels_metadata_and_regeneration(tiny_models, fast_args, tmp_path, capsys):
@@ -208,7 +253,7 @@ def test_comic_pages_panels_metadata_and_regeneration(tiny_models, fast_args, tm
         assert (page[y0 + 1, x0:x1] == 0).all()  # top border
         for item in panel["lettering"]:
             bx0, by0, bx1, by1 = item["box"]
-            region = page[by0 + 5:by1 - 5, bx0 + 8:bx1 - 8]
+            region = page[by0 + 5 : by1 - 5, bx0 + 8 : bx1 - 8]
             assert (region.sum(axis=-1) < 200).mean() > 0.03  # dark letters
             assert (region.min(axis=-1) > 180).mean() > 0.3  # on a light balloon
     assert [len(p["lettering"]) for p in meta["panels"]] == [2, 1, 1, 0, 0]
@@ -272,9 +317,15 @@ def test_comic_clip_rerank(tiny_models, fast_args, tmp_path, capsys, monkeypatch
 
     monkeypatch.delenv("AUTOCOMICS_CLIP_WEIGHTS", raising=False)
     config = tmp_path / "tinyclip.json"
-    config.write_text(json.dumps({
-        "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    config.write_text(
+        json.dumps(
+            {
+                "embed_dim": 16,
+                "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+            }
+        )
+    )
     open_clip.add_model_config(config)
     torch.manual_seed(0)
     weights = tmp_path / "tinyclip.safetensors"
@@ -284,8 +335,23 @@ def test_comic_clip_rerank(tiny_models, fast_args, tmp_path, capsys, monkeypatch
     out = tmp_path / "out"
     assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--candidates", "3", "--clip-model", config)) == 2
     assert "needs local weights" in capsys.readouterr().err
-    assert run_cli(*comic_args(tiny_models, fast_args, script, out, "--candidates", "3", "--clip-model", config,
-                               "--clip-weights", weights)) == 0
+    assert (
+        run_cli(
+            *comic_args(
+                tiny_models,
+                fast_args,
+                script,
+                out,
+                "--candidates",
+                "3",
+                "--clip-model",
+                config,
+                "--clip-weights",
+                weights,
+            )
+        )
+        == 0
+    )
     from sampling.rerank import ClipReranker
 
     reranker = ClipReranker(str(config), weights)
@@ -308,8 +374,21 @@ def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
     fill[10:30, 14:34] = 255
     Image.fromarray(fill).save(mask)
     out = tmp_path / "out"
-    args = ["inpaint", "a window", "--image", image, "--mask", mask, "--model", tiny_models["inpaint"], "--out", out,
-            "-n", "2", *fast_args]
+    args = [
+        "inpaint",
+        "a window",
+        "--image",
+        image,
+        "--mask",
+        mask,
+        "--model",
+        tiny_models["inpaint"],
+        "--out",
+        out,
+        "-n",
+        "2",
+        *fast_args,
+    ]
     assert run_cli(*args) == 0
     assert "using its centre square" in capsys.readouterr().out
     results = sorted(out.glob("inpaint-*.png"))
@@ -337,8 +416,15 @@ def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, start", [([], 500), (["--upsample-start", "0"], 0), (["--upsample-start", "300"], 300),
-                                          (["--upsample-sampler", "dpmpp_2m", "--upsample-steps", "3"], 0)])
+@pytest.mark.parametrize(
+    "extra, start",
+    [
+        ([], 500),
+        (["--upsample-start", "0"], 0),
+        (["--upsample-start", "300"], 300),
+        (["--upsample-sampler", "dpmpp_2m", "--upsample-steps", "3"], 0),
+    ],
+)
 def test_upsampler_start_default_and_override(tiny_models, fast_args, tmp_path, extra, start):
     out = tmp_path / "out"
     assert run_cli("generate", "a cat", "--model", tiny_models["pipeline"], "--out", out, *fast_args, *extra) == 0

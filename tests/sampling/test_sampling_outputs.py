@@ -1,4 +1,5 @@
 """Output files: parameters in PNG text chunks and sidecars, rerun states, atomic writes, grids."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ def image(value=0, size=8):
 
 
 def test_parameters_round_trip(tmp_path):
-    params = {"prompt": "un café, façade — 東京", "seed": 7, "guidance": 3.0, "sampler": "ddim", "steps": "fast27",
-              "model": "m@abc", "upsampler": None}
+    params = {
+        "prompt": "un café, façade — 東京",
+        "seed": 7,
+        "guidance": 3.0,
+        "sampler": "ddim",
+        "steps": "fast27",
+        "model": "m@abc",
+        "upsampler": None,
+    }
     path = save_image(tmp_path / "a.png", image(10), params, {"seconds": 1.5})
     assert read_parameters(path) == params
     with Image.open(path) as im:

@@ -1,4 +1,5 @@
 """Comic page composition: layout, borders, lettering drawn legibly away from the panel centre."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ def test_grid_layout_panel_count_and_borders():
     top_row_y, bottom_row_y = 20 + 40 + 12 + 80, 20 + 40 + 12 + 160 + 12 + 80
     left_x = 20 + 80
     assert runs_of_colour(pixels[top_row_y], COLOURS[0]) == 1 and runs_of_colour(pixels[top_row_y], COLOURS[1]) == 1
-    assert runs_of_colour(pixels[bottom_row_y], COLOURS[2]) == 1 and runs_of_colour(pixels[bottom_row_y], COLOURS[3]) == 1
+    assert (
+        runs_of_colour(pixels[bottom_row_y], COLOURS[2]) == 1 and runs_of_colour(pixels[bottom_row_y], COLOURS[3]) == 1
+    )
     assert runs_of_colour(pixels[:, left_x], COLOURS[0]) == 1 and runs_of_colour(pixels[:, left_x], COLOURS[2]) == 1
     for panel, colour in zip(layout["panels"], COLOURS):
         x0, y0, x1, y1 = panel["box"]
@@ -64,9 +67,11 @@ def _dark_fraction(pixels: np.ndarray, box) -> float:
 
 
 def test_lettering_is_drawn_inside_its_boxes_and_clear_of_the_centre():
-    dialogue = (DialogueLine("Ana", "Look at the boats in the harbour!", "speech"),
-                DialogueLine("Ben", "I wonder where they go.", "thought"),
-                DialogueLine("Gull", "Squawk!", "shout"))
+    dialogue = (
+        DialogueLine("Ana", "Look at the boats in the harbour!", "speech"),
+        DialogueLine("Ben", "I wonder where they go.", "thought"),
+        DialogueLine("Gull", "Squawk!", "shout"),
+    )
     page = Page(None, Layout(1, 1), (Panel("c", narration="It was a windy morning.", dialogue=dialogue),))
     image, layout, warnings = compose_page(page, tiles(1), LETTERING_STYLE)
     pixels = np.asarray(image)
@@ -78,7 +83,7 @@ def test_lettering_is_drawn_inside_its_boxes_and_clear_of_the_centre():
     for n, box in enumerate(boxes):
         assert panel_box.contains(box)
         assert box.overlap(clear) == 0
-        assert all(box.overlap(other) == 0 for other in boxes[n + 1:])
+        assert all(box.overlap(other) == 0 for other in boxes[n + 1 :])
         assert items[n]["font_size"] >= 14  # legible at the default panel size
     # Text: dark strokes on a light background inside every balloon and the narration box.
     for item in items:
@@ -86,17 +91,26 @@ def test_lettering_is_drawn_inside_its_boxes_and_clear_of_the_centre():
         inner = (x0 + 8, y0 + 6, x1 - 8, y1 - 6)
         assert 0.03 < _dark_fraction(pixels, inner) < 0.6, item
     narration = items[0]["box"]
-    region = pixels[narration[1]:narration[3], narration[0]:narration[2]]
+    region = pixels[narration[1] : narration[3], narration[0] : narration[2]]
     assert np.all(region == np.array(NARRATION_FILL), axis=-1).mean() > 0.4
     speech = items[1]["box"]
-    region = pixels[speech[1] + 4:speech[3] - 4, speech[0] + 10:speech[2] - 10]
+    region = pixels[speech[1] + 4 : speech[3] - 4, speech[0] + 10 : speech[2] - 10]
     assert np.all(region == 255, axis=-1).mean() > 0.4
     # The centre of the panel still shows the picture.
     cx0, cy0, cx1, cy1 = clear.as_list()
     assert np.all(pixels[cy0:cy1, cx0:cx1] == np.array(COLOURS[0]), axis=-1).mean() > 0.97
     # Different words give different pixels: the text itself is drawn.
-    other = Page(None, Layout(1, 1), (Panel("c", narration="It was a windy morning.", dialogue=(
-        DialogueLine("Ana", "Look at the ships in the harbour!", "speech"),) + dialogue[1:]),))
+    other = Page(
+        None,
+        Layout(1, 1),
+        (
+            Panel(
+                "c",
+                narration="It was a windy morning.",
+                dialogue=(DialogueLine("Ana", "Look at the ships in the harbour!", "speech"),) + dialogue[1:],
+            ),
+        ),
+    )
     other_pixels = np.asarray(compose_page(other, tiles(1), LETTERING_STYLE)[0])
     x0, y0, x1, y1 = speech
     assert (other_pixels[y0:y1, x0:x1] != pixels[y0:y1, x0:x1]).any()

@@ -1,4 +1,5 @@
 """The text-to-image pipeline: seeds, guidance, text encoding, the upsampler stage, inpainting."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,12 @@ def test_seeds_reproduce_and_do_not_depend_on_the_batch(models):
 
 
 def test_every_sampler_runs_at_its_settings(base_only):
-    for settings in (SamplerSettings("ancestral", "4"), SamplerSettings("ddim", "ddim4", eta=0.5),
-                     SamplerSettings("dpmpp_2m", 4), SamplerSettings("ancestral", "2,1")):
+    for settings in (
+        SamplerSettings("ancestral", "4"),
+        SamplerSettings("ddim", "ddim4", eta=0.5),
+        SamplerSettings("dpmpp_2m", 4),
+        SamplerSettings("ancestral", "2,1"),
+    ):
         pipe = TextToImage(base_only, CPU, base=settings)
         a = pipe.generate(["x"], [3], progress=False)[0]
         b = pipe.generate(["x"], [3], progress=False)[0]
@@ -57,9 +62,15 @@ def test_text_encoded_once_per_image_and_guidance_batches_cond_with_uncond(base_
     model = base_only.base.model
     encodes, forwards = [], []
     real_encode, real_forward = model.encode_text, model.forward
-    monkeypatch.setattr(model, "encode_text", lambda tokens, mask: encodes.append(tokens.shape[0]) or real_encode(tokens, mask))
-    monkeypatch.setattr(model, "forward", lambda x, t, **kw: forwards.append((x.shape[0], sorted(kw))) or real_forward(x, t, **kw))
-    TextToImage(base_only, CPU, base=SamplerSettings("ddim", "5", guidance=4.0)).generate(["a", "b", "c"], [1, 2, 3], progress=False)
+    monkeypatch.setattr(
+        model, "encode_text", lambda tokens, mask: encodes.append(tokens.shape[0]) or real_encode(tokens, mask)
+    )
+    monkeypatch.setattr(
+        model, "forward", lambda x, t, **kw: forwards.append((x.shape[0], sorted(kw))) or real_forward(x, t, **kw)
+    )
+    TextToImage(base_only, CPU, base=SamplerSettings("ddim", "5", guidance=4.0)).generate(
+        ["a", "b", "c"], [1, 2, 3], progress=False
+    )
     assert encodes == [3, 3]  # captions once, empty captions once: not once per step
     assert len(forwards) == 5 and all(batch == 6 and keys == ["text_emb"] for batch, keys in forwards)
     forwards.clear()
@@ -93,17 +104,26 @@ def test_upsampler_stage_follows_openai(models, monkeypatch):
     assert up_kw["sampler"] == "ddim" and up_kw["steps"] == "25" and up_kw["temperature"] == 0.997
     # started half-way from the low-res image at the upsampler's size, resized as the model resizes it
     assert up_kw["start_step"] == 500 and "start_image" not in base_kw
-    expected_start = torch.nn.functional.interpolate(up_kw["model_kwargs"]["low_res"], (32, 32), mode="bilinear",
-                                                     align_corners=False)
+    expected_start = torch.nn.functional.interpolate(
+        up_kw["model_kwargs"]["low_res"], (32, 32), mode="bilinear", align_corners=False
+    )
     assert torch.equal(up_kw["start_image"], expected_start)
     assert base_kw["temperature"] == 1.0
     assert not hasattr(up_fn, "guidance_scale")  # no guidance by default
     low_res = up_kw["model_kwargs"]["low_res"]
     assert torch.equal(low_res, quantize_8bit(low_res))  # the base output, quantized to 8 bits
-    assert torch.allclose((low_res[0].permute(1, 2, 0) + 1) * 127.5, torch.tensor(pixels(result.base_image)).float(), atol=1e-3)
+    assert torch.allclose(
+        (low_res[0].permute(1, 2, 0) + 1) * 127.5, torch.tensor(pixels(result.base_image)).float(), atol=1e-3
+    )
     params = pipe.parameters("a lighthouse", 9)
-    assert params["upsampler"] == {"sampler": "ddim", "steps": "25", "guidance": None, "eta": 0.0, "temperature": 0.997,
-                                   "start_step": 500}
+    assert params["upsampler"] == {
+        "sampler": "ddim",
+        "steps": "25",
+        "guidance": None,
+        "eta": 0.0,
+        "temperature": 0.997,
+        "start_step": 500,
+    }
     assert params["size"] == 32 and "+" in params["model"]
 
 
@@ -113,19 +133,22 @@ def test_long_captions_are_truncated_with_a_warning(base_only):
     assert not short.truncated and long.truncated and "truncated" in long.warnings[0]
 
 
-@pytest.mark.parametrize("settings, message", [
-    (SamplerSettings(guidance=60.0), "guidance scale must be between 0 and 50"),
-    (SamplerSettings(guidance=-1.0), "guidance scale must be between 0 and 50"),
-    (SamplerSettings("ancestral", "lots"), "not a usable respacing"),
-    (SamplerSettings("ancestral", "2000"), "not a usable respacing"),
-    (SamplerSettings("dpmpp_2m", 0), "between 1 and 1000"),
-    (SamplerSettings("dpmpp_2m", "fast27"), "takes a number of steps"),
-    (SamplerSettings("dpmpp_2m", 5, eta=0.3), "eta applies to the ddim sampler only"),
-    (SamplerSettings("euler"), "unknown sampler"),
-    (SamplerSettings("dpmpp_2m_sde", 20, start_step=500), "start step applies to the ancestral and ddim"),
-    (SamplerSettings("ddim", "25", start_step=1000), "start step must be between 1 and 999"),
-    (SamplerSettings("ddim", "25", start_step=-3), "start step must be between 1 and 999"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (SamplerSettings(guidance=60.0), "guidance scale must be between 0 and 50"),
+        (SamplerSettings(guidance=-1.0), "guidance scale must be between 0 and 50"),
+        (SamplerSettings("ancestral", "lots"), "not a usable respacing"),
+        (SamplerSettings("ancestral", "2000"), "not a usable respacing"),
+        (SamplerSettings("dpmpp_2m", 0), "between 1 and 1000"),
+        (SamplerSettings("dpmpp_2m", "fast27"), "takes a number of steps"),
+        (SamplerSettings("dpmpp_2m", 5, eta=0.3), "eta applies to the ddim sampler only"),
+        (SamplerSettings("euler"), "unknown sampler"),
+        (SamplerSettings("dpmpp_2m_sde", 20, start_step=500), "start step applies to the ancestral and ddim"),
+        (SamplerSettings("ddim", "25", start_step=1000), "start step must be between 1 and 999"),
+        (SamplerSettings("ddim", "25", start_step=-3), "start step must be between 1 and 999"),
+    ],
+)
 def test_settings_out_of_range(base_only, settings, message):
     with pytest.raises(ValueError, match=message):
         TextToImage(base_only, CPU, base=settings)

@@ -1,4 +1,5 @@
 """Comic scripts: parsing, layouts, prompt composition and errors that name the line and field."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,10 @@ def write(tmp_path, text, name="script.yaml"):
 
 
 def test_full_script(tmp_path):
-    script = load_script(write(tmp_path, """\
+    script = load_script(
+        write(
+            tmp_path,
+            """\
 title: Harbour
 character: a girl with a red scarf
 style: ", a watercolor painting"
@@ -37,7 +41,9 @@ pages:
   - title: Two
     layout: strip
     panels: [one, two, three]
-"""))
+""",
+        )
+    )
     assert script.title == "Harbour" and script.seed == 5 and len(script.pages) == 2
     first, second = script.pages
     assert first.layout == Layout(2, 3) and first.title == "Harbour"
@@ -62,22 +68,35 @@ def test_default_layout_and_json(tmp_path):
     assert script.pages[0].layout == Layout(2, 3)
 
 
-@pytest.mark.parametrize("text, line, fragment", [
-    ("panels:\n  - caption: a\n    dialogue:\n      - {speaker: A, text: hi, kind: yell}\n", 4,
-     "panels[0].dialogue[0].kind: must be one of speech, thought, shout"),
-    ("panels:\n  - caption: a\n    colour: red\n", 3, "panels[0].colour: unknown field"),
-    ("title: t\nlayout: 1x1\npanels: [a, b]\n", 2, "layout 1x1 has 1 cells but the page has 2 panels"),
-    ("pages:\n  - panels: [a]\n  - panels:\n      - caption: b\n        seed: -3\n", 5,
-     "pages[1].panels[0].seed: must be between 0"),
-    ("panels:\n  - caption: [not, text]\n", 2, "panels[0].caption: expected text, got a list"),
-    ("panels:\n  - caption: no\n", 2, "quote it"),
-    ("layout: 3 by 3\npanels: [a]\n", 1, "expected 'strip', 'ROWSxCOLS'"),
-    ("panels:\n  - narration: only\n", 2, "panels[0].caption: this field is required"),
-    ("panels:\n  - caption: a\n    dialogue:\n      - speaker: A\n", 4, "panels[0].dialogue[0].text: this field is required"),
-    ("title: x\n", None, "give either 'panels'"),
-    ("panels: []\n", 1, "a page needs at least one panel"),
-    ("panels:\n  - caption: a\n  caption: b\n   bad: indent\n", 3, "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        (
+            "panels:\n  - caption: a\n    dialogue:\n      - {speaker: A, text: hi, kind: yell}\n",
+            4,
+            "panels[0].dialogue[0].kind: must be one of speech, thought, shout",
+        ),
+        ("panels:\n  - caption: a\n    colour: red\n", 3, "panels[0].colour: unknown field"),
+        ("title: t\nlayout: 1x1\npanels: [a, b]\n", 2, "layout 1x1 has 1 cells but the page has 2 panels"),
+        (
+            "pages:\n  - panels: [a]\n  - panels:\n      - caption: b\n        seed: -3\n",
+            5,
+            "pages[1].panels[0].seed: must be between 0",
+        ),
+        ("panels:\n  - caption: [not, text]\n", 2, "panels[0].caption: expected text, got a list"),
+        ("panels:\n  - caption: no\n", 2, "quote it"),
+        ("layout: 3 by 3\npanels: [a]\n", 1, "expected 'strip', 'ROWSxCOLS'"),
+        ("panels:\n  - narration: only\n", 2, "panels[0].caption: this field is required"),
+        (
+            "panels:\n  - caption: a\n    dialogue:\n      - speaker: A\n",
+            4,
+            "panels[0].dialogue[0].text: this field is required",
+        ),
+        ("title: x\n", None, "give either 'panels'"),
+        ("panels: []\n", 1, "a page needs at least one panel"),
+        ("panels:\n  - caption: a\n  caption: b\n   bad: indent\n", 3, "not valid YAML"),
+    ],
+)
 def test_errors_name_line_and_field(tmp_path, text, line, fragment):
     with pytest.raises(ScriptError) as info:
         load_script(write(tmp_path, text))

@@ -4,6 +4,7 @@
 Each hostile input is built here; each used to expand into hundreds of thousands of panels, letter for minutes
 or end in a RecursionError traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,12 @@ def test_alias_expansion_is_refused_before_it_is_expanded(tmp_path):
 @pytest.mark.timeout(60)
 def test_exponential_alias_bomb_is_refused(tmp_path):
     lines = ["style: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
-    lines += [f"character: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" if i == 1 else
-              f"title: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in (1, 2)]
+    lines += [
+        f"character: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]"
+        if i == 1
+        else f"title: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]"
+        for i in (1, 2)
+    ]
     text = "\n".join(lines) + "\npanels: [" + ", ".join(["*a2"] * 200) + "]\n"  # 10**5 * 200 values
     load_fails(write(tmp_path, text), "expands to more than")
 
@@ -70,10 +75,13 @@ def test_self_referencing_alias_is_refused(tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name, text", [
-    ("deep.yaml", f"panels: {nested_lists(5000)}\n"),
-    ("deep.json", f'{{"panels": {nested_lists(5000)}}}\n'),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("deep.yaml", f"panels: {nested_lists(5000)}\n"),
+        ("deep.json", f'{{"panels": {nested_lists(5000)}}}\n'),
+    ],
+)
 def test_deep_nesting_is_refused_without_a_traceback(tmp_path, name, text):
     load_fails(write(tmp_path, text, name), f"line 1: nested deeper than {LIMITS.yaml_depth} levels")
 
@@ -90,21 +98,27 @@ def test_huge_integer_is_refused_in_one_line(tmp_path):
 # ------------------------------------------------------------------------------------------ counts and lengths
 def test_page_count_is_capped(tmp_path):
     pages = [{"panels": ["a cat"]}] * (LIMITS.pages + 1)
-    load_fails(write(tmp_path, json.dumps({"pages": pages}, indent=1), "s.json"),
-               f"pages: at most {LIMITS.pages} pages, got {LIMITS.pages + 1}")
+    load_fails(
+        write(tmp_path, json.dumps({"pages": pages}, indent=1), "s.json"),
+        f"pages: at most {LIMITS.pages} pages, got {LIMITS.pages + 1}",
+    )
 
 
 def test_panel_count_is_capped_across_pages(tmp_path):
     per_page = LIMITS.panels_per_page
     pages = [{"panels": ["a cat"] * per_page}] * (LIMITS.panels // per_page + 1)
-    load_fails(write(tmp_path, json.dumps({"pages": pages}, indent=1), "s.json"),
-               f"the script has more than {LIMITS.panels} panels")
+    load_fails(
+        write(tmp_path, json.dumps({"pages": pages}, indent=1), "s.json"),
+        f"the script has more than {LIMITS.panels} panels",
+    )
 
 
 def test_dialogue_lines_per_panel_are_capped(tmp_path):
     dialogue = [{"speaker": "A", "text": "hi"}] * (LIMITS.dialogue_per_panel + 1)
-    load_fails(write(tmp_path, json.dumps({"panels": [{"caption": "c", "dialogue": dialogue}]}, indent=1), "s.json"),
-               f"panels[0].dialogue: at most {LIMITS.dialogue_per_panel} dialogue lines per panel")
+    load_fails(
+        write(tmp_path, json.dumps({"panels": [{"caption": "c", "dialogue": dialogue}]}, indent=1), "s.json"),
+        f"panels[0].dialogue: at most {LIMITS.dialogue_per_panel} dialogue lines per panel",
+    )
 
 
 @pytest.mark.timeout(60)
@@ -112,8 +126,10 @@ def test_dialogue_lines_per_panel_are_capped(tmp_path):
 def test_megabyte_text_fields_are_refused(tmp_path, field, limit):
     text = "word " * 200_000
     script = {"panels": [{"caption": "a cat", field: text}]}
-    load_fails(write(tmp_path, json.dumps(script), "s.json"),
-               f"panels[0].{field}: text of {len(text)} characters; at most {limit} are allowed")
+    load_fails(
+        write(tmp_path, json.dumps(script), "s.json"),
+        f"panels[0].{field}: text of {len(text)} characters; at most {limit} are allowed",
+    )
 
 
 def test_bare_caption_and_style_lengths_are_capped(tmp_path):
@@ -124,8 +140,11 @@ def test_bare_caption_and_style_lengths_are_capped(tmp_path):
 
 def test_limits_admit_a_real_comic(tmp_path):
     """A 40-page issue with full pages of lettered panels stays well inside the limits."""
-    panel = {"caption": "a lighthouse keeper " * 10, "narration": "Night fell. " * 20,
-             "dialogue": [{"speaker": "Ana", "text": "Who goes there? " * 10}] * 4}
+    panel = {
+        "caption": "a lighthouse keeper " * 10,
+        "narration": "Night fell. " * 20,
+        "dialogue": [{"speaker": "Ana", "text": "Who goes there? " * 10}] * 4,
+    }
     script = load_script(write(tmp_path, json.dumps({"pages": [{"panels": [panel] * 9}] * 40}), "s.json"))
     assert len(script.panel_refs()) == 360
 
@@ -146,14 +165,22 @@ def test_lettering_time_is_bounded_whatever_the_text_length(text):
 
 
 # ------------------------------------------------------------------------------------------ the CLI
-@pytest.mark.parametrize("name, text, fragment", [
-    ("deep.yaml", f"panels: {nested_lists(5000)}\n", "nested deeper than"),
-    ("bomb.yaml", alias_pages_script(20_000), "expands to more than"),
-])
+@pytest.mark.parametrize(
+    "name, text, fragment",
+    [
+        ("deep.yaml", f"panels: {nested_lists(5000)}\n", "nested deeper than"),
+        ("bomb.yaml", alias_pages_script(20_000), "expands to more than"),
+    ],
+)
 def test_cli_reports_hostile_scripts_in_one_line(tmp_path, name, text, fragment):
     path = write(tmp_path, text, name)
-    proc = subprocess.run([sys.executable, "-m", "sampling", "comic", str(path), "--check"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sampling", "comic", str(path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and fragment in lines[0], proc.stderr[-2000:]

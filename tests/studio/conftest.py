@@ -1,4 +1,5 @@
 """Fixtures for the studio tests: a real PostgreSQL server, catalogue backends, the sentence embedder."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,19 @@ class PostgresServer:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8", "-N")
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         kwargs = {"user": "postgres", "group": "postgres", "extra_groups": []} if self._as_postgres else {}

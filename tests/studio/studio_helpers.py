@@ -1,4 +1,5 @@
 """Helpers shared by the studio tests (a module with a unique name: test dirs have no __init__.py)."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ def apt_install(*packages: str) -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, check=False, capture_output=True, timeout=900)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *packages], env=env, check=False, capture_output=True, timeout=900
+    )
 
 
 def free_port() -> int:

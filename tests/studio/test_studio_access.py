@@ -2,6 +2,7 @@
 
 Each studio here is started on 127.0.0.1 by the test and probed with plain HTTP, as an outsider would.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,20 @@ def _start(workdir: Path, models_dir: Path, *extra: str, record_hosts: list | No
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     port = free_port()
-    args = parser.parse_args(["--workdir", str(workdir), "--models-dir", str(models_dir), "--port", str(port),
-                              "--device", "cpu", "--no-semantic-search", *extra])
+    args = parser.parse_args(
+        [
+            "--workdir",
+            str(workdir),
+            "--models-dir",
+            str(models_dir),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--no-semantic-search",
+            *extra,
+        ]
+    )
     studio, demo = run(args, block=False)
     return f"http://127.0.0.1:{port}", studio, demo
 
@@ -119,6 +132,7 @@ def _file_url(url: str, path: Path) -> str:
 
 # --- files ------------------------------------------------------------------------------------
 
+
 def test_catalogue_database_and_work_files_are_not_served(open_studio):
     url, studio, _, _ = open_studio
     config = studio.config
@@ -147,8 +161,9 @@ def test_uploads_over_the_size_cap_are_refused(open_studio):
     url = open_studio[0]
     small = requests.post(f"{url}/gradio_api/upload", files={"files": ("small.png", b"x" * 1000)}, timeout=60)
     assert small.status_code == 200
-    big = requests.post(f"{url}/gradio_api/upload", files={"files": ("big.png", b"x" * (MAX_UPLOAD_BYTES + 1))},
-                        timeout=120)
+    big = requests.post(
+        f"{url}/gradio_api/upload", files={"files": ("big.png", b"x" * (MAX_UPLOAD_BYTES + 1))}, timeout=120
+    )
     assert big.status_code == 413 and "maximum allowed size" in big.text
 
 
@@ -158,6 +173,7 @@ def test_no_telemetry_leaves_the_machine(open_studio):
 
 
 # --- logins -----------------------------------------------------------------------------------
+
 
 def test_login_is_enforced_when_credentials_are_given(auth_studio):
     url, _, image = auth_studio
@@ -200,8 +216,18 @@ def _studio_command(tmp_path: Path, *args: str, env_auth: str | None = None) -> 
     env = {k: v for k, v in os.environ.items() if k != "AUTOCOMICS_STUDIO_AUTH"}
     if env_auth is not None:
         env["AUTOCOMICS_STUDIO_AUTH"] = env_auth
-    command = [sys.executable, "-m", "sampling", "studio", "--workdir", str(tmp_path / "work"), "--port",
-               str(free_port()), "--no-semantic-search", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "sampling",
+        "studio",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--port",
+        str(free_port()),
+        "--no-semantic-search",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -234,6 +260,7 @@ def test_loopback_needs_no_credentials():
 
 # --- models -----------------------------------------------------------------------------------
 
+
 def test_malformed_model_folders_are_listed_as_broken_not_fatal(broken_models_dir, tmp_path):
     from sampling.studio.app import build_app
     from sampling.studio.service import Studio, StudioConfig
@@ -242,8 +269,10 @@ def test_malformed_model_folders_are_listed_as_broken_not_fatal(broken_models_di
     demo = build_app(studio)  # the studio starts
     assert [label for label, _ in studio.model_choices()] == ["bundled model", "tiny-random"]
     broken = studio.broken_models()
-    assert [line.split(": ", 2)[:2] for line in broken] == [["bad-config", "unreadable model folder"],
-                                                           ["bad-options", "unreadable model folder"]]
+    assert [line.split(": ", 2)[:2] for line in broken] == [
+        ["bad-config", "unreadable model folder"],
+        ["bad-options", "unreadable model folder"],
+    ]
     assert "options" in broken[1]
     assert all("\n" not in line and str(broken_models_dir) not in line for line in broken)
     [note] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "gen-broken-models"]
@@ -270,6 +299,7 @@ def test_only_listed_models_are_loaded_and_refusals_reveal_nothing(models_dir, t
 
 # --- form inputs ------------------------------------------------------------------------------
 
+
 def _fn_index(demo, name: str) -> int:
     """The first event listener running function ``name`` (``refresh`` serves several triggers)."""
     return min(i for i, fn in demo.fns.items() if getattr(fn.fn, "__name__", "") == name)
@@ -283,12 +313,21 @@ def _component_id(demo, elem_id: str) -> int:
 def _call(url: str, demo, name: str, data: list, trigger: str, event_data=None, session: str = "") -> dict:
     """Run event handler ``name`` through Gradio's queue as a browser would; the final queue message."""
     session = session or uuid.uuid4().hex
-    joined = requests.post(f"{url}/gradio_api/queue/join", json={
-        "data": data, "event_data": event_data, "fn_index": _fn_index(demo, name),
-        "trigger_id": _component_id(demo, trigger), "session_hash": session}, timeout=30)
+    joined = requests.post(
+        f"{url}/gradio_api/queue/join",
+        json={
+            "data": data,
+            "event_data": event_data,
+            "fn_index": _fn_index(demo, name),
+            "trigger_id": _component_id(demo, trigger),
+            "session_hash": session,
+        },
+        timeout=30,
+    )
     assert joined.ok, joined.text
-    with requests.get(f"{url}/gradio_api/queue/data", params={"session_hash": session}, stream=True,
-                      timeout=60) as stream:
+    with requests.get(
+        f"{url}/gradio_api/queue/data", params={"session_hash": session}, stream=True, timeout=60
+    ) as stream:
         for line in stream.iter_lines(decode_unicode=True):
             if line and line.startswith("data:"):
                 message = json.loads(line[5:])
@@ -310,8 +349,9 @@ def test_catalogue_selection_by_position_still_works(open_studio):
     url, studio, demo, _ = open_studio
     session = uuid.uuid4().hex  # the grid's ids live in the session: list the catalogue first, then select
     listed = _call(url, demo, "refresh", ["", "date"], "cat-search", session=session)
-    selected = _call(url, demo, "choose", [None], "cat-grid", {"index": 0, "value": None, "selected": True},
-                     session=session)
+    selected = _call(
+        url, demo, "choose", [None], "cat-grid", {"index": 0, "value": None, "selected": True}, session=session
+    )
     assert listed["success"] and selected["success"], (listed, selected)
     item_id = studio.catalogue.list("date")[0].id
     assert selected["output"]["data"][1] == f"#{item_id} a red strip"
@@ -324,9 +364,14 @@ def test_train_numbers_carry_the_trainers_own_bounds(open_studio):
 
     _, _, demo, _ = open_studio
     meta = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}
-    for elem_id, setting in [("train-steps", "max_steps"), ("train-batch", "batch_size"), ("train-lr", "lr"),
-                             ("train-uncond", "uncond_p"), ("train-ckpt", "checkpoint_every"),
-                             ("train-sample", "sample_every")]:
+    for elem_id, setting in [
+        ("train-steps", "max_steps"),
+        ("train-batch", "batch_size"),
+        ("train-lr", "lr"),
+        ("train-uncond", "uncond_p"),
+        ("train-ckpt", "checkpoint_every"),
+        ("train-sample", "sample_every"),
+    ]:
         [number] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
         assert (number.minimum, number.maximum) == (meta[setting]["min"], meta[setting]["max"]), elem_id
 

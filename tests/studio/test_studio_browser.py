@@ -4,6 +4,7 @@ Generate uses the bundled model (the default choice) with captions from the synt
 on; Train fine-tunes the bundled model in a real trainer process on a small synthetic dataset, watches its loss
 plot and logged samples, and cancels it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,17 +19,28 @@ from studio_helpers import apt_install, free_port, missing_dependency
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "studio"
 TIMEOUT_MS = 90_000
 
 # Two strips in the bundled model's world (the test checks the flow; bench/quality.py measures accuracy).
-STRIP_ONE = ("a large yellow triangle in the center on a gray background\n"
-             "a large green circle in the center on a cyan background", 12)
-STRIP_TWO = ("a large red triangle in the center on a pink background\n"
-             "a large orange circle in the center on a cyan background", 0)
+STRIP_ONE = (
+    "a large yellow triangle in the center on a gray background\n"
+    "a large green circle in the center on a cyan background",
+    12,
+)
+STRIP_TWO = (
+    "a large red triangle in the center on a pink background\na large orange circle in the center on a cyan background",
+    0,
+)
 SAVED = [
     "over-guided test strip: guidance clamped to fifty",
     "a yellow triangle on gray beside a green circle on cyan",
@@ -68,8 +80,26 @@ def train_data(tmp_path_factory) -> Path:
     from data_pipeline.__main__ import main
 
     out = tmp_path_factory.mktemp("datasets") / "shapes48"  # offered by name: the studio's datasets folder
-    status = main(["synthetic", "--out", str(out), "--count", "48", "--sizes", "32", "--image-format", "png",
-                   "--shard-size", "16", "--val-fraction", "0.2", "--processes", "1", "--no-progress"])
+    status = main(
+        [
+            "synthetic",
+            "--out",
+            str(out),
+            "--count",
+            "48",
+            "--sizes",
+            "32",
+            "--image-format",
+            "png",
+            "--shard-size",
+            "16",
+            "--val-fraction",
+            "0.2",
+            "--processes",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert status == 0
     return out
 
@@ -81,9 +111,20 @@ def studio_url(models_dir, train_data, tmp_path_factory, embedder):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     port = free_port()
-    args = parser.parse_args(["--workdir", str(tmp_path_factory.mktemp("studio")), "--models-dir", str(models_dir),
-                              "--datasets-dir", str(train_data.parent),
-                              "--port", str(port), "--device", "cpu"])
+    args = parser.parse_args(
+        [
+            "--workdir",
+            str(tmp_path_factory.mktemp("studio")),
+            "--models-dir",
+            str(models_dir),
+            "--datasets-dir",
+            str(train_data.parent),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ]
+    )
     with pytest.MonkeyPatch.context() as patch:  # a login, as a shared studio has one
         patch.setenv("AUTOCOMICS_STUDIO_AUTH", f"{LOGIN[0]}:{LOGIN[1]}")
         studio, demo = run(args, block=False)
@@ -102,8 +143,12 @@ def browser(chromium, tmp_path_factory):
     with sync_playwright() as pw:
         # a fresh profile folder per run (Playwright's way of passing --user-data-dir)
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("profile")), executable_path=chromium, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1280, "height": 1000}, accept_downloads=True,
+            str(tmp_path_factory.mktemp("profile")),
+            executable_path=chromium,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+            accept_downloads=True,
         )
         try:
             yield context
@@ -168,7 +213,8 @@ def _wait_match(page, selector: str, pattern: str) -> str:
     try:
         page.wait_for_function(
             "([sel, pattern]) => { const el = document.querySelector(sel); return el && new RegExp(pattern).test(el.value); }",
-            arg=[selector, pattern], timeout=TIMEOUT_MS,
+            arg=[selector, pattern],
+            timeout=TIMEOUT_MS,
         )
     except Exception as exc:  # say what the page showed instead
         raise AssertionError(f"{selector} never matched {pattern!r}; it shows {page.input_value(selector)!r}") from exc
@@ -178,7 +224,8 @@ def _wait_match(page, selector: str, pattern: str) -> str:
 def _wait_text(page, selector: str, needle: str) -> str:
     page.wait_for_function(
         "([sel, needle]) => { const el = document.querySelector(sel); return el && el.value.includes(needle); }",
-        arg=[selector, needle], timeout=TIMEOUT_MS,
+        arg=[selector, needle],
+        timeout=TIMEOUT_MS,
     )
     return page.input_value(selector)
 
@@ -198,8 +245,11 @@ def _generate(page, strip: tuple[str, int], guidance: str, expect_guidance: str)
     _set(page, "#gen-seed input", str(seed))
     page.click("#gen-run")
     # the last line of the messages names the model and the settings used
-    status = _wait_match(page, "#gen-status textarea",
-                         rf"bundled/base@\w+: seed {seed}, dpmpp_2m_sde × 10 steps, guidance {expect_guidance}$")
+    status = _wait_match(
+        page,
+        "#gen-status textarea",
+        rf"bundled/base@\w+: seed {seed}, dpmpp_2m_sde × 10 steps, guidance {expect_guidance}$",
+    )
     page.wait_for_selector("#gen-strip img")
     assert page.locator("#gen-panels .thumbnail-item").count() == 2
     return status
@@ -288,8 +338,7 @@ def test_generate_save_search_rename_download_delete(signed_in, studio_url, scre
     _publish(screenshots, "generate", "catalogue")
 
 
-def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url, train_data, screenshots,
-                                                          monkeypatch):
+def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url, train_data, screenshots, monkeypatch):
     from finetune.bundled import bundled_model_path
     from finetune.train.checkpointing import list_checkpoints
 
@@ -315,8 +364,11 @@ def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url,
 
     # live progress: wait for a sample grid and for train loss points at steps 10, 20 and 30 in the plot
     _wait_match(page, "#train-status textarea, #train-status input", r"running: step ([3-9]\d|\d{3,}) of 2000")
-    page.wait_for_function("() => { const img = document.querySelector('#train-samples img');"
-                           " return img && img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#train-samples img');"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        timeout=TIMEOUT_MS,
+    )
     assert "samples/grid at step" in page.locator("#train-samples").inner_text()
     page.wait_for_selector("#train-plot .vega-embed svg")
     assert "train/loss" in page.locator("#train-plot").inner_text()

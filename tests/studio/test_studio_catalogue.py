@@ -1,4 +1,5 @@
 """The catalogue, run against SQLite and a real PostgreSQL server with the same tests."""
+
 from __future__ import annotations
 
 import io
@@ -73,7 +74,11 @@ def test_list_sorted_by_date_and_caption(catalogue):
         catalogue.add(solid(caption[0].lower() * 0 or "white"), caption)
         time.sleep(0.002)
     assert [i.caption for i in catalogue.list("date")] == ["cherry blossom", "Apple tree", "banana boat"]
-    assert [i.caption for i in catalogue.list("date", descending=False)] == ["banana boat", "Apple tree", "cherry blossom"]
+    assert [i.caption for i in catalogue.list("date", descending=False)] == [
+        "banana boat",
+        "Apple tree",
+        "cherry blossom",
+    ]
     assert [i.caption for i in catalogue.list("caption")] == ["Apple tree", "banana boat", "cherry blossom"]
     assert [i.caption for i in catalogue.list("caption", limit=1, offset=1)] == ["banana boat"]
     with pytest.raises(InvalidInput, match="sort must be one of"):

@@ -1,4 +1,5 @@
 """The studio's checks on user input, its catalogue error handling, and reading a fine-tune's progress."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def test_clamp_settings_says_what_changed():
 def test_unreachable_database_is_shown_and_retried(tmp_path):
     from studio_helpers import free_port
 
-    studio = Studio(StudioConfig(workdir=tmp_path, database=f"postgresql://u:pw@127.0.0.1:{free_port()}/x",
-                                 semantic_search=False))
+    studio = Studio(
+        StudioConfig(workdir=tmp_path, database=f"postgresql://u:pw@127.0.0.1:{free_port()}/x", semantic_search=False)
+    )
     with pytest.raises(StudioError, match="catalogue unavailable: cannot reach PostgreSQL"):
         studio.browse()
     with pytest.raises(StudioError, match="catalogue unavailable"):  # tried again, not cached as broken
@@ -109,8 +111,9 @@ def test_progress_describes_running_finished_cancelled_and_failed_runs(tmp_path)
     assert checkpoint == tmp_path / "checkpoints" / "step-00000042" and step == 42
 
     def progress(**kw):
-        return Progress(**{"running": False, "returncode": None, "step": 40, "max_steps": 100, "run_dir": tmp_path,
-                           **kw})
+        return Progress(
+            **{"running": False, "returncode": None, "step": 40, "max_steps": 100, "run_dir": tmp_path, **kw}
+        )
 
     assert progress(running=True).describe() == "running: step 40 of 100"
     assert progress(running=True, cancelled=True).describe().endswith("(cancelling…)")
@@ -137,8 +140,9 @@ def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_pa
     models = tmp_path / "models"
     for part, options in (("base", {}), ("upsampler", {"super_res": True})):
         (models / "pipeline" / part).mkdir(parents=True)
-        (models / "pipeline" / part / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
-                                                                             "options": options}))
+        (models / "pipeline" / part / "config.json").write_text(
+            json.dumps({"format_version": FORMAT_VERSION, "options": options})
+        )
     studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models, semantic_search=False))
     assert studio.model_choices() == [("bundled model", "bundled"), ("pipeline (with upsampler)", "models/pipeline")]
     init = studio._training_init

@@ -1,9 +1,11 @@
 """Fixtures of the trainer tests: tiny synthetic datasets and a short from-scratch run shared by several tests."""
+
 from __future__ import annotations
 
 import pytest
 
 from train_synthetic_shards import write_shards
+
 
 @pytest.fixture(scope="session")
 def shards32(tmp_path_factory):

@@ -1,4 +1,5 @@
 """Trainer settings (flags, YAML/TOML, validation), the CLI's error handling, and the step guards."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,35 +22,40 @@ def _parse(*argv):
 
 def test_flags_override_config_file_which_overrides_defaults(tmp_path):
     yaml_file = tmp_path / "run.yaml"
-    yaml_file.write_text("run_dir: /tmp/r\ndata: [a, b]\npreset: tiny-base\nlr: 0.001\nbatch-size: 8\n"
-                         "mixed_precision: bf16\n")
+    yaml_file.write_text(
+        "run_dir: /tmp/r\ndata: [a, b]\npreset: tiny-base\nlr: 0.001\nbatch-size: 8\nmixed_precision: bf16\n"
+    )
     config = _parse("--config", str(yaml_file), "--lr", "0.0005", "--no-progress")
     assert config.data == ["a", "b"] and config.batch_size == 8 and config.mixed_precision == "bf16"
     assert config.lr == 0.0005 and config.progress is False and config.uncond_p == 0.2
     toml_file = tmp_path / "run.toml"
-    toml_file.write_text('run_dir = "/tmp/r"\ndata = ["x"]\npreset = "tiny-base"\nsample_prompts = ["a cat"]\n'
-                         "grad_accum = 4\n")
+    toml_file.write_text(
+        'run_dir = "/tmp/r"\ndata = ["x"]\npreset = "tiny-base"\nsample_prompts = ["a cat"]\ngrad_accum = 4\n'
+    )
     config = _parse("--config", str(toml_file))
     assert config.grad_accum == 4 and config.sample_prompts == ["a cat"]
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"uncond_p": 1.5}, "--uncond-p must be <= 1.0"),
-    ({"lr": 0}, "--lr must be > 0.0"),
-    ({"batch_size": 0}, "--batch-size must be >= 1"),
-    ({"mixed_precision": "fp8"}, "--mixed-precision must be one of"),
-    ({"crop_scale_min": 0.9, "crop_scale_max": 0.5}, "must not exceed"),
-    ({"preset": ""}, "--preset is required"),
-    ({"lr": float("nan")}, "must be finite"),
-    ({"max_steps": "ten"}, "--max-steps must be an integer"),
-    ({"bogus": 1}, "unknown setting"),
-    # what a hostile or careless form sends: refused before anything is allocated
-    ({"batch_size": 10**9}, "--batch-size must be <= 4096"),
-    ({"max_steps": 10**15}, "--max-steps must be <= 100000000"),
-    ({"shuffle_buffer": 10**9}, "--shuffle-buffer must be <= 100000"),
-    ({"val_samples": 10**9}, "--val-samples must be <= 100000"),
-    ({"checkpoint_every": 10**12}, "--checkpoint-every must be <= 100000000"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"uncond_p": 1.5}, "--uncond-p must be <= 1.0"),
+        ({"lr": 0}, "--lr must be > 0.0"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"mixed_precision": "fp8"}, "--mixed-precision must be one of"),
+        ({"crop_scale_min": 0.9, "crop_scale_max": 0.5}, "must not exceed"),
+        ({"preset": ""}, "--preset is required"),
+        ({"lr": float("nan")}, "must be finite"),
+        ({"max_steps": "ten"}, "--max-steps must be an integer"),
+        ({"bogus": 1}, "unknown setting"),
+        # what a hostile or careless form sends: refused before anything is allocated
+        ({"batch_size": 10**9}, "--batch-size must be <= 4096"),
+        ({"max_steps": 10**15}, "--max-steps must be <= 100000000"),
+        ({"shuffle_buffer": 10**9}, "--shuffle-buffer must be <= 100000"),
+        ({"val_samples": 10**9}, "--val-samples must be <= 100000"),
+        ({"checkpoint_every": 10**12}, "--checkpoint-every must be <= 100000000"),
+    ],
+)
 def test_out_of_range_settings_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
         build_config({"run_dir": "/tmp/r", "data": ["d"], "preset": "tiny-base", **settings})
@@ -97,8 +103,16 @@ def test_resume_merge_keeps_saved_settings_and_refuses_changes():
     with pytest.raises(ConfigError, match="--batch-size"):
         merge_for_resume(saved.to_dict(), build_config({"run_dir": "/r", "resume": "latest", "batch_size": 9}))
     # the pace and weighting of the steps may change on resume (the optimum does not)
-    given = build_config({"run_dir": "/r", "resume": "latest", "lr": 5e-4, "ema_decay": 0.999,
-                          "mse_weighting": "v", "mse_weight_cap": 50})
+    given = build_config(
+        {
+            "run_dir": "/r",
+            "resume": "latest",
+            "lr": 5e-4,
+            "ema_decay": 0.999,
+            "mse_weighting": "v",
+            "mse_weight_cap": 50,
+        }
+    )
     merged, changed = merge_for_resume(saved.to_dict(), given)
     assert (merged.lr, merged.ema_decay, merged.mse_weighting, merged.mse_weight_cap) == (5e-4, 0.999, "v", 50.0)
     assert sorted(changed) == ["--ema-decay=0.999", "--lr=0.0005", "--mse-weight-cap=50.0", "--mse-weighting='v'"]

@@ -1,4 +1,5 @@
 """Trainer data path: shard/imagefolder discovery, deterministic resumable streams, crops, captions, masks."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,14 +13,30 @@ import torch
 from finetune.train.augment import SampleMaker
 from finetune.train.masks import random_mask
 from finetune.train.sources import DatasetError, precheck, resolve_dataset
-from finetune.train.stream import (PositionTracker, StreamLayout, TrainStream, collate, decode_rgb, find_records,
-                                   make_loader)
+from finetune.train.stream import (
+    PositionTracker,
+    StreamLayout,
+    TrainStream,
+    collate,
+    decode_rgb,
+    find_records,
+    make_loader,
+)
 from train_synthetic_shards import write_imagefolder, write_shards
 
 
 def _stream(dataset, tok, layout, start=None, offset=0, batch=4, **maker):
-    return TrainStream(dataset.shards, SampleMaker(32, **maker), tok, batch, 8, seed=3, layout=layout,
-                       start=start or {}, worker_offset=offset)
+    return TrainStream(
+        dataset.shards,
+        SampleMaker(32, **maker),
+        tok,
+        batch,
+        8,
+        seed=3,
+        layout=layout,
+        start=start or {},
+        worker_offset=offset,
+    )
 
 
 def _keys(batches):
@@ -93,8 +110,9 @@ def test_resume_with_dataloader_workers_continues_in_order(shards32, clip16):
     state = json.loads(json.dumps(tracker.state()))  # as saved in a checkpoint
     restored, note = PositionTracker.from_state(state, layout)
     assert note is None
-    loader2 = make_loader(_stream(ds, clip16, layout, start=restored.places, offset=restored.loader_offset(),
-                                  batch=3), 2)
+    loader2 = make_loader(
+        _stream(ds, clip16, layout, start=restored.places, offset=restored.loader_offset(), batch=3), 2
+    )
     resumed = list(itertools.islice(iter(loader2), 4))
     assert [b["keys"] for b in resumed] == [b["keys"] for b in full[5:9]]
     assert {b["stream"] for b in full} == {0, 1}

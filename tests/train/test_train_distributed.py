@@ -1,4 +1,5 @@
 """Data-parallel training on the CPU: `accelerate launch --multi_gpu --num_processes 2` (torchrun + gloo)."""
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,53 @@ def _free_port() -> int:
 def test_two_processes_train_on_different_samples(tmp_path, shards32):
     run_dir = tmp_path / "ddp"
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
-           "--main_process_port", str(_free_port()),
-           "-m", "finetune", "train", "--run-dir", str(run_dir), "--data", str(shards32), "--preset", "tiny-base",
-           "--max-steps", "3", "--batch-size", "2", "--num-workers", "0", "--val-samples", "6", "--val-every", "0",
-           "--sample-every", "-1", "--checkpoint-every", "0", "--log-sample-keys", "--no-progress", "--log-every", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HOME": str(tmp_path / "hf")})
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "finetune",
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--data",
+        str(shards32),
+        "--preset",
+        "tiny-base",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--val-samples",
+        "6",
+        "--val-every",
+        "0",
+        "--sample-every",
+        "-1",
+        "--checkpoint-every",
+        "0",
+        "--log-sample-keys",
+        "--no-progress",
+        "--log-every",
+        "1",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HOME": str(tmp_path / "hf")}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("done: 3 steps") == 1  # only the main process reports
 

@@ -1,4 +1,5 @@
 """Bad input and faults: clear errors before any training work, and the non-finite-loss guard in a real run."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,11 @@ def upsample_pt(tmp_path_factory, glide_fixtures):
 
 
 def _run(tmp_path, **settings):
-    return train(fast_config(**{"run_dir": str(tmp_path / "run"), "preset": "tiny-base", "max_steps": 1,
-                                "val_samples": 0, **settings}))
+    return train(
+        fast_config(
+            **{"run_dir": str(tmp_path / "run"), "preset": "tiny-base", "max_steps": 1, "val_samples": 0, **settings}
+        )
+    )
 
 
 def test_bad_inputs_fail_before_training(tmp_path, shards32, upsample_pt, glide_fixtures):
@@ -35,8 +39,13 @@ def test_bad_inputs_fail_before_training(tmp_path, shards32, upsample_pt, glide_
     with pytest.raises(DatasetError, match="wrong size"):
         _run(tmp_path, data=[str(write_shards(tmp_path / "small", n=4, size=16, per_shard=4))])
     with pytest.raises(InitError, match="another model/preset"):
-        _run(tmp_path, data=[str(shards32)], init=str(upsample_pt), preset="tiny-base",
-             vocab_path=str(glide_fixtures / "gpt2_bpe"))
+        _run(
+            tmp_path,
+            data=[str(shards32)],
+            init=str(upsample_pt),
+            preset="tiny-base",
+            vocab_path=str(glide_fixtures / "gpt2_bpe"),
+        )
     with pytest.raises(InitError, match="neither 'scratch', a released model's name, nor an existing"):
         _run(tmp_path, data=[str(shards32)], init=str(tmp_path / "missing.pt"))
     not_a_pt = tmp_path / "junk.pt"
@@ -63,8 +72,15 @@ def test_nonfinite_losses_are_skipped_then_training_stops(tmp_path, shards32, mo
     monkeypatch.setattr(GaussianDiffusion, "training_losses", flaky)
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="3 steps in a row"):
-        _run(tmp_path, data=[str(shards32)], max_steps=10, nan_max_consecutive=3, checkpoint_every=1, keep_checkpoints=10,
-             ema_decay=0.9)
+        _run(
+            tmp_path,
+            data=[str(shards32)],
+            max_steps=10,
+            nan_max_consecutive=3,
+            checkpoint_every=1,
+            keep_checkpoints=10,
+            ema_decay=0.9,
+        )
     metrics = read_metrics(run_dir)
     assert [m["skipped"] for m in metrics] == [None, "nonfinite", None, "nonfinite", "nonfinite"]
     assert metrics[1]["loss"] is None

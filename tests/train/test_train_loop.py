@@ -1,4 +1,5 @@
 """End-to-end training of a tiny preset from scratch: losses fall, logs/samples/checkpoints/model folder appear."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,21 @@ from finetune.train.checkpointing import list_checkpoints
 @pytest.fixture(scope="module")
 def scratch_run(tmp_path_factory, shards32):
     run_dir = tmp_path_factory.mktemp("scratch_run")
-    config = fast_config(log_every=4, run_dir=str(run_dir), data=[str(shards32)], preset="tiny-base",
-                         max_steps=16, lr=2e-3, val_every=8, sample_every=8, checkpoint_every=8, keep_checkpoints=1,
-                         num_sample_prompts=2, sample_steps="4", ema_decay=0.9)
+    config = fast_config(
+        log_every=4,
+        run_dir=str(run_dir),
+        data=[str(shards32)],
+        preset="tiny-base",
+        max_steps=16,
+        lr=2e-3,
+        val_every=8,
+        sample_every=8,
+        checkpoint_every=8,
+        keep_checkpoints=1,
+        num_sample_prompts=2,
+        sample_steps="4",
+        ema_decay=0.9,
+    )
     result = train(config)
     return run_dir, result
 
@@ -65,8 +78,17 @@ def test_tensorboard_has_scalars_and_sample_images(scratch_run):
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in ["train/loss", "train/mse", "train/vb", "train/lr", "train/grad_norm", "train/samples_per_sec",
-                "val/loss", "val/mse", "val/vb"] + [f"train/loss_q{i}" for i in range(4)]:
+    for tag in [
+        "train/loss",
+        "train/mse",
+        "train/vb",
+        "train/lr",
+        "train/grad_norm",
+        "train/samples_per_sec",
+        "val/loss",
+        "val/mse",
+        "val/vb",
+    ] + [f"train/loss_q{i}" for i in range(4)]:
         assert tag in scalars, tag
     assert [e.step for e in acc.Scalars("train/loss")] == [4, 8, 12, 16]
     assert all(e.value > 0 for e in acc.Scalars("train/samples_per_sec"))

@@ -1,6 +1,7 @@
 """Exact resume: a run stopped with SIGTERM, resumed, killed with SIGKILL and resumed again repeats the
 uninterrupted run's per-step losses and ends with the same weights; checkpoints are whole or absent; settings
 that would change the run are refused."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,24 @@ STEPS = 10
 def _settings(run_dir, shards):
     # two data workers and a shuffle buffer make the data position non-trivial; one thread in every part (in-process
     # and in the subprocesses alike), since another thread count sums in another order
-    return dict(run_dir=str(run_dir), data=[str(shards)], preset="tiny-base", max_steps=STEPS, num_workers=2,
-                shuffle_buffer=8, checkpoint_every=3, keep_checkpoints=2, lr=1e-3, ema_decay=0.99, val_samples=0,
-                uncond_p=0.3, seed=7, lr_warmup_steps=2, lr_schedule="cosine", threads=1)
+    return dict(
+        run_dir=str(run_dir),
+        data=[str(shards)],
+        preset="tiny-base",
+        max_steps=STEPS,
+        num_workers=2,
+        shuffle_buffer=8,
+        checkpoint_every=3,
+        keep_checkpoints=2,
+        lr=1e-3,
+        ema_decay=0.99,
+        val_samples=0,
+        uncond_p=0.3,
+        seed=7,
+        lr_warmup_steps=2,
+        lr_schedule="cosine",
+        threads=1,
+    )
 
 
 def _cli_args(settings: dict) -> list[str]:
@@ -43,8 +59,9 @@ def _cli_args(settings: dict) -> list[str]:
 
 def _run_until(cmd: list[str], metrics, lines: int, sig: int) -> tuple[int, str]:
     """Start the CLI, send `sig` once metrics.jsonl has `lines` steps, return (exit status, output)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
@@ -74,8 +91,17 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path, shards32):
     assert 2 <= stopped_at < STEPS - 3
 
     # SIGKILL after a few more steps: everything since the last checkpoint is lost and will be redone
-    resume_cmd = [sys.executable, "-m", "finetune", "train", "--run-dir", str(resumed_dir), "--resume", "latest",
-                  "--no-progress"]
+    resume_cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "train",
+        "--run-dir",
+        str(resumed_dir),
+        "--resume",
+        "latest",
+        "--no-progress",
+    ]
     status, out = _run_until(resume_cmd, metrics, stopped_at + 3, signal.SIGKILL)
     assert status == -signal.SIGKILL, out
     assert len(metrics.read_text().splitlines()) > _last_checkpoint_step(resumed_dir)
@@ -105,8 +131,9 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path, shards32):
 
 def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing_checkpoints(tmp_path, shards32):
     run_dir = tmp_path / "run"
-    settings = dict(run_dir=str(run_dir), data=[str(shards32)], preset="tiny-base", max_steps=2, val_samples=0,
-                    export_model=False)
+    settings = dict(
+        run_dir=str(run_dir), data=[str(shards32)], preset="tiny-base", max_steps=2, val_samples=0, export_model=False
+    )
     train(fast_config(**settings))
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(fast_config(**settings))
@@ -119,8 +146,16 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing_checkpoi
 
 def test_partial_checkpoint_folders_are_ignored_and_cleaned(tmp_path, shards32):
     run_dir = tmp_path / "run"
-    train(fast_config(run_dir=str(run_dir), data=[str(shards32)], preset="tiny-base", max_steps=1, val_samples=0,
-                      export_model=False))
+    train(
+        fast_config(
+            run_dir=str(run_dir),
+            data=[str(shards32)],
+            preset="tiny-base",
+            max_steps=1,
+            val_samples=0,
+            export_model=False,
+        )
+    )
     # a writer killed mid-checkpoint leaves only a hidden temporary folder
     partial = run_dir / "checkpoints" / ".tmp-step-00000009"
     partial.mkdir()

@@ -1,5 +1,6 @@
 """The trainer takes its fast paths: fused AdamW and a foreach EMA on CUDA, no host sync in the model's token
 check on an accelerator, channels_last only when asked, and a --compile whose bf16 gradients match eager."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,8 +46,15 @@ def test_token_check_reads_no_values_of_device_tensors():
 # The fewest blocks that still hold every kind of layer: GroupNorm(+SiLU), scale-shift ResBlocks, a down- and an
 # up-sampling ResBlock, attention with text keys, the text transformer. Compile time grows with the block count
 # (tiny-base took 6.6 minutes on the shared 2-core CPU, this one 3.3: most of it inductor's fixed cost).
-COMPILE_CHECK_OPTIONS = {**get_preset("tiny-base"), "image_size": 16, "channel_mult": "1,2", "num_res_blocks": 1,
-                         "attention_resolutions": "8", "xf_layers": 1, "dropout": 0.0}
+COMPILE_CHECK_OPTIONS = {
+    **get_preset("tiny-base"),
+    "image_size": 16,
+    "channel_mult": "1,2",
+    "num_res_blocks": 1,
+    "attention_resolutions": "8",
+    "xf_layers": 1,
+    "dropout": 0.0,
+}
 
 
 @pytest.mark.timeout(600)
@@ -92,6 +100,7 @@ def test_per_step_tables_are_not_copied_to_the_device_again(monkeypatch):
 
     def no_copies(*args, **kwargs):
         raise AssertionError("a table was built on the host again")
+
     monkeypatch.setattr(torch, "from_numpy", no_copies)
     monkeypatch.setattr(torch, "arange", no_copies)
     again = (timestep_embedding(t, 64), diffusion.mse_weights(t, "v", 100.0))

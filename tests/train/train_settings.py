@@ -1,9 +1,18 @@
 """Trainer settings shared by the trainer tests (a module with a unique name: test dirs have no __init__.py)."""
+
 from __future__ import annotations
 
 FAST = dict(  # settings that keep test runs short
-    batch_size=4, num_workers=0, val_samples=8, val_every=0, sample_every=-1, checkpoint_every=0,
-    progress=False, log_every=1, shuffle_buffer=16)
+    batch_size=4,
+    num_workers=0,
+    val_samples=8,
+    val_every=0,
+    sample_every=-1,
+    checkpoint_every=0,
+    progress=False,
+    log_every=1,
+    shuffle_buffer=16,
+)
 
 
 def fast_config(**settings):

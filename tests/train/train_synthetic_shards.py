@@ -1,6 +1,7 @@
 """Tiny caption-image datasets for the trainer tests: coloured shapes drawn with OpenCV, written as WebDataset
 shards in the data pipeline's layout (DIR/<size>/NNNNN.tar with KEY.png, KEY.txt, KEY.json) or as an
 imagefolder (metadata.jsonl)."""
+
 from __future__ import annotations
 
 import io
@@ -44,14 +45,27 @@ def samples(n: int, size: int, seed: int = 0, val_every: int = 5, width: int | N
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
         caption = f"a {color} {shape}"
-        meta = {"caption": caption, "captions": [caption, f"{color} {shape} on white"], "source": "test",
-                "split": "val" if val_every and i % val_every == val_every - 1 else "train",
-                "width": width or size, "height": size}
+        meta = {
+            "caption": caption,
+            "captions": [caption, f"{color} {shape} on white"],
+            "source": "test",
+            "split": "val" if val_every and i % val_every == val_every - 1 else "train",
+            "width": width or size,
+            "height": size,
+        }
         yield f"{i:06d}", draw(shape, color, size, rng, width), caption, meta
 
 
-def write_shards(root: Path, n: int = 40, size: int = 32, per_shard: int = 10, seed: int = 0, val_every: int = 5,
-                 captions: bool = True, width: int | None = None) -> Path:
+def write_shards(
+    root: Path,
+    n: int = 40,
+    size: int = 32,
+    per_shard: int = 10,
+    seed: int = 0,
+    val_every: int = 5,
+    captions: bool = True,
+    width: int | None = None,
+) -> Path:
     """DIR/<size>/00000.tar ...; returns DIR."""
     out = Path(root) / str(size)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Storage for the studio's catalogue: rows in SQLite or PostgreSQL, images on disk by content hash."""
+
 from .errors import (
     CatalogueError,
     DatabaseUnavailable,

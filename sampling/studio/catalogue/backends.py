@@ -5,6 +5,7 @@ whose ``execute(sql, params)`` takes ``?`` placeholders and returns rows as dict
 ``migrate(upto)`` brings the schema to a version. Connections are opened per transaction,
 so one backend object is safe to share between threads and users.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Errors the catalogue raises; each message is meant to be shown to a user as is."""
+
 from __future__ import annotations
 
 

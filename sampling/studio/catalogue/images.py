@@ -1,4 +1,5 @@
 """Image files on disk, named by the SHA-256 of their bytes."""
+
 from __future__ import annotations
 
 import fcntl

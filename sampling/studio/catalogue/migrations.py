@@ -3,6 +3,7 @@
 Append new steps; never edit a released one. Each step runs in the same transaction as the
 row that records it, under a lock, so concurrent openers migrate exactly once.
 """
+
 from __future__ import annotations
 
 SQLITE = {

@@ -1,4 +1,5 @@
 """The catalogue: saved images with captions, prompts and generation parameters."""
+
 from __future__ import annotations
 
 import json
@@ -147,7 +148,9 @@ class Catalogue:
             raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
         return self._item(rows[0])
 
-    def list(self, sort: str = "date", descending: bool | None = None, limit: int | None = None, offset: int = 0) -> list[Item]:
+    def list(
+        self, sort: str = "date", descending: bool | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[Item]:
         """Items newest first (``sort="date"``) or A→Z by caption, case-insensitively (``sort="caption"``)."""
         if sort not in SORTS:
             raise InvalidInput(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
@@ -173,9 +176,7 @@ class Catalogue:
         item = item if isinstance(item, Item) else self.get(item)
         path = self.images.path(item.image_hash)
         if not path.is_file():
-            raise ImageMissing(
-                f"the image of catalogue item {item.id} ({item.caption!r}) is missing on disk: {path}"
-            )
+            raise ImageMissing(f"the image of catalogue item {item.id} ({item.caption!r}) is missing on disk: {path}")
         return path
 
     def export(self, item: Item | int, dest_dir: str | Path) -> Path:
@@ -235,7 +236,12 @@ class Catalogue:
                 # Only if the caption is unchanged: a concurrent rename has embedded its own text.
                 cur.execute(
                     "UPDATE items SET embedding = ?, embedding_model = ? WHERE id = ? AND caption = ?",
-                    (self.backend.blob(vector.astype(np.float32).tobytes()), self.embedder.name, row["id"], row["caption"]),
+                    (
+                        self.backend.blob(vector.astype(np.float32).tobytes()),
+                        self.embedder.name,
+                        row["id"],
+                        row["caption"],
+                    ),
                 )
 
     def _embed_one(self, text: str) -> np.ndarray | None:
