@@ -13,6 +13,7 @@ data's (estimated with quantiles; the floor row is two independent exact draws).
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 import torch
 

@@ -267,9 +267,9 @@ def main() -> None:
                 parquet,
             )
             expected = sum(1 for i in range(args.images) if scenario == "clean" or fault_of(i) is None)
-            tools = [("ours", lambda out: run_ours(parquet, out, args))]
+            tools = [("ours", lambda out, parquet=parquet: run_ours(parquet, out, args))]
             if exe:
-                tools.append(("img2dataset", lambda out: run_img2dataset(exe, parquet, out, args)))
+                tools.append(("img2dataset", lambda out, parquet=parquet: run_img2dataset(exe, parquet, out, args)))
             for rep in range(args.repeat):
                 for name, run in tools if rep % 2 == 0 else tools[::-1]:
                     out = os.path.join(args.work, f"{scenario}-{name}")

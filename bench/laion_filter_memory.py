@@ -120,13 +120,15 @@ def main() -> None:
         print(f"\n{rows:,} rows, row groups of {min(rows, args.row_group):,}, {os.path.getsize(path) / 2**20:.0f} MiB")
         print(f"  imports only:          peak {floor['peak_mib']:5.0f} MiB")
         print(
-            f"  laion streamed filter: peak {ours['peak_mib']:5.0f} MiB ({ours['peak_mib'] - floor['peak_mib']:.0f} MiB "
+            f"  laion streamed filter: peak {ours['peak_mib']:5.0f} MiB "
+            f"({ours['peak_mib'] - floor['peak_mib']:.0f} MiB "
             f"above imports), {ours['seconds']:.1f}s = {ours['rows_read'] / ours['seconds']:,.0f} rows/s, "
             f"kept {ours['rows_kept']:,}"
         )
         print(f"    rejected: {ours['rejected']}")
         print(
-            f"  pandas.read_parquet:   peak {whole['peak_mib']:5.0f} MiB (whole file in memory, {whole['seconds']:.1f}s)"
+            f"  pandas.read_parquet:   peak {whole['peak_mib']:5.0f} MiB "
+            f"(whole file in memory, {whole['seconds']:.1f}s)"
         )
 
 

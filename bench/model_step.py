@@ -169,7 +169,8 @@ def main(argv=None) -> None:
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"{config:<11} {precision:<9} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.3f} {r['step_s']:>8.3f} {r['peak_mib']:>9}"
+                f"{config:<11} {precision:<9} {r['device']:<6} {r['batch']:>5} {r['samples_per_s']:>10.3f} "
+                f"{r['step_s']:>8.3f} {r['peak_mib']:>9}"
             )
 
 

@@ -394,7 +394,9 @@ def pipeline_part(
             prompts,
             args,
             world,
-            generate=lambda p, seeds: generate_pipeline_reads(pipeline, p, seeds, args.batch_size, world),
+            generate=lambda p, seeds, pipeline=pipeline: generate_pipeline_reads(
+                pipeline, p, seeds, args.batch_size, world
+            ),
         )
         if base_reads is None:
             base_reads = [r["base"] for r in reads]

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{sampler:<10} {str(DEFAULT_STEPS[sampler]):>7} {batch:>6} {s:>9.3f}")
         if not args.skip_pages:
             print(
-                f"4-panel page (base {SamplerSettings().resolved().sampler} {SamplerSettings().resolved().steps} steps, "
+                f"4-panel page (base {SamplerSettings().resolved().sampler} "
+                f"{SamplerSettings().resolved().steps} steps, "
                 f"batch 4; upsampler {UPSAMPLER_DEFAULTS.sampler} {UPSAMPLER_DEFAULTS.steps}):"
             )
             variants = [("without upsampler", base_only)]

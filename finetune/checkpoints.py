@@ -3,7 +3,8 @@
 A model folder holds ``config.json`` (format version, options, preset, tokenizer name),
 ``model.safetensors``, optionally ``ema.safetensors``, the tokenizer's vocabulary files and
 ``provenance.json``. A folder is built beside its destination and swapped in, so readers never
-see a half-written one, and an existing folder that is not a model folder is never overwritten. OpenAI ``.pt`` files are read with ``torch.load(weights_only=True)`` only.
+see a half-written one, and an existing folder that is not a model folder is never overwritten. OpenAI ``.pt`` files
+are read with ``torch.load(weights_only=True)`` only.
 """
 
 from __future__ import annotations

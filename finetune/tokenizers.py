@@ -14,10 +14,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
-
-from importlib.resources import files
 
 import regex
 import torch

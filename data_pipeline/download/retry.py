@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from data_pipeline.runner import finalize_dataset
-from data_pipeline.workers import process_pool
 from data_pipeline.shards import (
     ShardTask,
     WriterConfig,
@@ -27,6 +26,7 @@ from data_pipeline.shards import (
     shard_name,
     write_shard,
 )
+from data_pipeline.workers import process_pool
 
 from .cli import download_options, options_from_args
 from .downloader import DownloadOptions, DownloadProducer, download_plan_tasks, read_plan, write_plan

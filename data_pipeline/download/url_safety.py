@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.timeout import _DEFAULT_TIMEOUT
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 ALLOWED_SCHEMES = ("http", "https")
 

@@ -25,8 +25,8 @@ upsampler setting; ``"ddim25"`` and any other spec work too); DPM-Solver++(2M) w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

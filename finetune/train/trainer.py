@@ -424,7 +424,7 @@ def train(config: TrainConfig) -> TrainResult:
     def next_inputs():
         if pending:
             return pending.pop()
-        batch = next(data_iter)
+        batch = next(data_iter)  # noqa: F821 (bound below before the first call; `del`-ed after the loop)
         return (batch, *model_inputs(batch, device, channels_last))
 
     try:

@@ -38,6 +38,9 @@ class ComicError(ValueError):
     """A comic run that cannot proceed as asked (conflicting outputs, bad panel references)."""
 
 
+DEFAULT_PAGE_STYLE = PageStyle()
+
+
 def panel_key(ref: PanelRef) -> str:
     return f"{ref[0]}.{ref[1]}"
 
@@ -98,7 +101,7 @@ def make_comic(
     out_dir: str | Path,
     *,
     batch_size: int = 4,
-    style: PageStyle = PageStyle(),
+    style: PageStyle = DEFAULT_PAGE_STYLE,
     regenerate: dict[PanelRef, int | None] | None = None,
     overwrite: bool = False,
     candidates: int = 1,

@@ -54,7 +54,9 @@ def read_auth_file(path: Path) -> list[tuple[str, str]]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise AccessError(f"cannot read the auth file {path}: {exc.strerror if isinstance(exc, OSError) else exc}")
+        raise AccessError(
+            f"cannot read the auth file {path}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        ) from None
     credentials = [
         parse_credential(line.rstrip("\r"), f"auth file {path}, line {number}")
         for number, line in enumerate(text.split("\n"), 1)

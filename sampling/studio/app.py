@@ -107,7 +107,7 @@ def _generate_tab(gr, studio: Studio) -> None:
         try:
             out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps)
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         notes = out.messages + [
             f"{out.model}: seed {out.settings.seed}, {out.settings.sampler} × "
             f"{out.settings.steps} steps, guidance {out.settings.guidance:g}"
@@ -152,7 +152,7 @@ def _generate_tab(gr, studio: Studio) -> None:
         try:
             item = studio.save(last["strip"], caption, prompt=last["prompt"], params=last["params"])
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         return f"saved to the catalogue as #{item.id}: {item.caption}"
 
     save.click(save_to_catalogue, inputs=[result, save_caption], outputs=status)
@@ -258,7 +258,7 @@ def _train_tab(gr, studio: Studio) -> None:
         try:
             job = studio.start_training(settings)
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         return f"started in {job.run_dir}", gr.Timer(active=True)
 
     refresh_data.click(lambda: gr.update(choices=studio.dataset_choices()), outputs=data)
@@ -297,7 +297,7 @@ def _train_tab(gr, studio: Studio) -> None:
         try:
             code = studio.cancel_training()
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         info = studio.training_progress()
         if info.checkpoint is not None:
             gr.Info(f"fine-tune cancelled at step {info.step}; checkpoint saved in {info.checkpoint}")
@@ -381,7 +381,7 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         try:
             item = studio.rename(item_id, caption)
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         gallery, ids, line = refresh(q, order)
         return gallery, ids, f"renamed #{item.id} to {item.caption!r}. {line}", f"#{item.id} {item.caption}"
 
@@ -401,7 +401,7 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         try:
             item = studio.delete(item_id)
         except StudioError as exc:
-            raise gr.Error(str(exc))
+            raise gr.Error(str(exc)) from None
         gallery, ids, line = refresh(q, order)
         return (
             gallery,

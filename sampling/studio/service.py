@@ -20,7 +20,7 @@ from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
-from .settings import GenerateSettings, clamp_settings, split_captions
+from .settings import clamp_settings, split_captions
 from .training import Progress, TrainingError, TrainingJob, new_run_dir
 
 log = logging.getLogger(__name__)

@@ -211,7 +211,7 @@ def test_string_typed_numbers_and_nulls(tmp_path):
 def test_many_files_row_groups_dedupe_across_files_and_shard_row_groups(tmp_path):
     rng = np.random.default_rng(0)
     tables = []
-    for part in range(3):
+    for _ in range(3):
         ids = rng.integers(0, 400, size=500)  # many repeats within and across files
         tables.append(
             pa.table({"URL": [f"http://f.example/{i}.jpg" for i in ids], "TEXT": [f"caption {i}" for i in ids]})

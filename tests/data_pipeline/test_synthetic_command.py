@@ -61,7 +61,7 @@ def test_builds_shards_whose_ground_truth_the_evaluator_reads_back(tmp_path):
     small, large = _samples(out, 32), _samples(out, 64)
     assert list(small) == list(large) and len(small) == 50
     images, targets = [], []
-    for key, files in small.items():
+    for files in small.values():
         meta = json.loads(files["json"])
         assert meta["source"] == "synthetic" and meta["width"] == meta["height"] == 64
         assert files["txt"].decode() == meta["caption"] == meta["captions"][0] and len(meta["captions"]) == 3

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from bs4 import BeautifulSoup
 
 from data_pipeline.wikipedia import clean_caption_html, extract_images, thumbnail_url, usable
-from bs4 import BeautifulSoup
 
 UP = "//upload.wikimedia.org/wikipedia/commons"
 

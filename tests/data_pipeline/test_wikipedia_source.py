@@ -139,7 +139,7 @@ def test_wikipedia_articles_into_shards(tmp_path, image_bytes, capsys):
     assert manifest["totals"]["samples"] == 4 and manifest["failures"] == {}
     samples = {}
     for shard in sorted(glob.glob(str(out / "64" / "*.tar"))):
-        for key, files in iter_tar_samples(shard):
+        for _key, files in iter_tar_samples(shard):
             meta = json.loads(files["json"])
             samples[meta["attributes"]["file_title"]] = meta
     assert set(samples) == {"File:Trawler.jpg", "File:Dory.jpg", "File:Gull.jpg", "File:Harbour.jpg"}

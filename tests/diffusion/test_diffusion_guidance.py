@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import assert_fp32_close, guidance_amplification
 
 from finetune.diffusion import build_diffusion
 from finetune.diffusion.guidance import classifier_free_guidance, cond_uncond_kwargs
 from finetune.diffusion.samplers import sample
-from tolerances import assert_fp32_close, guidance_amplification
 
 END_TOKEN = 50256  # GPT-2 padding; the empty caption is all padding with the mask all False
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from random_models import random_state_dict
+from release_server import ReleaseServer
 
 from finetune.hub import download as download_module
 from finetune.model import get_preset
-from random_models import random_state_dict
-from release_server import ReleaseServer
 
 SMALL = {"xf_layers": 1, "num_res_blocks": 1, "tokenizer": "gpt2", "text_ctx": 16}
 TINY_RELEASE_OPTIONS = {

@@ -23,8 +23,8 @@ from finetune.hub import (
     list_cached_models,
     remove_cached_model,
 )
-from finetune.hub import download as download_module
 from finetune.hub import convert as hub_convert_module
+from finetune.hub import download as download_module
 from sampling.loading import model_id_for
 
 

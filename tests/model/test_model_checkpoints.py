@@ -9,7 +9,9 @@ import pathlib
 import pytest
 import torch
 from safetensors.torch import load_file
+from tolerances import assert_fp32_close
 
+from finetune.__main__ import main as finetune_main
 from finetune.bundled import bundled_model_path
 from finetune.checkpoints import (
     CheckpointError,
@@ -19,11 +21,9 @@ from finetune.checkpoints import (
     refused_global_name,
     save_model_folder,
 )
-from finetune.__main__ import main as finetune_main
 from finetune.convert import convert
 from finetune.model import build_model, get_preset
 from finetune.tokenizers import get_tokenizer
-from tolerances import assert_fp32_close
 
 VARIANTS = ["tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint"]
 
@@ -102,7 +102,8 @@ def test_pickle_calling_os_system_is_refused_by_name(tmp_path, capsys):
     [
         ("Unsupported global: GLOBAL pathlib.Path.touch was not an allowed global by default.", "pathlib.Path.touch"),
         (
-            "Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.",
+            "Weights only load failed.\n\n"
+            "Trying to load unsupported GLOBAL posix.system whose module posix is blocked.",
             "os.system",
         ),
         ("WeightsUnpickler error: Unsupported global: GLOBAL getattr was not an allowed global", "getattr"),

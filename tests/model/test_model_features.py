@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import assert_fp32_close
 
 from finetune.model import TextEmbedding, build_model, concat_text_emb, get_preset, index_text_emb
 from finetune.model.text_encoder import LayerNorm32
-from tolerances import assert_fp32_close
 
 
 def randomised(preset, seed=0, **extra):

@@ -131,8 +131,8 @@ def test_presets_builders_and_diffusion_share_the_limits():
 
 
 def test_training_checkpoint_state_is_checked(tmp_path):
-    from finetune.train.checkpointing import CheckpointError as TrainCheckpointError
     from finetune.train.checkpointing import FORMAT_VERSION, read_state
+    from finetune.train.checkpointing import CheckpointError as TrainCheckpointError
 
     state = {
         "format_version": FORMAT_VERSION,

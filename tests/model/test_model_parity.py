@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tolerances import assert_fp32_close
 
 from finetune.model import build_model
-from tolerances import assert_fp32_close
 
 VARIANTS = ["tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint"]
 EXTRA_INPUTS = ("low_res", "inpaint_image", "inpaint_mask")

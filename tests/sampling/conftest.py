@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from random_models import save_random_model_folder
 
 from finetune.model import get_preset
-from random_models import save_random_model_folder
 
 # 16px base, 16->32 upsampler: small enough for many sampling runs in a few seconds.
 TINY = {"xf_layers": 1, "num_res_blocks": 1}

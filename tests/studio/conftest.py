@@ -11,8 +11,6 @@ from glob import glob
 from pathlib import Path
 
 import pytest
-
-
 from studio_helpers import apt_install, free_port, missing_dependency  # noqa: F401
 
 

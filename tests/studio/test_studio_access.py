@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
-
 from studio_helpers import free_port
 
 USER, PASSWORD = "ann", "correct horse: battery"  # a colon inside the password is allowed
@@ -27,8 +26,9 @@ USER, PASSWORD = "ann", "correct horse: battery"  # a colon inside the password 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """A models directory with one tiny random-weight model."""
-    from finetune.model import get_preset
     from random_models import save_random_model_folder
+
+    from finetune.model import get_preset
 
     folder = tmp_path_factory.mktemp("models")
     save_random_model_folder(folder / "tiny-random", get_preset("tiny-base"), seed=0)
@@ -417,8 +417,9 @@ def test_fine_tunes_read_only_the_datasets_folder(tmp_path):
 
 
 def test_cached_glide_models_are_offered_and_never_fetched(models_dir, tmp_path, monkeypatch):
-    from finetune.model import get_preset
     from random_models import save_random_model_folder
+
+    from finetune.model import get_preset
     from sampling.studio.generation import GenerationError, Generator
     from sampling.studio.service import Studio, StudioConfig, StudioError
 

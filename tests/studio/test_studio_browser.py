@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from studio_helpers import apt_install, free_port, missing_dependency
 
 CHROMIUM = "/usr/bin/chromium"
@@ -66,8 +65,9 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """A models directory holding one tiny random-weight folder, offered beside the bundled model."""
-    from finetune.model import get_preset
     from random_models import save_random_model_folder
+
+    from finetune.model import get_preset
 
     folder = tmp_path_factory.mktemp("models")
     save_random_model_folder(folder / "tiny-random", get_preset("tiny-base"), seed=0)
@@ -212,7 +212,8 @@ def _wait_match(page, selector: str, pattern: str) -> str:
     """Wait until the value of the input at ``selector`` matches the JavaScript regex ``pattern``; return it."""
     try:
         page.wait_for_function(
-            "([sel, pattern]) => { const el = document.querySelector(sel); return el && new RegExp(pattern).test(el.value); }",
+            "([sel, pattern]) => { const el = document.querySelector(sel); "
+            "return el && new RegExp(pattern).test(el.value); }",
             arg=[selector, pattern],
             timeout=TIMEOUT_MS,
         )
@@ -274,7 +275,8 @@ def test_generate_save_search_rename_download_delete(signed_in, studio_url, scre
     page.keyboard.press("Escape")
     assert page.input_value("#gen-model input") == "bundled model"
 
-    # --- Generate: a two-panel strip with the default sampler at few steps; an absurd guidance value is clamped with a message
+    # --- Generate: a two-panel strip with the default sampler at few steps; an absurd guidance value is clamped with a
+    # message
     page.click("#gen-advanced .label-wrap")
     _set(page, "#gen-steps input", "10")
     status = _generate(page, STRIP_ONE, "500", "50")

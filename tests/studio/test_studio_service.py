@@ -74,9 +74,9 @@ def test_bad_training_settings_are_refused_before_starting(tmp_path):
 def test_progress_is_read_from_tensorboard_and_console_log(tmp_path):
     import io
 
+    import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
-    import numpy as np
 
     writer = SummaryWriter(str(tmp_path / "tb"))
     for step in range(1, 6):
@@ -98,7 +98,6 @@ def test_progress_is_read_from_tensorboard_and_console_log(tmp_path):
 
 def test_progress_describes_running_finished_cancelled_and_failed_runs(tmp_path):
     from finetune.train.checkpointing import FORMAT_VERSION
-
     from sampling.studio.training import Progress, latest_checkpoint
 
     assert latest_checkpoint(tmp_path) == (None, 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from train_synthetic_shards import write_shards
 
 

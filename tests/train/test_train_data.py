@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from train_synthetic_shards import write_imagefolder, write_shards
 
 from finetune.train.augment import SampleMaker
 from finetune.train.masks import random_mask
@@ -22,7 +23,6 @@ from finetune.train.stream import (
     find_records,
     make_loader,
 )
-from train_synthetic_shards import write_imagefolder, write_shards
 
 
 def _stream(dataset, tok, layout, start=None, offset=0, batch=4, **maker):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from train_settings import fast_config
+from train_synthetic_shards import write_shards
+
 from finetune.diffusion import GaussianDiffusion
 from finetune.train import ConfigError, read_metrics, train
 from finetune.train.checkpointing import list_checkpoints
 from finetune.train.guards import TrainingDiverged
 from finetune.train.model_init import InitError
 from finetune.train.sources import DatasetError
-from train_synthetic_shards import write_shards
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from train_settings import fast_config
+
 from finetune.train import read_metrics, train
 from finetune.train.model_init import InitError, is_text_side, setup_model
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from train_settings import fast_config
+
 from finetune.train import read_metrics, train
 from finetune.train.checkpointing import list_checkpoints
 
@@ -58,8 +58,9 @@ def test_run_folder_holds_config_checkpoint_samples_and_model(scratch_run):
     assert not any(p.name.startswith(".tmp") for p in (run_dir / "checkpoints").iterdir())
     assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == ["step-00000008.png", "step-00000016.png"]
 
-    from finetune.checkpoints import load_model_folder
     from safetensors.torch import load_file
+
+    from finetune.checkpoints import load_model_folder
 
     loaded = load_model_folder(result.model_dir, use_ema=True)
     assert loaded.tokenizer.name == "clip"

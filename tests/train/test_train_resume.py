@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from train_settings import FAST, fast_config
+
 from finetune.train import ConfigError, build_config, read_metrics, train
 from finetune.train.checkpointing import list_checkpoints
 

@@ -4,7 +4,6 @@ imagefolder (metadata.jsonl)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 

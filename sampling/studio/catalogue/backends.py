@@ -191,8 +191,9 @@ class PostgresBackend:
         return "lower(caption)"
 
     def params_to_db(self, text: str):
-        from psycopg.types.json import Jsonb
         import json
+
+        from psycopg.types.json import Jsonb
 
         return Jsonb(json.loads(text))
 
@@ -233,7 +234,8 @@ def redact_dsn(dsn: str) -> str:
 
 
 def open_backend(database: str | Path) -> SQLiteBackend | PostgresBackend:
-    """A PostgreSQL backend for ``postgresql://``/``postgres://`` URLs or ``key=value`` DSNs, else SQLite at that path."""
+    """A PostgreSQL backend for ``postgresql://``/``postgres://`` URLs or ``key=value`` DSNs, else SQLite at that
+    path."""
     text = str(database)
     if re.match(r"^postgres(ql)?://", text) or re.search(r"\b(host|dbname|user)\s*=", text):
         return PostgresBackend(text)

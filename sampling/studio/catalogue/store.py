@@ -88,7 +88,8 @@ class Catalogue:
             try:
                 with self.backend.transaction(write=True) as cur:
                     row = cur.execute(
-                        "INSERT INTO items (image_hash, caption, prompt, params, created_at, embedding, embedding_model) "
+                        "INSERT INTO items "
+                        "(image_hash, caption, prompt, params, created_at, embedding, embedding_model) "
                         f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
                         (
                             image_hash,
