@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m finetune train` does
 
 import torch  # noqa: E402
+from bench_common import synthetic_shards  # noqa: E402
 
 TINY_UNET = {
     "num_channels": 64,
@@ -190,31 +190,6 @@ def our_trainer(
         train(config)
     times = [m["time"] for m in read_metrics(run_dir)]
     return {**per_step_rate(times, warmup, batch_size), "peak_mib": round(peak_mib(device))}
-
-
-def synthetic_shards(workdir: Path, size: int, count: int) -> Path:
-    out = workdir / f"synthetic{size}-{count}"
-    if not (out / "manifest.json").is_file():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "data_pipeline",
-                "synthetic",
-                "--out",
-                str(out),
-                "--sizes",
-                str(size),
-                "--count",
-                str(count),
-                "--shard-size",
-                "64",
-                "--no-progress",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return out
 
 
 def per_step_rate(times: list[float], warmup: int, batch_size: int) -> dict:

@@ -24,32 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import synthetic_shards
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m finetune train` does
-
-
-def _dataset(root: Path, size: int, count: int) -> Path:
-    out = root / f"synthetic{size}"
-    if not (out / "manifest.json").is_file():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "data_pipeline",
-                "synthetic",
-                "--out",
-                str(out),
-                "--sizes",
-                str(size),
-                "--count",
-                str(count),
-                "--shard-size",
-                "64",
-                "--no-progress",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return out
 
 
 def _child(spec: dict) -> dict:
@@ -133,7 +110,7 @@ def main() -> int:
         root = Path(tmp)
         for preset in args.presets.split(","):
             size = get_preset(preset)["image_size"]
-            data = _dataset(root, size, args.images)
+            data = synthetic_shards(root, size, args.images)
             for precision in args.precisions.split(","):
                 for batch in [int(b) for b in args.batch_sizes.split(",")]:
                     spec = {
