@@ -12,6 +12,8 @@ import sys
 
 _SET_LIMIT_AND_RUN = (
     "import resource, runpy, sys\n"
+    "if sys.argv[1] == 'RLIMIT_FSIZE':  # some torch releases (2.9) write generated code on import: not the command's\n"
+    "    import torch, torch.distributed.nn\n"
     "kind, value, module = getattr(resource, sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
     "resource.setrlimit(kind, (value, value))\n"
     "sys.argv = [module, *sys.argv[4:]]\n"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+import torch
 import yaml
 
 from ..fsutil import atomic_write_text
@@ -21,6 +22,16 @@ from ..fsutil import atomic_write_text
 
 class ConfigError(ValueError):
     """A setting is missing, unknown or out of range; raised before any work is done."""
+
+
+# torch.compile is offered from the first release whose bf16 gradients matched eager here: torch 2.9.1's inductor
+# gave NaN gradients (tests/train/test_train_speed_paths.py); 2.14.1 matches.
+COMPILE_MIN_TORCH = (2, 14)
+
+
+def torch_release() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
 
 
 # Upper bounds: far above any real run (GLIDE's own fine-tunes are ~10^5 steps at batches of a few hundred), low
@@ -443,6 +454,11 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 def validate(config: TrainConfig) -> None:
     """Range and consistency checks that need no files (files are checked by the data and init code)."""
     problems = []
+    if config.compile and torch_release() < COMPILE_MIN_TORCH:
+        problems.append(
+            f"--compile needs torch >= {'.'.join(map(str, COMPILE_MIN_TORCH))} (torch {torch.__version__} "
+            "gave wrong bf16 gradients when compiled); train without it or upgrade torch"
+        )
     for f in _fields():
         meta, value = f.metadata, getattr(config, f.name)
         name = _flag(f.name)
