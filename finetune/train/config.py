@@ -29,9 +29,8 @@ class ConfigError(ValueError):
 COMPILE_MIN_TORCH = (2, 14)
 
 
-def torch_release() -> tuple[int, int]:
-    major, minor = torch.__version__.split("+")[0].split(".")[:2]
-    return int(major), int(minor)
+def compile_supported() -> bool:
+    return torch.__version__ >= COMPILE_MIN_TORCH  # torch's own version type compares with a tuple
 
 
 # Upper bounds: far above any real run (GLIDE's own fine-tunes are ~10^5 steps at batches of a few hundred), low
@@ -454,7 +453,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 def validate(config: TrainConfig) -> None:
     """Range and consistency checks that need no files (files are checked by the data and init code)."""
     problems = []
-    if config.compile and torch_release() < COMPILE_MIN_TORCH:
+    if config.compile and not compile_supported():
         problems.append(
             f"--compile needs torch >= {'.'.join(map(str, COMPILE_MIN_TORCH))} (torch {torch.__version__} "
             "gave wrong bf16 gradients when compiled); train without it or upgrade torch"

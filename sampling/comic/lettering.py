@@ -193,7 +193,7 @@ class KeepClear:
     middle of the panel."""
 
     def __init__(self, panel: Box, subject: CoverageCounter | None):
-        self.subject = subject if subject is not None and subject.total else None
+        self.subject = subject
         self.area = Box(*self.subject.bounds) if self.subject else centre_box(panel)
 
     def covered(self, box: Box) -> int:

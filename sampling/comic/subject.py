@@ -68,14 +68,13 @@ def subject_mask(image: Image.Image, size: tuple[int, int]) -> np.ndarray | None
 
 
 class CoverageCounter:
-    """Counts subject pixels inside page-coordinate boxes in O(1) each (a summed-area table)."""
+    """Counts subject pixels inside page-coordinate boxes in O(1) each (a summed-area table). `mask` holds at least
+    one subject pixel."""
 
     def __init__(self, mask: np.ndarray, origin: tuple[int, int]):
         self.origin = origin
-        self.total = int(mask.sum())
         self._table = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         ys, xs = np.nonzero(mask)
-        self.centre = (origin[0] + float(xs.mean()) + 0.5, origin[1] + float(ys.mean()) + 0.5)
         self.bounds = (
             origin[0] + int(xs.min()),
             origin[1] + int(ys.min()),

@@ -8,7 +8,7 @@ import torch
 
 from finetune.model import build_model, get_preset
 from finetune.train import ConfigError, build_config
-from finetune.train.config import COMPILE_MIN_TORCH, torch_release
+from finetune.train.config import compile_supported
 from finetune.train.ema import EMA
 from finetune.train.trainer import fused_adamw_available, use_channels_last
 
@@ -63,7 +63,7 @@ COMPILE_CHECK_OPTIONS = {
 def test_compiled_bf16_gradients_match_eager():
     """glide-finetune dropped its compile path after it corrupted bf16 gradients: ours must match eager, and
     --compile is refused on torch releases where it did not (2.9.1 gave NaN gradients)."""
-    if torch_release() < COMPILE_MIN_TORCH:
+    if not compile_supported():
         with pytest.raises(ConfigError, match="--compile needs torch"):
             build_config({"run_dir": "/tmp/r", "data": ["d"], "preset": "tiny-base", "compile": True})
         return
