@@ -446,7 +446,7 @@ def main(argv=None) -> int:
             results.append(run_model(name, args, device, ref, Path(tmp) / name))
             print_result(results[-1])
     if args.json:
-        from finetune.fsutil import atomic_write_text
+        from data_pipeline.fsutil import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(results, indent=1))
     return 0

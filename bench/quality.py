@@ -38,6 +38,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from data_pipeline.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from data_pipeline.synthetic import (  # noqa: E402
     DEFAULT_WORLD,
     PALETTE,
@@ -49,7 +50,6 @@ from data_pipeline.synthetic import (  # noqa: E402
     world_from_manifest,
 )
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
-from finetune.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from sampling.loading import ModelPair, load_sampling_model  # noqa: E402
 from sampling.pipeline import TextToImage, run_stage  # noqa: E402
 from sampling.settings import UPSAMPLER_DEFAULTS, SamplerSettings  # noqa: E402

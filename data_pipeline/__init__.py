@@ -6,5 +6,7 @@ procedural `synthetic` world with its evaluator) feed one shard writer (`data_pi
 the polite, address-checked HTTP fetcher; `data_pipeline.inspect` reads shards back into a report.
 
 It imports nothing else of ours (a crawler box needs no torch), so `finetune` and `sampling` may import it; its
-small shared helpers (`data_pipeline.oserrors`) serve all three packages for that reason.
+small shared helpers serve all three packages for that reason: `data_pipeline.errors` (`UserError`, the one
+type every command prints as a one-line error), `data_pipeline.commands` (the one subcommand protocol),
+`data_pipeline.fsutil` (atomic writes) and `data_pipeline.oserrors` (OS errors in words).
 """

@@ -13,7 +13,6 @@ everything about the model itself, so the trainer and `sampling` share one imple
 - `finetune.hub`: OpenAI's released GLIDE weights by name, fetched once, verified, cached.
 - `finetune.bundled`: the small models that ship with the package (the data lives in `finetune/bundled/`).
 - `finetune.train`: the Accelerate trainer (`python -m finetune train`).
-- `finetune.fsutil`: atomic writes and folder swaps.
 
 It may import `data_pipeline` (the trainer reads its shards) and never imports `sampling`
 (`tests/test_layering.py` checks).

@@ -27,7 +27,8 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from .fsutil import atomic_write, publish_dir
+from data_pipeline.fsutil import atomic_write, publish_dir
+
 from .model import build_model, resolve_options
 from .tokenizers import Tokenizer, get_tokenizer
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from data_pipeline.fsutil import file_sha256
+
 from .checkpoints import (
     EMA_FILE,
     PROVENANCE_FILE,
@@ -20,7 +22,6 @@ from .checkpoints import (
     read_config,
     write_model_folder,
 )
-from .fsutil import file_sha256
 from .model import build_model, get_preset, list_presets, resolve_options
 from .tokenizers import get_tokenizer
 

@@ -21,7 +21,7 @@ from typing import Sequence
 import regex
 import torch
 
-from .fsutil import atomic_write_bytes
+from data_pipeline.fsutil import atomic_write_bytes
 
 GPT2_VOCAB_SIZE = 50257
 GPT2_END_TOKEN = 50256

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from finetune.fsutil import atomic_write_bytes
+from data_pipeline.fsutil import atomic_write_bytes
 
 PARAMETERS_CHUNK = "parameters"
 # Also written as separate text chunks, so common viewers show them without parsing JSON.

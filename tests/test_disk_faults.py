@@ -23,8 +23,8 @@ import torch
 from rlimited import run_limited
 
 from data_pipeline.__main__ import main as data_main
+from data_pipeline.fsutil import disk_writes
 from finetune.__main__ import main as finetune_main
-from finetune.fsutil import disk_writes
 from finetune.model import build_model, get_preset
 from sampling.__main__ import main as sampling_main
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..fsutil import file_sha256
+from data_pipeline.fsutil import file_sha256
+
 from .download import download
 from .errors import HubError, OfflineError
 from .manifest import manifest_entry

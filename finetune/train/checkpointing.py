@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..fsutil import atomic_write_text, disk_writes, publish_dir
+from data_pipeline.fsutil import atomic_write_text, disk_writes, publish_dir
+
 from ..model import resolve_options
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")

@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import torch
 import yaml
 
-from ..fsutil import atomic_write_text
+from data_pipeline.fsutil import atomic_write_text
 
 
 class ConfigError(ValueError):

@@ -146,7 +146,7 @@ def _truncate_metrics(path: Path, keep_through_step: int) -> None:
                     kept.append(line)
             except ValueError:
                 continue
-    from ..fsutil import atomic_write_text
+    from data_pipeline.fsutil import atomic_write_text
 
     atomic_write_text(path, "".join(kept))
 

@@ -100,7 +100,7 @@ def draw_grid(
 
 
 def save_png(path, grid: np.ndarray) -> None:
-    from ..fsutil import atomic_write_bytes
+    from data_pipeline.fsutil import atomic_write_bytes
 
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if ok:

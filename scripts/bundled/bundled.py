@@ -45,7 +45,7 @@ def read_json(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    from finetune.fsutil import atomic_write_text
+    from data_pipeline.fsutil import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from finetune.fsutil import atomic_write_bytes
+from data_pipeline.fsutil import atomic_write_bytes
 
 from .errors import InvalidInput
 

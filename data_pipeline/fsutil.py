@@ -1,9 +1,11 @@
-"""Atomic file and folder writes: nothing we write (checkpoints, model folders, images) is ever seen half-written."""
+"""Atomic file and folder writes: nothing we write (shards, checkpoints, model folders, images) is ever seen
+half-written. Every temp-file-then-rename in the three packages goes through here."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -11,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from data_pipeline.oserrors import naming_path
 
@@ -94,6 +96,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Write `data` as UTF-8 JSON (non-ASCII kept as is) with a trailing newline, atomically."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False)
+    atomic_write_text(path, text + "\n")
 
 
 def publish_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
