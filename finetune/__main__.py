@@ -31,12 +31,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from finetune.checkpoints import CheckpointError
     from finetune.convert import run_convert
+    from finetune.model_folder import ModelFolderError
 
     try:
         run_convert(args)
-    except (CheckpointError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ModelFolderError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from data_pipeline.fsutil import file_sha256
 
-from .checkpoints import (
+from .model import build_model, get_preset, list_presets, resolve_options
+from .model_folder import (
     EMA_FILE,
     PROVENANCE_FILE,
     WEIGHTS_FILE,
@@ -22,7 +23,6 @@ from .checkpoints import (
     read_config,
     write_model_folder,
 )
-from .model import build_model, get_preset, list_presets, resolve_options
 from .tokenizers import get_tokenizer
 
 

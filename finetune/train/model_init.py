@@ -222,7 +222,7 @@ def planned_image_size(init: str, preset: str) -> int | None:
 
             return int(resolve_options(manifest_entry(init)["options"])["image_size"])
         if init != "scratch" and Path(init).is_dir():
-            from finetune.checkpoints import read_config
+            from finetune.model_folder import read_config
 
             return int(read_config(init)["options"]["image_size"])  # options checked by read_config
     except (KeyError, ValueError, OSError):
@@ -249,7 +249,7 @@ def setup_model(
         )
 
     if path.is_dir():
-        from finetune.checkpoints import load_model_folder
+        from finetune.model_folder import load_model_folder
 
         try:
             loaded = load_model_folder(path, device="cpu", use_ema=init_from_ema, vocab_path=vocab_path or None)
@@ -274,7 +274,7 @@ def setup_model(
         )
         return ModelSetup(model, options, tok, preset or src_preset, "folder", swapped, notes)
 
-    from finetune.checkpoints import load_openai_checkpoint
+    from finetune.model_folder import load_openai_checkpoint
 
     try:
         state = load_openai_checkpoint(path)

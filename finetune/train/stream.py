@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from data_pipeline.images import decode_image
 
 from .augment import SampleMaker
-from .sources import Dataset, DatasetError, FileCache, Record, Shard
+from .dataset_discovery import Dataset, DatasetError, FileCache, Record, Shard
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

@@ -22,29 +22,29 @@ import torch
 from finetune.diffusion import diffusion_from_options
 
 from .augment import SampleMaker
-from .checkpointing import (
+from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
+from .dataset_discovery import DatasetError, precheck, resolve_dataset
+from .ema import EMA
+from .guards import StepGuard, TrainingDiverged, lr_factor
+from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
+from .monitor import IntervalStats, Monitor, _truncate_metrics
+from .resume_state import (
     Checkpointer,
-    CheckpointError,
+    ResumeStateError,
     find_checkpoint,
     list_checkpoints,
     read_state,
     restore_rng,
     rng_state,
 )
-from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
-from .ema import EMA
-from .guards import StepGuard, TrainingDiverged, lr_factor
-from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
-from .monitor import IntervalStats, Monitor, _truncate_metrics
 from .samples import draw_grid, grid_spec, save_png
-from .sources import DatasetError, precheck, resolve_dataset
 from .stream import PositionTracker, StreamLayout, TrainStream, decode_rgb, find_records, make_loader, val_samples
 
 SWAP_WARMUP_DEFAULT = 500
 VAL_QUARTILE_TIMESTEPS = 4
 
 # Everything that means "the user's input is wrong", reported without a traceback by the CLI.
-USER_ERRORS = (ConfigError, DatasetError, InitError, CheckpointError, TrainingDiverged)
+USER_ERRORS = (ConfigError, DatasetError, InitError, ResumeStateError, TrainingDiverged)
 
 
 @dataclass
@@ -277,7 +277,7 @@ def train(config: TrainConfig) -> TrainResult:
         state = ckpt["state"]
         if ema is not None:
             if ckpt["ema"] is None:
-                raise CheckpointError(f"{resume_path} has no EMA weights but --ema-decay is set")
+                raise ResumeStateError(f"{resume_path} has no EMA weights but --ema-decay is set")
             ema.load_state_dict(ckpt["ema"], state["ema_updates"])
         step = int(state["step"])
         guard.load_state_dict(state.get("guard", {}))
@@ -655,7 +655,7 @@ def export_model_folder(
     is_main: bool,
 ) -> Path:
     """The final weights (+EMA) as a model folder the samplers read, written atomically to run_dir/model."""
-    from finetune.checkpoints import save_model_folder
+    from finetune.model_folder import save_model_folder
 
     final = run_dir / "model"
     if not is_main:

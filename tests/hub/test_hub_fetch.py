@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.__main__ import main as finetune_main
-from finetune.checkpoints import load_model_folder
 from finetune.hub import (
     HubError,
     OfflineError,
@@ -25,6 +24,7 @@ from finetune.hub import (
 )
 from finetune.hub import convert as hub_convert_module
 from finetune.hub import download as download_module
+from finetune.model_folder import load_model_folder
 from sampling.loading import model_id_for
 
 
