@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write, publish_dir
 
 from .model import build_model, resolve_options
@@ -41,7 +42,7 @@ EMA_FILE = "ema.safetensors"
 PROVENANCE_FILE = "provenance.json"
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(UserError, ValueError):
     """A checkpoint or model folder that cannot be loaded as asked."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from data_pipeline.errors import UserError
 
-class HubError(ValueError):
+
+class HubError(UserError, ValueError):
     """A name that cannot be resolved, fetched, verified or cached."""
 
 

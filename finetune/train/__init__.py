@@ -2,13 +2,12 @@
 
 from .config import ConfigError, TrainConfig, build_config, load_config_file
 from .monitor import read_metrics
-from .trainer import USER_ERRORS, TrainResult, train
+from .trainer import TrainResult, train
 
 __all__ = [
     "ConfigError",
     "TrainConfig",
     "TrainResult",
-    "USER_ERRORS",
     "build_config",
     "load_config_file",
     "read_metrics",

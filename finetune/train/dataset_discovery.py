@@ -23,12 +23,14 @@ from typing import Iterator
 
 from braceexpand import braceexpand
 
+from data_pipeline.errors import UserError
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_CHUNK = 256  # imagefolder samples per virtual shard (the unit split across processes and workers)
 PRECHECK_SAMPLES = 8
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset is missing, empty, unreadable, uncaptioned or of the wrong image size."""
 
 

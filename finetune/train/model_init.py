@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from data_pipeline.errors import UserError
 from finetune.model import build_model, get_preset, list_presets, resolve_options
 
 TEXT_SIDE_PREFIXES = (
@@ -30,7 +31,7 @@ INPUT_CONV = "input_blocks.0.0.weight"
 TOKEN_EMBEDDING = "token_embedding.weight"
 
 
-class InitError(ValueError):
+class InitError(UserError, ValueError):
     """The starting weights do not fit the requested model, or a needed file is missing."""
 
 

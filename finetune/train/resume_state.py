@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_text, disk_writes, publish_dir
 
 from ..model import resolve_options
@@ -31,8 +32,8 @@ STEP_DIR = re.compile(r"^step-(\d{8})$")
 RESUME_STATE_FORMAT_VERSION = 1
 
 
-class ResumeStateError(ValueError):
-    pass
+class ResumeStateError(UserError, ValueError):
+    """A training checkpoint that is missing, unreadable or of another format."""
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:

@@ -33,10 +33,10 @@ from finetune.tokenizers import get_tokenizer
 
 from .augment import SampleMaker
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
-from .dataset_discovery import Dataset, DatasetError, precheck, resolve_dataset
+from .dataset_discovery import Dataset, precheck, resolve_dataset
 from .ema import EMA
-from .guards import StepGuard, TrainingDiverged, lr_factor
-from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
+from .guards import StepGuard, lr_factor
+from .model_init import ModelSetup, is_text_side, planned_image_size, setup_model
 from .monitor import IntervalStats, Monitor, _truncate_metrics
 from .resume_state import (
     Checkpointer,
@@ -61,9 +61,6 @@ from .stream import (
 
 SWAP_WARMUP_DEFAULT = 500
 VAL_QUARTILE_TIMESTEPS = 4
-
-# Everything that means "the user's input is wrong": each derives from data_pipeline.errors.UserError too.
-USER_ERRORS = (ConfigError, DatasetError, InitError, ResumeStateError, TrainingDiverged)
 
 
 @dataclass
