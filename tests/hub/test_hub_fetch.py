@@ -228,6 +228,25 @@ def test_full_disk_keeps_a_resumable_prefix(hub_env, monkeypatch, capsys):
     assert hub_env["server"].gets("base.pt")[-1].range == f"bytes={len(kept)}-"
 
 
+class WriteRefused(DiskFillsAfter):
+    """A download file whose writes fail with an error that names no file (as a write() on a device error does)."""
+
+    def write(self, data):
+        import errno
+
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_write_fault_names_the_download_file(hub_env, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        patch.setattr(download_module, "open", lambda *a, **k: WriteRefused(open(*a, **k), 0), raising=False)
+        assert finetune_main(["fetch", "glide-base", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    part = hub_env["cache"] / "downloads" / "base.pt.part"
+    assert err == f"error: {part}: Input/output error"
+    assert_nothing_cached(hub_env["cache"])
+
+
 def test_full_disk_while_converting(hub_env, monkeypatch):
     def no_space(*args, **kwargs):
         import errno
