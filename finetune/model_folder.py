@@ -9,9 +9,11 @@ are read with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -21,6 +23,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,16 +81,11 @@ MADV_PAGEOUT = 21  # Linux >= 5.4: drop the pages from this process (file-backed
 
 @functools.lru_cache(maxsize=1)
 def _libc():
-    import ctypes
-
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _page_out(tensor: torch.Tensor) -> None:
     """Ask the kernel to take a tensor's memory out of this process's resident set (a no-op where unsupported)."""
-    import ctypes
-    import mmap
-
     page = mmap.PAGESIZE
     storage = tensor.untyped_storage()
     start = storage.data_ptr()
@@ -255,8 +253,6 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
 # ------------------------------------------------------------------------------------ model folders
 def code_version() -> str:
     """Installed package version, plus the git commit when running from a checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         text = version("autocomics")
     except PackageNotFoundError:

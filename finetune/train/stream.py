@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -125,8 +126,6 @@ class TrainStream(IterableDataset):
         return (worker + self.worker_offset) % self.layout.workers
 
     def __iter__(self) -> Iterator[dict]:
-        import cv2
-
         cv2.setNumThreads(1)
         stream = self.layout.stream_id(self._local_stream())
         epoch, skip = self.start.get(stream, (0, 0))
