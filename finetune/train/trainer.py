@@ -19,14 +19,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
 
-from finetune.diffusion import diffusion_from_options
+from finetune.diffusion import GaussianDiffusion, diffusion_from_options
 from finetune.model import build_model
 from finetune.model_folder import save_model_folder
 from finetune.tokenizers import get_tokenizer
@@ -116,7 +117,7 @@ class Run:
     config: TrainConfig
     accelerator: Accelerator
     setup: ModelSetup  # the model as built (unwrapped), its options, tokenizer, preset and origin
-    diffusion: Any
+    diffusion: GaussianDiffusion
     dataset: Dataset
     maker: SampleMaker
     text_warmup: int  # the first steps train only the text side
@@ -125,14 +126,14 @@ class Run:
     model: torch.nn.Module | None = None  # as prepared by Accelerate (DDP-wrapped with several processes)
     unwrapped: torch.nn.Module | None = None  # the model itself: what is saved, validated and sampled
     unet_params: list[torch.nn.Parameter] = field(default_factory=list)  # cleared during the text warm-up
-    optimizer: Any = None
+    optimizer: torch.optim.Optimizer | None = None  # Accelerate's wrapper (it knows when fp16 skipped a step)
     ema: EMA | None = None
     guard: StepGuard | None = None
     generator: torch.Generator | None = None  # timesteps and noise; its state is saved per process
     tracker: PositionTracker | None = None  # where each data stream stands, for an exact resume
     checkpointer: Checkpointer | None = None
     # the data and the logs (`_open_data`, `_open_logs`)
-    loader: Any = None
+    loader: DataLoader | None = None
     batches: Iterator | None = None
     pending: list = field(default_factory=list)  # inputs fetched ahead while the previous step waited on its sync
     val_all: list[dict] = field(default_factory=list)
