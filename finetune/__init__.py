@@ -14,6 +14,7 @@ everything about the model itself, so the trainer and `sampling` share one imple
 - `finetune.bundled_models`: the small models that ship with the package (their weights live in
   `finetune/bundled_weights/`).
 - `finetune.train`: the Accelerate trainer (`python -m finetune train`).
+- `finetune.commands`: the subcommands of `python -m finetune` (train, convert, fetch, cache), one module each.
 
 It may import `data_pipeline` (the trainer reads its shards) and never imports `sampling`
 (`tests/test_layering.py` checks).

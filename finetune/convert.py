@@ -1,5 +1,5 @@
-"""OpenAI GLIDE .pt checkpoint (a file, or a released model's name) -> our model folder
-(`python -m finetune convert`)."""
+"""OpenAI GLIDE .pt checkpoint -> our model folder, and copies of model folders (the command line is
+`python -m finetune convert`, in `finetune/commands/convert.py`)."""
 
 from __future__ import annotations
 
