@@ -150,7 +150,7 @@ def our_trainer(
     profile: bool = False,
 ) -> dict:
     """`finetune.train.train` on synthetic shards, initialised with `model`'s weights; figures from its records."""
-    from finetune.checkpoints import save_model_folder
+    from finetune.model_folder import save_model_folder
     from finetune.tokenizers import get_tokenizer
     from finetune.train import build_config, read_metrics, train
 

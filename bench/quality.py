@@ -359,7 +359,7 @@ def find_upsampler(model_arg: Path | None, model_dir: Path, upsampler_arg: Path 
     if model_arg is not None and (model_arg / "upsampler" / "config.json").is_file():
         return model_arg / "upsampler"
     if model_arg is None:
-        from finetune.bundled import bundled_model_path
+        from finetune.bundled_models import bundled_model_path
 
         return bundled_model_path("upsampler")
     return None
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = args.model
     if model_dir is None:
-        from finetune.bundled import bundled_model_path
+        from finetune.bundled_models import bundled_model_path
 
         model_dir = bundled_model_path("base")
     if (model_dir / "base" / "config.json").is_file():

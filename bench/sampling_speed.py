@@ -49,8 +49,8 @@ PAGE_SCRIPT = {
 
 def tiny_pipeline_folder(root: Path) -> Path:
     """A random 64px base and 64->256 upsampler (tiny widths, CLIP tokenizer) saved as a pipeline folder."""
-    from finetune.checkpoints import save_model_folder
     from finetune.model import build_model, get_preset
+    from finetune.model_folder import save_model_folder
     from finetune.tokenizers import get_tokenizer
 
     base = {**get_preset("tiny-base"), "image_size": 64, "channel_mult": "1,2,2,2", "attention_resolutions": "16,8"}

@@ -1,9 +1,8 @@
-"""OpenAI GLIDE .pt checkpoint (a file, or a released model's name) -> our model folder
-(`python -m finetune convert`)."""
+"""OpenAI GLIDE .pt checkpoint -> our model folder, and copies of model folders (the command line is
+`python -m finetune convert`, in `finetune/commands/convert.py`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -13,7 +12,8 @@ from safetensors.torch import load_file
 
 from data_pipeline.fsutil import file_sha256
 
-from .checkpoints import (
+from .model import build_model, get_preset, resolve_options
+from .model_folder import (
     EMA_FILE,
     PROVENANCE_FILE,
     WEIGHTS_FILE,
@@ -22,7 +22,6 @@ from .checkpoints import (
     read_config,
     write_model_folder,
 )
-from .model import build_model, get_preset, list_presets, resolve_options
 from .tokenizers import get_tokenizer
 
 
@@ -88,65 +87,3 @@ def copy_model_folder(
         preset=config.get("preset"),
         dtype=torch.float16 if fp16 else None,
     )
-
-
-def add_vocab_argument(parser) -> None:
-    """The one flag that overrides a tokenizer's vocabulary files (`--vocab` is accepted too)."""
-    parser.add_argument(
-        "--vocab-path",
-        "--vocab",
-        dest="vocab_path",
-        default=None,
-        metavar="DIR",
-        help="GPT-2 BPE folder (encoder.json + vocab.bpe, gzipped or not, or a Hugging Face GPT-2 "
-        "tokenizer) overriding the one shipped with the package",
-    )
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of the `convert` command; pair with `run_convert(args)`."""
-    from .hub.names import RELEASED_MODELS
-
-    names = ", ".join(RELEASED_MODELS)
-    parser.add_argument(
-        "checkpoint",
-        help="OpenAI GLIDE .pt file (base.pt, upsample.pt, base_inpaint.pt, "
-        f"upsample_inpaint.pt) or a released model's name ({names}), fetched "
-        "into the cache first",
-    )
-    parser.add_argument(
-        "--preset",
-        default=None,
-        choices=list_presets(),
-        help="architecture the .pt file was trained with (required for a file; a name implies it)",
-    )
-    parser.add_argument("--out", required=True, help="model folder to write")
-    add_vocab_argument(parser)
-    parser.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="model cache folder for names (default: $AUTOCOMICS_CACHE or ~/.cache/autocomics)",
-    )
-    return parser
-
-
-def run_convert(args: argparse.Namespace) -> Path:
-    from .hub import ensure_model, is_model_name, is_pipeline_name, released_model
-
-    if is_pipeline_name(args.checkpoint) and not Path(args.checkpoint).exists():
-        released_model(args.checkpoint)  # says it is a pipeline and names its single models
-    if is_model_name(args.checkpoint) and not Path(args.checkpoint).exists():
-        implied = released_model(args.checkpoint).preset
-        if args.preset and args.preset != implied:
-            raise ValueError(f"{args.checkpoint} has preset {implied}, not {args.preset}")
-        cached = ensure_model(args.checkpoint, args.cache_dir)
-        out = copy_model_folder(cached, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
-    else:
-        if not args.preset:
-            raise ValueError(
-                f"--preset is required to convert the file {args.checkpoint} (one of {', '.join(list_presets())})"
-            )
-        out = convert(args.checkpoint, args.preset, args.out, vocab_path=args.vocab_path, fp16=args.fp16)
-    print(f"wrote model folder {out}")
-    return out

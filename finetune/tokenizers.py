@@ -229,7 +229,7 @@ class CLIPTokenizer(Tokenizer):
 
     def __init__(self, text_ctx: int, vocab_path: str | os.PathLike | None = None):
         super().__init__(text_ctx)
-        from open_clip.tokenizer import SimpleTokenizer, default_bpe
+        from open_clip.tokenizer import SimpleTokenizer, default_bpe  # lazy for start-up time: open_clip loads seconds
 
         bpe_file = Path(default_bpe())
         if vocab_path is not None:

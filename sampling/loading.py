@@ -113,7 +113,7 @@ def _describe_expected() -> str:
 def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
     from safetensors import SafetensorError
 
-    from finetune.checkpoints import load_model_folder
+    from finetune.model_folder import load_model_folder
 
     try:
         loaded = load_model_folder(path, device=device, dtype=None, use_ema=use_ema)
@@ -126,8 +126,8 @@ def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingMod
 
 
 def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.device) -> SamplingModel:
-    from finetune.checkpoints import check_state_dict, load_openai_checkpoint
     from finetune.model import build_model, get_preset
+    from finetune.model_folder import check_state_dict, load_openai_checkpoint
     from finetune.tokenizers import get_tokenizer
 
     try:
@@ -182,7 +182,7 @@ def load_sampling_model(
 
 def _bundled_path(role: str) -> Path:
     try:
-        from finetune.bundled import bundled_model_path
+        from finetune.bundled_models import bundled_model_path
     except ImportError:
         raise ModelLoadError(
             "no model was given and this install has no bundled models; pass --model PATH "

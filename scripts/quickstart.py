@@ -116,7 +116,7 @@ def model_options(folder: Path) -> dict:
 
 
 def resolve_models(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    from finetune.bundled import bundled_model_path
+    from finetune.bundled_models import bundled_model_path
 
     try:
         base = Path(args.base_model) if args.base_model else bundled_model_path("base")
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         done_steps = int(provenance.get("steps", 0))
     if done_steps < args.steps:
-        from finetune.train.checkpointing import list_checkpoints
+        from finetune.train.resume_state import list_checkpoints
 
         resume = ["--resume", "latest"] if list_checkpoints(run_dir) else []
         run_command(

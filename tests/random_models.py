@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from finetune.checkpoints import save_model_folder
 from finetune.model import build_model
+from finetune.model_folder import save_model_folder
 from finetune.tokenizers import get_tokenizer
 
 

@@ -64,7 +64,7 @@ def cond_uncond_kwargs(cond: dict, uncond: dict) -> dict:
         elif value is None:
             stacked[key] = None
         else:
-            from finetune.model import concat_text_emb  # text embeddings are the model core's objects
+            from finetune.model import concat_text_emb  # not at the top: finetune.model imports finetune.diffusion
 
             stacked[key] = concat_text_emb([value, other])
     return stacked

@@ -217,12 +217,7 @@ def sample_dpmpp_2m(
     ``dpm_solver_timesteps`` unless explicit decreasing process ``timesteps`` are given.
     """
     process = _process(diffusion)
-    if timesteps is None:
-        grid = dpm_solver_timesteps(process.num_timesteps, int(steps))
-    else:
-        grid = [int(i) for i in timesteps]
-        if not grid or any(a <= b for a, b in zip(grid, grid[1:])) or grid[-1] < 0 or grid[0] >= process.num_timesteps:
-            raise ValueError("timesteps must be strictly decreasing process indices")
+    grid = _solver_grid(process.num_timesteps, steps, timesteps)
     alpha = np.sqrt(process.alphas_cumprod[grid])
     sigma = np.sqrt(1.0 - process.alphas_cumprod[grid])
     lam = np.log(alpha) - np.log(sigma)
@@ -246,14 +241,8 @@ def sample_dpmpp_2m(
                 else:
                     half_inv_r = 0.5 * h / previous_h
                     d = (1.0 + half_inv_r) * x0 - half_inv_r * previous_x0
-                if stochastic:
-                    x = (
-                        float(sigma[k + 1] / sigma[k] * math.exp(-h)) * x
-                        - float(alpha[k + 1] * math.expm1(-2.0 * h)) * d
-                        + float(sigma[k + 1] * math.sqrt(-math.expm1(-2.0 * h))) * draw.normal()
-                    )
-                else:
-                    x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1] * math.expm1(-h)) * d
+                noise_now = draw.normal() if stochastic else None
+                x = _dpmpp_2m_step(x, d, h, sigma[k], sigma[k + 1], alpha[k + 1], noise_now)
                 previous_x0, previous_h = x0, h
             if callback is not None:
                 callback(k, total, x, x0)
@@ -356,3 +345,24 @@ def _pick_device(device, noise, model_fn, model_kwargs) -> torch.device:
 
 def _progress(iterable, enabled: bool, name: str):
     return tqdm(iterable, desc=name, unit="step", leave=False) if enabled else iterable
+
+
+def _solver_grid(num_timesteps: int, steps: int, timesteps: Sequence[int] | None) -> list[int]:
+    """The process indices a solver visits: `dpm_solver_timesteps`, or the given strictly decreasing ones."""
+    if timesteps is None:
+        return dpm_solver_timesteps(num_timesteps, int(steps))
+    grid = [int(i) for i in timesteps]
+    if not grid or any(a <= b for a, b in zip(grid, grid[1:])) or grid[-1] < 0 or grid[0] >= num_timesteps:
+        raise ValueError("timesteps must be strictly decreasing process indices")
+    return grid
+
+
+def _dpmpp_2m_step(x, d, h: float, sigma_now, sigma_next, alpha_next, noise: torch.Tensor | None) -> torch.Tensor:
+    """One DPM-Solver++(2M) step of size h in lambda towards the data estimate d; with `noise`, the SDE variant."""
+    if noise is not None:
+        return (
+            float(sigma_next / sigma_now * math.exp(-h)) * x
+            - float(alpha_next * math.expm1(-2.0 * h)) * d
+            + float(sigma_next * math.sqrt(-math.expm1(-2.0 * h))) * noise
+        )
+    return float(sigma_next / sigma_now) * x - float(alpha_next * math.expm1(-h)) * d

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Iterator
 
 from data_pipeline.fsutil import file_sha256
+from data_pipeline.oserrors import describe_os_error
 
 from .download import download
-from .errors import HubError, OfflineError
+from .errors import HubError, OfflineError, hub_error_from
 from .manifest import manifest_entry
 from .names import RELEASED_MODELS, download_url, released_model
 
@@ -80,7 +81,7 @@ def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------------ locking
 def _unwritable(root: Path, exc: OSError) -> HubError:
     return HubError(
-        f"cannot write to the model cache {root} ({exc.strerror or exc}); point {CACHE_ENV} or "
+        f"cannot write to the model cache {root} ({describe_os_error(exc)}); point {CACHE_ENV} or "
         "--cache-dir at a writable folder"
     )
 
@@ -156,7 +157,7 @@ def fetch_model(name: str, cache_dir: str | os.PathLike | None = None, progress:
                     f"no space left on the device while converting {name} into {folder}; the download "
                     f"is kept in {part}, free some space and run again"
                 ) from None
-            raise HubError(f"cannot write {folder}: {exc.strerror or exc}") from None
+            raise hub_error_from(exc, folder) from None
         part.unlink(missing_ok=True)
     return FetchResult(name, folder, True)
 

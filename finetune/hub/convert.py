@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..checkpoints import CheckpointError, load_openai_checkpoint, write_model_folder
 from ..model import get_preset, resolve_options
+from ..model_folder import ModelFolderError, load_openai_checkpoint, write_model_folder
 from ..tokenizers import get_tokenizer
 from .errors import HubError
 from .manifest import check_against_manifest
@@ -31,7 +31,7 @@ def convert_release(
     what = f"the download of {name} ({checkpoint})"
     try:
         state_dict = load_openai_checkpoint(checkpoint, mmap=True)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (ModelFolderError, FileNotFoundError) as exc:
         raise HubError(f"{what}: {exc}") from None
     check_against_manifest(state_dict, entry, what)
     options = resolve_options(entry["options"])

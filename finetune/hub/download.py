@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from .errors import HubError
+from .errors import HubError, hub_error_from
 
 CHUNK_BYTES = 1 << 16  # a cut connection loses the chunk being read, so keep it small
 MAX_ATTEMPTS = 5  # per download; each attempt resumes where the previous one stopped
@@ -108,7 +108,7 @@ def _attempt(
                 f"no space left on the device while writing {part} ({part.stat().st_size} bytes so "
                 f"far); free some space and run again to resume"
             ) from None
-        raise HubError(f"cannot write {part}: {exc.strerror or exc}") from None
+        raise hub_error_from(exc, part) from None
     if total is not None and size != total:
         raise _Retry(f"the connection closed after {size} of {total} bytes")
     return size

@@ -18,10 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from data_pipeline.errors import UserError
 from finetune.diffusion.schedules import NOISE_SCHEDULES
 
 
-class OptionError(ValueError):
+class OptionError(UserError, ValueError):
     """A model option of the wrong type or out of range; the message names the field."""
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from data_pipeline.errors import UserError
+
 from .limits import VOCAB_SIZES, OptionError, check_options, parse_int_list
 
 # GLIDE's base model (OpenAI's `model_and_diffusion_defaults`, with use_fp16 off: fp16 weights are
@@ -126,7 +128,7 @@ def _preset_table() -> dict[str, dict[str, Any]]:
 PRESETS: dict[str, dict[str, Any]] = _preset_table()
 
 
-class UnknownPresetError(KeyError, ValueError):
+class UnknownPresetError(UserError, KeyError, ValueError):
     """An unknown preset name (a KeyError for lookups, a ValueError for argument checks)."""
 
     def __str__(self) -> str:

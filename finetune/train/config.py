@@ -17,10 +17,11 @@ from typing import Any, get_args, get_origin, get_type_hints
 import torch
 import yaml
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_text
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting is missing, unknown or out of range; raised before any work is done."""
 
 
@@ -408,6 +409,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = dict(vars(args))
     given.pop("command", None)
     given.pop("func", None)
+    given.pop("_run", None)  # set by the command line runner
     values: dict[str, Any] = {}
     config_path = given.pop("config", None)
     if config_path:

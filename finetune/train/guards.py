@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from data_pipeline.errors import UserError
 
-class TrainingDiverged(RuntimeError):
-    pass
+
+class TrainingDiverged(UserError, RuntimeError):
+    """Too many consecutive non-finite steps: the settings (learning rate, precision, data) need a change."""
 
 
 class StepGuard:

@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
+from data_pipeline.errors import UserError
+from finetune.hub import HubError, ensure_model, is_model_name, is_pipeline_name
+from finetune.hub.manifest import manifest_entry
 from finetune.model import build_model, get_preset, list_presets, resolve_options
+from finetune.model.options import architecture
+from finetune.model_folder import load_model_folder, load_openai_checkpoint, read_config
+from finetune.tokenizers import get_tokenizer
 
 TEXT_SIDE_PREFIXES = (
     "transformer.",
@@ -30,7 +36,7 @@ INPUT_CONV = "input_blocks.0.0.weight"
 TOKEN_EMBEDDING = "token_embedding.weight"
 
 
-class InitError(ValueError):
+class InitError(UserError, ValueError):
     """The starting weights do not fit the requested model, or a needed file is missing."""
 
 
@@ -150,8 +156,6 @@ def transfer_weights(
 
 def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
     """The preset whose parameter names and shapes equal the checkpoint's (built on the meta device)."""
-    from finetune.model.options import architecture
-
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     matches = []
     for name in list_presets():
@@ -176,8 +180,6 @@ def detect_preset(state: dict[str, torch.Tensor], tokenizer: str) -> str:
 
 
 def _tokenizer(name: str, text_ctx: int, vocab_path: str | None):
-    from finetune.tokenizers import get_tokenizer
-
     try:
         return get_tokenizer(name, text_ctx, vocab_path or None)
     except (OSError, ValueError) as exc:
@@ -195,8 +197,6 @@ def _apply_preset_options(preset: str, tokenizer: str) -> dict[str, Any]:
 
 def _is_release_name(init: str) -> bool:
     """A released model's or pipeline's name (an existing file or folder of that name wins)."""
-    from finetune.hub import is_model_name, is_pipeline_name
-
     return (is_model_name(init) or is_pipeline_name(init)) and not Path(init).exists()
 
 
@@ -204,8 +204,6 @@ def resolve_init(init: str) -> str:
     """`init` with a released model's name replaced by its model folder in the cache (fetched on first use)."""
     if init == "scratch" or not _is_release_name(init):
         return init
-    from finetune.hub import HubError, ensure_model
-
     try:
         return str(ensure_model(init))
     except HubError as exc:
@@ -218,12 +216,8 @@ def planned_image_size(init: str, preset: str) -> int | None:
         if preset:
             return int(get_preset(preset)["image_size"])
         if init != "scratch" and _is_release_name(init):
-            from finetune.hub.manifest import manifest_entry
-
             return int(resolve_options(manifest_entry(init)["options"])["image_size"])
         if init != "scratch" and Path(init).is_dir():
-            from finetune.checkpoints import read_config
-
             return int(read_config(init)["options"]["image_size"])  # options checked by read_config
     except (KeyError, ValueError, OSError):
         return None  # setup_model reports the problem properly (a pipeline name, an unreadable manifest...)
@@ -249,8 +243,6 @@ def setup_model(
         )
 
     if path.is_dir():
-        from finetune.checkpoints import load_model_folder
-
         try:
             loaded = load_model_folder(path, device="cpu", use_ema=init_from_ema, vocab_path=vocab_path or None)
         except (OSError, ValueError, KeyError) as exc:
@@ -273,8 +265,6 @@ def setup_model(
             model, loaded.model.state_dict(), options, allow_vocab_swap=want_tok != src_options["tokenizer"], seed=seed
         )
         return ModelSetup(model, options, tok, preset or src_preset, "folder", swapped, notes)
-
-    from finetune.checkpoints import load_openai_checkpoint
 
     try:
         state = load_openai_checkpoint(path)

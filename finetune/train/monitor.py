@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from data_pipeline.fsutil import atomic_write_text
+
 QUARTILES = 4
 
 
@@ -78,7 +80,7 @@ class Monitor:
         self.bar = None
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy for start-up time (~0.2 s): main process only
 
         # purge_step: TensorBoard drops events logged after the resumed checkpoint by the interrupted run
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
@@ -146,8 +148,6 @@ def _truncate_metrics(path: Path, keep_through_step: int) -> None:
                     kept.append(line)
             except ValueError:
                 continue
-    from data_pipeline.fsutil import atomic_write_text
-
     atomic_write_text(path, "".join(kept))
 
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from data_pipeline.fsutil import atomic_write_bytes
 from finetune.diffusion.guidance import classifier_free_guidance, cond_uncond_kwargs
 from finetune.diffusion.samplers import force_known_pixels, sample
 
@@ -100,8 +101,6 @@ def draw_grid(
 
 
 def save_png(path, grid: np.ndarray) -> None:
-    from data_pipeline.fsutil import atomic_write_bytes
-
     ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if ok:
         atomic_write_bytes(path, buf.tobytes())

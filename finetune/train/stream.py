@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -22,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from data_pipeline.images import decode_image
 
 from .augment import SampleMaker
-from .sources import Dataset, DatasetError, FileCache, Record, Shard
+from .dataset_discovery import Dataset, DatasetError, FileCache, Record, Shard
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -125,8 +126,6 @@ class TrainStream(IterableDataset):
         return (worker + self.worker_offset) % self.layout.workers
 
     def __iter__(self) -> Iterator[dict]:
-        import cv2
-
         cv2.setNumThreads(1)
         stream = self.layout.stream_id(self._local_stream())
         epoch, skip = self.start.get(stream, (0, 0))

@@ -1,8 +1,9 @@
 """The training loop: `train(config)` fine-tunes (or trains from scratch) a GLIDE base, upsampler or inpainting
 model with Accelerate, one code path for every variant and any number of processes.
 
-Reading order: set-up (run folder, resume, model, data, optimizer, state) -> loop (micro-batches, guards,
-optimizer step, EMA, logs, validation, sample grid, checkpoints) -> export.
+Reading order: `train` (set up or resume -> loop: one optimizer step, then the periodic log / validation / sample
+grid / checkpoint -> export), then the set-up in the order it runs, then one step, then what follows a step. The
+parts share one `Run`: the settings, what trains, the data and where the run stands.
 """
 
 from __future__ import annotations
@@ -13,38 +14,54 @@ import json
 import math
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
 
-from finetune.diffusion import diffusion_from_options
+from finetune.diffusion import GaussianDiffusion, diffusion_from_options
+from finetune.model import build_model
+from finetune.model_folder import save_model_folder
+from finetune.tokenizers import get_tokenizer
 
 from .augment import SampleMaker
-from .checkpointing import (
+from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
+from .dataset_discovery import Dataset, precheck, resolve_dataset
+from .ema import EMA
+from .guards import StepGuard, lr_factor
+from .model_init import ModelSetup, is_text_side, planned_image_size, setup_model
+from .monitor import IntervalStats, Monitor, _truncate_metrics
+from .resume_state import (
     Checkpointer,
-    CheckpointError,
+    ResumeStateError,
     find_checkpoint,
     list_checkpoints,
     read_state,
     restore_rng,
     rng_state,
 )
-from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
-from .ema import EMA
-from .guards import StepGuard, TrainingDiverged, lr_factor
-from .model_init import InitError, ModelSetup, is_text_side, planned_image_size, setup_model
-from .monitor import IntervalStats, Monitor, _truncate_metrics
-from .samples import draw_grid, grid_spec, save_png
-from .sources import DatasetError, precheck, resolve_dataset
-from .stream import PositionTracker, StreamLayout, TrainStream, decode_rgb, find_records, make_loader, val_samples
+from .samples import GridSpec, draw_grid, grid_spec, save_png
+from .stream import (
+    PositionTracker,
+    StreamLayout,
+    TrainStream,
+    collate,
+    decode_rgb,
+    find_records,
+    make_loader,
+    val_samples,
+)
 
 SWAP_WARMUP_DEFAULT = 500
 VAL_QUARTILE_TIMESTEPS = 4
-
-# Everything that means "the user's input is wrong", reported without a traceback by the CLI.
-USER_ERRORS = (ConfigError, DatasetError, InitError, CheckpointError, TrainingDiverged)
 
 
 @dataclass
@@ -67,7 +84,7 @@ class _StopFlag:
         self._previous = {}
 
     def install(self) -> None:
-        if not _in_main_thread():
+        if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
@@ -84,20 +101,192 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _in_main_thread() -> bool:
-    import threading
+@dataclass
+class Resume:
+    """The checkpoint a resumed run continues from."""
 
-    return threading.current_thread() is threading.main_thread()
+    path: Path
+    state: dict
+    changed: list[str]  # the settings given now that differ from the saved run's
 
 
-def _lowres_size(options: dict) -> int:
-    return options["image_size"] // 4 if options["super_res"] else 0
+@dataclass
+class Run:
+    """The state the loop's parts share: settings, what trains, the data, and where the run stands."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    setup: ModelSetup  # the model as built (unwrapped), its options, tokenizer, preset and origin
+    diffusion: GaussianDiffusion
+    dataset: Dataset
+    maker: SampleMaker
+    text_warmup: int  # the first steps train only the text side
+    channels_last: bool
+    # made once the model is ready (`_make_optimizer`)
+    model: torch.nn.Module | None = None  # as prepared by Accelerate (DDP-wrapped with several processes)
+    unwrapped: torch.nn.Module | None = None  # the model itself: what is saved, validated and sampled
+    unet_params: list[torch.nn.Parameter] = field(default_factory=list)  # cleared during the text warm-up
+    optimizer: torch.optim.Optimizer | None = None  # Accelerate's wrapper (it knows when fp16 skipped a step)
+    ema: EMA | None = None
+    guard: StepGuard | None = None
+    generator: torch.Generator | None = None  # timesteps and noise; its state is saved per process
+    tracker: PositionTracker | None = None  # where each data stream stands, for an exact resume
+    checkpointer: Checkpointer | None = None
+    # the data and the logs (`_open_data`, `_open_logs`)
+    loader: DataLoader | None = None
+    batches: Iterator | None = None
+    pending: list = field(default_factory=list)  # inputs fetched ahead while the previous step waited on its sync
+    val_all: list[dict] = field(default_factory=list)
+    grid: GridSpec | None = None
+    monitor: Monitor | None = None
+    stats: IntervalStats | None = None
+    key_log: IO[str] | None = None
+    stop: _StopFlag = field(default_factory=_StopFlag)
+    # where the run stands
+    step: int = 0
+    val_history: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+    interrupted: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(t, "sum") if self.accelerator.num_processes > 1 else t
+
+    def text_only(self, step: int) -> bool:
+        """Whether optimizer step `step` (counted from 0) trains only the text side."""
+        return step < self.text_warmup
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) a training run described by `config`; see `python -m finetune train --help`."""
+    config, resume = _resume_or_fresh(config)
+    accelerator = _make_accelerator(config)
+    run = _set_up(config, resume, accelerator)
+    model_dir = None
+    try:
+        if run.step == 0 and config.val_every:
+            _validate(run)
+        run.batches = iter(run.loader)
+        while run.step < config.max_steps and not run.interrupted:
+            stop_requested = _train_step(run)
+            _after_step(run, stop_requested)
+        if not run.interrupted:
+            model_dir = _export(run)
+    finally:
+        _close(run)
+    result = TrainResult(
+        run.run_dir,
+        run.step,
+        run.interrupted,
+        run.stop.signum,
+        model_dir,
+        run.last_checkpoint,
+        run.val_history,
+        run.is_main,
+    )
+    accelerator.wait_for_everyone()
+    return result
+
+
+# ---- set-up, in the order it runs ----------------------------------------------------------------------------
+
+
+def _resume_or_fresh(config: TrainConfig) -> tuple[TrainConfig, Resume | None]:
+    """The settings to run with: the saved run's (with the changes allowed on resume) or the given ones."""
+    run_dir = Path(config.run_dir)
+    if config.resume:
+        path = find_checkpoint(run_dir, config.resume)
+        state = read_state(path)
+        config, changed = merge_for_resume(state["config"], config)
+        return config, Resume(path, state, changed)
+    if list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
+            "or choose a new --run-dir"
+        )
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if config.mixed_precision == "no" and launcher_precision in ("bf16", "fp16"):
+        config = dataclasses.replace(config, mixed_precision=launcher_precision)  # accelerate launch's flag
+    return config, None
+
+
+def _make_accelerator(config: TrainConfig) -> Accelerator:
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 (or no) on the CPU")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
+    # Accelerate only forms a process group on the CPU (gloo) when told so.
+    cpu_group = not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # a second train() in one process (notebook, tests) may change precision
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_group)
+
+
+def _set_up(config: TrainConfig, resume: Resume | None, accelerator: Accelerator) -> Run:
+    setup, dataset = _model_and_data(config, resume)
+    run = Run(
+        config,
+        accelerator,
+        setup,
+        diffusion_from_options(setup.options, timestep_respacing=""),
+        dataset,
+        _sample_maker(config, setup.options),
+        _text_warmup_steps(config, setup),
+        use_channels_last(config.channels_last),
+        notes=list(setup.notes),
+    )
+    _choose_what_trains(run)
+    _write_run_folder(run)
+    _make_optimizer(run)
+    if resume is not None:
+        _restore(run, resume)
+    _open_data(run)
+    _open_logs(run)
+    return run
+
+
+def _model_and_data(config: TrainConfig, resume: Resume | None) -> tuple[ModelSetup, Dataset]:
+    """The model and tokenizer to train, and the dataset, checked before the model is built when its image size
+    is known up front."""
+    if resume is not None:
+        image_size = resume.state["model_options"]["image_size"]
+    else:
+        image_size = planned_image_size(config.init, config.preset)
+    if image_size:
+        dataset = resolve_dataset(config.data, image_size, config.data_size)
+        precheck(dataset, image_size, decode_rgb)
+    if resume is not None:
+        setup = _model_from_resume(resume.state, Path(config.run_dir), config.vocab_path)
+    else:
+        setup = setup_model(
+            config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
+        )
+    if image_size != setup.options["image_size"]:
+        image_size = setup.options["image_size"]
+        dataset = resolve_dataset(config.data, image_size, config.data_size)
+        precheck(dataset, image_size, decode_rgb)
+    return setup, dataset
 
 
 def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetup:
-    from finetune.model import build_model
-    from finetune.tokenizers import get_tokenizer
-
     options = state["model_options"]
     tok_dir = run_dir / "tokenizer"
     vocab = str(tok_dir) if tok_dir.is_dir() and any(tok_dir.iterdir()) else (vocab_path or None)
@@ -112,82 +301,10 @@ def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetu
     )
 
 
-def _reset_accelerate_state() -> None:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-def _reduce_sum(accelerator):
-    def reduce(t: torch.Tensor) -> torch.Tensor:
-        return accelerator.reduce(t, "sum") if accelerator.num_processes > 1 else t
-
-    return reduce
-
-
-def train(config: TrainConfig) -> TrainResult:
-    """Run (or resume) a training run described by `config`; see `python -m finetune train --help`."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    run_dir = Path(config.run_dir)
-
-    # ---- resume or fresh run -------------------------------------------------------------------------------
-    resume_path, resume_state = None, None
-    if config.resume:
-        resume_path = find_checkpoint(run_dir, config.resume)
-        resume_state = read_state(resume_path)
-        config, changed = merge_for_resume(resume_state["config"], config)
-    else:
-        if list_checkpoints(run_dir):
-            raise ConfigError(
-                f"{run_dir} already holds checkpoints of a run: pass --resume latest to continue it, "
-                "or choose a new --run-dir"
-            )
-        launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-        if config.mixed_precision == "no" and launcher_precision in ("bf16", "fp16"):
-            config = dataclasses.replace(config, mixed_precision=launcher_precision)  # accelerate launch's flag
-
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 (or no) on the CPU")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without CUDA:
-    # Accelerate only forms a process group on the CPU (gloo) when told so.
-    cpu_group = not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        _reset_accelerate_state()  # a second train() in one process (notebook, tests) may change precision
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_group)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    is_main = accelerator.is_main_process
-
-    # ---- data, checked before the model is built when its size is known up front -------------------------------
-    image_size = (
-        resume_state["model_options"]["image_size"]
-        if resume_state is not None
-        else planned_image_size(config.init, config.preset)
-    )
-    if image_size:
-        dataset = resolve_dataset(config.data, image_size, config.data_size)
-        precheck(dataset, image_size, decode_rgb)
-
-    # ---- model and tokenizer ---------------------------------------------------------------------------------
-    if resume_state is not None:
-        setup = _model_from_resume(resume_state, run_dir, config.vocab_path)
-    else:
-        setup = setup_model(
-            config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
-        )
-    model, options, tokenizer = setup.model, setup.options, setup.tokenizer
-    diffusion = diffusion_from_options(options, timestep_respacing="")
-    if image_size != options["image_size"]:
-        image_size = options["image_size"]
-        dataset = resolve_dataset(config.data, image_size, config.data_size)
-        precheck(dataset, image_size, decode_rgb)
-    maker = SampleMaker(
-        image_size=image_size,
-        lowres_size=_lowres_size(options),
+def _sample_maker(config: TrainConfig, options: dict) -> SampleMaker:
+    return SampleMaker(
+        image_size=options["image_size"],
+        lowres_size=options["image_size"] // 4 if options["super_res"] else 0,
         inpaint=bool(options["inpaint"]),
         crop_scale=(config.crop_scale_min, config.crop_scale_max),
         flip_p=config.flip_p,
@@ -199,12 +316,19 @@ def train(config: TrainConfig) -> TrainResult:
         mask_kind=config.mask_kind,
     )
 
-    # ---- what trains ----------------------------------------------------------------------------------------
+
+def _text_warmup_steps(config: TrainConfig, setup: ModelSetup) -> int:
     text_warmup = config.text_warmup_steps
     if text_warmup < 0:
         text_warmup = SWAP_WARMUP_DEFAULT if setup.vocab_swapped else 0
     if text_warmup and config.train_scope == "unet":
         raise ConfigError("--text-warmup-steps trains only the text side, but --train-scope unet freezes it")
+    return text_warmup
+
+
+def _choose_what_trains(run: Run) -> None:
+    """Freeze what --train-scope leaves out, and put the model in its training form (memory format, compile)."""
+    config, model = run.config, run.setup.model
     has_text = any(is_text_side(n) for n, _ in model.named_parameters())
     if config.train_scope == "text" and not has_text:
         raise ConfigError("--train-scope text: this model has no text transformer")
@@ -215,350 +339,395 @@ def train(config: TrainConfig) -> TrainResult:
         p.requires_grad_(not frozen)
     if config.grad_checkpointing:
         model.set_gradient_checkpointing(True)
-    channels_last = use_channels_last(config.channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if run.channels_last:
+        model.to(memory_format=torch.channels_last)  # in place, like every Module.to
     model.train()
     if config.compile:
         model.compile()  # in place: parameter names (checkpoints, EMA) stay those of the eager model
 
-    # ---- run folder ------------------------------------------------------------------------------------------
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_state is None:
-            tok_dir = run_dir / "tokenizer"
-            tok_dir.mkdir(exist_ok=True)
-            tokenizer.save_files(tok_dir)
-        save_resolved(
-            config,
-            run_dir / "config.yaml",
-            {
-                "model_options": options,
-                "preset": setup.preset,
-                "init_source": setup.source,
-                "vocab_swapped": setup.vocab_swapped,
-                "text_warmup_steps": text_warmup,
-                "dataset": dataset.description,
-                "dataset_manifest_sha256": dataset.manifest_sha256,
-                "processes": world,
-            },
-        )
-    accelerator.wait_for_everyone()
 
-    # ---- optimizer, EMA, state -------------------------------------------------------------------------------
-    trainable = [p for p in model.parameters() if p.requires_grad]
+def _write_run_folder(run: Run) -> None:
+    """The tokenizer files (fresh runs) and the resolved settings, written by the main process."""
+    setup, config = run.setup, run.config
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if setup.source != "resume":
+            tok_dir = run.run_dir / "tokenizer"
+            tok_dir.mkdir(exist_ok=True)
+            setup.tokenizer.save_files(tok_dir)
+        resolved = {
+            "model_options": setup.options,
+            "preset": setup.preset,
+            "init_source": setup.source,
+            "vocab_swapped": setup.vocab_swapped,
+            "text_warmup_steps": run.text_warmup,
+            "dataset": run.dataset.description,
+            "dataset_manifest_sha256": run.dataset.manifest_sha256,
+            "processes": run.accelerator.num_processes,
+        }
+        save_resolved(config, run.run_dir / "config.yaml", resolved)
+    run.accelerator.wait_for_everyone()
+
+
+def _make_optimizer(run: Run) -> None:
+    """AdamW over the trainable parameters, EMA, the step guard, the RNG and the checkpointer."""
+    config, accelerator = run.config, run.accelerator
     optimizer = torch.optim.AdamW(
-        trainable,
+        [p for p in run.setup.model.parameters() if p.requires_grad],
         lr=config.lr,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
-        fused=fused_adamw_available(device),
+        fused=fused_adamw_available(run.device),
     )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    unet_params = [p for n, p in unwrapped.named_parameters() if p.requires_grad and not is_text_side(n)]
-    ema = EMA(unwrapped, config.ema_decay) if config.ema_decay > 0 else None
-    guard = StepGuard(config.nan_max_consecutive, config.spike_factor, config.spike_window)
+    run.model, run.optimizer = accelerator.prepare(run.setup.model, optimizer)
+    run.unwrapped = accelerator.unwrap_model(run.model)
+    run.unet_params = [p for n, p in run.unwrapped.named_parameters() if p.requires_grad and not is_text_side(n)]
+    run.ema = EMA(run.unwrapped, config.ema_decay) if config.ema_decay > 0 else None
+    run.guard = StepGuard(config.nan_max_consecutive, config.spike_factor, config.spike_window)
     set_seed(config.seed, device_specific=True)
-    generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + rank)
-    layout = StreamLayout(world, rank, max(1, config.num_workers))
-    tracker = PositionTracker(layout)
-    checkpointer = Checkpointer(run_dir, config.keep_checkpoints, rank, is_main, accelerator.wait_for_everyone)
-    checkpointer.clean_partial()
-    step = 0
-    val_history: list[dict] = []
-    notes = list(setup.notes)
+    rank = accelerator.process_index
+    run.generator = torch.Generator(device=run.device).manual_seed(config.seed * 1_000_003 + rank)
+    run.tracker = PositionTracker(_stream_layout(run))
+    run.checkpointer = Checkpointer(
+        run.run_dir, config.keep_checkpoints, rank, run.is_main, accelerator.wait_for_everyone
+    )
+    run.checkpointer.clean_partial()
 
-    if resume_path is not None:
-        ckpt = checkpointer.load(resume_path, world)
-        unwrapped.load_state_dict(ckpt["model"], strict=True)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        if ema is not None:
-            if ckpt["ema"] is None:
-                raise CheckpointError(f"{resume_path} has no EMA weights but --ema-decay is set")
-            ema.load_state_dict(ckpt["ema"], state["ema_updates"])
-        step = int(state["step"])
-        guard.load_state_dict(state.get("guard", {}))
-        val_history = state.get("val_history", [])
-        if accelerator.scaler is not None and state.get("grad_scaler"):
-            accelerator.scaler.load_state_dict(state["grad_scaler"])
-        if ckpt["rank_tensors"] is not None:
-            restore_rng(generator, ckpt["rank_tensors"], ckpt["rank_plain"]["rng"])
-            tracker, note = PositionTracker.from_state(ckpt["rank_plain"]["data"], layout)
-            if note:
-                notes.append(note)
-        else:
-            notes.append(
-                f"process {rank} has no saved RNG/data state (more processes than before): its data "
-                "starts from the beginning"
-            )
-        notes.insert(0, f"resumed from {resume_path} at step {step}" + (f" ({', '.join(changed)})" if changed else ""))
 
-    # ---- data loaders ----------------------------------------------------------------------------------------
+def _stream_layout(run: Run) -> StreamLayout:
+    accelerator = run.accelerator
+    return StreamLayout(accelerator.num_processes, accelerator.process_index, max(1, run.config.num_workers))
+
+
+def _restore(run: Run, resume: Resume) -> None:
+    """Weights, optimizer, EMA, guard, grad scaler, this process's RNG and data position, from the checkpoint."""
+    accelerator, rank = run.accelerator, run.accelerator.process_index
+    ckpt = run.checkpointer.load(resume.path, accelerator.num_processes)
+    run.unwrapped.load_state_dict(ckpt["model"], strict=True)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    state = ckpt["state"]
+    if run.ema is not None:
+        if ckpt["ema"] is None:
+            raise ResumeStateError(f"{resume.path} has no EMA weights but --ema-decay is set")
+        run.ema.load_state_dict(ckpt["ema"], state["ema_updates"])
+    run.step = int(state["step"])
+    run.guard.load_state_dict(state.get("guard", {}))
+    run.val_history = state.get("val_history", [])
+    if accelerator.scaler is not None and state.get("grad_scaler"):
+        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    if ckpt["rank_tensors"] is not None:
+        restore_rng(run.generator, ckpt["rank_tensors"], ckpt["rank_plain"]["rng"])
+        run.tracker, note = PositionTracker.from_state(ckpt["rank_plain"]["data"], _stream_layout(run))
+        if note:
+            run.notes.append(note)
+    else:
+        run.notes.append(
+            f"process {rank} has no saved RNG/data state (more processes than before): its data "
+            "starts from the beginning"
+        )
+    changed = f" ({', '.join(resume.changed)})" if resume.changed else ""
+    run.notes.insert(0, f"resumed from {resume.path} at step {run.step}{changed}")
+
+
+def _open_data(run: Run) -> None:
+    """The training stream from where the tracker stands, the val samples, and the sample grid's prompts."""
+    config, tracker = run.config, run.tracker
     stream = TrainStream(
-        dataset.shards,
-        maker,
-        tokenizer,
+        run.dataset.shards,
+        run.maker,
+        run.setup.tokenizer,
         config.batch_size,
         config.shuffle_buffer,
         config.seed,
-        layout,
+        tracker.layout,
         start=dict(tracker.places),
         worker_offset=tracker.loader_offset(),
     )
-    loader = make_loader(stream, config.num_workers, pin_memory=device.type == "cuda")
-    val_all = []
+    run.loader = make_loader(stream, config.num_workers, pin_memory=run.device.type == "cuda")
     if config.val_samples:
-        val_all = val_samples(find_records(dataset, "val", config.val_samples), maker, config.seed)
-        if not val_all:
-            notes.append("the dataset has no val split: validation loss is off")
-    val_mine = val_all[rank::world]
-    grid = None
-    if is_main and config.sample_every >= 0:
-        grid_source = val_all or val_samples(
-            find_records(dataset, "train", config.num_sample_prompts), maker, config.seed
+        run.val_all = val_samples(find_records(run.dataset, "val", config.val_samples), run.maker, config.seed)
+        if not run.val_all:
+            run.notes.append("the dataset has no val split: validation loss is off")
+    if run.is_main and config.sample_every >= 0:
+        grid_source = run.val_all or val_samples(
+            find_records(run.dataset, "train", config.num_sample_prompts), run.maker, config.seed
         )
         prompts = config.sample_prompts or [s["caption"] for s in grid_source[: config.num_sample_prompts]]
-        grid = grid_spec(prompts, grid_source, bool(options["super_res"]), bool(options["inpaint"]))
+        options = run.setup.options
+        run.grid = grid_spec(prompts, grid_source, bool(options["super_res"]), bool(options["inpaint"]))
 
-    monitor = Monitor(run_dir, is_main, config.progress, step, config.max_steps)
-    key_log = None
+
+def _open_logs(run: Run) -> None:
+    """The monitor (metrics, TensorBoard, progress), the optional sample-key log, the notes, the stop flag."""
+    config = run.config
+    run.monitor = Monitor(run.run_dir, run.is_main, config.progress, run.step, config.max_steps)
     if config.log_sample_keys:
-        key_path = run_dir / f"sample_keys-rank{rank}.jsonl"
-        _truncate_metrics(key_path, step)
-        key_log = open(key_path, "a", encoding="utf-8")
-    for note in notes:
-        monitor.message(note)
-    if is_main and grid is not None and step == 0:
-        monitor.text(0, "samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(grid.prompts)))
+        key_path = run.run_dir / f"sample_keys-rank{run.accelerator.process_index}.jsonl"
+        _truncate_metrics(key_path, run.step)
+        run.key_log = open(key_path, "a", encoding="utf-8")
+    for note in run.notes:
+        run.monitor.message(note)
+    if run.is_main and run.grid is not None and run.step == 0:
+        run.monitor.text(0, "samples/prompts", "\n".join(f"{i}. {p}" for i, p in enumerate(run.grid.prompts)))
+    run.stop.install()
+    run.stats = IntervalStats(run.diffusion.num_timesteps, run.device)
 
-    stop = _StopFlag()
-    stop.install()
-    stats = IntervalStats(diffusion.num_timesteps, device)
-    samples_per_step = config.batch_size * config.grad_accum * world
-    fp16 = config.mixed_precision == "fp16"
-    last_ckpt = None
-    interrupted = False
 
-    def autocast():
-        return accelerator.autocast()
+def _close(run: Run) -> None:
+    run.stop.restore()
+    run.monitor.close()
+    if run.key_log is not None:
+        run.key_log.close()
+    run.batches = run.loader = None  # the loader's worker processes end with it
+    run.pending.clear()
 
-    def run_validation():
-        if not val_all:
-            return None
-        result = validate(
-            unwrapped,
-            diffusion,
-            tokenizer,
-            val_mine,
-            config.batch_size,
-            config.seed,
-            device,
-            autocast,
-            _reduce_sum(accelerator),
-            config.loss_type,
-            channels_last,
+
+# ---- one optimizer step --------------------------------------------------------------------------------------
+
+
+def _train_step(run: Run) -> bool:
+    """Accumulate the micro-batches, clip, check the guards, step the optimizer and EMA; record the step.
+    Returns whether a stop signal reached any process (they all agree, through the one reduction)."""
+    config = run.config
+    text_only = run.text_only(run.step)
+    for group in run.optimizer.param_groups:
+        group["lr"] = config.lr * lr_factor(
+            run.step, config.lr_warmup_steps, config.max_steps, config.lr_schedule, config.min_lr_ratio
         )
-        monitor.scalars(step, result)
-        entry = {"step": step, **result}
-        val_history.append(entry)
-        monitor.message(f"step {step}: val loss {result['val/loss']:.4f} (mse {result['val/mse']:.4f})")
-        return entry
-
-    def sample_grid():
-        if grid is None:
-            return
-        if is_main:
-            with ema.swapped_in(unwrapped) if ema is not None else contextlib.nullcontext():
-                unwrapped.eval()
-                image = draw_grid(
-                    unwrapped,
-                    diffusion,
-                    tokenizer,
-                    grid,
-                    guidance_scale=config.guidance_scale,
-                    sampler=config.sample_sampler,
-                    steps=config.sample_steps,
-                    seed=config.sample_seed,
-                    device=device,
-                    autocast=autocast,
-                )
-                unwrapped.train()
-            monitor.image(step, "samples/grid", image)
-            save_png(run_dir / "samples" / f"step-{step:08d}.png", image)
-            monitor.flush()
-        accelerator.wait_for_everyone()
-
-    def save_checkpoint():
-        rank_tensors, rank_rng = rng_state(generator)
-        state = {
-            "step": step,
-            "config": config.to_dict(),
-            "model_options": options,
-            "preset": setup.preset,
-            "vocab_swapped": setup.vocab_swapped,
-            "ema_updates": ema.updates if ema is not None else 0,
-            "guard": guard.state_dict(),
-            "val_history": val_history,
-            "text_warmup_steps": text_warmup,
-            "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "time": time.time(),
-        }
-        path = checkpointer.save(
-            step,
-            unwrapped.state_dict(),
-            ema.state_dict() if ema is not None else None,
-            optimizer.state_dict(),
-            state,
-            rank_tensors,
-            {"rng": rank_rng, "data": tracker.state()},
-        )
-        monitor.message(f"checkpoint saved: {path}")
-        return path
-
-    data_iter = None
-    pending = []  # inputs fetched and sent to the device while the previous step waited on its host sync
-
-    def next_inputs():
-        if pending:
-            return pending.pop()
-        batch = next(data_iter)  # noqa: F821 (bound below before the first call; `del`-ed after the loop)
-        return (batch, *model_inputs(batch, device, channels_last))
-
-    try:
-        if step == 0 and config.val_every:
-            run_validation()
-        data_iter = iter(loader)
-        while step < config.max_steps:
-            text_only = step < text_warmup
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(
-                    step, config.lr_warmup_steps, config.max_steps, config.lr_schedule, config.min_lr_ratio
-                )
-            step_loss = torch.zeros((), device=device)
-            for micro in range(config.grad_accum):
-                batch, x0, kwargs = next_inputs()
-                tracker.update(batch)  # only once used, so a checkpoint never counts a fetched-ahead batch
-                stats.add_skipped(int(batch["skipped"]))
-                if key_log is not None:
-                    key_log.write(json.dumps({"step": step + 1, "micro": micro, "keys": batch["keys"]}) + "\n")
-                t = diffusion.sample_timesteps(x0.shape[0], device=device, generator=generator)
-                noise = torch.randn(x0.shape, generator=generator, device=device)
-                if channels_last:
-                    noise = noise.contiguous(memory_format=torch.channels_last)
-                last = micro == config.grad_accum - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                    losses = diffusion.training_losses(
-                        model,
-                        x0,
-                        t,
-                        model_kwargs=kwargs,
-                        noise=noise,
-                        loss_type=config.loss_type,
-                        mse_weighting=config.mse_weighting,
-                        mse_weight_cap=config.mse_weight_cap,
-                    )
-                    loss = losses["loss"].mean()
-                    accelerator.backward(loss / config.grad_accum)
-                stats.add_micro_batch(losses, t)
-                step_loss += loss.detach() / config.grad_accum
-            if text_only:
-                for p in unet_params:
-                    p.grad = None
-            grad_norm = accelerator.clip_grad_norm_(
-                [p for p in unwrapped.parameters() if p.grad is not None],
-                config.max_grad_norm if config.max_grad_norm > 0 else float("inf"),
-            )
-            flags = torch.stack(
-                [
-                    step_loss.float(),
-                    torch.as_tensor(grad_norm, device=device).float(),
-                    torch.full((), float(stop.signum is not None), device=device),
-                ]
-            )  # no copy
-            if world > 1:
-                flags = accelerator.reduce(flags, "mean")
-            if step + 1 < config.max_steps:
-                pending.append(next_inputs())  # the loader and the copy overlap the device's work before the sync
-            loss_v, gnorm_v, stop_v = flags.tolist()  # the one host sync of a step: the guards need these
-            if fp16 and math.isfinite(loss_v) and not math.isfinite(gnorm_v):
-                optimizer.step()  # the grad scaler skips this step and lowers its scale
-                skipped = "fp16_overflow"
-            else:
-                skipped = guard.check(step + 1, loss_v, gnorm_v)
-                if skipped is None:
-                    optimizer.step()
-                    if optimizer.step_was_skipped:
-                        skipped = "fp16_overflow"
-                    elif ema is not None:
-                        ema.update(unwrapped)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            stats.steps += 1
-            stats.samples += samples_per_step
-            if math.isfinite(gnorm_v):
-                stats.grad_norms.append(gnorm_v)
-            monitor.step(
-                {
-                    "step": step,
-                    "loss": loss_v if math.isfinite(loss_v) else None,
-                    "grad_norm": gnorm_v if math.isfinite(gnorm_v) else None,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "skipped": skipped,
-                    "time": round(time.time(), 4),
-                }
-            )
-            if skipped in ("nonfinite", "spike"):
-                monitor.message(f"step {step}: skipped ({skipped}; loss {loss_v}, grad norm {gnorm_v})")
-
-            if step % config.log_every == 0 or step == config.max_steps:
-                values = stats.summary(_reduce_sum(accelerator))
-                values.update(
-                    {
-                        "train/lr": optimizer.param_groups[0]["lr"],
-                        "train/skipped_nonfinite": guard.skipped_nonfinite,
-                        "train/skipped_spikes": guard.skipped_spikes,
-                        "train/text_only": float(text_only),
-                    }
-                )
-                monitor.scalars(step, values)
-                stats.reset()
-            if (config.val_every and step % config.val_every == 0) or step == config.max_steps:
-                run_validation()
-            if (config.sample_every > 0 and step % config.sample_every == 0) or (
-                config.sample_every >= 0 and step == config.max_steps
-            ):
-                sample_grid()
-            stopping = stop_v > 0
-            if config.checkpoint_every >= 0 and (
-                stopping
-                or step == config.max_steps
-                or (config.checkpoint_every and step % config.checkpoint_every == 0)
-            ):
-                last_ckpt = save_checkpoint()
-            if stopping:
-                interrupted = True
-                monitor.message(f"stopped by signal at step {step}; resume with --resume latest")
-                break
-        model_dir = None
-        if not interrupted and config.export_model:
-            model_dir = export_model_folder(
-                run_dir, unwrapped, options, tokenizer, ema, setup, config, dataset, step, is_main
-            )
-            accelerator.wait_for_everyone()
-    finally:
-        stop.restore()
-        monitor.close()
-        if key_log is not None:
-            key_log.close()
-        del data_iter, loader
-    result = TrainResult(
-        run_dir, step, interrupted, stop.signum, model_dir if not interrupted else None, last_ckpt, val_history, is_main
+    step_loss = _accumulate_gradients(run)
+    if text_only:
+        for p in run.unet_params:
+            p.grad = None
+    grad_norm = run.accelerator.clip_grad_norm_(
+        [p for p in run.unwrapped.parameters() if p.grad is not None],
+        config.max_grad_norm if config.max_grad_norm > 0 else float("inf"),
     )
-    accelerator.wait_for_everyone()
-    return result
+    flags = torch.stack(
+        [
+            step_loss.float(),
+            torch.as_tensor(grad_norm, device=run.device).float(),
+            torch.full((), float(run.stop.signum is not None), device=run.device),
+        ]
+    )
+    if run.accelerator.num_processes > 1:
+        flags = run.accelerator.reduce(flags, "mean")
+    if run.step + 1 < config.max_steps:
+        run.pending.append(_next_inputs(run))  # the loader and the copy overlap the device's work before the sync
+    loss, grad_norm, stop = flags.tolist()  # the one host sync of a step: the guards need these
+    skipped = _optimizer_step(run, loss, grad_norm)
+    _record_step(run, loss, grad_norm, skipped)
+    return stop > 0
+
+
+def _next_inputs(run: Run) -> tuple[dict, torch.Tensor, dict]:
+    """The next batch and its model inputs on the device (fetched ahead during the previous step, if so)."""
+    if run.pending:
+        return run.pending.pop()
+    batch = next(run.batches)
+    return (batch, *model_inputs(batch, run.device, run.channels_last))
+
+
+def _accumulate_gradients(run: Run) -> torch.Tensor:
+    """Forward and backward over --grad-accum micro-batches (gradients sync only on the last); the mean loss."""
+    config, diffusion = run.config, run.diffusion
+    step_loss = torch.zeros((), device=run.device)
+    for micro in range(config.grad_accum):
+        batch, x0, kwargs = _next_inputs(run)
+        run.tracker.update(batch)  # only once used, so a checkpoint never counts a fetched-ahead batch
+        run.stats.add_skipped(int(batch["skipped"]))
+        if run.key_log is not None:
+            run.key_log.write(json.dumps({"step": run.step + 1, "micro": micro, "keys": batch["keys"]}) + "\n")
+        t = diffusion.sample_timesteps(x0.shape[0], device=run.device, generator=run.generator)
+        noise = torch.randn(x0.shape, generator=run.generator, device=run.device)
+        if run.channels_last:
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        last = micro == config.grad_accum - 1
+        with contextlib.nullcontext() if last else run.accelerator.no_sync(run.model):
+            losses = diffusion.training_losses(
+                run.model,
+                x0,
+                t,
+                model_kwargs=kwargs,
+                noise=noise,
+                loss_type=config.loss_type,
+                mse_weighting=config.mse_weighting,
+                mse_weight_cap=config.mse_weight_cap,
+            )
+            loss = losses["loss"].mean()
+            run.accelerator.backward(loss / config.grad_accum)
+        run.stats.add_micro_batch(losses, t)
+        step_loss += loss.detach() / config.grad_accum
+    return step_loss
+
+
+def _optimizer_step(run: Run, loss: float, grad_norm: float) -> str | None:
+    """Step unless a guard skips it; returns why the step was skipped, if it was."""
+    optimizer = run.optimizer
+    if run.config.mixed_precision == "fp16" and math.isfinite(loss) and not math.isfinite(grad_norm):
+        optimizer.step()  # the grad scaler skips this step and lowers its scale
+        skipped = "fp16_overflow"
+    else:
+        skipped = run.guard.check(run.step + 1, loss, grad_norm)
+        if skipped is None:
+            optimizer.step()
+            if optimizer.step_was_skipped:
+                skipped = "fp16_overflow"
+            elif run.ema is not None:
+                run.ema.update(run.unwrapped)
+    optimizer.zero_grad(set_to_none=True)
+    return skipped
+
+
+def _record_step(run: Run, loss: float, grad_norm: float, skipped: str | None) -> None:
+    run.step += 1
+    run.stats.steps += 1
+    run.stats.samples += run.config.batch_size * run.config.grad_accum * run.accelerator.num_processes
+    if math.isfinite(grad_norm):
+        run.stats.grad_norms.append(grad_norm)
+    run.monitor.step(
+        {
+            "step": run.step,
+            "loss": loss if math.isfinite(loss) else None,
+            "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "skipped": skipped,
+            "time": round(time.time(), 4),
+        }
+    )
+    if skipped in ("nonfinite", "spike"):
+        run.monitor.message(f"step {run.step}: skipped ({skipped}; loss {loss}, grad norm {grad_norm})")
+
+
+# ---- after a step: log, validate, sample, checkpoint, stop -----------------------------------------------------
+
+
+def _after_step(run: Run, stop_requested: bool) -> None:
+    config, step = run.config, run.step
+    last = step == config.max_steps
+    if step % config.log_every == 0 or last:
+        _log_interval(run)
+    if (config.val_every and step % config.val_every == 0) or last:
+        _validate(run)
+    if (config.sample_every > 0 and step % config.sample_every == 0) or (config.sample_every >= 0 and last):
+        _sample_grid(run)
+    periodic = config.checkpoint_every and step % config.checkpoint_every == 0
+    if config.checkpoint_every >= 0 and (stop_requested or last or periodic):
+        run.last_checkpoint = _save_checkpoint(run)
+    if stop_requested:
+        run.interrupted = True
+        run.monitor.message(f"stopped by signal at step {step}; resume with --resume latest")
+
+
+def _log_interval(run: Run) -> None:
+    values = run.stats.summary(run.reduce_sum)
+    values.update(
+        {
+            "train/lr": run.optimizer.param_groups[0]["lr"],
+            "train/skipped_nonfinite": run.guard.skipped_nonfinite,
+            "train/skipped_spikes": run.guard.skipped_spikes,
+            "train/text_only": float(run.text_only(run.step - 1)),  # the step just taken
+        }
+    )
+    run.monitor.scalars(run.step, values)
+    run.stats.reset()
+
+
+def _validate(run: Run) -> None:
+    if not run.val_all:
+        return
+    world, rank = run.accelerator.num_processes, run.accelerator.process_index
+    result = validate(
+        run.unwrapped,
+        run.diffusion,
+        run.setup.tokenizer,
+        run.val_all[rank::world],
+        run.config.batch_size,
+        run.config.seed,
+        run.device,
+        run.autocast,
+        run.reduce_sum,
+        run.config.loss_type,
+        run.channels_last,
+    )
+    run.monitor.scalars(run.step, result)
+    run.val_history.append({"step": run.step, **result})
+    run.monitor.message(f"step {run.step}: val loss {result['val/loss']:.4f} (mse {result['val/mse']:.4f})")
+
+
+def _sample_grid(run: Run) -> None:
+    """The fixed prompts drawn with the EMA weights, to TensorBoard and run_dir/samples/ (main process)."""
+    if run.grid is None:
+        return
+    if run.is_main:
+        model, config = run.unwrapped, run.config
+        with run.ema.swapped_in(model) if run.ema is not None else contextlib.nullcontext():
+            model.eval()
+            image = draw_grid(
+                model,
+                run.diffusion,
+                run.setup.tokenizer,
+                run.grid,
+                guidance_scale=config.guidance_scale,
+                sampler=config.sample_sampler,
+                steps=config.sample_steps,
+                seed=config.sample_seed,
+                device=run.device,
+                autocast=run.autocast,
+            )
+            model.train()
+        run.monitor.image(run.step, "samples/grid", image)
+        save_png(run.run_dir / "samples" / f"step-{run.step:08d}.png", image)
+        run.monitor.flush()
+    run.accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(run: Run) -> Path:
+    rank_tensors, rank_rng = rng_state(run.generator)
+    scaler, ema, setup = run.accelerator.scaler, run.ema, run.setup
+    state = {
+        "step": run.step,
+        "config": run.config.to_dict(),
+        "model_options": setup.options,
+        "preset": setup.preset,
+        "vocab_swapped": setup.vocab_swapped,
+        "ema_updates": ema.updates if ema is not None else 0,
+        "guard": run.guard.state_dict(),
+        "val_history": run.val_history,
+        "text_warmup_steps": run.text_warmup,
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "time": time.time(),
+    }
+    path = run.checkpointer.save(
+        run.step,
+        run.unwrapped.state_dict(),
+        ema.state_dict() if ema is not None else None,
+        run.optimizer.state_dict(),
+        state,
+        rank_tensors,
+        {"rng": rank_rng, "data": run.tracker.state()},
+    )
+    run.monitor.message(f"checkpoint saved: {path}")
+    return path
+
+
+def _export(run: Run) -> Path | None:
+    if not run.config.export_model:
+        return None
+    model_dir = export_model_folder(
+        run.run_dir,
+        run.unwrapped,
+        run.setup.options,
+        run.setup.tokenizer,
+        run.ema,
+        run.setup,
+        run.config,
+        run.dataset,
+        run.step,
+        run.is_main,
+    )
+    run.accelerator.wait_for_everyone()
+    return model_dir
 
 
 def use_channels_last(setting: str) -> bool:
@@ -604,8 +773,6 @@ def validate(
 ) -> dict[str, float]:
     """Loss on the val split at fixed timesteps (the middle of each quarter of 0..T-1) with fixed noise, so
     successive validations are comparable. Every process evaluates its share; the sums are reduced."""
-    from .stream import collate
-
     was_training = model.training
     model.eval()
 
@@ -655,8 +822,6 @@ def export_model_folder(
     is_main: bool,
 ) -> Path:
     """The final weights (+EMA) as a model folder the samplers read, written atomically to run_dir/model."""
-    from finetune.checkpoints import save_model_folder
-
     final = run_dir / "model"
     if not is_main:
         return final

@@ -51,7 +51,7 @@ class ModelChoice:
 
 def _bundled_available() -> bool:
     try:
-        from finetune.bundled import bundled_model_path
+        from finetune.bundled_models import bundled_model_path
 
         return Path(bundled_model_path("base")).exists()
     except Exception:  # not installed, or the model core has none: simply not offered
@@ -65,8 +65,8 @@ def _one_line(text: str) -> str:
 
 def _model_options(folder: Path) -> dict:
     """The folder's validated GLIDE options, by the model core's own reader (raises on a bad config)."""
-    from finetune.checkpoints import read_config
     from finetune.model.options import resolve_options
+    from finetune.model_folder import read_config
 
     return resolve_options(read_config(folder)["options"])
 

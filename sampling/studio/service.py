@@ -257,7 +257,7 @@ class Studio:
             return init
         folder = self._allowed_model(init).base_folder
         if folder is None:
-            from finetune.bundled import bundled_model_path
+            from finetune.bundled_models import bundled_model_path
 
             try:
                 return str(bundled_model_path("base"))

@@ -179,14 +179,14 @@ class TrainingJob:
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path | None, int]:
     """The newest complete trainer checkpoint under ``run_dir`` and its step, or ``(None, 0)``."""
-    from finetune.train.checkpointing import CheckpointError, list_checkpoints, read_state
+    from finetune.train.resume_state import ResumeStateError, list_checkpoints, read_state
 
     found = list_checkpoints(run_dir)
     if not found:
         return None, 0
     try:
         step = int(read_state(found[-1])["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
+    except (ResumeStateError, KeyError, TypeError, ValueError):
         step = 0
     return found[-1], step
 

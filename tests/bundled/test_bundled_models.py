@@ -1,4 +1,5 @@
-"""The shipped bundled models (finetune/bundled/) and the script that reproduces them (scripts/bundled/bundled.py)."""
+"""The shipped bundled models (finetune/bundled_weights/) and the script that trains them
+(scripts/bundled/train_bundled.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ import torch
 from safetensors import safe_open
 
 from data_pipeline.synthetic import World
-from finetune.bundled import bundled_model_path, bundled_pipeline_path
-from finetune.checkpoints import load_model_folder
+from finetune.bundled_models import bundled_model_path, bundled_pipeline_path
 from finetune.model import build_model, get_preset
+from finetune.model_folder import load_model_folder
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_BUNDLE_BYTES = 40 * 1024 * 1024
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bundled_script", REPO / "scripts" / "bundled" / "bundled.py")
+    spec = importlib.util.spec_from_file_location("bundled_script", REPO / "scripts" / "bundled" / "train_bundled.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,7 +43,7 @@ def test_bundle_provenance_names_world_and_steps():
     up = json.loads((bundled_model_path("upsampler") / "provenance.json").read_text())
     assert World.from_dict(base["world"]) == World.from_dict(up["world"])
     assert base["total_steps"] > 0 and up["total_steps"] > 0
-    assert "scripts/bundled/bundled.py" in base["reproduce"]
+    assert "scripts/bundled/train_bundled.py" in base["reproduce"]
 
 
 def test_bundled_pipeline_generates_at_both_sizes():

@@ -18,8 +18,8 @@ import torch
 
 from finetune.__main__ import build_parser as finetune_parser
 from finetune.__main__ import main as finetune_main
-from finetune.checkpoints import load_model_folder
 from finetune.hub import cached_model_dir, ensure_model, list_cached_models
+from finetune.model_folder import load_model_folder
 from finetune.train.config import config_from_args
 from finetune.train.model_init import InitError, planned_image_size, setup_model
 from sampling.__main__ import main as sampling_main

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.__main__ import main as finetune_main
-from finetune.checkpoints import load_model_folder
 from finetune.hub import (
     HubError,
     OfflineError,
@@ -25,6 +24,7 @@ from finetune.hub import (
 )
 from finetune.hub import convert as hub_convert_module
 from finetune.hub import download as download_module
+from finetune.model_folder import load_model_folder
 from sampling.loading import model_id_for
 
 
@@ -226,6 +226,25 @@ def test_full_disk_keeps_a_resumable_prefix(hub_env, monkeypatch, capsys):
     assert 0 < len(kept) <= 200_000 and (hub_env["dir"] / "base.pt").read_bytes().startswith(kept)
     ensure_model("glide-base")
     assert hub_env["server"].gets("base.pt")[-1].range == f"bytes={len(kept)}-"
+
+
+class WriteRefused(DiskFillsAfter):
+    """A download file whose writes fail with an error that names no file (as a write() on a device error does)."""
+
+    def write(self, data):
+        import errno
+
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_write_fault_names_the_download_file(hub_env, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        patch.setattr(download_module, "open", lambda *a, **k: WriteRefused(open(*a, **k), 0), raising=False)
+        assert finetune_main(["fetch", "glide-base", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    part = hub_env["cache"] / "downloads" / "base.pt.part"
+    assert err == f"error: {part}: Input/output error"
+    assert_nothing_cached(hub_env["cache"])
 
 
 def test_full_disk_while_converting(hub_env, monkeypatch):

@@ -12,17 +12,17 @@ from safetensors.torch import load_file
 from tolerances import assert_fp32_close
 
 from finetune.__main__ import main as finetune_main
-from finetune.bundled import bundled_model_path
-from finetune.checkpoints import (
-    CheckpointError,
+from finetune.bundled_models import bundled_model_path
+from finetune.convert import convert
+from finetune.model import build_model, get_preset
+from finetune.model_folder import (
+    ModelFolderError,
     load_model_folder,
     load_openai_checkpoint,
     load_state_dict_strict,
     refused_global_name,
     save_model_folder,
 )
-from finetune.convert import convert
-from finetune.model import build_model, get_preset
 from finetune.tokenizers import get_tokenizer
 
 VARIANTS = ["tiny_base", "tiny_upsample", "tiny_base_inpaint", "tiny_upsample_inpaint"]
@@ -52,7 +52,7 @@ def test_mismatched_keys_are_refused_by_name(glide_fixtures, tmp_path):
     state["extra.bias"] = torch.zeros(3)
     state["out.2.bias"] = torch.zeros(5)
     options = json.loads((glide_fixtures / "cases.json").read_text())["tiny_base"]["options"]
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ModelFolderError) as err:
         load_state_dict_strict(build_model(options), state)
     text = str(err.value)
     assert "1 missing key(s) (first: final_ln.weight)" in text
@@ -72,7 +72,7 @@ def test_pickle_with_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "code-ran"
     pt = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": _RunsCode(marker)}, pt)
-    with pytest.raises(CheckpointError, match="refusing to load .*could run code"):
+    with pytest.raises(ModelFolderError, match="refusing to load .*could run code"):
         load_openai_checkpoint(pt)
     assert not marker.exists()
 
@@ -89,7 +89,7 @@ def test_pickle_calling_os_system_is_refused_by_name(tmp_path, capsys):
     marker = tmp_path / "code-ran"
     pt = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": _CallsOsSystem(marker)}, pt)
-    with pytest.raises(CheckpointError, match=r"refusing to load .*references the Python object os\.system"):
+    with pytest.raises(ModelFolderError, match=r"refusing to load .*references the Python object os\.system"):
         load_openai_checkpoint(pt)
     assert finetune_main(["convert", str(pt), "--preset", "tiny-base", "--out", str(tmp_path / "model")]) == 2
     err = capsys.readouterr().err
@@ -118,11 +118,11 @@ def test_refused_global_names_from_any_wording(message, name):
 def test_non_checkpoints_are_refused(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelFolderError, match="not a readable PyTorch checkpoint"):
         load_openai_checkpoint(junk)
     listing = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listing)
-    with pytest.raises(CheckpointError, match="does not hold a state_dict"):
+    with pytest.raises(ModelFolderError, match="does not hold a state_dict"):
         load_openai_checkpoint(listing)
     with pytest.raises(FileNotFoundError):
         load_openai_checkpoint(tmp_path / "absent.pt")
@@ -191,7 +191,7 @@ def test_folder_with_mismatched_weights_is_refused(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["options"]["xf_layers"] = 3
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="missing key.*transformer.resblocks.2"):
+    with pytest.raises(ModelFolderError, match="missing key.*transformer.resblocks.2"):
         load_model_folder(folder)
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         load_model_folder(tmp_path)
@@ -209,7 +209,7 @@ def test_convert_writes_a_loadable_folder(tmp_path):
     assert provenance["converted_from"] == "openai-glide" and len(provenance["init_checkpoint_sha256"]) == 64
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v)
-    with pytest.raises(CheckpointError, match="preset tiny-upsample"):
+    with pytest.raises(ModelFolderError, match="preset tiny-upsample"):
         convert(pt, "tiny-upsample", tmp_path / "wrong")
     with pytest.raises(ValueError, match="unknown model preset"):
         convert(pt, "tiny-nonexistent", tmp_path / "wrong")
@@ -254,7 +254,7 @@ def test_streamed_safetensors_load_like_save_file(tmp_path):
     """write_safetensors(stream=True) (tensor by tensor, for memory-mapped sources) writes the same tensors."""
     from safetensors.torch import load_file
 
-    from finetune.checkpoints import write_safetensors
+    from finetune.model_folder import write_safetensors
 
     state = {
         "w": torch.randn(3, 5),

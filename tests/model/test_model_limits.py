@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.bundled import bundled_model_path
-from finetune.checkpoints import CONFIG_FILE, CheckpointError, load_model_folder, read_config, save_model_folder
+from finetune.bundled_models import bundled_model_path
 from finetune.diffusion import build_diffusion, diffusion_from_options
 from finetune.model import build_model, get_preset, list_presets, resolve_options
 from finetune.model.options import BASE_DEFAULTS
+from finetune.model_folder import CONFIG_FILE, ModelFolderError, load_model_folder, read_config, save_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ def folder_with(tiny_folder: Path, tmp_path: Path, field: str, value) -> Path:
 def test_bad_option_in_config_json_fails_fast_naming_the_field(tiny_folder, tmp_path, field, value, message):
     path = folder_with(tiny_folder, tmp_path, field, value)
     started = time.monotonic()
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ModelFolderError) as err:
         loaded = load_model_folder(path)
         diffusion_from_options(loaded.options)  # where diffusion_steps=1e9 used to run out of memory
     assert time.monotonic() - started < 5
@@ -131,19 +131,18 @@ def test_presets_builders_and_diffusion_share_the_limits():
 
 
 def test_training_checkpoint_state_is_checked(tmp_path):
-    from finetune.train.checkpointing import FORMAT_VERSION, read_state
-    from finetune.train.checkpointing import CheckpointError as TrainCheckpointError
+    from finetune.train.resume_state import RESUME_STATE_FORMAT_VERSION, ResumeStateError, read_state
 
     state = {
-        "format_version": FORMAT_VERSION,
+        "format_version": RESUME_STATE_FORMAT_VERSION,
         "step": 1,
         "model_options": {**get_preset("tiny-base"), "xf_layers": 10**7},
     }
     (tmp_path / "state.json").write_text(json.dumps(state))
-    with pytest.raises(TrainCheckpointError, match=r"state.json: options.xf_layers=10000000 is out of range 0..64"):
+    with pytest.raises(ResumeStateError, match=r"state.json: options.xf_layers=10000000 is out of range 0..64"):
         read_state(tmp_path)
     (tmp_path / "state.json").write_text("[1, 2]")
-    with pytest.raises(TrainCheckpointError, match="expected a JSON object"):
+    with pytest.raises(ResumeStateError, match="expected a JSON object"):
         read_state(tmp_path)
 
 
@@ -158,7 +157,7 @@ def test_training_checkpoint_state_is_checked(tmp_path):
 def test_malformed_config_json(tiny_folder, tmp_path, text, message):
     path = folder_with(tiny_folder, tmp_path, "dropout", 0.0)
     (path / CONFIG_FILE).write_text(text)
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(ModelFolderError, match=message):
         read_config(path)
 
 

@@ -146,12 +146,12 @@ def test_models_that_are_not_models(tiny_models, fast_args, tmp_path, capsys, mo
     assert run_cli("generate", "x", "--model", upsampler, *fast_args) == 2
     assert "is an upsampler" in capsys.readouterr().err
 
-    import finetune.bundled
+    import finetune.bundled_models
 
     def unavailable(kind):
         raise FileNotFoundError(f"no bundled {kind} model")
 
-    monkeypatch.setattr(finetune.bundled, "bundled_model_path", unavailable)
+    monkeypatch.setattr(finetune.bundled_models, "bundled_model_path", unavailable)
     assert run_cli("generate", "x", *fast_args) == 2
     assert "bundled base model is not available" in capsys.readouterr().err
 

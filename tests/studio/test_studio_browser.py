@@ -341,8 +341,8 @@ def test_generate_save_search_rename_download_delete(signed_in, studio_url, scre
 
 
 def test_train_tab_starts_watches_and_cancels_a_fine_tune(signed_in, studio_url, train_data, screenshots, monkeypatch):
-    from finetune.bundled import bundled_model_path
-    from finetune.train.checkpointing import list_checkpoints
+    from finetune.bundled_models import bundled_model_path
+    from finetune.train.resume_state import list_checkpoints
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the trainer process: one core is enough here
     url, studio = studio_url

@@ -97,14 +97,14 @@ def test_progress_is_read_from_tensorboard_and_console_log(tmp_path):
 
 
 def test_progress_describes_running_finished_cancelled_and_failed_runs(tmp_path):
-    from finetune.train.checkpointing import FORMAT_VERSION
+    from finetune.train.resume_state import RESUME_STATE_FORMAT_VERSION
     from sampling.studio.training import Progress, latest_checkpoint
 
     assert latest_checkpoint(tmp_path) == (None, 0)
     for step in (20, 42):
         folder = tmp_path / "checkpoints" / f"step-{step:08d}"
         folder.mkdir(parents=True)
-        (folder / "state.json").write_text(f'{{"format_version": {FORMAT_VERSION}, "step": {step}}}')
+        (folder / "state.json").write_text(f'{{"format_version": {RESUME_STATE_FORMAT_VERSION}, "step": {step}}}')
     (tmp_path / "checkpoints" / ".tmp-step-00000050").mkdir()  # a save in progress is not a checkpoint
     checkpoint, step = latest_checkpoint(tmp_path)
     assert checkpoint == tmp_path / "checkpoints" / "step-00000042" and step == 42
@@ -133,14 +133,14 @@ def test_strips_made_in_the_same_second_get_their_own_folders(tmp_path):
 def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_path):
     import json
 
-    from finetune.bundled import bundled_model_path
-    from finetune.checkpoints import FORMAT_VERSION
+    from finetune.bundled_models import bundled_model_path
+    from finetune.model_folder import MODEL_FOLDER_FORMAT_VERSION
 
     models = tmp_path / "models"
     for part, options in (("base", {}), ("upsampler", {"super_res": True})):
         (models / "pipeline" / part).mkdir(parents=True)
         (models / "pipeline" / part / "config.json").write_text(
-            json.dumps({"format_version": FORMAT_VERSION, "options": options})
+            json.dumps({"format_version": MODEL_FOLDER_FORMAT_VERSION, "options": options})
         )
     studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models, semantic_search=False))
     assert studio.model_choices() == [("bundled model", "bundled"), ("pipeline (with upsampler)", "models/pipeline")]

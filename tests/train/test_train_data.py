@@ -12,8 +12,8 @@ import torch
 from train_synthetic_shards import write_imagefolder, write_shards
 
 from finetune.train.augment import SampleMaker
+from finetune.train.dataset_discovery import DatasetError, precheck, resolve_dataset
 from finetune.train.masks import random_mask
-from finetune.train.sources import DatasetError, precheck, resolve_dataset
 from finetune.train.stream import (
     PositionTracker,
     StreamLayout,

@@ -10,10 +10,10 @@ from train_synthetic_shards import write_shards
 
 from finetune.diffusion import GaussianDiffusion
 from finetune.train import ConfigError, read_metrics, train
-from finetune.train.checkpointing import list_checkpoints
+from finetune.train.dataset_discovery import DatasetError
 from finetune.train.guards import TrainingDiverged
 from finetune.train.model_init import InitError
-from finetune.train.sources import DatasetError
+from finetune.train.resume_state import list_checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_fine_tune_openai_base_in_bf16(tmp_path, openai_pts, glide_fixtures, sha
     assert all(m["skipped"] is None for m in read_metrics(tmp_path / "run"))
     # the model ran under bf16 autocast, but the loss saw float32 outputs outside autocast
     assert dtypes == [(False, torch.float32)] * 4
-    from finetune.checkpoints import load_model_folder
+    from finetune.model_folder import load_model_folder
 
     loaded = load_model_folder(result.model_dir, use_ema=False)
     assert loaded.tokenizer.name == "gpt2" and loaded.options["text_ctx"] == 16

@@ -11,7 +11,7 @@ import yaml
 from train_settings import fast_config
 
 from finetune.train import read_metrics, train
-from finetune.train.checkpointing import list_checkpoints
+from finetune.train.resume_state import list_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_run_folder_holds_config_checkpoint_samples_and_model(scratch_run):
 
     from safetensors.torch import load_file
 
-    from finetune.checkpoints import load_model_folder
+    from finetune.model_folder import load_model_folder
 
     loaded = load_model_folder(result.model_dir, use_ema=True)
     assert loaded.tokenizer.name == "clip"

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from train_settings import FAST, fast_config
 
 from finetune.train import ConfigError, build_config, read_metrics, train
-from finetune.train.checkpointing import list_checkpoints
+from finetune.train.resume_state import list_checkpoints
 
 STEPS = 10
 

@@ -1,10 +1,10 @@
 """Reproduce the bundled models: build the synthetic dataset, train (or resume) the base and the upsampler,
-export the newest EMA weights into finetune/bundled/ in fp16.
+export the newest EMA weights into finetune/bundled_weights/ in fp16.
 
-    python scripts/bundled/bundled.py data    --root DIR
-    python scripts/bundled/bundled.py train   base|upsampler --root DIR [--max-steps N] [--threads N]
-    python scripts/bundled/bundled.py export  [base|upsampler ...] --root DIR
-    python scripts/bundled/bundled.py status  --root DIR
+    python scripts/bundled/train_bundled.py data    --root DIR
+    python scripts/bundled/train_bundled.py train   base|upsampler --root DIR [--max-steps N] [--threads N]
+    python scripts/bundled/train_bundled.py export  [base|upsampler ...] --root DIR
+    python scripts/bundled/train_bundled.py status  --root DIR
 
 Everything large (dataset, run folders with optimizer state) lives under --root, outside the git tree. A training
 run resumes from its newest checkpoint; when its run folder is gone (a new machine), it starts a new run from the
@@ -28,7 +28,7 @@ DATASET_NAME = "shapes-plain"
 
 
 def bundled_dir(kind: str) -> Path:
-    return REPO / "finetune" / "bundled" / kind
+    return REPO / "finetune" / "bundled_weights" / kind
 
 
 def run_dir(root: Path, kind: str) -> Path:
@@ -99,8 +99,8 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     """A model folder with freshly initialised weights for the architecture in <kind>_model.json."""
     import torch
 
-    from finetune.checkpoints import save_model_folder
     from finetune.model import build_model
+    from finetune.model_folder import save_model_folder
     from finetune.tokenizers import get_tokenizer
 
     path = root / "init" / kind
@@ -123,7 +123,7 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
 
 
 def has_checkpoint(rdir: Path) -> bool:
-    from finetune.train.checkpointing import list_checkpoints
+    from finetune.train.resume_state import list_checkpoints
 
     return bool(list_checkpoints(rdir))
 
@@ -177,7 +177,7 @@ def train(root: Path, kind: str, max_steps: int | None, threads: int, processes:
 
 
 def newest_checkpoint(rdir: Path) -> Path:
-    from finetune.train.checkpointing import list_checkpoints
+    from finetune.train.resume_state import list_checkpoints
 
     found = list_checkpoints(rdir)
     if not found:
@@ -186,11 +186,11 @@ def newest_checkpoint(rdir: Path) -> Path:
 
 
 def export(root: Path, kind: str) -> Path:
-    """Write the newest checkpoint's EMA weights (as the model's only weights) to finetune/bundled/<kind> in fp16."""
+    """The newest checkpoint's EMA weights (as the model's only weights) -> finetune/bundled_weights/<kind>, fp16."""
     import torch
     from safetensors.torch import load_file
 
-    from finetune.checkpoints import write_model_folder
+    from finetune.model_folder import write_model_folder
     from finetune.tokenizers import get_tokenizer
 
     rdir = run_dir(root, kind)
@@ -212,7 +212,8 @@ def export(root: Path, kind: str) -> Path:
         sizes=dataset.get("shape_sizes"),
     )
     provenance = {
-        "what": f"bundled {kind} model, trained from scratch on the synthetic world by scripts/bundled/bundled.py",
+        "what": f"bundled {kind} model, trained from scratch on the synthetic world by "
+        "scripts/bundled/train_bundled.py",
         "weights": "EMA" if weights.name == "ema.safetensors" else "raw (no EMA in the checkpoint)",
         "run_steps": int(state["step"]),
         "steps_before": steps_before,
@@ -237,8 +238,8 @@ def export(root: Path, kind: str) -> Path:
                 "seed",
             )
         },
-        "reproduce": f"python scripts/bundled/bundled.py train {kind} --root DIR && "
-        f"python scripts/bundled/bundled.py export {kind} --root DIR",
+        "reproduce": f"python scripts/bundled/train_bundled.py train {kind} --root DIR && "
+        f"python scripts/bundled/train_bundled.py export {kind} --root DIR",
     }
     manifest = dataset_dir(root) / "manifest.json"
     if manifest.is_file():
@@ -258,7 +259,7 @@ def export(root: Path, kind: str) -> Path:
 
 
 def status(root: Path) -> None:
-    from finetune.train.checkpointing import list_checkpoints
+    from finetune.train.resume_state import list_checkpoints
 
     for kind in KINDS:
         rdir = run_dir(root, kind)
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)",
     )
-    p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled/ in fp16")
+    p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled_weights/ in fp16")
     p.add_argument("kinds", nargs="*", metavar="{base,upsampler}", help="which models (default: both)")
     sub.add_parser("status", help="newest checkpoints and the bundled models' step counts")
     args = parser.parse_args(argv)

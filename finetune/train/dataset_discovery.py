@@ -23,12 +23,14 @@ from typing import Iterator
 
 from braceexpand import braceexpand
 
+from data_pipeline.errors import UserError
+
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 FOLDER_CHUNK = 256  # imagefolder samples per virtual shard (the unit split across processes and workers)
 PRECHECK_SAMPLES = 8
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset is missing, empty, unreadable, uncaptioned or of the wrong image size."""
 
 
@@ -288,57 +290,7 @@ def resolve_dataset(entries: list[str], image_size: int, data_size: int = 0) -> 
     """
     if not entries:
         raise DatasetError("no dataset given (--data)")
-    datasets = []
-    for entry in entries:
-        path = Path(entry)
-        if path.is_dir() and _is_imagefolder(path):
-            datasets.append(_imagefolder(path))
-            continue
-        if path.is_dir():
-            sizes = _size_folders(path)
-            manifest = path / "manifest.json"
-            manifest_hash = _sha256(manifest) if manifest.is_file() else None
-            if sizes:
-                if data_size:
-                    if data_size not in sizes:
-                        raise DatasetError(f"{path} has no {data_size}px shards (sizes: {sorted(sizes)})")
-                    chosen = data_size
-                elif image_size in sizes:
-                    chosen = image_size
-                else:
-                    larger = [s for s in sizes if s > image_size]
-                    if not larger:
-                        raise DatasetError(
-                            f"{path} has images of the wrong size: shard sizes {sorted(sizes)}, the model needs "
-                            f"{image_size}px (or larger, to be downscaled); rebuild the dataset with "
-                            f"--sizes {image_size}"
-                        )
-                    chosen = min(larger)
-                tars = _tars_in(sizes[chosen])
-                datasets.append(
-                    Dataset(
-                        [Shard(t) for t in tars],
-                        "webdataset",
-                        chosen,
-                        manifest_hash,
-                        f"{path}/{chosen} ({len(tars)} shards)",
-                    )
-                )
-                continue
-            tars = _tars_in(path)
-            if not tars:
-                raise DatasetError(f"{path} holds no .tar shards, size folders (<size>/*.tar) or metadata.jsonl")
-            datasets.append(
-                Dataset([Shard(t) for t in tars], "webdataset", None, manifest_hash, f"{path} ({len(tars)} shards)")
-            )
-            continue
-        tars = _expand(entry)
-        if not tars:
-            raise DatasetError(f"no shards match {entry!r}")
-        not_tar = [t for t in tars if not t.endswith(".tar")]
-        if not_tar:
-            raise DatasetError(f"not a .tar shard: {not_tar[0]}")
-        datasets.append(Dataset([Shard(t) for t in tars], "webdataset", None, None, f"{entry} ({len(tars)} shards)"))
+    datasets = [_dataset_entry(entry, image_size, data_size) for entry in entries]
     shards = [s for d in datasets for s in d.shards]
     kinds = {d.kind for d in datasets}
     sizes = {d.size_folder for d in datasets if d.size_folder}
@@ -350,6 +302,54 @@ def resolve_dataset(entries: list[str], image_size: int, data_size: int = 0) -> 
         hashes[0] if len(hashes) == 1 else (hashlib.sha256("".join(hashes).encode()).hexdigest() if hashes else None),
         "; ".join(d.description for d in datasets),
     )
+
+
+def _dataset_entry(entry: str, image_size: int, data_size: int) -> Dataset:
+    """One --data entry: an imagefolder, a dataset folder (with or without size folders), or a shard pattern."""
+    path = Path(entry)
+    if path.is_dir() and _is_imagefolder(path):
+        return _imagefolder(path)
+    if path.is_dir():
+        return _shard_folder(path, image_size, data_size)
+    tars = _expand(entry)
+    if not tars:
+        raise DatasetError(f"no shards match {entry!r}")
+    not_tar = [t for t in tars if not t.endswith(".tar")]
+    if not_tar:
+        raise DatasetError(f"not a .tar shard: {not_tar[0]}")
+    return Dataset([Shard(t) for t in tars], "webdataset", None, None, f"{entry} ({len(tars)} shards)")
+
+
+def _shard_folder(path: Path, image_size: int, data_size: int) -> Dataset:
+    sizes = _size_folders(path)
+    manifest = path / "manifest.json"
+    manifest_hash = _sha256(manifest) if manifest.is_file() else None
+    if sizes:
+        chosen = _choose_size(path, sizes, image_size, data_size)
+        tars = _tars_in(sizes[chosen])
+        description = f"{path}/{chosen} ({len(tars)} shards)"
+        return Dataset([Shard(t) for t in tars], "webdataset", chosen, manifest_hash, description)
+    tars = _tars_in(path)
+    if not tars:
+        raise DatasetError(f"{path} holds no .tar shards, size folders (<size>/*.tar) or metadata.jsonl")
+    return Dataset([Shard(t) for t in tars], "webdataset", None, manifest_hash, f"{path} ({len(tars)} shards)")
+
+
+def _choose_size(path: Path, sizes: dict[int, Path], image_size: int, data_size: int) -> int:
+    if data_size:
+        if data_size not in sizes:
+            raise DatasetError(f"{path} has no {data_size}px shards (sizes: {sorted(sizes)})")
+        return data_size
+    if image_size in sizes:
+        return image_size
+    larger = [s for s in sizes if s > image_size]
+    if not larger:
+        raise DatasetError(
+            f"{path} has images of the wrong size: shard sizes {sorted(sizes)}, the model needs "
+            f"{image_size}px (or larger, to be downscaled); rebuild the dataset with "
+            f"--sizes {image_size}"
+        )
+    return min(larger)
 
 
 def precheck(dataset: Dataset, image_size: int, decode) -> None:

@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_text, disk_writes, publish_dir
 
 from ..model import resolve_options
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
-FORMAT_VERSION = 1
+RESUME_STATE_FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    pass
+class ResumeStateError(UserError, ValueError):
+    """A training checkpoint that is missing, unreadable or of another format."""
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -55,11 +56,11 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
     if resume == "latest":
         found = list_checkpoints(run_dir)
         if not found:
-            raise CheckpointError(f"--resume latest: no checkpoint in {checkpoint_root(run_dir)}")
+            raise ResumeStateError(f"--resume latest: no checkpoint in {checkpoint_root(run_dir)}")
         return found[-1]
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise CheckpointError(f"{path} is not a training checkpoint (no state.json)")
+        raise ResumeStateError(f"{path} is not a training checkpoint (no state.json)")
     return path
 
 
@@ -67,18 +68,20 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path / 'state.json'}: {exc}") from None
+        raise ResumeStateError(f"cannot read {path / 'state.json'}: {exc}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path / 'state.json'}: expected a JSON object, got {type(state).__name__}")
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state.get('format_version')}, expected {FORMAT_VERSION}")
+        raise ResumeStateError(f"{path / 'state.json'}: expected a JSON object, got {type(state).__name__}")
+    if state.get("format_version") != RESUME_STATE_FORMAT_VERSION:
+        raise ResumeStateError(
+            f"{path} has checkpoint format {state.get('format_version')}, expected {RESUME_STATE_FORMAT_VERSION}"
+        )
     if "model_options" in state:  # the same checks as a model folder's options, before anything is built from them
         if not isinstance(state["model_options"], dict):
-            raise CheckpointError(f"{path / 'state.json'}: model_options must be a JSON object")
+            raise ResumeStateError(f"{path / 'state.json'}: model_options must be a JSON object")
         try:
             state["model_options"] = resolve_options(state["model_options"])
         except ValueError as exc:
-            raise CheckpointError(f"{path / 'state.json'}: {exc}") from None
+            raise ResumeStateError(f"{path / 'state.json'}: {exc}") from None
     return state
 
 
@@ -153,7 +156,8 @@ class Checkpointer:
                 if ema_state is not None:
                     save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
                 torch.save(optimizer_state, tmp / "optimizer.pt")
-                (tmp / "state.json").write_text(json.dumps({**state, "format_version": FORMAT_VERSION}, indent=1))
+                versioned = {**state, "format_version": RESUME_STATE_FORMAT_VERSION}
+                (tmp / "state.json").write_text(json.dumps(versioned, indent=1))
         self.barrier()
         if self.is_main:
             publish_dir(tmp, final)

@@ -1,4 +1,4 @@
-"""Bundled small models, shipped as package data under finetune/bundled/ (a pipeline folder:
+"""Bundled small models, shipped as package data under finetune/bundled_weights/ (a pipeline folder:
 ``base/`` and ``upsampler/`` model folders)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ BUNDLED_KINDS = ("base", "upsampler")
 
 def bundled_pipeline_path() -> Path:
     """The pipeline folder holding the bundled `base/` and `upsampler/` model folders."""
-    return Path(str(files("finetune") / "bundled"))
+    return Path(str(files("finetune") / "bundled_weights"))
 
 
 def bundled_model_path(kind: str) -> Path:

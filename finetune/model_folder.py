@@ -9,9 +9,11 @@ are read with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -21,12 +23,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write, publish_dir
 
 from .model import build_model, resolve_options
@@ -34,14 +38,14 @@ from .tokenizers import Tokenizer, get_tokenizer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+MODEL_FOLDER_FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 PROVENANCE_FILE = "provenance.json"
 
 
-class CheckpointError(ValueError):
+class ModelFolderError(UserError, ValueError):
     """A checkpoint or model folder that cannot be loaded as asked."""
 
 
@@ -77,16 +81,11 @@ MADV_PAGEOUT = 21  # Linux >= 5.4: drop the pages from this process (file-backed
 
 @functools.lru_cache(maxsize=1)
 def _libc():
-    import ctypes
-
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _page_out(tensor: torch.Tensor) -> None:
     """Ask the kernel to take a tensor's memory out of this process's resident set (a no-op where unsupported)."""
-    import ctypes
-    import mmap
-
     page = mmap.PAGESIZE
     storage = tensor.untyped_storage()
     start = storage.data_ptr()
@@ -162,7 +161,7 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """Raise CheckpointError naming the first missing, unexpected and mis-shaped keys, if any."""
+    """Raise ModelFolderError naming the first missing, unexpected and mis-shaped keys, if any."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -176,7 +175,7 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
         if items:
             problems.append(f"{len(items)} {label} key(s) (first: {'; '.join(items[:3])})")
     if problems:
-        raise CheckpointError(f"{what} does not match the model: " + ", ".join(problems))
+        raise ModelFolderError(f"{what} does not match the model: " + ", ".join(problems))
 
 
 def load_state_dict_strict(
@@ -228,15 +227,15 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
     except pickle.UnpicklingError as e:
         name = refused_global_name(str(e))
         if name is None:
-            raise CheckpointError(
+            raise ModelFolderError(
                 f"{path} is not a readable PyTorch checkpoint (weights-only unpickling failed)"
             ) from None
-        raise CheckpointError(
+        raise ModelFolderError(
             f"refusing to load {path}: it references the Python object {name}, and unpickling it could run "
             "code; only tensors are read (weights_only=True)"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
+        raise ModelFolderError(f"{path} is not a readable PyTorch checkpoint: {e}") from None
     if isinstance(data, dict) and not all(torch.is_tensor(v) for v in data.values()):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), dict):
@@ -247,15 +246,13 @@ def load_openai_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[
         or not data
         or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items())
     ):
-        raise CheckpointError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
+        raise ModelFolderError(f"{path} does not hold a state_dict (a mapping of parameter names to tensors)")
     return data
 
 
 # ------------------------------------------------------------------------------------ model folders
 def code_version() -> str:
     """Installed package version, plus the git commit when running from a checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         text = version("autocomics")
     except PackageNotFoundError:
@@ -315,7 +312,7 @@ def write_model_folder(
             },
         )
         config = {
-            "format_version": FORMAT_VERSION,
+            "format_version": MODEL_FOLDER_FORMAT_VERSION,
             "preset": preset,
             "tokenizer": options["tokenizer"],
             "tokenizer_files": tokenizer_files,
@@ -361,25 +358,27 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{str(path)!r} is not a model folder (no {CONFIG_FILE})")
     size = config_file.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{config_file}: {size} bytes; a model config is at most {MAX_CONFIG_BYTES} bytes")
+        raise ModelFolderError(f"{config_file}: {size} bytes; a model config is at most {MAX_CONFIG_BYTES} bytes")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+        raise ModelFolderError(f"{config_file} is not valid JSON: {e}") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+        raise ModelFolderError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     version = config.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointError(f"{config_file} has format_version {version!r}; this code reads 1..{FORMAT_VERSION}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MODEL_FOLDER_FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{config_file} has format_version {version!r}; this code reads 1..{MODEL_FOLDER_FORMAT_VERSION}"
+        )
     if not isinstance(config.get("options"), dict):
-        raise CheckpointError(f"{config_file} has no options")
+        raise ModelFolderError(f"{config_file} has no options")
     unknown = sorted(str(k) for k in config if k not in CONFIG_KEYS)
     if unknown:  # reported, not refused: newer writers may add descriptive fields
         logger.warning("%s: ignoring unknown field(s) %s", config_file, ", ".join(unknown))
     try:
         config["options"] = resolve_options(config["options"])
     except ValueError as e:
-        raise CheckpointError(f"{config_file}: {e}") from None
+        raise ModelFolderError(f"{config_file}: {e}") from None
     return config
 
 
