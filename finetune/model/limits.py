@@ -165,6 +165,7 @@ OPTION_LIMITS: dict[str, Any] = {
     "cache_text_emb": Flag(),
     "inpaint": Flag(),
     "super_res": Flag(),
+    "coord_channels": Flag(),
     "tokenizer": OneOf(tuple(VOCAB_SIZES)),
 }
 

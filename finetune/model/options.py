@@ -42,6 +42,9 @@ BASE_DEFAULTS: dict[str, Any] = {
     "cache_text_emb": False,
     "inpaint": False,
     "super_res": False,
+    # Not in GLIDE: two extra input channels holding each pixel's x and y in [-1, 1], so the network knows where
+    # a pixel is (convolutions and attention alone are translation-equivariant) and can follow "in the top left".
+    "coord_channels": False,
     "tokenizer": "gpt2",
 }
 
@@ -223,6 +226,8 @@ def architecture(options: dict[str, Any]) -> dict[str, Any]:
         in_channels += 3
     if options["inpaint"]:
         in_channels += 4
+    if options.get("coord_channels"):
+        in_channels += 2
     num_heads_upsample = int(options["num_heads_upsample"])
     return {
         "image_size": image_size,

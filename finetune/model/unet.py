@@ -24,6 +24,15 @@ from .options import architecture
 from .text_encoder import LayerNorm32, TextEmbedding, Transformer
 
 
+def pixel_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """[batch, 2, H, W]: each pixel's x (left -1 .. right 1) and y (top -1 .. bottom 1) at its centre."""
+    batch, _, height, width = x.shape
+    ys = torch.linspace(-1.0 + 1.0 / height, 1.0 - 1.0 / height, height, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(batch, 2, height, width)
+
+
 class Text2ImUNet(nn.Module):
     """Build with `finetune.model.build_model(options)`; `options` are OpenAI's option names."""
 
@@ -35,6 +44,7 @@ class Text2ImUNet(nn.Module):
         self.in_channels = arch["in_channels"]
         self.super_res = bool(options["super_res"])
         self.inpaint = bool(options["inpaint"])
+        self.coord_channels = bool(options.get("coord_channels", False))
         self.text_ctx = int(options["text_ctx"])
         self.xf_width = arch["xf_width"]
         self.xf_padding = bool(options["xf_padding"])
@@ -276,4 +286,6 @@ class Text2ImUNet(nn.Module):
             parts.append(F.interpolate(low_res, size, mode="bilinear", align_corners=False))
         elif low_res is not None:
             raise ValueError("low_res was given but this is not a super-resolution model")
+        if self.coord_channels:
+            parts.append(pixel_coordinates(x))
         return torch.cat(parts, dim=1) if len(parts) > 1 else x

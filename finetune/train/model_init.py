@@ -62,13 +62,17 @@ def _input_layout(options: dict[str, Any]) -> list[tuple[str, int]]:
         layout += [("inpaint_image", 3), ("inpaint_mask", 1)]
     if options.get("super_res"):
         layout += [("low_res", 3)]
+    if options.get("coord_channels"):
+        layout += [("coords", 2)]
     return layout
 
 
 def _layout_for_channels(channels: int) -> list[tuple[str, int]]:
-    known = {3: {}, 6: {"super_res": True}, 7: {"inpaint": True}, 10: {"inpaint": True, "super_res": True}}
+    plain = {3: {}, 6: {"super_res": True}, 7: {"inpaint": True}, 10: {"inpaint": True, "super_res": True}}
+    known = {**plain, **{n + 2: {**flags, "coord_channels": True} for n, flags in plain.items()}}
     if channels not in known:
-        raise InitError(f"checkpoint's first convolution has {channels} input channels; expected 3, 6, 7 or 10")
+        expected = ", ".join(str(n) for n in sorted(known))
+        raise InitError(f"checkpoint's first convolution has {channels} input channels; expected one of {expected}")
     return _input_layout(known[channels])
 
 

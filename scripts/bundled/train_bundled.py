@@ -122,6 +122,33 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     return path
 
 
+def architecture_changed(kind: str) -> bool:
+    """Whether <kind>_model.json asks for options the committed bundled weights were not built with."""
+    saved = json.loads((bundled_dir(kind) / "config.json").read_text())["options"]
+    wanted = read_json(HERE / f"{kind}_model.json")
+    return any(saved.get(k, False if k == "coord_channels" else None) != v for k, v in wanted.items())
+
+
+def make_grown_init(root: Path, kind: str) -> Path:
+    """A model folder with <kind>_model.json's architecture and the bundled weights carried over.
+
+    Used when the architecture gains input channels (e.g. coordinate channels): they start at zero, so the grown
+    model draws exactly what the bundled one did until training teaches it to use them."""
+    from finetune.checkpoints import load_model_folder, save_model_folder
+    from finetune.model import build_model, resolve_options
+    from finetune.train.model_init import transfer_weights
+
+    path = root / "init" / f"{kind}-grown"
+    options = resolve_options(read_json(HERE / f"{kind}_model.json"))
+    loaded = load_model_folder(bundled_dir(kind), device="cpu")
+    model = build_model(options)
+    _, notes = transfer_weights(model, loaded.model.float().state_dict(), options, allow_vocab_swap=False)
+    prior = json.loads((bundled_dir(kind) / "provenance.json").read_text()).get("total_steps", 0)
+    provenance = {"init": str(bundled_dir(kind).relative_to(REPO)), "total_steps": prior, "notes": notes}
+    save_model_folder(path, model, model.options, loaded.tokenizer, provenance=provenance)
+    return path
+
+
 def has_checkpoint(rdir: Path) -> bool:
     from finetune.train.resume_state import list_checkpoints
 
@@ -152,14 +179,19 @@ def train(root: Path, kind: str, max_steps: int | None, threads: int, processes:
         write_json_atomic(
             rdir / "lineage.json", {"init": str(bundled_dir(kind).relative_to(REPO)), "steps_before": prior}
         )
-        cmd += ["--init", str(bundled_dir(kind))]
-        how = f"no checkpoint: continuing from the bundled weights ({prior} steps; optimizer state restarts)"
+        if architecture_changed(kind):
+            cmd += ["--init", str(make_grown_init(root, kind))]
+            how = f"no checkpoint: growing the bundled weights ({prior} steps) into {kind}_model.json's architecture"
+        else:
+            cmd += ["--init", str(bundled_dir(kind))]
+            how = f"no checkpoint: continuing from the bundled weights ({prior} steps; optimizer state restarts)"
     elif (rdir / "lineage.json").is_file():
         lineage = json.loads((rdir / "lineage.json").read_text())
-        cmd += [
-            "--init",
-            str(REPO / lineage["init"]) if lineage["init"] != "scratch" else str(make_scratch_init(root, kind)),
-        ]
+        if lineage["init"] == "scratch":
+            init = make_scratch_init(root, kind)
+        else:
+            init = make_grown_init(root, kind) if architecture_changed(kind) else REPO / lineage["init"]
+        cmd += ["--init", str(init)]
         how = "restarting a run that had not reached its first checkpoint"
     else:
         rdir.mkdir(parents=True, exist_ok=True)
