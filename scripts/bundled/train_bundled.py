@@ -134,8 +134,8 @@ def make_grown_init(root: Path, kind: str) -> Path:
 
     Used when the architecture gains input channels (e.g. coordinate channels): they start at zero, so the grown
     model draws exactly what the bundled one did until training teaches it to use them."""
-    from finetune.checkpoints import load_model_folder, save_model_folder
     from finetune.model import build_model, resolve_options
+    from finetune.model_folder import load_model_folder, save_model_folder
     from finetune.train.model_init import transfer_weights
 
     path = root / "init" / f"{kind}-grown"
