@@ -124,7 +124,9 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
 
 def architecture_changed(kind: str) -> bool:
     """Whether <kind>_model.json asks for options the committed bundled weights were not built with."""
-    saved = json.loads((bundled_dir(kind) / "config.json").read_text())["options"]
+    saved = json.loads((bundled_dir(kind) / "config.json").read_text()).get("options")
+    if not saved:  # no architecture recorded: nothing to compare against
+        return False
     wanted = read_json(HERE / f"{kind}_model.json")
     return any(saved.get(k, False if k == "coord_channels" else None) != v for k, v in wanted.items())
 
