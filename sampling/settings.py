@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from finetune.diffusion import defaults
 from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, STEP_COUNT_SAMPLERS, dpm_solver_timesteps
 from finetune.diffusion.schedules import space_timesteps
 
@@ -19,9 +20,9 @@ class SamplerSettings:
     ancestral/ddim): begin at this original timestep from the noised, upsampled low-res image instead of pure
     noise; 0 starts from pure noise as GLIDE does."""
 
-    sampler: str = "dpmpp_2m_sde"  # on the bundled base: within a few points of ancestral 100 at 30 steps
+    sampler: str = defaults.SAMPLER
     steps: str | int | None = None
-    guidance: float | None = 3.0
+    guidance: float | None = defaults.GUIDANCE
     eta: float = 0.0
     temperature: float = 1.0
     start_step: int = 0
@@ -80,10 +81,10 @@ class SamplerSettings:
 
 
 BASE_DEFAULTS = SamplerSettings()
-# OpenAI's example: DDIM, no guidance, starting noise scaled by 0.997; but started half-way (t = 500) from the
-# noised low-res image: the bundled upsampler gets colours wrong when it starts from pure noise (21% of captions
-# right after it vs 99% before; docs/quality/README.md). 25 steps over 1000 keep 13 model calls below t = 500.
-UPSAMPLER_START_STEP = 500
 UPSAMPLER_DEFAULTS = SamplerSettings(
-    sampler="ddim", steps="25", guidance=None, temperature=0.997, start_step=UPSAMPLER_START_STEP
+    sampler=defaults.UPSAMPLER_SAMPLER,
+    steps=defaults.UPSAMPLER_STEPS,
+    guidance=defaults.UPSAMPLER_GUIDANCE,
+    temperature=defaults.UPSAMPLER_TEMPERATURE,
+    start_step=defaults.UPSAMPLER_START_STEP,
 )

@@ -20,7 +20,7 @@ from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
-from .settings import clamp_settings, split_captions
+from .settings import GenerateSettings, clamp_settings, split_captions
 from .training import Progress, TrainingError, TrainingJob, new_run_dir
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,15 @@ class Studio:
             raise StudioError(str(exc)) from exc
 
     def generate(
-        self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+        self,
+        model: str,
+        captions_text: str,
+        guidance,
+        steps,
+        sampler,
+        seed,
+        upsample=False,
+        upsample_steps=GenerateSettings.upsample_steps,
     ) -> StripResult:
         from .catalogue.errors import InvalidInput
 
