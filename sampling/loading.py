@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 
+from data_pipeline.errors import UserError
+
 DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
 BUNDLED_NAME = "bundled"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model argument that does not name a usable model."""
 
 

@@ -20,7 +20,7 @@ from finetune.diffusion.samplers import force_known_pixels, sample
 
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
-from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
+from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
 
 MAX_SEED = 2**63 - 1
 
@@ -210,10 +210,10 @@ class TextToImage:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+            raise SettingsError(f"batch size must be at least 1, got {batch_size}")
         for seed in seeds:
             if not 0 <= int(seed) <= MAX_SEED:
-                raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+                raise SettingsError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         bar = tqdm(total=len(prompts), desc="images", unit="img", disable=not progress)
         try:
             for start in range(0, len(prompts), batch_size):

@@ -13,13 +13,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from data_pipeline.errors import UserError
+
 WEIGHTS_ENV = "AUTOCOMICS_CLIP_WEIGHTS"
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-class RerankUnavailable(RuntimeError):
+class RerankUnavailable(UserError, RuntimeError):
     """CLIP rerank was asked for but cannot run here (no local weights, unknown model)."""
 
 

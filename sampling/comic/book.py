@@ -25,6 +25,8 @@ from typing import Callable
 from PIL import Image
 from tqdm.auto import tqdm
 
+from data_pipeline.errors import UserError
+
 from ..outputs import atomic_write_json, output_state, save_image
 from .page import PageStyle, compose_page
 from .script import ComicScript
@@ -34,7 +36,7 @@ METADATA_FILE = "comic.json"
 PanelRef = tuple[int, int]  # (page, panel), 1-based
 
 
-class ComicError(ValueError):
+class ComicError(UserError, ValueError):
     """A comic run that cannot proceed as asked (conflicting outputs, bad panel references)."""
 
 

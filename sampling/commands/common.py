@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from data_pipeline.errors import UserError
 from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 
 from ..devices import resolve_device, resolve_dtype
@@ -20,7 +21,7 @@ _UPSAMPLE_GUIDANCE_TEXT = (
 _DEFAULT_STEPS_TEXT = ", ".join(f"{name} {steps}" for name, steps in DEFAULT_STEPS.items())
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 

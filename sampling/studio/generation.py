@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_pipeline.errors import UserError
 from finetune.diffusion import defaults
 from finetune.hub import no_downloads
 
@@ -39,7 +40,7 @@ class StripResult:
         return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserError, RuntimeError):
     """The strip cannot be made (model not loadable, sampling failed); the message is for the user."""
 
 

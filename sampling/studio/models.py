@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_pipeline.errors import UserError
+
 from ..loading import is_model_folder, is_pipeline_folder
 
 BUNDLED = "bundled"
 MAX_REASON_CHARS = 200
 
 
-class UnknownModel(ValueError):
+class UnknownModel(UserError, ValueError):
     """A model key that is not on the studio's list."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from data_pipeline.errors import UserError
+
 from .catalogue import Catalogue, CatalogueError, Item
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
 from .generation import GenerationError, Generator, StripResult
@@ -26,7 +28,7 @@ from .training import Progress, TrainingError, TrainingJob, new_run_dir
 log = logging.getLogger(__name__)
 
 
-class StudioError(Exception):
+class StudioError(UserError):
     """A failure to show the user (its message says what happened and what to do)."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from data_pipeline.errors import UserError
 from finetune.hub import OFFLINE_ENV
 
 from .access import AUTH_ENV
@@ -28,7 +29,7 @@ LOG_NAME = "studio-train.log"
 CONFIG_NAME = "studio-config.yaml"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot be started (bad settings, one already running) or inspected."""
 
 
