@@ -44,7 +44,8 @@ class GeneratedImage:
     warnings: list[str] = field(default_factory=list)
 
 
-def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+def tensor_to_images(batch: torch.Tensor) -> list[Image.Image]:
+    """A batch in [-1, 1] (B x 3 x H x W) as 8-bit RGB PIL images."""
     pixels = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
 
@@ -249,7 +250,7 @@ class TextToImage:
             known=base_known,
             progress=progress,
         )
-        base_images = to_pil(x)
+        base_images = tensor_to_images(x)
         final = base_images
         if self.models.upsampler is not None:
             up, up_truncated = run_stage(
@@ -264,7 +265,7 @@ class TextToImage:
                 progress=progress,
             )
             truncated = [a or b for a, b in zip(truncated, up_truncated)]
-            final = to_pil(up)
+            final = tensor_to_images(up)
         results = []
         for prompt, seed, image, base_image, cut in zip(prompts, seeds, final, base_images, truncated):
             warnings = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from data_pipeline.errors import UserError
 
@@ -27,7 +28,7 @@ class RerankUnavailable(UserError, RuntimeError):
 
 def _register_model(model: str) -> str:
     """A model name, or a path to an open_clip model config JSON (registered under its file stem)."""
-    import open_clip
+    import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
     if model.endswith(".json"):
         path = Path(model).expanduser()
@@ -49,12 +50,12 @@ def find_local_weights(model: str, pretrained: str | None) -> Path | None:
         return Path(env).expanduser()
     if not pretrained:
         return None
-    import open_clip
+    import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
     cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
     hub = (cfg.get("hf_hub") or "").strip("/")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: open_clip's dependency, loaded with it
 
         for filename in _WEIGHT_FILES:
             found = try_to_load_from_cache(hub, filename)
@@ -70,8 +71,6 @@ def find_local_weights(model: str, pretrained: str | None) -> Path | None:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -92,7 +91,7 @@ class ClipReranker:
         pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
         device: torch.device | str = "cpu",
     ):
-        import open_clip
+        import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
         name = _register_model(model)
         path = Path(weights).expanduser() if weights else find_local_weights(name, pretrained)

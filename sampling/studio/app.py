@@ -6,9 +6,11 @@ import os
 import pandas as pd
 from PIL import Image
 
+from finetune.model import list_presets
+
 from .catalogue import SORTS
 from .service import Studio, StudioError
-from .settings import DEFAULT_STEPS, LIMITS, MAX_PANELS, SAMPLERS, GenerateSettings
+from .settings import DEFAULT_STEPS, FORM_LIMITS, MAX_PANELS, SAMPLERS, GenerateSettings
 from .training import bounds_text, trainer_bounds
 
 GENERATE_CONCURRENCY = 1  # one sampling job at a time; other users wait in the queue and see their place
@@ -27,7 +29,7 @@ def disable_gradio_telemetry() -> None:
 
 def build_app(studio: Studio):
     disable_gradio_telemetry()
-    import gradio as gr
+    import gradio as gr  # lazy: after the telemetry switch above, which Gradio reads when it is imported
 
     with gr.Blocks(title="autocomics studio", analytics_enabled=False) as demo:
         gr.Markdown("# autocomics studio")
@@ -74,7 +76,7 @@ def _generate_tab(gr, studio: Studio) -> None:
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 guidance = gr.Number(
                     value=GenerateSettings.guidance,
-                    label=f"Guidance scale ({LIMITS['guidance'][0]}–{LIMITS['guidance'][1]})",
+                    label=f"Guidance scale ({FORM_LIMITS['guidance'][0]}–{FORM_LIMITS['guidance'][1]})",
                     elem_id="gen-guidance",
                 )
                 sampler = gr.Dropdown(
@@ -170,8 +172,6 @@ def _generate_tab(gr, studio: Studio) -> None:
 
 def _presets() -> list[str]:
     try:
-        from finetune.model import list_presets
-
         return list(list_presets())
     except Exception:
         return []

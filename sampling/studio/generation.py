@@ -15,11 +15,10 @@ from finetune.hub import no_downloads
 from ..comic.page import PageStyle, compose_page
 from ..comic.script import Layout, Page, Panel, default_layout
 from ..devices import resolve_device
-from ..loading import ModelLoadError, ModelPair, load_models
+from ..loading import BUNDLED_NAME, ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
 from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
-from .models import BUNDLED
 from .settings import GenerateSettings, steps_spec
 
 
@@ -61,7 +60,9 @@ class Generator:
             if key not in self._pairs:
                 try:
                     with no_downloads():  # a cached model's name resolves in the cache, or fails: never fetched
-                        pair = load_models(None if choice == BUNDLED else choice, self.device, use_upsampler=upsample)
+                        pair = load_models(
+                            None if choice == BUNDLED_NAME else choice, self.device, use_upsampler=upsample
+                        )
                 except (ModelLoadError, FileNotFoundError, ValueError) as exc:
                     raise GenerationError(f"cannot load model {choice!r}: {exc}") from exc
                 if upsample and pair.upsampler is None:

@@ -16,8 +16,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from data_pipeline.errors import UserError
+from finetune import bundled
 
 from .catalogue import Catalogue, CatalogueError, Item
+from .catalogue.errors import InvalidInput
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
@@ -188,8 +190,6 @@ class Studio:
         upsample=False,
         upsample_steps=GenerateSettings.upsample_steps,
     ) -> StripResult:
-        from .catalogue.errors import InvalidInput
-
         try:
             captions, messages = split_captions(captions_text)
         except InvalidInput as exc:
@@ -267,10 +267,8 @@ class Studio:
             return init
         folder = self._allowed_model(init).base_folder
         if folder is None:
-            from finetune.bundled import bundled_model_path
-
             try:
-                return str(bundled_model_path("base"))
+                return str(bundled.bundled_model_path("base"))
             except FileNotFoundError as exc:
                 raise StudioError(str(exc)) from exc
         return str(folder)

@@ -34,7 +34,7 @@ def steps_spec(default_spec: str | int, count: int) -> str | int:
 # The form holds numbers: each sampler's default from the one table, as a count of model calls.
 DEFAULT_STEPS = {name: step_count(defaults.STEPS[name]) for name in SAMPLERS}
 DEFAULT_UPSAMPLE_STEPS = step_count(defaults.UPSAMPLER_STEPS)
-LIMITS = {
+FORM_LIMITS = {
     "guidance": (0.0, MAX_GUIDANCE),
     "steps": (1, 1000),
     "seed": (0, 2**31 - 1),
@@ -78,7 +78,7 @@ def split_captions(text: str) -> tuple[list[str], list[str]]:
 
 
 def _number(value, name: str, kind, messages: list[str], default):
-    low, high = LIMITS[name]
+    low, high = FORM_LIMITS[name]
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -102,7 +102,7 @@ def clamp_settings(
         messages.append(f"unknown sampler {sampler!r}; using {SAMPLERS[0]}")
         sampler = SAMPLERS[0]
     if seed is None or (isinstance(seed, str) and not seed.strip()) or (isinstance(seed, (int, float)) and seed < 0):
-        seed = random.SystemRandom().randint(*LIMITS["seed"])
+        seed = random.SystemRandom().randint(*FORM_LIMITS["seed"])
     settings = GenerateSettings(
         guidance=_number(guidance, "guidance", float, messages, defaults.GUIDANCE),
         steps=_number(steps, "steps", int, messages, DEFAULT_STEPS[sampler]),
