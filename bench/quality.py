@@ -420,6 +420,13 @@ def pipeline_part(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_arguments(parser)
+    _add_measurement_arguments(parser)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which models and parts: the base, its fine-tune, the upsampler and its settings."""
     parser.add_argument(
         "--model", type=Path, default=None, help="base model folder or pipeline folder (default: the bundled base)"
     )
@@ -449,6 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="upsampler settings of the pipeline part, sampler:steps:start[;...] (start 0 = from pure "
         f"noise; default: the pipeline's, {default_up})",
     )
+
+
+def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    """How each part measures: samples, guidance scales, samplers, precision, batching, seeds, the results folder."""
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
     parser.add_argument(
@@ -494,7 +505,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=REPO / "bench" / "results" / "quality",
         help="cache and report folder (default: bench/results/quality)",
     )
-    return parser
 
 
 def base_model_dir(model_arg: Path | None) -> Path:

@@ -47,10 +47,7 @@ from sampling.__main__ import main as sampling_main
 WORLD_OPTIONS = ("shapes", "colors", "backgrounds", "positions", "shape_sizes")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python scripts/quickstart.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
     parser.add_argument(
         "--threads",
@@ -103,6 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--script", default="shapes_story", help="comic script: a file or a bundled example name (default: %(default)s)"
     )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/quickstart.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("count", "steps", "batch_size", "eval_samples", "sample_steps"):
         if getattr(args, name) < 1:
