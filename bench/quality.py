@@ -50,13 +50,17 @@ from data_pipeline.synthetic import (  # noqa: E402
     world_from_manifest,
 )
 from data_pipeline.synthetic.scoring import CONTENT_ATTRIBUTES  # noqa: E402
+from finetune.bundled_models import bundled_model_path  # noqa: E402
+from finetune.diffusion import defaults  # noqa: E402
 from sampling.loading import ModelPair, load_sampling_model  # noqa: E402
 from sampling.pipeline import TextToImage, run_stage  # noqa: E402
 from sampling.settings import UPSAMPLER_DEFAULTS, SamplerSettings  # noqa: E402
 
 READ_KEYS = ("shape", "color", "background", "position", "size", "style", "background_rgb")
 DEFAULT_SAMPLERS = "dpmpp_2m_sde:20,30;dpmpp_2m:20;ancestral:50,100"
-REFERENCE_SAMPLER = ("ancestral", "100")
+REFERENCE_SAMPLER = ("ancestral", defaults.STEPS["ancestral"])  # GLIDE's own sampler and steps
+FAST_SAMPLER = f"{defaults.SAMPLER}:{defaults.STEPS[defaults.SAMPLER]}"  # the pipeline's default
+ALL_PARTS = ("guidance", "samplers", "finetune", "pipeline")
 
 
 # --- prompts, settings, cache ------------------------------------------------------------------------------------
@@ -359,8 +363,6 @@ def find_upsampler(model_arg: Path | None, model_dir: Path, upsampler_arg: Path 
     if model_arg is not None and (model_arg / "upsampler" / "config.json").is_file():
         return model_arg / "upsampler"
     if model_arg is None:
-        from finetune.bundled_models import bundled_model_path
-
         return bundled_model_path("upsampler")
     return None
 
@@ -416,8 +418,15 @@ def pipeline_part(
     return section, {"upsampler": str(up_dir), "upsampler_id": up.model_id, "rows": report_rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_arguments(parser)
+    _add_measurement_arguments(parser)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which models and parts: the base, its fine-tune, the upsampler and its settings."""
     parser.add_argument(
         "--model", type=Path, default=None, help="base model folder or pipeline folder (default: the bundled base)"
     )
@@ -429,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--parts",
-        default="guidance,samplers,finetune,pipeline",
-        help="comma-separated parts to run: guidance, samplers, finetune, pipeline (default: all; "
+        default=",".join(ALL_PARTS),
+        help=f"comma-separated parts to run: {', '.join(ALL_PARTS)} (default: all; "
         "finetune needs --finetuned, pipeline an upsampler)",
     )
     parser.add_argument(
@@ -447,9 +456,17 @@ def main(argv: list[str] | None = None) -> int:
         help="upsampler settings of the pipeline part, sampler:steps:start[;...] (start 0 = from pure "
         f"noise; default: the pipeline's, {default_up})",
     )
+
+
+def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    """How each part measures: samples, guidance scales, samplers, precision, batching, seeds, the results folder."""
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
-    parser.add_argument("--fast-sampler", default="dpmpp_2m_sde:30", help="sampler:steps of the guidance sweep")
+    parser.add_argument(
+        "--fast-sampler",
+        default=FAST_SAMPLER,
+        help=f"sampler:steps of the guidance sweep, the fine-tune and pipeline parts (default: {FAST_SAMPLER})",
+    )
     parser.add_argument(
         "--samplers",
         default=DEFAULT_SAMPLERS,
@@ -459,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sampler-guidance",
         default="best",
         help="guidance scale of the sampler comparison and the fine-tune part: a number or 'best' "
-        "(the sweep's best all-three scale; 3 when the sweep is not run)",
+        f"(the sweep's best all-three scale; {defaults.GUIDANCE:g} when the sweep is not run)",
     )
     parser.add_argument(
         "--style-suffix",
@@ -488,45 +505,47 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "bench" / "results" / "quality",
         help="cache and report folder (default: bench/results/quality)",
     )
-    args = parser.parse_args(argv)
+
+
+def base_model_dir(model_arg: Path | None) -> Path:
+    """--model (a model or pipeline folder: its base), or the bundled base."""
+    model_dir = bundled_model_path("base") if model_arg is None else model_arg
+    return model_dir / "base" if (model_dir / "base" / "config.json").is_file() else model_dir
+
+
+def chosen_parts(parser: argparse.ArgumentParser, args: argparse.Namespace, up_dir: Path | None) -> set[str]:
+    """The --parts to run; a part asked for by name that cannot run is an error, one left at the default is skipped."""
     if args.samples < 1 or args.batch_size < 1 or args.chunk < 1:
         parser.error("--samples, --batch-size and --chunk must be positive")
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"guidance", "samplers", "finetune", "pipeline"}
+    unknown = parts - set(ALL_PARTS)
     if unknown:
         parser.error(f"unknown --parts: {', '.join(sorted(unknown))}")
+    asked = args.parts != parser.get_default("parts")
     if "finetune" in parts and args.finetuned is None:
-        if args.parts != parser.get_default("parts"):
+        if asked:
             parser.error("--parts finetune needs --finetuned DIR")
         parts.discard("finetune")
-    upsamplers = parse_upsamplers(args.upsamplers)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    model_dir = args.model
-    if model_dir is None:
-        from finetune.bundled_models import bundled_model_path
-
-        model_dir = bundled_model_path("base")
-    if (model_dir / "base" / "config.json").is_file():
-        model_dir = model_dir / "base"
-    up_dir = find_upsampler(args.model, model_dir, args.upsampler)
     if "pipeline" in parts and up_dir is None:
-        if args.parts != parser.get_default("parts"):
+        if asked:
             parser.error("--parts pipeline needs an upsampler: pass a pipeline folder as --model, or --upsampler DIR")
         parts.discard("pipeline")
-    sm = load_sampling_model(model_dir, "base", torch.device("cpu"))
-    world = resolve_world(model_dir, args.world)
-    targets, prompts = make_targets(world, args.samples, args.prompt_seed)
-    args.results.mkdir(parents=True, exist_ok=True)
-    fast_sampler, _, fast_steps = args.fast_sampler.partition(":")
-    print(
-        f"model {model_dir} ({sm.model_id}); world {len(world.shapes)} shapes x {len(world.colors)} colours x "
-        f"{len(world.backgrounds)} backgrounds; {args.samples} samples per point, {args.precision}",
-        flush=True,
-    )
+    return parts
 
-    def setting(sampler, steps, guidance, suffix=""):
+
+class Bench:
+    """One run's model, world and evaluation prompts; each part measures settings against them."""
+
+    def __init__(self, args: argparse.Namespace, model_dir: Path):
+        self.args = args
+        self.model_dir = model_dir
+        self.sm = load_sampling_model(model_dir, "base", torch.device("cpu"))
+        self.world = resolve_world(model_dir, args.world)
+        self.targets, self.prompts = make_targets(self.world, args.samples, args.prompt_seed)
+        self.fast_sampler, _, self.fast_steps = args.fast_sampler.partition(":")
+
+    def setting(self, sampler: str, steps, guidance, suffix: str = "") -> dict:
+        args = self.args
         return {
             "sampler": sampler,
             "steps": str(steps),
@@ -537,91 +556,128 @@ def main(argv: list[str] | None = None) -> int:
             "suffix": suffix,
         }
 
+    def fast_setting(self, guidance, suffix: str = "") -> dict:
+        return self.setting(self.fast_sampler, self.fast_steps, guidance, suffix)
+
+    def measure(self, model, setting: dict, prompts: list[str]) -> list[dict]:
+        return measure(model, model.model_id, setting, prompts, self.args, self.world)
+
+
+def guidance_part(bench: Bench) -> tuple[list, str, list]:
+    """Accuracy at each guidance scale of the sweep, with the fast sampler."""
+    rows = []
+    for g in [float(x) for x in bench.args.guidance.split(",") if x.strip()]:
+        rows.append((g, summarise(bench.measure(bench.sm, bench.fast_setting(g), bench.prompts), bench.targets)))
+    section = f"### Guidance scale ({bench.fast_sampler} {bench.fast_steps} steps)\n\n" + table(
+        [(f"guidance {g:g}", s) for g, s in rows]
+    )
+    return rows, section, [{"guidance": g, **s} for g, s in rows]
+
+
+def comparison_scale(args: argparse.Namespace, guidance_rows: list) -> float:
+    """--sampler-guidance, or the sweep's best scale ('best'), or the default scale when the sweep did not run."""
+    if args.sampler_guidance != "best":
+        return float(args.sampler_guidance)
+    return max(guidance_rows, key=lambda r: r[1]["all_three"])[0] if guidance_rows else defaults.GUIDANCE
+
+
+def samplers_part(bench: Bench, scale: float) -> tuple[list, str, list]:
+    """Each sampler and step count at one guidance scale, with paired differences against GLIDE's ancestral 100."""
+    rows, all_reads = [], {}
+    for sampler, steps in parse_samplers(bench.args.samplers):
+        reads = bench.measure(bench.sm, bench.setting(sampler, steps, scale), bench.prompts)
+        all_reads[(sampler, steps)] = reads
+        rows.append(((sampler, steps), summarise(reads, bench.targets)))
+    notes = {}
+    reference = all_reads.get(REFERENCE_SAMPLER)
+    if reference is not None:
+        for key, reads in all_reads.items():
+            if key != REFERENCE_SAMPLER:
+                d, h = paired_difference(reads, reference, bench.targets)
+                notes[f"{key[0]} {key[1]}"] = f"({100 * d:+.1f} ± {100 * h:.1f} vs {' '.join(REFERENCE_SAMPLER)})"
+    section = f"### Samplers (guidance {scale:g}, paired seeds)\n\n" + table(
+        [(f"{k[0]} {k[1]}", s) for k, s in rows], notes
+    )
+    return rows, section, [{"sampler": k[0], "steps": k[1], "guidance": scale, **s} for k, s in rows]
+
+
+def finetune_part(bench: Bench, scale: float) -> tuple[list, str, dict]:
+    """Caption accuracy and comic-style rate before and after the fine-tune, prompts ending in the style phrase."""
+    args = bench.args
+    ft_dir = args.finetuned / "base" if (args.finetuned / "base" / "config.json").is_file() else args.finetuned
+    ft = load_sampling_model(ft_dir, "base", torch.device("cpu"))
+    targets, prompts = make_targets(bench.world, args.samples, args.prompt_seed, args.style_suffix)
+    rows = []
+    for label, model in (("before (bundled)", bench.sm), ("after fine-tune", ft)):
+        reads = bench.measure(model, bench.fast_setting(scale, args.style_suffix), prompts)
+        rows.append((label, summarise(reads, targets)))
+    section = f"### Fine-tune ({ft_dir}; prompts end with {args.style_suffix!r}; guidance {scale:g})\n\n" + table(rows)
+    report = {
+        "finetuned": str(ft_dir),
+        "suffix": args.style_suffix,
+        "guidance": scale,
+        "rows": [{"label": label, **s} for label, s in rows],
+    }
+    return rows, section, report
+
+
+def write_report(bench: Bench, sections: list[str], report: dict, rows: dict, argv: list[str] | None) -> None:
+    """quality.md (also printed), quality.json and, with matplotlib, quality.png under --results."""
+    args = bench.args
+    text = (
+        f"## Quality benchmark\n\nModel `{bench.model_dir}` (`{bench.sm.model_id}`), {args.samples} samples per "
+        f"point, {args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`"
+        "\n\n" + "\n\n".join(sections) + "\n"
+    )
+    print("\n" + text)
+    for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
+        atomic_write_text(args.results / name, body)
+    if plot(args.results / "quality.png", rows["guidance"], rows["samplers"], rows["finetune"]):
+        print(f"wrote {args.results / 'quality.png'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    model_dir = base_model_dir(args.model)
+    up_dir = find_upsampler(args.model, model_dir, args.upsampler)
+    parts = chosen_parts(parser, args, up_dir)
+    upsamplers = parse_upsamplers(args.upsamplers)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bench = Bench(args, model_dir)
+    args.results.mkdir(parents=True, exist_ok=True)
+    world = bench.world
+    print(
+        f"model {model_dir} ({bench.sm.model_id}); world {len(world.shapes)} shapes x {len(world.colors)} colours x "
+        f"{len(world.backgrounds)} backgrounds; {args.samples} samples per point, {args.precision}",
+        flush=True,
+    )
     report = {
         "model": str(model_dir),
-        "model_id": sm.model_id,
+        "model_id": bench.sm.model_id,
         "samples": args.samples,
         "precision": args.precision,
         "world": world.to_dict(),
         "command": " ".join(sys.argv),
     }
-    sections = []
-    guidance_rows, sampler_rows, finetune_rows = [], [], []
-    reads_by_guidance = {}
+    sections, rows = [], {"guidance": [], "samplers": [], "finetune": []}
     if "guidance" in parts:
-        for g in [float(x) for x in args.guidance.split(",") if x.strip()]:
-            reads = measure(sm, sm.model_id, setting(fast_sampler, fast_steps, g), prompts, args, world)
-            reads_by_guidance[g] = reads
-            guidance_rows.append((g, summarise(reads, targets)))
-        sections.append(
-            f"### Guidance scale ({fast_sampler} {fast_steps} steps)\n\n"
-            + table([(f"guidance {g:g}", s) for g, s in guidance_rows])
-        )
-        report["guidance"] = [{"guidance": g, **s} for g, s in guidance_rows]
-    if args.sampler_guidance == "best":
-        scale = max(guidance_rows, key=lambda r: r[1]["all_three"])[0] if guidance_rows else 3.0
-    else:
-        scale = float(args.sampler_guidance)
+        rows["guidance"], section, report["guidance"] = guidance_part(bench)
+        sections.append(section)
+    scale = comparison_scale(args, rows["guidance"])
     if "samplers" in parts:
-        all_reads = {}
-        for sampler, steps in parse_samplers(args.samplers):
-            reads = measure(sm, sm.model_id, setting(sampler, steps, scale), prompts, args, world)
-            all_reads[(sampler, steps)] = reads
-            sampler_rows.append(((sampler, steps), summarise(reads, targets)))
-        notes = {}
-        reference = all_reads.get(REFERENCE_SAMPLER)
-        if reference is not None:
-            for key, reads in all_reads.items():
-                if key != REFERENCE_SAMPLER:
-                    d, h = paired_difference(reads, reference, targets)
-                    notes[f"{key[0]} {key[1]}"] = f"({100 * d:+.1f} ± {100 * h:.1f} vs ancestral 100)"
-        sections.append(
-            f"### Samplers (guidance {scale:g}, paired seeds)\n\n"
-            + table([(f"{k[0]} {k[1]}", s) for k, s in sampler_rows], notes)
-        )
-        report["samplers"] = [{"sampler": k[0], "steps": k[1], "guidance": scale, **s} for k, s in sampler_rows]
+        rows["samplers"], section, report["samplers"] = samplers_part(bench, scale)
+        sections.append(section)
     if "finetune" in parts:
-        ft_dir = args.finetuned / "base" if (args.finetuned / "base" / "config.json").is_file() else args.finetuned
-        ft = load_sampling_model(ft_dir, "base", torch.device("cpu"))
-        sfx_targets, sfx_prompts = make_targets(world, args.samples, args.prompt_seed, args.style_suffix)
-        for label, model in (("before (bundled)", sm), ("after fine-tune", ft)):
-            reads = measure(
-                model,
-                model.model_id,
-                setting(fast_sampler, fast_steps, scale, args.style_suffix),
-                sfx_prompts,
-                args,
-                world,
-            )
-            finetune_rows.append((label, summarise(reads, sfx_targets)))
-        sections.append(
-            f"### Fine-tune ({ft_dir}; prompts end with {args.style_suffix!r}; guidance {scale:g})\n\n"
-            + table(finetune_rows)
-        )
-        report["finetune"] = {
-            "finetuned": str(ft_dir),
-            "suffix": args.style_suffix,
-            "guidance": scale,
-            "rows": [{"label": label, **s} for label, s in finetune_rows],
-        }
-
+        rows["finetune"], section, report["finetune"] = finetune_part(bench, scale)
+        sections.append(section)
     if "pipeline" in parts:
         section, report["pipeline"] = pipeline_part(
-            sm, up_dir, upsamplers, setting(fast_sampler, fast_steps, scale), prompts, targets, args, world
+            bench.sm, up_dir, upsamplers, bench.fast_setting(scale), bench.prompts, bench.targets, args, world
         )
         sections.append(section)
-
-    text = (
-        f"## Quality benchmark\n\nModel `{model_dir}` (`{sm.model_id}`), {args.samples} samples per point, "
-        f"{args.precision}, paired seeds. Command: `python bench/quality.py {' '.join(argv or sys.argv[1:])}`\n\n"
-        + "\n\n".join(sections)
-        + "\n"
-    )
-    print("\n" + text)
-    for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
-        atomic_write_text(args.results / name, body)
-    if plot(args.results / "quality.png", guidance_rows, sampler_rows, finetune_rows):
-        print(f"wrote {args.results / 'quality.png'}")
+    write_report(bench, sections, report, rows, argv)
     return 0
 
 

@@ -3,51 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from collections.abc import Sequence
 
-from data_pipeline.oserrors import describe_os_error
+from data_pipeline.commands import Command, run_command_line
+from data_pipeline.commands import build_parser as build_command_parser
 
-from .commands.common import CommandError
-from .rerank import RerankUnavailable
+PROG = "python -m sampling"
+COMMANDS = (
+    Command(
+        "generate",
+        "sampling.commands.generate",
+        "Generate images from captions (classifier-free guidance, optional upsampler).",
+    ),
+    Command(
+        "comic",
+        "sampling.commands.comic",
+        "Make comic pages from a panel script: panels, lettering (narration, balloons), page layout.",
+    ),
+    Command(
+        "inpaint",
+        "sampling.commands.inpaint",
+        "Inpaint: regenerate the white region of a mask over an image, guided by a caption.",
+    ),
+    Command("studio", "sampling.studio.cli", "Serve the web studio (127.0.0.1 unless told otherwise)."),
+)
 
-# Subcommand -> module with DESCRIPTION, add_arguments(parser) and run(args).
-SUBCOMMANDS = {
-    "generate": "sampling.commands.generate",
-    "comic": "sampling.commands.comic",
-    "inpaint": "sampling.commands.inpaint",
-    "studio": "sampling.studio.cli",
-}
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sampling", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    for name, module_name in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
-        description = getattr(module, "DESCRIPTION", None) or (module.__doc__ or "").strip().splitlines()[0]
-        command = sub.add_parser(name, help=description, description=description)
-        module.add_arguments(command)
-        command.set_defaults(_module=module)
-    return parser
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for `argv`, with the chosen subcommand's arguments."""
+    return build_command_parser(PROG, __doc__, COMMANDS, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        args._module.run(args)
-    except (CommandError, ValueError, RerankUnavailable) as exc:  # messages meant for the user (bad input, settings)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished outputs are kept and a rerun continues from them", file=sys.stderr)
-        return 130
-    except OSError as exc:  # a full or read-only disk, --out naming a file, ...: finished outputs are kept
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command_line(PROG, __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

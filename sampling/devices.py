@@ -6,7 +6,13 @@ import contextlib
 
 import torch
 
+from data_pipeline.errors import UserError
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeviceError(UserError, ValueError):
+    """A device or precision this machine does not have."""
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -17,24 +23,24 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
+            raise DeviceError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+            raise DeviceError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
     elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise DeviceError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     name = (name or "fp32").strip().lower()
     if name not in DTYPES:
-        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(DTYPES)}")
+        raise DeviceError(f"unknown precision {name!r}; choose one of {', '.join(DTYPES)}")
     dtype = DTYPES[name]
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU does not support bf16; use --precision fp16 or fp32")
+        raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32")
     return dtype
 
 

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from data_pipeline.errors import UserError
+
 from .pipeline import KnownPixels
 
 
-class InpaintInputError(ValueError):
+class InpaintInputError(UserError, ValueError):
     """An image or mask that cannot be used for inpainting."""
 
 

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+
+from data_pipeline.errors import UserError
+from finetune import bundled_models  # the module, not its function: tests stand in a missing bundle on it
+from finetune.hub import PIPELINES, HubError, all_names, ensure_model, is_model_name, is_pipeline_name
+from finetune.model import build_model, get_preset
+from finetune.model_folder import check_state_dict, load_model_folder, load_openai_checkpoint
+from finetune.tokenizers import get_tokenizer
 
 DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
 BUNDLED_NAME = "bundled"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model argument that does not name a usable model."""
 
 
@@ -102,8 +110,6 @@ def is_model_folder(path: Path) -> bool:
 
 
 def _describe_expected() -> str:
-    from finetune.hub import all_names
-
     return (
         f"expected a model name ({', '.join([BUNDLED_NAME, *all_names()])}), a model folder (with config.json), "
         "a pipeline folder (with base/ and upsampler/), or an OpenAI GLIDE .pt checkpoint"
@@ -111,10 +117,6 @@ def _describe_expected() -> str:
 
 
 def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingModel:
-    from safetensors import SafetensorError
-
-    from finetune.model_folder import load_model_folder
-
     try:
         loaded = load_model_folder(path, device=device, dtype=None, use_ema=use_ema)
     except (KeyError, ValueError, OSError, RuntimeError, SafetensorError) as exc:
@@ -126,10 +128,6 @@ def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingMod
 
 
 def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.device) -> SamplingModel:
-    from finetune.model import build_model, get_preset
-    from finetune.model_folder import check_state_dict, load_openai_checkpoint
-    from finetune.tokenizers import get_tokenizer
-
     try:
         options = get_preset(preset)
     except KeyError as exc:
@@ -182,14 +180,7 @@ def load_sampling_model(
 
 def _bundled_path(role: str) -> Path:
     try:
-        from finetune.bundled_models import bundled_model_path
-    except ImportError:
-        raise ModelLoadError(
-            "no model was given and this install has no bundled models; pass --model PATH "
-            "(a model folder, a pipeline folder or an OpenAI .pt file)"
-        ) from None
-    try:
-        path = Path(bundled_model_path(role))
+        path = Path(bundled_models.bundled_model_path(role))
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise ModelLoadError(f"no --model given and the bundled {role} model is not available: {exc}") from None
     if not path.exists():
@@ -199,14 +190,10 @@ def _bundled_path(role: str) -> Path:
 
 def _named(text: str) -> bool:
     """A model or pipeline name rather than a path (an existing file or folder of that name wins)."""
-    from finetune.hub import is_model_name, is_pipeline_name
-
     return (text == BUNDLED_NAME or is_model_name(text) or is_pipeline_name(text)) and not Path(text).exists()
 
 
 def _released_path(name: str) -> Path:
-    from finetune.hub import HubError, ensure_model
-
     try:
         return ensure_model(name)
     except HubError as exc:
@@ -215,8 +202,6 @@ def _released_path(name: str) -> Path:
 
 def _resolve_named(name: str, role: str) -> tuple[Path, str | None]:
     """(model folder for `role`, the upsampler name it brings or None) of a name."""
-    from finetune.hub import PIPELINES
-
     if name == BUNDLED_NAME:
         return _bundled_path(role), (BUNDLED_NAME if role == "base" else None)
     if name in PIPELINES:

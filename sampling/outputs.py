@@ -19,19 +19,15 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from data_pipeline.fsutil import atomic_write_bytes
+from data_pipeline.fsutil import atomic_write_bytes, atomic_write_json
 
 PARAMETERS_CHUNK = "parameters"
 # Also written as separate text chunks, so common viewers show them without parsing JSON.
 TEXT_FIELDS = ("prompt", "seed", "guidance", "sampler", "steps", "model")
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def to_pil(image: Image.Image | np.ndarray) -> Image.Image:
-    """Accept a PIL image or an HxWx3 uint8 array."""
+def as_pil_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image as is, or an HxWx3 uint8 array as a PIL image."""
     if isinstance(image, Image.Image):
         return image
     array = np.asarray(image)
@@ -48,7 +44,7 @@ def png_bytes(image: Image.Image | np.ndarray, parameters: dict | None = None) -
                 info.add_text(key, str(parameters[key]))  # non-Latin-1 text goes into an iTXt chunk
         info.add_text(PARAMETERS_CHUNK, json.dumps(parameters, ensure_ascii=False, sort_keys=True))
     buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG", pnginfo=info)
+    as_pil_image(image).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
@@ -101,11 +97,11 @@ def output_state(path: str | os.PathLike, parameters: dict) -> str:
     return "same" if _normalised(stored) == _normalised(parameters) else "different"
 
 
-def slugify(text: str, max_length: int = 40) -> str:
-    """A short, filesystem-safe name fragment from a caption."""
+def slugify(text: str, max_length: int = 40, empty: str = "untitled") -> str:
+    """A short, filesystem-safe name fragment from a caption (`empty` when nothing of it is left)."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
     text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
-    return (text[:max_length].rstrip("-")) or "untitled"
+    return (text[:max_length].rstrip("-")) or empty
 
 
 def make_grid(
@@ -115,7 +111,7 @@ def make_grid(
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
     """Tile same-sized images row-major into one image."""
-    tiles = [to_pil(im) for im in images]
+    tiles = [as_pil_image(im) for im in images]
     if not tiles:
         raise ValueError("make_grid needs at least one image")
     width, height = tiles[0].size

@@ -20,7 +20,7 @@ from finetune.diffusion.samplers import force_known_pixels, sample
 
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
-from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings
+from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
 
 MAX_SEED = 2**63 - 1
 
@@ -44,7 +44,8 @@ class GeneratedImage:
     warnings: list[str] = field(default_factory=list)
 
 
-def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+def tensor_to_images(batch: torch.Tensor) -> list[Image.Image]:
+    """A batch in [-1, 1] (B x 3 x H x W) as 8-bit RGB PIL images."""
     pixels = ((batch.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy(), "RGB") for p in pixels]
 
@@ -210,10 +211,10 @@ class TextToImage:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+            raise SettingsError(f"batch size must be at least 1, got {batch_size}")
         for seed in seeds:
             if not 0 <= int(seed) <= MAX_SEED:
-                raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+                raise SettingsError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         bar = tqdm(total=len(prompts), desc="images", unit="img", disable=not progress)
         try:
             for start in range(0, len(prompts), batch_size):
@@ -249,7 +250,7 @@ class TextToImage:
             known=base_known,
             progress=progress,
         )
-        base_images = to_pil(x)
+        base_images = tensor_to_images(x)
         final = base_images
         if self.models.upsampler is not None:
             up, up_truncated = run_stage(
@@ -264,7 +265,7 @@ class TextToImage:
                 progress=progress,
             )
             truncated = [a or b for a, b in zip(truncated, up_truncated)]
-            final = to_pil(up)
+            final = tensor_to_images(up)
         results = []
         for prompt, seed, image, base_image, cut in zip(prompts, seeds, final, base_images, truncated):
             warnings = []

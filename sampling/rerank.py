@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file
+
+from data_pipeline.errors import UserError
 
 WEIGHTS_ENV = "AUTOCOMICS_CLIP_WEIGHTS"
 DEFAULT_CLIP_MODEL = "ViT-B-32"
@@ -19,13 +22,13 @@ DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-class RerankUnavailable(RuntimeError):
+class RerankUnavailable(UserError, RuntimeError):
     """CLIP rerank was asked for but cannot run here (no local weights, unknown model)."""
 
 
 def _register_model(model: str) -> str:
     """A model name, or a path to an open_clip model config JSON (registered under its file stem)."""
-    import open_clip
+    import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
     if model.endswith(".json"):
         path = Path(model).expanduser()
@@ -47,12 +50,12 @@ def find_local_weights(model: str, pretrained: str | None) -> Path | None:
         return Path(env).expanduser()
     if not pretrained:
         return None
-    import open_clip
+    import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
     cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
     hub = (cfg.get("hf_hub") or "").strip("/")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: open_clip's dependency, loaded with it
 
         for filename in _WEIGHT_FILES:
             found = try_to_load_from_cache(hub, filename)
@@ -68,8 +71,6 @@ def find_local_weights(model: str, pretrained: str | None) -> Path | None:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -90,7 +91,7 @@ class ClipReranker:
         pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
         device: torch.device | str = "cpu",
     ):
-        import open_clip
+        import open_clip  # lazy: open_clip (and torchvision) take seconds to import; only --candidates > 1 needs them
 
         name = _register_model(model)
         path = Path(weights).expanduser() if weights else find_local_weights(name, pretrained)

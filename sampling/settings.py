@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from data_pipeline.errors import UserError
+from finetune.diffusion import defaults
 from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, STEP_COUNT_SAMPLERS, dpm_solver_timesteps
 from finetune.diffusion.schedules import space_timesteps
 
 MAX_GUIDANCE = 50.0
 PARTWAY_SAMPLERS = ("ancestral", "ddim")  # the samplers that can start part-way (start_step)
+
+
+class SettingsError(UserError, ValueError):
+    """Sampler settings out of range; the message names the stage and the value."""
 
 
 @dataclass(frozen=True)
@@ -19,9 +25,9 @@ class SamplerSettings:
     ancestral/ddim): begin at this original timestep from the noised, upsampled low-res image instead of pure
     noise; 0 starts from pure noise as GLIDE does."""
 
-    sampler: str = "dpmpp_2m_sde"  # on the bundled base: within a few points of ancestral 100 at 30 steps
+    sampler: str = defaults.SAMPLER
     steps: str | int | None = None
-    guidance: float | None = 3.0
+    guidance: float | None = defaults.GUIDANCE
     eta: float = 0.0
     temperature: float = 1.0
     start_step: int = 0
@@ -39,40 +45,40 @@ class SamplerSettings:
         return self.guidance is not None and self.guidance != 1.0
 
     def check(self, num_timesteps: int, stage: str = "base") -> "SamplerSettings":
-        """The resolved settings, or ValueError naming the stage and the bad value."""
+        """The resolved settings, or SettingsError naming the stage and the bad value."""
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+            raise SettingsError(f"{stage}: unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         s = self.resolved()
         if s.sampler in STEP_COUNT_SAMPLERS:
             if not isinstance(s.steps, int) or isinstance(s.steps, bool):
-                raise ValueError(f"{stage}: {s.sampler} takes a number of steps, got {s.steps!r}")
+                raise SettingsError(f"{stage}: {s.sampler} takes a number of steps, got {s.steps!r}")
             try:
                 dpm_solver_timesteps(num_timesteps, s.steps)
             except ValueError as exc:
-                raise ValueError(f"{stage}: {exc}") from None
+                raise SettingsError(f"{stage}: {exc}") from None
         else:
             try:
                 space_timesteps(num_timesteps, s.steps)
             except ValueError as exc:
-                raise ValueError(
+                raise SettingsError(
                     f"{stage}: steps {s.steps!r} is not a usable respacing for {num_timesteps} diffusion steps: {exc}"
                 ) from None
         if s.guidance is not None and not 0.0 <= float(s.guidance) <= MAX_GUIDANCE:
-            raise ValueError(f"{stage}: guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {s.guidance}")
+            raise SettingsError(f"{stage}: guidance scale must be between 0 and {MAX_GUIDANCE:g}, got {s.guidance}")
         if not 0.0 <= s.eta <= 1.0:
-            raise ValueError(f"{stage}: eta must be between 0 and 1, got {s.eta}")
+            raise SettingsError(f"{stage}: eta must be between 0 and 1, got {s.eta}")
         if s.eta and s.sampler != "ddim":
-            raise ValueError(f"{stage}: eta applies to the ddim sampler only")
+            raise SettingsError(f"{stage}: eta applies to the ddim sampler only")
         if s.start_step:
             if s.sampler not in PARTWAY_SAMPLERS:
-                raise ValueError(f"{stage}: a start step applies to the ancestral and ddim samplers only")
+                raise SettingsError(f"{stage}: a start step applies to the ancestral and ddim samplers only")
             if not 0 < s.start_step < num_timesteps:
-                raise ValueError(
+                raise SettingsError(
                     f"{stage}: start step must be between 1 and {num_timesteps - 1} "
                     f"(0 = from pure noise), got {s.start_step}"
                 )
         if not 0.0 < s.temperature <= 2.0:
-            raise ValueError(f"{stage}: temperature must be in (0, 2], got {s.temperature}")
+            raise SettingsError(f"{stage}: temperature must be in (0, 2], got {s.temperature}")
         return s
 
     def to_dict(self) -> dict:
@@ -80,10 +86,10 @@ class SamplerSettings:
 
 
 BASE_DEFAULTS = SamplerSettings()
-# OpenAI's example: DDIM, no guidance, starting noise scaled by 0.997; but started half-way (t = 500) from the
-# noised low-res image: the bundled upsampler gets colours wrong when it starts from pure noise (21% of captions
-# right after it vs 99% before; docs/quality/README.md). 25 steps over 1000 keep 13 model calls below t = 500.
-UPSAMPLER_START_STEP = 500
 UPSAMPLER_DEFAULTS = SamplerSettings(
-    sampler="ddim", steps="25", guidance=None, temperature=0.997, start_step=UPSAMPLER_START_STEP
+    sampler=defaults.UPSAMPLER_SAMPLER,
+    steps=defaults.UPSAMPLER_STEPS,
+    guidance=defaults.UPSAMPLER_GUIDANCE,
+    temperature=defaults.UPSAMPLER_TEMPERATURE,
+    start_step=defaults.UPSAMPLER_START_STEP,
 )

@@ -19,22 +19,35 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import torch
+
+from data_pipeline.__main__ import main as data_pipeline_main
+from data_pipeline.fsutil import atomic_write_json
+from data_pipeline.synthetic import (
+    canonical_caption,
+    read_scene,
+    sample_attributes,
+    sample_rng,
+    score,
+    world_from_manifest,
+)
+from finetune.__main__ import main as finetune_main
+from finetune.bundled_models import bundled_model_path
+from finetune.diffusion import defaults
+from finetune.train.resume_state import list_checkpoints
+from sampling.__main__ import main as sampling_main
 
 # `synthetic` world flags the quickstart passes through; by default it uses the world recorded in the
 # base model's provenance.json (the world the model was trained on).
 WORLD_OPTIONS = ("shapes", "colors", "backgrounds", "positions", "shape_sizes")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python scripts/quickstart.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="output folder (default: %(default)s)")
     parser.add_argument(
         "--threads",
@@ -75,13 +88,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--sample-steps",
         type=int,
-        default=30,
-        help="DPM-Solver++ (2M SDE) steps of the base model, pages and evaluation (default: %(default)s)",
+        default=defaults.STEPS[defaults.SAMPLER],
+        help=f"{defaults.SAMPLER} steps of the base model, pages and evaluation (default: %(default)s)",
     )
-    g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: %(default)s)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        default=defaults.GUIDANCE,
+        help="classifier-free guidance scale (default: %(default)s)",
+    )
     g.add_argument(
         "--script", default="shapes_story", help="comic script: a file or a bundled example name (default: %(default)s)"
     )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/quickstart.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("count", "steps", "batch_size", "eval_samples", "sample_steps"):
         if getattr(args, name) < 1:
@@ -100,15 +125,12 @@ def heading(text: str) -> None:
 def run_command(module: str, argv: list[str]) -> None:
     """Print `python -m module argv...` and run that CLI's main() in this process; stop on failure."""
     print(f"\n$ python -m {module} {shlex.join(argv)}", flush=True)
-    if module == "data_pipeline":
-        from data_pipeline.__main__ import main
-    elif module == "finetune":
-        from finetune.__main__ import main
-    else:
-        from sampling.__main__ import main
-    status = main(argv)
+    status = COMMAND_LINES[module](argv)
     if status:
         raise SystemExit(f"quickstart: `python -m {module} {argv[0]}` failed (exit status {status}); see above")
+
+
+COMMAND_LINES = {"data_pipeline": data_pipeline_main, "finetune": finetune_main, "sampling": sampling_main}
 
 
 def model_options(folder: Path) -> dict:
@@ -116,8 +138,6 @@ def model_options(folder: Path) -> dict:
 
 
 def resolve_models(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    from finetune.bundled_models import bundled_model_path
-
     try:
         base = Path(args.base_model) if args.base_model else bundled_model_path("base")
         upsampler = None
@@ -154,17 +174,8 @@ def world_arguments(args: argparse.Namespace, base: Path) -> list[str]:
     return flags
 
 
-def write_json(path: Path, payload) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def evaluation_scenes(world, n: int, seed: int = 1000) -> list[dict]:
     """n scenes of the world; the evaluation prompts are their canonical captions."""
-    from data_pipeline.synthetic import sample_attributes, sample_rng
-
     return [sample_attributes(world, sample_rng(seed, i)) for i in range(n)]
 
 
@@ -207,8 +218,6 @@ def format_figures(rows: dict[str, dict]) -> str:
 
 def panel_readouts(page_dir: Path, world) -> list[str]:
     """What the evaluator reads in each panel of a comic run (comic.json lists the panels and prompts)."""
-    from data_pipeline.synthetic import read_scene
-
     meta = json.loads((page_dir / "comic.json").read_text(encoding="utf-8"))
     lines = []
     for panel in meta["panels"]:
@@ -224,138 +233,75 @@ def panel_readouts(page_dir: Path, world) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from data_pipeline.synthetic import score, world_from_manifest
-
-    out = Path(args.out)
-    base, upsampler = resolve_models(args)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    size = int(model_options(base)["image_size"])
-    timings: dict[str, float] = {}
-    data_dir, run_dir = out / "data", out / "finetune"
-
-    started = time.perf_counter()
-    print(f"quickstart: base model {base}" + (f", upsampler {upsampler}" if upsampler else ", no upsampler"))
+def build_dataset(args: argparse.Namespace, base: Path, size: int, data_dir: Path):
+    """Step 1: the comic-style synthetic dataset in the base model's world; returns that world."""
     heading("1/4 a small comic-style synthetic dataset")
-    run_command(
-        "data_pipeline",
-        [
-            "synthetic",
-            "--out",
-            str(data_dir),
-            "--count",
-            str(args.count),
-            "--seed",
-            str(args.seed),
-            "--style",
-            "comic",
-            "--sizes",
-            str(size),
-            "--shard-size",
-            "500",
-            "--processes",
-            "1",
-            *world_arguments(args, base),
-        ],
-    )
-    timings["dataset"] = time.perf_counter() - started
-    world = world_from_manifest(str(data_dir))
+    flags = ["--out", str(data_dir), "--count", str(args.count), "--seed", str(args.seed), "--style", "comic"]
+    flags += ["--sizes", str(size), "--shard-size", "500", "--processes", "1", *world_arguments(args, base)]
+    run_command("data_pipeline", ["synthetic", *flags])
+    return world_from_manifest(str(data_dir))
 
-    heading(f"2/4 fine-tune the base model for {args.steps} steps")
-    started = time.perf_counter()
-    finetuned = run_dir / "model"
-    done_steps = 0
-    if (finetuned / "provenance.json").is_file():
-        provenance = json.loads((finetuned / "provenance.json").read_text(encoding="utf-8"))
-        if provenance.get("init_checkpoint") not in (str(base), "(resumed run)"):
-            raise SystemExit(
-                f"quickstart: {run_dir} fine-tuned another model ({provenance.get('init_checkpoint')}); "
-                "use another --out"
-            )
-        done_steps = int(provenance.get("steps", 0))
-    if done_steps < args.steps:
-        from finetune.train.resume_state import list_checkpoints
 
-        resume = ["--resume", "latest"] if list_checkpoints(run_dir) else []
-        run_command(
-            "finetune",
-            [
-                "train",
-                "--init",
-                str(base),
-                "--data",
-                str(data_dir),
-                "--run-dir",
-                str(run_dir),
-                *resume,
-                "--max-steps",
-                str(args.steps),
-                "--batch-size",
-                str(args.batch_size),
-                "--lr",
-                str(args.lr),
-                "--lr-warmup-steps",
-                str(min(20, args.steps // 10)),
-                "--ema-decay",
-                "0.995",
-                "--mixed-precision",
-                "bf16" if args.bf16 else "no",
-                # position and size are in the captions: no random crops
-                "--crop-scale-min",
-                "1",
-                "--crop-scale-max",
-                "1",
-                "--num-workers",
-                "0",
-                "--shuffle-buffer",
-                "500",
-                "--val-samples",
-                "0",
-                "--sample-every",
-                "-1",
-                "--checkpoint-every",
-                str(max(50, args.steps // 3)),
-                "--keep-checkpoints",
-                "1",
-                "--no-progress",
-            ],
+def finished_steps(run_dir: Path, base: Path) -> int:
+    """Steps of the fine-tuned model already in `run_dir` (0 if none); refuses a run that started from another model."""
+    provenance_file = run_dir / "model" / "provenance.json"
+    if not provenance_file.is_file():
+        return 0
+    provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
+    if provenance.get("init_checkpoint") not in (str(base), "(resumed run)"):
+        raise SystemExit(
+            f"quickstart: {run_dir} fine-tuned another model ({provenance.get('init_checkpoint')}); use another --out"
         )
-    else:
-        print(f"\nfine-tuned model in {finetuned} already has {done_steps} steps; reusing it")
-    timings["fine-tune"] = time.perf_counter() - started
+    return int(provenance.get("steps", 0))
 
-    sampler = ["--sampler", "dpmpp_2m_sde", "--steps", str(args.sample_steps), "--guidance", str(args.guidance)]
-    models = {"before": base, "after": finetuned}
-    up_flags = ["--upsampler", str(upsampler)] if upsampler else ["--no-upsample"]
+
+def train_flags(args: argparse.Namespace) -> list[str]:
+    """The trainer settings of the quickstart's short fine-tune."""
+    return [
+        *("--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr)),
+        *("--lr-warmup-steps", str(min(20, args.steps // 10)), "--ema-decay", "0.995"),
+        *("--mixed-precision", "bf16" if args.bf16 else "no"),
+        *("--crop-scale-min", "1", "--crop-scale-max", "1"),  # position and size are in the captions: no random crops
+        *("--num-workers", "0", "--shuffle-buffer", "500", "--val-samples", "0", "--sample-every", "-1"),
+        *("--checkpoint-every", str(max(50, args.steps // 3)), "--keep-checkpoints", "1", "--no-progress"),
+    ]
+
+
+def fine_tune(args: argparse.Namespace, base: Path, data_dir: Path, run_dir: Path) -> Path:
+    """Step 2: fine-tune the base model (resuming a run left part-way); returns the fine-tuned model folder."""
+    heading(f"2/4 fine-tune the base model for {args.steps} steps")
+    finetuned = run_dir / "model"
+    done_steps = finished_steps(run_dir, base)
+    if done_steps >= args.steps:
+        print(f"\nfine-tuned model in {finetuned} already has {done_steps} steps; reusing it")
+        return finetuned
+    resume = ["--resume", "latest"] if list_checkpoints(run_dir) else []
+    run_command(
+        "finetune",
+        ["train", "--init", str(base), "--data", str(data_dir), "--run-dir", str(run_dir)] + resume + train_flags(args),
+    )
+    return finetuned
+
+
+def sampler_flags(args: argparse.Namespace) -> list[str]:
+    return ["--sampler", defaults.SAMPLER, "--steps", str(args.sample_steps), "--guidance", str(args.guidance)]
+
+
+def draw_pages(args: argparse.Namespace, models: dict[str, Path], upsampler: Path | None, out: Path, timings) -> None:
+    """Step 3: the same comic page with each model, same seeds."""
     heading("3/4 the same comic page before and after fine-tuning (same seeds)")
+    up_flags = ["--upsampler", str(upsampler)] if upsampler else ["--no-upsample"]
     for name, model in models.items():
         started = time.perf_counter()
-        run_command(
-            "sampling",
-            [
-                "comic",
-                args.script,
-                "--model",
-                str(model),
-                *up_flags,
-                *sampler,
-                "--out",
-                str(out / f"page-{name}"),
-                "--overwrite",
-                "--quiet",
-            ],
-        )
+        flags = ["--model", str(model), *up_flags, *sampler_flags(args), "--out", str(out / f"page-{name}")]
+        run_command("sampling", ["comic", args.script, *flags, "--overwrite", "--quiet"])
         timings[f"page {name}"] = time.perf_counter() - started
 
+
+def evaluate(args: argparse.Namespace, models: dict[str, Path], world, out: Path, timings) -> dict[str, dict]:
+    """Step 4: evaluation images of each model from the same captions and seeds, scored by the world's evaluator."""
     scenes = evaluation_scenes(world, args.eval_samples)
     prompts = out / "eval-prompts.txt"
-    from data_pipeline.synthetic import canonical_caption
-
     name_size = len(world.sizes) > 1
     prompts.write_text("".join(canonical_caption(s, name_size) + "\n" for s in scenes), encoding="utf-8")
     heading(f"4/4 {len(scenes)} evaluation images per model (same captions and seeds)")
@@ -363,29 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         started = time.perf_counter()
         folder = out / f"eval-{name}"
-        run_command(
-            "sampling",
-            [
-                "generate",
-                "--prompts-file",
-                str(prompts),
-                "--model",
-                str(model),
-                "--no-upsample",
-                *sampler,
-                "--seed",
-                "0",
-                "--batch-size",
-                "8",
-                "--out",
-                str(folder),
-                "--overwrite",
-                "--quiet",
-            ],
-        )
+        flags = ["--prompts-file", str(prompts), "--model", str(model), "--no-upsample", *sampler_flags(args)]
+        flags += ["--seed", "0", "--batch-size", "8", "--out", str(folder), "--overwrite", "--quiet"]
+        run_command("sampling", ["generate", *flags])
         figures[name] = score(generated_images(folder, len(scenes)), scenes, world)
         timings[f"evaluation {name}"] = time.perf_counter() - started
+    return figures
 
+
+def report(args, out: Path, models: dict[str, Path], upsampler: Path | None, world, figures, size, timings) -> None:
+    """The pages' readouts, the figures and timings on stdout, and OUT/summary.json."""
     heading("the comic page, before and after fine-tuning")
     for name in models:
         print(f"{name}: {out / f'page-{name}' / 'page-01.png'}")
@@ -393,28 +326,49 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"before": figures["before"], "after": figures["after"]}
     heading(
         f"evaluator figures: {args.eval_samples} captions of the world, {size} px, "
-        f"DPM-Solver++ {args.sample_steps} steps, guidance {args.guidance:g}"
+        f"{defaults.SAMPLER} {args.sample_steps} steps, guidance {args.guidance:g}"
     )
     print(format_figures(rows))
     print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    write_json(
-        out / "summary.json",
-        {
-            "base_model": str(base),
-            "upsampler": str(upsampler) if upsampler else None,
-            "finetuned_model": str(finetuned),
-            "dataset": str(data_dir),
-            "steps": args.steps,
-            "eval_samples": args.eval_samples,
-            "sample_steps": args.sample_steps,
-            "guidance": args.guidance,
-            "figures": rows,
-            "note": "small-sample figures",
-            "seconds": {k: round(v, 1) for k, v in timings.items()},
-            "pages": {name: str(out / f"page-{name}" / "page-01.png") for name in models},
-        },
-    )
+    summary = {
+        "base_model": str(models["before"]),
+        "upsampler": str(upsampler) if upsampler else None,
+        "finetuned_model": str(models["after"]),
+        "dataset": str(out / "data"),
+        "steps": args.steps,
+        "eval_samples": args.eval_samples,
+        "sample_steps": args.sample_steps,
+        "guidance": args.guidance,
+        "figures": rows,
+        "note": "small-sample figures",
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "pages": {name: str(out / f"page-{name}" / "page-01.png") for name in models},
+    }
+    atomic_write_json(out / "summary.json", summary)
     print(f"summary: {out / 'summary.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    base, upsampler = resolve_models(args)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = int(model_options(base)["image_size"])
+    data_dir, run_dir = out / "data", out / "finetune"
+    print(f"quickstart: base model {base}" + (f", upsampler {upsampler}" if upsampler else ", no upsampler"))
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    world = build_dataset(args, base, size, data_dir)
+    timings["dataset"] = time.perf_counter() - started
+    started = time.perf_counter()
+    finetuned = fine_tune(args, base, data_dir, run_dir)
+    timings["fine-tune"] = time.perf_counter() - started
+    models = {"before": base, "after": finetuned}
+    draw_pages(args, models, upsampler, out, timings)
+    figures = evaluate(args, models, world, out, timings)
+    report(args, out, models, upsampler, world, figures, size, timings)
     return 0
 
 

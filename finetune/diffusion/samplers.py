@@ -19,8 +19,9 @@ Common keyword arguments:
   inpainting one (GLIDE's method: the prediction is overwritten with the known pixels each step).
 - ``progress``: a tqdm bar; ``callback(step, total, x, pred_xstart)`` after every step.
 
-Defaults: ancestral with GLIDE's base respacing ``"100"``; DDIM with ``"fast27"`` (GLIDE's
-upsampler setting; ``"ddim25"`` and any other spec work too); DPM-Solver++(2M) with 20 model calls.
+Defaults (sampler and steps per sampler) come from ``finetune.diffusion.defaults``, the one table every caller
+reads: DPM-Solver++(2M) SDE with 30 model calls; ancestral ``"100"`` (GLIDE's base respacing); DDIM ``"fast27"``
+(GLIDE's upsampler setting; ``"ddim25"`` and any other spec work too); DPM-Solver++(2M) with 20 model calls.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import defaults
 from .gaussian_diffusion import GaussianDiffusion, build_diffusion
 
 SAMPLERS = ("ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde")
-DEFAULT_STEPS = {"ancestral": "100", "ddim": "fast27", "dpmpp_2m": 20, "dpmpp_2m_sde": 30}
+DEFAULT_STEPS = defaults.STEPS
 STEP_COUNT_SAMPLERS = ("dpmpp_2m", "dpmpp_2m_sde")  # their steps are a number of model calls, not a respacing
 
 ModelFn = Callable[..., torch.Tensor]
@@ -48,7 +50,7 @@ def sample(
     model_fn: ModelFn,
     shape: Sequence[int],
     *,
-    sampler: str = "dpmpp_2m",
+    sampler: str = defaults.SAMPLER,
     steps: int | str | None = None,
     eta: float = 0.0,
     **kwargs,

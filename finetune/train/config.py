@@ -19,6 +19,8 @@ import yaml
 
 from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_text
+from finetune.diffusion import defaults as sampling_defaults
+from finetune.diffusion.samplers import SAMPLERS
 
 
 class ConfigError(UserError, ValueError):
@@ -212,15 +214,15 @@ class TrainConfig:
     sample_prompts: list[str] = _opt([], "Fixed prompts of the sample grid (default: the first val captions).")
     num_sample_prompts: int = _opt(4, "Prompts in the grid when sample_prompts is not given.", min=1, max=64)
     sample_seed: int = _opt(1234, "Seed of the sample grid (the same noise every time).", min=0)
-    sample_sampler: str = _opt(
-        "ancestral", "Sampler of the grid.", choices=["ancestral", "ddim", "dpmpp_2m", "dpmpp_2m_sde"]
-    )
+    sample_sampler: str = _opt(sampling_defaults.SAMPLER, "Sampler of the grid.", choices=list(SAMPLERS))
     sample_steps: str = _opt(
-        "fast27",
+        str(sampling_defaults.STEPS[sampling_defaults.SAMPLER]),
         "Steps of the grid's sampler: a respacing (50, fast27, ddim25) for "
         "ancestral/ddim, a number of model calls for dpmpp_2m(_sde).",
     )
-    guidance_scale: float = _opt(3.0, "Classifier-free guidance scale of the sample grid.", min=0.0, max=100.0)
+    guidance_scale: float = _opt(
+        sampling_defaults.GUIDANCE, "Classifier-free guidance scale of the sample grid.", min=0.0, max=100.0
+    )
     nan_max_consecutive: int = _opt(
         5, "Stop after this many non-finite steps in a row (each one is skipped).", min=1, max=STEP_LIMIT
     )

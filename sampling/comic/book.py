@@ -25,16 +25,19 @@ from typing import Callable
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..outputs import atomic_write_json, output_state, save_image
+from data_pipeline.errors import UserError
+from data_pipeline.fsutil import atomic_write_json
+
+from ..outputs import output_state, save_image
 from .page import PageStyle, compose_page
-from .script import ComicScript
+from .script import ComicScript, Panel
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "comic.json"
 PanelRef = tuple[int, int]  # (page, panel), 1-based
 
 
-class ComicError(ValueError):
+class ComicError(UserError, ValueError):
     """A comic run that cannot proceed as asked (conflicting outputs, bad panel references)."""
 
 
@@ -95,23 +98,8 @@ def _read_metadata(out_dir: Path) -> dict:
         raise ComicError(f"{path} is unreadable ({exc}); move it away to start this folder afresh") from None
 
 
-def make_comic(
-    script: ComicScript,
-    pipeline,
-    out_dir: str | Path,
-    *,
-    batch_size: int = 4,
-    style: PageStyle = DEFAULT_PAGE_STYLE,
-    regenerate: dict[PanelRef, int | None] | None = None,
-    overwrite: bool = False,
-    candidates: int = 1,
-    reranker=None,
-    progress: bool = True,
-    report: Callable[[str], None] = log.info,
-) -> ComicResult:
-    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages."""
-    out_dir = Path(out_dir)
-    regenerate = dict(regenerate or {})
+def _check_request(script: ComicScript, regenerate: dict, candidates: int, reranker) -> dict[PanelRef, Panel]:
+    """The script's panels by reference, after checking the request names only panels the script has."""
     if candidates < 1:
         raise ComicError(f"candidates must be at least 1, got {candidates}")
     if candidates > 1 and reranker is None:
@@ -124,8 +112,13 @@ def make_comic(
                 f"({len(script.pages)} page(s); page {ref[0]} has "
                 f"{len(script.pages[ref[0] - 1].panels) if ref[0] <= len(script.pages) else 0} panel(s))"
             )
+    return refs
 
-    previous = _read_metadata(out_dir)
+
+def _panel_seeds(
+    script: ComicScript, refs: dict[PanelRef, Panel], regenerate: dict, previous: dict
+) -> tuple[dict[PanelRef, int], dict[str, int], list[str]]:
+    """Each panel's seed (see the module docstring for the precedence), the seed overrides to record, warnings."""
     overrides: dict[str, int] = {k: int(v) for k, v in (previous.get("seed_overrides") or {}).items()}
     for ref, seed in regenerate.items():
         overrides[panel_key(ref)] = seed if seed is not None else secrets.randbelow(2**31)
@@ -145,15 +138,16 @@ def make_comic(
         else:
             seeds[ref] = derived_seed(script.seed, ref)
     overrides = {k: v for k, v in overrides.items() if tuple(int(x) for x in k.split(".")) in refs}
+    return seeds, overrides, warnings
 
-    rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
-    params: dict[PanelRef, dict] = {}
-    for ref, panel in refs.items():
-        params[ref] = {**pipeline.parameters(script.prompt_for(panel), seeds[ref]), **rerank_info}
 
+def _panels_to_draw(
+    out_dir: Path, params: dict[PanelRef, dict], regenerate: dict, overwrite: bool
+) -> tuple[list[PanelRef], list[PanelRef]]:
+    """(panels to generate, panels already written with the same parameters); other parameters are an error."""
     todo, skipped, conflicts = [], [], []
-    for ref in refs:
-        state = output_state(panel_file(out_dir, ref), params[ref])
+    for ref, panel_params in params.items():
+        state = output_state(panel_file(out_dir, ref), panel_params)
         if state == "same" and ref not in regenerate:
             skipped.append(ref)
         elif state == "different" and not (overwrite or ref in regenerate):
@@ -165,40 +159,92 @@ def make_comic(
             f"panel(s) {', '.join(conflicts)} in {out_dir} were made with other settings or captions; "
             "pass --overwrite to regenerate them, or use another --out folder"
         )
+    return todo, skipped
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Record the seeds first, so an interrupted run resumes with the same ones.
-    atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
 
-    jobs = [(ref, k) for ref in todo for k in range(candidates)]
-    pending: dict[PanelRef, list] = {}
+@dataclass
+class _PanelJob:
+    """How the panels are drawn: the pipeline, candidates per panel (the reranker keeps the best) and batching."""
+
+    pipeline: object
+    out_dir: Path
+    candidates: int
+    reranker: object
+    batch_size: int
+    progress: bool
+    report: Callable[[str], None]
+
+
+def _save_best(job: _PanelJob, ref: PanelRef, results: list, params: dict) -> None:
+    """Save the panel: its one image, or the candidate the reranker scores best."""
+    info = {"image_seed": results[0].seed}
+    if job.candidates > 1:
+        best, scores = job.reranker.best([r.image for r in results], params["prompt"])
+        info = {"image_seed": results[best].seed, "clip_scores": scores, "candidate_seeds": [r.seed for r in results]}
+        results = [results[best]]
+    save_image(panel_file(job.out_dir, ref), results[0].image, params, info)
+    job.report(f"panel {panel_key(ref)} written (seed {info['image_seed']})")
+
+
+def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict) -> list[str]:
+    """Generate the panels in `todo` in batches, saving each as soon as its candidates are done; the warnings."""
+    jobs = [(ref, k) for ref in todo for k in range(job.candidates)]
     prompts = [params[ref]["prompt"] for ref, _ in jobs]
-    job_seeds = [candidate_seeds(seeds[ref], candidates)[k] for ref, k in jobs]
+    job_seeds = [candidate_seeds(seeds[ref], job.candidates)[k] for ref, k in jobs]
+    pending: dict[PanelRef, list] = {}
+    warnings: list[str] = []
     done = 0
-    for batch in pipeline.generate_batches(prompts, job_seeds, batch_size=batch_size, progress=progress):
+    batches = job.pipeline.generate_batches(prompts, job_seeds, batch_size=job.batch_size, progress=job.progress)
+    for batch in batches:
         for result in batch:
             ref, _ = jobs[done]
             done += 1
             pending.setdefault(ref, []).append(result)
             warnings += [f"panel {panel_key(ref)}: {w}" for w in result.warnings]
-            if len(pending[ref]) < candidates:
-                continue
-            results = pending.pop(ref)
-            info = {"image_seed": results[0].seed}
-            if candidates > 1:
-                best, scores = reranker.best([r.image for r in results], params[ref]["prompt"])
-                info = {
-                    "image_seed": results[best].seed,
-                    "clip_scores": scores,
-                    "candidate_seeds": [r.seed for r in results],
-                }
-                results = [results[best]]
-            save_image(panel_file(out_dir, ref), results[0].image, params[ref], info)
-            report(f"panel {panel_key(ref)} written (seed {info['image_seed']})")
+            if len(pending[ref]) == job.candidates:
+                _save_best(job, ref, pending.pop(ref), params[ref])
+    return warnings
 
-    pages, panel_meta = [], []
-    page_bar = tqdm(script.pages, desc="pages", unit="page", disable=not progress)
-    for number, page in enumerate(page_bar, 1):
+
+def _page_parameters(page, page_refs, refs, params, seeds, pipeline, style: PageStyle) -> dict:
+    """What a page PNG records: its layout, style, model and every panel's parameters and lettering."""
+    return {
+        "kind": "comic page",
+        "title": page.title,
+        "layout": page.layout.describe(),
+        "model": pipeline.model_id,
+        "style": asdict(style),
+        "panels": [
+            {**params[ref], "narration": refs[ref].narration, "dialogue": [d.__dict__ for d in refs[ref].dialogue]}
+            for ref in page_refs
+        ],
+        "prompt": " | ".join(params[ref]["prompt"] for ref in page_refs),
+        "seed": [seeds[ref] for ref in page_refs],
+    }
+
+
+def _panel_metadata(out_dir: Path, ref: PanelRef, panel: Panel, params: dict, seed: int, placed: dict) -> dict:
+    return {
+        "page": ref[0],
+        "panel": ref[1],
+        "caption": panel.caption,
+        "prompt": params["prompt"],
+        "seed": seed,
+        "narration": panel.narration,
+        "dialogue": [d.__dict__ for d in panel.dialogue],
+        "file": str(panel_file(out_dir, ref).relative_to(out_dir)),
+        "box": placed["box"],
+        "lettering": placed["lettering"],
+    }
+
+
+def _compose_pages(
+    script: ComicScript, refs, params, seeds, pipeline, style: PageStyle, out_dir: Path, progress: bool
+) -> tuple[list[Path], list[dict], list[str]]:
+    """Every page composed from its saved panels (rewritten only when its parameters changed): the page files,
+    each panel's metadata and the lettering warnings."""
+    pages, panel_meta, warnings = [], [], []
+    for number, page in enumerate(tqdm(script.pages, desc="pages", unit="page", disable=not progress), 1):
         page_refs = [(number, q) for q in range(1, len(page.panels) + 1)]
         images = []
         for ref in page_refs:
@@ -206,47 +252,26 @@ def make_comic(
                 images.append(im.convert("RGB"))
         image, layout, notes = compose_page(page, images, style)
         warnings += [f"page {number}: {n}" for n in notes]
-        page_params = {
-            "kind": "comic page",
-            "title": page.title,
-            "layout": page.layout.describe(),
-            "model": pipeline.model_id,
-            "style": asdict(style),
-            "panels": [
-                {**params[ref], "narration": refs[ref].narration, "dialogue": [d.__dict__ for d in refs[ref].dialogue]}
-                for ref in page_refs
-            ],
-            "prompt": " | ".join(params[ref]["prompt"] for ref in page_refs),
-            "seed": [seeds[ref] for ref in page_refs],
-        }
+        page_params = _page_parameters(page, page_refs, refs, params, seeds, pipeline, style)
         path = page_file(out_dir, number)
         if output_state(path, page_params) != "same":
             save_image(path, image, page_params)
         pages.append(path)
         for ref, placed in zip(page_refs, layout["panels"]):
-            panel = refs[ref]
-            panel_meta.append(
-                {
-                    "page": ref[0],
-                    "panel": ref[1],
-                    "caption": panel.caption,
-                    "prompt": params[ref]["prompt"],
-                    "seed": seeds[ref],
-                    "narration": panel.narration,
-                    "dialogue": [d.__dict__ for d in panel.dialogue],
-                    "file": str(panel_file(out_dir, ref).relative_to(out_dir)),
-                    "box": placed["box"],
-                    "lettering": placed["lettering"],
-                }
-            )
-    metadata = {
+            panel_meta.append(_panel_metadata(out_dir, ref, refs[ref], params[ref], seeds[ref], placed))
+    return pages, panel_meta, warnings
+
+
+def _comic_metadata(script: ComicScript, pipeline, params, pages, panel_meta, overrides, warnings) -> dict:
+    """comic.json: the script, model and sampling parameters, the pages and panels, the seed overrides."""
+    return {
         "script": script.source,
         "title": script.title,
         "style": script.style,
         "character": script.character,
         "script_seed": script.seed,
         "model": pipeline.model_id,
-        "parameters": {k: v for k, v in params[next(iter(refs))].items() if k not in ("prompt", "seed")},
+        "parameters": {k: v for k, v in next(iter(params.values())).items() if k not in ("prompt", "seed")},
         "pages": [
             {"page": i, "file": p.name, "title": pg.title, "layout": pg.layout.describe()}
             for i, (p, pg) in enumerate(zip(pages, script.pages), 1)
@@ -255,5 +280,42 @@ def make_comic(
         "seed_overrides": overrides,
         "warnings": warnings,
     }
-    atomic_write_json(out_dir / METADATA_FILE, metadata)
+
+
+def make_comic(
+    script: ComicScript,
+    pipeline,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 4,
+    style: PageStyle = DEFAULT_PAGE_STYLE,
+    regenerate: dict[PanelRef, int | None] | None = None,
+    overwrite: bool = False,
+    candidates: int = 1,
+    reranker=None,
+    progress: bool = True,
+    report: Callable[[str], None] = log.info,
+) -> ComicResult:
+    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages."""
+    out_dir = Path(out_dir)
+    regenerate = dict(regenerate or {})
+    refs = _check_request(script, regenerate, candidates, reranker)
+    previous = _read_metadata(out_dir)
+    seeds, overrides, warnings = _panel_seeds(script, refs, regenerate, previous)
+    rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
+    params = {
+        ref: {**pipeline.parameters(script.prompt_for(panel), seeds[ref]), **rerank_info} for ref, panel in refs.items()
+    }
+    todo, skipped = _panels_to_draw(out_dir, params, regenerate, overwrite)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Record the seeds first, so an interrupted run resumes with the same ones.
+    atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
+    job = _PanelJob(pipeline, out_dir, candidates, reranker, batch_size, progress, report)
+    warnings += _draw_panels(job, todo, seeds, params)
+    pages, panel_meta, page_warnings = _compose_pages(script, refs, params, seeds, pipeline, style, out_dir, progress)
+    warnings += page_warnings
+    atomic_write_json(
+        out_dir / METADATA_FILE, _comic_metadata(script, pipeline, params, pages, panel_meta, overrides, warnings)
+    )
     return ComicResult(out_dir, pages, {ref: panel_file(out_dir, ref) for ref in refs}, todo, skipped, warnings)

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from data_pipeline.errors import UserError
+
 DIALOGUE_KINDS = ("speech", "thought", "shout")
 
 
@@ -48,7 +50,7 @@ class ScriptLimits:
 LIMITS = ScriptLimits()
 
 
-class ScriptError(ValueError):
+class ScriptError(UserError, ValueError):
     """A malformed comic script; the message names the file, line and field."""
 
 

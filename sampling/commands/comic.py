@@ -9,9 +9,9 @@ from pathlib import Path
 from ..comic.book import make_comic, parse_panel_ref
 from ..comic.page import PageStyle
 from ..comic.script import load_script
+from ..devices import resolve_device
+from ..rerank import ClipReranker
 from .common import CommandError, add_model_arguments, add_output_arguments, add_sampler_arguments, build_pipeline
-
-DESCRIPTION = "Make comic pages from a panel script: panels, lettering (narration, balloons), page layout."
 
 
 def example_scripts() -> dict[str, Path]:
@@ -80,11 +80,17 @@ def _summary(script) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace):
+def run(args: argparse.Namespace) -> int:
     script = load_script(resolve_script(args.script))
     if args.check:
         print(_summary(script))
-        return None
+    else:
+        draw_comic(args, script)
+    return 0
+
+
+def draw_comic(args: argparse.Namespace, script):
+    """The script's pages, generating only the panels not already written with the same parameters."""
     if not 32 <= args.panel_size <= 2048:
         raise CommandError(f"--panel-size must be between 32 and 2048, got {args.panel_size}")
     if args.candidates < 1:
@@ -92,9 +98,6 @@ def run(args: argparse.Namespace):
     regenerate = dict(parse_panel_ref(text) for text in args.regenerate)
     reranker = None
     if args.candidates > 1:
-        from ..devices import resolve_device
-        from ..rerank import ClipReranker
-
         reranker = ClipReranker(args.clip_model, args.clip_weights, args.clip_pretrained, resolve_device(args.device))
     pipeline = build_pipeline(args)
     out = Path(args.out) if args.out else Path("comics") / Path(script.source).stem

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from finetune.diffusion.samplers import SAMPLERS
+from data_pipeline.errors import UserError
+from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 
 from ..devices import resolve_device, resolve_dtype
 from ..loading import load_models
@@ -14,9 +15,13 @@ from ..pipeline import TextToImage
 from ..settings import BASE_DEFAULTS, PARTWAY_SAMPLERS, UPSAMPLER_DEFAULTS, SamplerSettings
 
 SAMPLER_CHOICES = SAMPLERS
+_UPSAMPLE_GUIDANCE_TEXT = (
+    "no guidance, as OpenAI's example" if UPSAMPLER_DEFAULTS.guidance is None else f"{UPSAMPLER_DEFAULTS.guidance:g}"
+)
+_DEFAULT_STEPS_TEXT = ", ".join(f"{name} {steps}" for name, steps in DEFAULT_STEPS.items())
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
@@ -80,7 +85,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
         type=_steps,
         default=None,
         help="ancestral/ddim: respacing spec ('100' GLIDE's default, '50', 'fast27', 'ddim25', '10,10,3,2,2'); "
-        "dpmpp_2m(_sde): number of steps (default: ancestral 100, ddim fast27, dpmpp_2m(_sde) 20)",
+        f"dpmpp_2m(_sde): number of steps (default: {_DEFAULT_STEPS_TEXT})",
     )
     g.add_argument(
         "--guidance",
@@ -104,8 +109,8 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--upsample-guidance",
         type=float,
-        default=None,
-        help="guide the upsampler too with this scale (default: no guidance, as OpenAI's example)",
+        default=UPSAMPLER_DEFAULTS.guidance,
+        help=f"guide the upsampler too with this scale (default: {_UPSAMPLE_GUIDANCE_TEXT})",
     )
     g.add_argument(
         "--upsample-temperature",

@@ -11,8 +11,6 @@ from PIL import Image
 from ..outputs import make_grid, output_state, save_image, slugify
 from .common import CommandError, add_model_arguments, add_output_arguments, add_sampler_arguments, build_pipeline
 
-DESCRIPTION = "Generate images from captions (classifier-free guidance, optional upsampler)."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompts", nargs="*", help='captions; an empty string "" samples unconditionally')
@@ -40,7 +38,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def run(args: argparse.Namespace) -> list[Path]:
+def run(args: argparse.Namespace) -> int:
+    generate_images(args)
+    return 0
+
+
+def generate_images(args: argparse.Namespace) -> list[Path]:
+    """Every image the arguments ask for, reusing the ones already written with the same parameters."""
     prompts = read_prompts(args)
     if args.num_images < 1:
         raise CommandError(f"--num-images must be at least 1, got {args.num_images}")

@@ -9,8 +9,6 @@ from ..inpaint import load_inpaint_inputs
 from ..outputs import output_state, save_image, slugify
 from .common import CommandError, add_model_arguments, add_output_arguments, add_sampler_arguments, build_pipeline
 
-DESCRIPTION = "Inpaint: regenerate the white region of a mask over an image, guided by a caption."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -32,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser, "outputs")
 
 
-def run(args: argparse.Namespace) -> list[Path]:
+def run(args: argparse.Namespace) -> int:
+    inpaint_images(args)
+    return 0
+
+
+def inpaint_images(args: argparse.Namespace) -> list[Path]:
+    """Every variation the arguments ask for, reusing the ones already written with the same parameters."""
     if args.num_images < 1:
         raise CommandError(f"--num-images must be at least 1, got {args.num_images}")
     if args.seed < 0:

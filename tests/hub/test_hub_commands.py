@@ -162,7 +162,8 @@ def test_vocab_flag_has_one_name_and_an_alias(tmp_path):
 def sampling_parser_vocab(flag: str) -> str:
     from sampling.__main__ import build_parser
 
-    return build_parser().parse_args(["generate", "a boat", flag, "bpe/"]).vocab
+    argv = ["generate", "a boat", flag, "bpe/"]
+    return build_parser(argv).parse_args(argv).vocab
 
 
 def test_convert_by_name(hub_env, tmp_path, capsys):

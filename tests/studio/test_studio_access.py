@@ -49,7 +49,7 @@ def broken_models_dir(models_dir, tmp_path) -> Path:
 
 def _start(workdir: Path, models_dir: Path, *extra: str, record_hosts: list | None = None):
     """A studio started the way ``python -m sampling studio`` starts it, on a free port of 127.0.0.1."""
-    from sampling.studio.cli import add_arguments, run
+    from sampling.studio.cli import add_arguments, serve
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -68,7 +68,7 @@ def _start(workdir: Path, models_dir: Path, *extra: str, record_hosts: list | No
             *extra,
         ]
     )
-    studio, demo = run(args, block=False)
+    studio, demo = serve(args, block=False)
     return f"http://127.0.0.1:{port}", studio, demo
 
 

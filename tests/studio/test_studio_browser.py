@@ -106,7 +106,7 @@ def train_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def studio_url(models_dir, train_data, tmp_path_factory, embedder):
-    from sampling.studio.cli import add_arguments, run
+    from sampling.studio.cli import add_arguments, serve
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -127,7 +127,7 @@ def studio_url(models_dir, train_data, tmp_path_factory, embedder):
     )
     with pytest.MonkeyPatch.context() as patch:  # a login, as a shared studio has one
         patch.setenv("AUTOCOMICS_STUDIO_AUTH", f"{LOGIN[0]}:{LOGIN[1]}")
-        studio, demo = run(args, block=False)
+        studio, demo = serve(args, block=False)
     try:
         yield f"http://127.0.0.1:{port}/", studio
     finally:

@@ -8,6 +8,7 @@ so one backend object is safe to share between threads and users.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -134,7 +135,7 @@ class PostgresBackend:
 
     def __init__(self, dsn: str, connect_timeout: int = 5):
         try:
-            import psycopg  # noqa: F401
+            import psycopg  # noqa: F401 - lazy: optional (studio extra), only PostgreSQL needs it
         except ImportError as exc:
             raise DatabaseUnavailable(
                 "a PostgreSQL DSN was given but psycopg 3 is not installed (pip install 'psycopg[binary]')"
@@ -146,7 +147,7 @@ class PostgresBackend:
         return f"PostgreSQL database {redact_dsn(self.dsn)}"
 
     def _connect(self):
-        import psycopg
+        import psycopg  # lazy: optional (studio extra), only PostgreSQL needs it
 
         try:
             return psycopg.connect(self.dsn, connect_timeout=self.connect_timeout, autocommit=False)
@@ -156,7 +157,7 @@ class PostgresBackend:
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[_Cursor]:
-        import psycopg
+        import psycopg  # lazy: optional (studio extra), only PostgreSQL needs it
 
         conn = self._connect()
         try:
@@ -191,15 +192,11 @@ class PostgresBackend:
         return "lower(caption)"
 
     def params_to_db(self, text: str):
-        import json
-
-        from psycopg.types.json import Jsonb
+        from psycopg.types.json import Jsonb  # lazy: optional (studio extra), only PostgreSQL needs it
 
         return Jsonb(json.loads(text))
 
     def params_from_db(self, value) -> str:
-        import json
-
         return json.dumps(value, sort_keys=True)
 
     def blob(self, data: bytes):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from data_pipeline.errors import UserError
+
 
 class CatalogueError(Exception):
     """Base class of every catalogue failure."""
@@ -23,5 +25,5 @@ class ImageMissing(CatalogueError):
     """A row exists but its image file is gone from disk."""
 
 
-class InvalidInput(CatalogueError, ValueError):
+class InvalidInput(CatalogueError, UserError, ValueError):
     """A caption, image or parameter set that the catalogue refuses to store."""

@@ -20,8 +20,8 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 
-def png_bytes(image, params: dict | None = None) -> bytes:
-    """Encode a PIL image, a PNG/JPEG file path or raw image bytes as PNG bytes.
+def png_to_store(image, params: dict | None = None) -> bytes:
+    """The PNG bytes the catalogue stores for a PIL image, a PNG/JPEG file path or raw image bytes.
 
     PNG input is kept byte for byte (its text chunks, e.g. generation parameters, survive);
     anything else is decoded and re-encoded, with ``params`` written to a text chunk.

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...outputs import slugify
 from .backends import PostgresBackend, SQLiteBackend, open_backend
 from .errors import ImageMissing, InvalidInput, ItemNotFound
-from .images import ImageStore, png_bytes
+from .images import ImageStore, png_to_store
 
 MAX_CAPTION_CHARS = 500
 MAX_PROMPT_CHARS = 4000
@@ -81,7 +82,7 @@ class Catalogue:
         caption = clean_caption(caption)
         prompt = clean_caption(prompt, MAX_PROMPT_CHARS, "prompt") if prompt and prompt.strip() else ""
         params_text = _params_text(params)
-        data = png_bytes(image, params)
+        data = png_to_store(image, params)
         embedding = self._embed_one(caption)
         with self.images.lock():
             image_hash = self.images.put(data)
@@ -186,7 +187,7 @@ class Catalogue:
         source = self.image_path(item)
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        target = dest_dir / f"{slugify(item.caption)}-{item.id}.png"
+        target = dest_dir / f"{slugify(item.caption, max_length=60, empty='image')}-{item.id}.png"
         tmp = target.with_suffix(".png.tmp")
         shutil.copyfile(source, tmp)
         tmp.replace(target)
@@ -275,9 +276,3 @@ def _params_text(params: dict | None) -> str:
     if len(text) > MAX_PARAMS_CHARS:
         raise InvalidInput(f"generation parameters take {len(text)} characters; the limit is {MAX_PARAMS_CHARS}")
     return text
-
-
-def slugify(text: str, limit: int = 60) -> str:
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    text = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return text[:limit].rstrip("-") or "image"
