@@ -1,0 +1,232 @@
+"""Read an emoji scene back from an image: the evaluator of pictures drawn for the emoji world.
+
+OpenCV and numpy only, analysis by synthesis against the world's own glyphs:
+
+1. background: per-channel median of a border ring, named by the nearest world background; the style is comic
+   when a clear share of the ring is in the background's halftone shade;
+2. foreground: pixels away from the line between the background colour and its halftone shade;
+3. one emoji or two: two when an empty column (or row) in the middle band of the image splits the foreground
+   into two substantial parts (pairs stand at different corners, so a gap always separates them);
+4. which emoji: every candidate glyph is scaled so its ink box matches the part's ink box, drawn on the
+   detected background at that place, and compared with the image (mean absolute difference around the part);
+   the best match names the emoji, and its design square gives the size and position.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from data_pipeline.synthetic.reader import as_rgb_uint8
+from data_pipeline.synthetic.render import _background  # the canvases the renderer draws on
+from data_pipeline.synthetic.world import HALFTONE_SHADE, PALETTE, POSITIONS
+
+from .render import paste_glyph, scaled_glyph
+from .vocabulary import CAST_HEXCODES
+from .world import DEFAULT_EMOJI_WORLD, SIZES, EmojiWorld
+
+# A pixel is foreground when it is this far (RGB) from every mix of the background and its halftone shade.
+FOREGROUND_DISTANCE = 45.0
+# Alpha above which a glyph pixel counts as ink when measuring a glyph's ink box.
+INK_ALPHA = 0.35
+# Share of the border ring in the halftone shade above which the scene reads as comic.
+HALFTONE_THRESHOLD = 0.1
+# A gap splits the foreground into two emoji only inside this band of the image and when each side holds at
+# least this share of the foreground.
+GAP_BAND = (0.25, 0.75)
+MIN_PART_SHARE = 0.1
+# Candidates (best first by the ink-box fit) whose placement is then searched to the pixel.
+REFINED_CANDIDATES = 4
+# Foreground blobs smaller than this share of the image are noise.
+MIN_BLOB_FRACTION = 0.0015
+
+
+@lru_cache(maxsize=4096)
+def ink_box(hexcode: str, background: str) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom), as fractions of the design square, of the part of the glyph that `_foreground`
+    finds on `background` (parts in the background's own colour do not count, as in the image)."""
+    from data_pipeline.sources.openmoji_art import MASTER_SIZE, glyph_on  # the art extra, loaded on use
+
+    rgb = PALETTE[background]
+    drawn = glyph_on(hexcode, MASTER_SIZE, rgb).astype(np.float32)
+    ys, xs = np.nonzero(~_near(drawn, np.asarray(rgb, np.float32)))
+    if not len(xs):
+        return 0.0, 0.0, 1.0, 1.0
+    return xs.min() / MASTER_SIZE, ys.min() / MASTER_SIZE, (xs.max() + 1) / MASTER_SIZE, (ys.max() + 1) / MASTER_SIZE
+
+
+def _border(pix: np.ndarray) -> np.ndarray:
+    ring = max(1, pix.shape[0] // 16)
+    return np.concatenate(
+        [
+            pix[:ring].reshape(-1, 3),
+            pix[-ring:].reshape(-1, 3),
+            pix[ring:-ring, :ring].reshape(-1, 3),
+            pix[ring:-ring, -ring:].reshape(-1, 3),
+        ]
+    )
+
+
+def _distance_to_segment(pix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    axis = b - a
+    t = np.clip((pix - a) @ axis / max(float(axis @ axis), 1.0), 0.0, 1.0)
+    return np.linalg.norm(pix - a - t[..., None] * axis, axis=-1)
+
+
+def _near(pix: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(pix - colour, axis=-1) < FOREGROUND_DISTANCE
+
+
+def _background_pixels(pix: np.ndarray, canvas: np.ndarray, style: str, *colours: np.ndarray) -> np.ndarray:
+    """Pixels that the background explains: near one of its colours, near the world's own canvas at that place
+    (the halftone grid never moves), or, when the image's dots are elsewhere, near any mix of the background
+    with its halftone shade (which also swallows thin outlines: only then is that price paid)."""
+    near = np.zeros(pix.shape[:2], bool)
+    for colour in colours:
+        near |= _near(pix, colour)
+    if style == "comic":
+        near |= np.linalg.norm(pix - canvas, axis=-1) < FOREGROUND_DISTANCE
+        ring = _border(np.abs(pix - canvas))
+        if float(np.median(ring.max(axis=1))) > FOREGROUND_DISTANCE / 2:  # dots not on the world's grid
+            for colour in colours:
+                near |= _distance_to_segment(pix, colour, colour * HALFTONE_SHADE) < FOREGROUND_DISTANCE
+    return near
+
+
+def _foreground(pix: np.ndarray, canvas: np.ndarray, style: str, *colours: np.ndarray) -> np.ndarray:
+    """Foreground pixels, specks (noise, stray dots) removed."""
+    mask = (~_background_pixels(pix, canvas, style, *colours)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_BLOB_FRACTION * mask.size)
+    keep = np.ones(count, bool)
+    keep[0] = False
+    keep[small[small > 0]] = False
+    return keep[labels]
+
+
+def _gap(profile: np.ndarray) -> tuple[int, int] | None:
+    """(width, index) of the widest run of empty lines in the middle band that leaves a substantial part of the
+    foreground on each side; None when there is none."""
+    size, total = len(profile), float(profile.sum())
+    lo, hi = int(GAP_BAND[0] * size), int(GAP_BAND[1] * size)
+    best = None
+    run = 0
+    for i in range(lo, hi + 1):
+        run = run + 1 if profile[i] == 0 else 0
+        if run and min(profile[:i].sum(), profile[i:].sum()) >= MIN_PART_SHARE * total:
+            if best is None or run > best[0]:
+                best = (run, i)
+    return best
+
+
+def split_subjects(fg: np.ndarray, pairs: bool) -> list[np.ndarray]:
+    """One foreground mask per emoji: the whole foreground, or its two sides of the widest gap."""
+    if not fg.any():
+        return []
+    gaps = [(gap, axis) for axis in (0, 1) if (gap := _gap(fg.sum(axis=axis))) is not None] if pairs else []
+    if not gaps:
+        return [fg]
+    (_, cut), axis = max(gaps)
+    first, second = fg.copy(), fg.copy()
+    if axis == 0:  # axis 0 sums rows: the gap is a run of empty columns
+        first[:, cut:], second[:, :cut] = False, False
+    else:
+        first[cut:], second[:cut] = False, False
+    return [first, second]
+
+
+def _candidate_fit(hexcode: str, background: str, box) -> tuple[int, int, int]:
+    """(left, top, side) in pixels of the glyph's design square when its ink box fills `box`."""
+    x0, y0, x1, y1 = box
+    bx0, by0, bx1, by1 = ink_box(hexcode, background)
+    side = (x1 - x0 + y1 - y0) / ((bx1 - bx0) + (by1 - by0))
+    return int(round(x0 - bx0 * side)), int(round(y0 - by0 * side)), max(1, int(round(side)))
+
+
+def _placement_error(hexcode: str, placement, canvas: np.ndarray, observed: np.ndarray, window) -> float:
+    """Mean absolute difference, inside `window`, between the image and the glyph drawn there on the canvas."""
+    left, top, side = placement
+    wx0, wy0, wx1, wy1 = window
+    drawn = canvas[wy0:wy1, wx0:wx1].copy()
+    paste_glyph(drawn, scaled_glyph(hexcode, side), left - wx0, top - wy0)
+    return float(np.abs(drawn - observed).mean())
+
+
+def _refined(hexcode: str, placement, canvas, observed, window) -> tuple[float, tuple[int, int, int]]:
+    """The best placement within one pixel of `placement` (position and side): ink boxes measured on a few
+    pixels are off by about that much."""
+    left, top, side = placement
+    candidates = [
+        (left + dx, top + dy, side + ds)
+        for ds in (-1, 0, 1)
+        if side + ds >= 1
+        for dx in (-1, 0, 1)
+        for dy in (-1, 0, 1)
+    ]
+    return min((_placement_error(hexcode, c, canvas, observed, window), c) for c in candidates)
+
+
+def read_subject(pix: np.ndarray, mask: np.ndarray, scene: tuple[str, str, np.ndarray], world: EmojiWorld) -> dict:
+    """Name the emoji in one foreground part by drawing every candidate in its place on the scene's canvas
+    (scene: background name, style, float32 canvas); the closest few are then placed to the pixel."""
+    background, _, canvas = scene
+    size = pix.shape[0]
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    pad = max(1, size // 32)
+    window = (max(0, box[0] - pad), max(0, box[1] - pad), min(size, box[2] + pad), min(size, box[3] + pad))
+    observed = pix[window[1] : window[3], window[0] : window[2]]
+    first = sorted(
+        (
+            _placement_error(
+                CAST_HEXCODES[n], _candidate_fit(CAST_HEXCODES[n], background, box), canvas, observed, window
+            ),
+            n,
+        )
+        for n in world.emoji
+    )
+    refined = [
+        (*_refined(CAST_HEXCODES[n], _candidate_fit(CAST_HEXCODES[n], background, box), canvas, observed, window), n)
+        for _, n in first[:REFINED_CANDIDATES]
+    ]
+    error, (left, top, side), name = min(refined)
+    x, y, extent = (left + side / 2) / size, (top + side / 2) / size, side / size
+    return {
+        "emoji": name,
+        "hexcode": CAST_HEXCODES[name],
+        "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
+        "size": min(world.sizes, key=lambda s: abs(np.log(SIZES[s] / extent))),
+        "x": round(x, 4),
+        "y": round(y, 4),
+        "extent": round(extent, 4),
+        "match_error": round(error, 2),
+    }
+
+
+def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
+    """Read one image (RGB array, PIL image or path). Returns the scene's attributes as the world writes them
+    (subjects ordered top to bottom, left to right; each with emoji, position, size and its geometry),
+    background, style, and the measurements behind them."""
+    rgb = as_rgb_uint8(image)
+    size = rgb.shape[0]
+    pix = rgb.astype(np.float32)
+    border = _border(pix)
+    bg_obs = np.median(border, axis=0)
+    background = min(world.backgrounds, key=lambda n: float(np.sum((np.asarray(PALETTE[n]) - bg_obs) ** 2)))
+    dots = bg_obs * HALFTONE_SHADE
+    halftone = float(np.mean(np.linalg.norm(border - dots, axis=1) < np.linalg.norm(border - bg_obs, axis=1)))
+    style = "comic" if halftone >= HALFTONE_THRESHOLD else "plain"
+    canvas = _background(background, style, size).astype(np.float32)
+    fg = _foreground(pix, canvas, style, bg_obs, np.asarray(PALETTE[background], np.float32))
+    scene = (background, style, canvas)
+    subjects = [read_subject(pix, part, scene, world) for part in split_subjects(fg, world.has_pairs)]
+    subjects.sort(key=lambda s: (round(s["y"] * 2), s["x"]))
+    return {
+        "subjects": subjects,
+        "background": background,
+        "style": style,
+        "background_rgb": [round(float(v), 1) for v in bg_obs],
+        "halftone_score": round(halftone, 4),
+    }
