@@ -19,6 +19,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from data_pipeline.sources.openmoji_art import glyph_on
 from data_pipeline.synthetic.reader import as_rgb_uint8
 from data_pipeline.synthetic.render import _background  # the canvases the renderer draws on
 from data_pipeline.synthetic.world import HALFTONE_SHADE, PALETTE, POSITIONS
@@ -29,8 +30,8 @@ from .world import DEFAULT_EMOJI_WORLD, SIZES, EmojiWorld
 
 # A pixel is foreground when it is this far (RGB) from every mix of the background and its halftone shade.
 FOREGROUND_DISTANCE = 45.0
-# Alpha above which a glyph pixel counts as ink when measuring a glyph's ink box.
-INK_ALPHA = 0.35
+# Side at which glyphs' ink boxes are measured (fine enough for images up to several hundred pixels).
+INK_BOX_RESOLUTION = 128
 # Share of the border ring in the halftone shade above which the scene reads as comic.
 HALFTONE_THRESHOLD = 0.1
 # A gap splits the foreground into two emoji only inside this band of the image and when each side holds at
@@ -47,14 +48,13 @@ MIN_BLOB_FRACTION = 0.0015
 def ink_box(hexcode: str, background: str) -> tuple[float, float, float, float]:
     """(left, top, right, bottom), as fractions of the design square, of the part of the glyph that `_foreground`
     finds on `background` (parts in the background's own colour do not count, as in the image)."""
-    from data_pipeline.sources.openmoji_art import MASTER_SIZE, glyph_on  # the art extra, loaded on use
-
     rgb = PALETTE[background]
-    drawn = glyph_on(hexcode, MASTER_SIZE, rgb).astype(np.float32)
+    drawn = glyph_on(hexcode, INK_BOX_RESOLUTION, rgb).astype(np.float32)
     ys, xs = np.nonzero(~_near(drawn, np.asarray(rgb, np.float32)))
     if not len(xs):
         return 0.0, 0.0, 1.0, 1.0
-    return xs.min() / MASTER_SIZE, ys.min() / MASTER_SIZE, (xs.max() + 1) / MASTER_SIZE, (ys.max() + 1) / MASTER_SIZE
+    side = INK_BOX_RESOLUTION
+    return xs.min() / side, ys.min() / side, (xs.max() + 1) / side, (ys.max() + 1) / side
 
 
 def _border(pix: np.ndarray) -> np.ndarray:
