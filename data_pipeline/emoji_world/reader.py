@@ -38,6 +38,8 @@ HALFTONE_THRESHOLD = 0.1
 # least this share of the foreground.
 GAP_BAND = (0.25, 0.75)
 MIN_PART_SHARE = 0.1
+# Sigma (pixels) of the blur applied to both sides of every comparison (see _soften).
+COMPARE_BLUR = 0.8
 # Candidates (best first by the ink-box fit) whose placement is then searched to the pixel.
 REFINED_CANDIDATES = 4
 # Foreground blobs smaller than this share of the image are noise.
@@ -151,7 +153,13 @@ def _placement_error(hexcode: str, placement, canvas: np.ndarray, observed: np.n
     wx0, wy0, wx1, wy1 = window
     drawn = canvas[wy0:wy1, wx0:wx1].copy()
     paste_glyph(drawn, scaled_glyph(hexcode, side), left - wx0, top - wy0)
-    return float(np.abs(drawn - observed).mean())
+    return float(np.abs(_soften(drawn) - observed).mean())
+
+
+def _soften(pix: np.ndarray) -> np.ndarray:
+    """A slight blur applied to the image and to every candidate before they are compared: a pixel's shift or a
+    generator's soft edges then cost little, while shapes and colours still decide."""
+    return cv2.GaussianBlur(pix, (3, 3), COMPARE_BLUR)
 
 
 def _refined(hexcode: str, placement, canvas, observed, window) -> tuple[float, tuple[int, int, int]]:
@@ -177,7 +185,7 @@ def read_subject(pix: np.ndarray, mask: np.ndarray, scene: tuple[str, str, np.nd
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     pad = max(1, size // 32)
     window = (max(0, box[0] - pad), max(0, box[1] - pad), min(size, box[2] + pad), min(size, box[3] + pad))
-    observed = pix[window[1] : window[3], window[0] : window[2]]
+    observed = _soften(pix[window[1] : window[3], window[0] : window[2]])
     first = sorted(
         (
             _placement_error(

@@ -18,8 +18,9 @@ def _facts(scene: dict) -> dict:
     return {
         "count": len(subjects),
         "emoji": sorted(s["emoji"] for s in subjects),
-        "position": sorted((s["emoji"], s["position"]) for s in subjects),
-        "size": sorted((s["emoji"], s["size"]) for s in subjects),
+        "position": sorted(s["position"] for s in subjects),
+        "size": sorted(s["size"] for s in subjects),
+        "subjects": sorted((s["emoji"], s["position"], s["size"]) for s in subjects),
         "background": scene["background"],
         "style": scene.get("style"),
     }
@@ -32,9 +33,9 @@ def read_emoji_scenes(images: Iterable, world: EmojiWorld = DEFAULT_EMOJI_WORLD)
 def score_emoji_reads(reads: Sequence[dict], targets: Sequence[dict]) -> dict:
     """Compare reads with target scenes (dicts with `subjects` and `background`, as the world writes them).
 
-    Returns n and the share of images with the right count of emoji, the right emoji (all of them), each emoji
-    at its right position, each at its right size, the right background, the right style (when the targets name
-    one), and `all`: emoji, positions, sizes and background all right.
+    Returns n and the share of images with the right count of emoji, the right emoji (all of them), the right
+    positions and the right sizes (as sets, whichever emoji stands there), the right background, the right style
+    (when the targets name one), and `all`: every emoji at its own position and size, on the right background.
     """
     if len(reads) != len(targets):
         raise ValueError(f"{len(reads)} images but {len(targets)} targets")
@@ -48,7 +49,7 @@ def score_emoji_reads(reads: Sequence[dict], targets: Sequence[dict]) -> dict:
         if key == "style" and any(t["style"] is None for _, t in pairs):
             continue
         result[key] = float(np.mean([r[key] == t[key] for r, t in pairs]))
-    content = ("emoji", "position", "size", "background")
+    content = ("subjects", "background")
     result["all"] = float(np.mean([all(r[k] == t[k] for k in content) for r, t in pairs]))
     return result
 

@@ -58,7 +58,8 @@ def test_scoring_counts_wrong_reads():
         **truth,
         "subjects": [{**s, "emoji": "ghost" if s["emoji"] != "ghost" else "cat"} for s in truth["subjects"]],
     }
-    assert score_emoji_reads([moved], [truth])["emoji"] == 0.0
+    figures = score_emoji_reads([moved], [truth])
+    assert figures["emoji"] == 0.0 and figures["all"] == 0.0 and figures["position"] == figures["size"] == 1.0
     with pytest.raises(ValueError, match="2 images but 1 targets"):
         score_emoji_reads([truth, truth], [truth])
     with pytest.raises(ValueError, match="subjects"):
