@@ -21,10 +21,9 @@ import numpy as np
 
 from data_pipeline.sources.openmoji_art import glyph_on
 from data_pipeline.synthetic.reader import as_rgb_uint8
-from data_pipeline.synthetic.render import _background  # the canvases the renderer draws on
 from data_pipeline.synthetic.world import HALFTONE_SHADE, PALETTE, POSITIONS
 
-from .render import paste_glyph, scaled_glyph
+from .render import paste_glyph, scaled_glyph, scene_canvas
 from .vocabulary import CAST_HEXCODES
 from .world import DEFAULT_EMOJI_WORLD, SIZES, EmojiWorld
 
@@ -38,6 +37,9 @@ HALFTONE_THRESHOLD = 0.1
 # least this share of the foreground.
 GAP_BAND = (0.25, 0.75)
 MIN_PART_SHARE = 0.1
+# Larger images are shrunk to this side before reading: glyphs are told apart there already, at a fraction of the
+# cost, and the halftone grid and blur settings stay those the reader is tuned on.
+READ_SIZE = 64
 # Sigma (pixels) of the blur applied to both sides of every comparison (see _soften).
 COMPARE_BLUR = 0.8
 # Candidates (best first by the ink-box fit) whose placement is then searched to the pixel.
@@ -214,10 +216,12 @@ def read_subject(pix: np.ndarray, mask: np.ndarray, scene: tuple[str, str, np.nd
 
 
 def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
-    """Read one image (RGB array, PIL image or path). Returns the scene's attributes as the world writes them
-    (subjects ordered top to bottom, left to right; each with emoji, position, size and its geometry),
-    background, style, and the measurements behind them."""
+    """Read one image (RGB array, PIL image or path; one larger than READ_SIZE is shrunk to it). Returns the
+    scene's attributes as the world writes them (subjects ordered top to bottom, left to right; each with emoji,
+    position, size and its geometry), background, style, and the measurements behind them."""
     rgb = as_rgb_uint8(image)
+    if rgb.shape[0] > READ_SIZE:  # e.g. an upsampler's 256 px output: read as the 64 px scene it shows
+        rgb = cv2.resize(rgb, (READ_SIZE, READ_SIZE), interpolation=cv2.INTER_AREA)
     size = rgb.shape[0]
     pix = rgb.astype(np.float32)
     border = _border(pix)
@@ -226,7 +230,7 @@ def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
     dots = bg_obs * HALFTONE_SHADE
     halftone = float(np.mean(np.linalg.norm(border - dots, axis=1) < np.linalg.norm(border - bg_obs, axis=1)))
     style = "comic" if halftone >= HALFTONE_THRESHOLD else "plain"
-    canvas = _background(background, style, size).astype(np.float32)
+    canvas = scene_canvas(background, style, size)
     fg = _foreground(pix, canvas, style, bg_obs, np.asarray(PALETTE[background], np.float32))
     scene = (background, style, canvas)
     subjects = [read_subject(pix, part, scene, world) for part in split_subjects(fg, world.has_pairs)]

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from data_pipeline.sources.openmoji_art import master_glyph
-from data_pipeline.synthetic.render import _background  # the shapes world's (cached) plain and halftone canvases
+from data_pipeline.synthetic.render import _background, supersampling  # the shapes world's canvases
 
 
 @lru_cache(maxsize=512)
@@ -54,11 +54,24 @@ def subject_box(subject: dict, size: int) -> tuple[int, int, int]:
     return left, top, side
 
 
+@lru_cache(maxsize=64)
+def scene_canvas(background: str, style: str, size: int) -> np.ndarray:
+    """The background as float32 RGB (0-255), drawn as the shapes world draws it (halftone dots supersampled and
+    shrunk), so a scene rendered large and shrunk by the shard writer matches one rendered small. Read-only."""
+    k = supersampling(size)
+    canvas = _background(background, style, size * k)
+    if k > 1:
+        canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    canvas = canvas.astype(np.float32)
+    canvas.setflags(write=False)
+    return canvas
+
+
 def render_emoji_scene(attributes: dict, size: int) -> np.ndarray:
     """Render a scene as a (size, size, 3) uint8 RGB array."""
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"image size must be an integer >= 16, got {size!r}")
-    canvas = _background(attributes["background"], attributes.get("style", "plain"), int(size)).astype(np.float32)
+    canvas = scene_canvas(attributes["background"], attributes.get("style", "plain"), int(size)).copy()
     for subject in attributes["subjects"]:
         left, top, side = subject_box(subject, size)
         paste_glyph(canvas, scaled_glyph(subject["hexcode"], side), left, top)

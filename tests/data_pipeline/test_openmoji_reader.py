@@ -64,3 +64,9 @@ def test_scoring_counts_wrong_reads():
         score_emoji_reads([truth, truth], [truth])
     with pytest.raises(ValueError, match="subjects"):
         score_emoji_reads([truth], [{"background": "white"}])
+
+
+def test_reads_upsampler_sized_images():
+    scenes = _scenes(6, 256, seed=23)
+    figures = score_emoji_reads(read_emoji_scenes(s[0] for s in scenes), [s[2] for s in scenes])
+    assert figures["all"] == 1.0, figures

@@ -122,3 +122,13 @@ def test_emoji_scenes_command_bad_world_is_one_line(tmp_path, capsys):
     assert run_command_line("python -m data_pipeline", "test", [COMMAND], argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dinosaur" in err[0]
+
+
+def test_scene_rendered_large_and_shrunk_matches_one_rendered_small():
+    import cv2
+
+    for style in ("plain", "comic"):
+        large = make_emoji_scene(7, seed=1, size=128, style=style)[0]
+        small = make_emoji_scene(7, seed=1, size=64, style=style)[0]
+        shrunk = cv2.resize(large, (64, 64), interpolation=cv2.INTER_AREA)
+        assert np.abs(shrunk.astype(int) - small).mean() < 5  # pixel rounding of the glyph's place only
