@@ -4,7 +4,8 @@ Every sample is one emoji's design square at the requested sizes, captioned with
 phrasings (drawn from --seed and the emoji, so a rerun gives the same dataset), and carries OpenMoji's licence
 (CC BY-SA 4.0) and required credit line in `license` and `attribution`: a dataset built from it, and a model
 trained on that dataset, carry that licence. Filters pick emoji by group, subgroup or words of the name and
-keywords; skin-tone variants and flags are left out unless asked for. Needs `pip install autocomics[openmoji]`.
+keywords; skin-tone variants, flags and components (skin-tone swatches, hair styles) are left out unless asked
+for. Needs `pip install autocomics[openmoji]`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .openmoji_art import ATTRIBUTION, LIBRARY_URL, LICENSE, EmojiInfo, catalog_
 DESCRIPTION = __doc__
 SOURCE_NAME = "openmoji"
 DEFAULT_BACKGROUND = "white"
+# Skin-tone swatches and hair styles: parts of other emoji, left out unless their group is named.
+COMPONENT_GROUP = "component"
 RANDOM_BACKGROUND = "random"
 # Render size when every requested size is smaller: the writer shrinks it with area interpolation.
 MIN_RENDER_SIZE = 64
@@ -89,6 +92,7 @@ def select_emoji(
         for info in catalog
         if (skin_tones or not info.skin_tone)
         and (flags or not info.is_flag or (group_set and info.group in group_set))
+        and (info.group != COMPONENT_GROUP or (group_set and COMPONENT_GROUP in group_set))
         and (group_set is None or info.group in group_set)
         and (subgroup_set is None or info.subgroup in subgroup_set)
         and (not words or _matches_words(info, words))

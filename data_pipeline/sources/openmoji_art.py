@@ -88,29 +88,34 @@ def catalog_by_hexcode() -> dict[str, EmojiInfo]:
     return {info.hexcode: info for info in load_catalog()}
 
 
-@lru_cache(maxsize=1)
-def _font():
+@lru_cache(maxsize=4)
+def _font(side: int):
+    """OpenMoji's colour font at the Pillow size that makes a glyph's design square `side` pixels wide."""
     from PIL import ImageFont  # Pillow is a core dependency; imported here to keep start-up light
 
     path = os.path.join(openmoji_data_dir(), "font", "glyf_colr0.ttf")
     if not os.path.isfile(path):
         raise OpenMojiMissing(f"{path}: OpenMoji's COLRv0 font is missing; reinstall autocomics[openmoji]")
-    return ImageFont.truetype(path, round(MASTER_SIZE * _FONT_UNITS_PER_ADVANCE), layout_engine=ImageFont.Layout.RAQM)
+    return ImageFont.truetype(path, round(side * _FONT_UNITS_PER_ADVANCE), layout_engine=ImageFont.Layout.RAQM)
+
+
+def draw_glyph(hexcode: str, side: int) -> np.ndarray:
+    """The emoji's design square drawn from the font at `side` pixels: premultiplied RGBA float32 in [0, 1]."""
+    from PIL import Image, ImageDraw  # see _font
+
+    info = catalog_by_hexcode().get(hexcode)
+    text = info.text if info else "".join(chr(int(part, 16)) for part in hexcode.split("-"))
+    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((side / 2, side / 2), text, font=_font(side), embedded_color=True, anchor="mm")
+    rgba = np.asarray(canvas, np.float32) / 255.0
+    rgba[..., :3] *= rgba[..., 3:]
+    return rgba
 
 
 @lru_cache(maxsize=1024)
 def master_glyph(hexcode: str) -> np.ndarray:
     """The emoji's design square as premultiplied RGBA float32 (MASTER_SIZE, MASTER_SIZE, 4) in [0, 1], read-only."""
-    from PIL import Image, ImageDraw  # see _font
-
-    info = catalog_by_hexcode().get(hexcode)
-    text = info.text if info else "".join(chr(int(part, 16)) for part in hexcode.split("-"))
-    canvas = Image.new("RGBA", (MASTER_SIZE, MASTER_SIZE), (0, 0, 0, 0))
-    ImageDraw.Draw(canvas).text(
-        (MASTER_SIZE / 2, MASTER_SIZE / 2), text, font=_font(), embedded_color=True, anchor="mm"
-    )
-    rgba = np.asarray(canvas, np.float32) / 255.0
-    rgba[..., :3] *= rgba[..., 3:]
+    rgba = draw_glyph(hexcode, MASTER_SIZE)
     rgba.setflags(write=False)
     return rgba
 
@@ -119,8 +124,11 @@ def glyph_on(hexcode: str, size: int, background) -> np.ndarray:
     """The emoji's design square as a (size, size, 3) uint8 RGB image on a plain background colour."""
     import cv2  # a core dependency; only the renderers need it
 
-    glyph = master_glyph(hexcode)
-    if size != MASTER_SIZE:
-        glyph = cv2.resize(glyph, (size, size), interpolation=cv2.INTER_AREA)
+    if size > MASTER_SIZE:  # drawn afresh: enlarging the master would blur it
+        glyph = draw_glyph(hexcode, size)
+    else:
+        glyph = master_glyph(hexcode)
+        if size != MASTER_SIZE:
+            glyph = cv2.resize(glyph, (size, size), interpolation=cv2.INTER_AREA)
     rgb = glyph[..., :3] * 255.0 + (1.0 - glyph[..., 3:]) * np.asarray(background, np.float32)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)

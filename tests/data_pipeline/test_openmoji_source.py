@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -33,12 +34,23 @@ def test_catalogue_names_groups_and_keywords_of_the_art():
     assert catalog["1F1E9-1F1EA"].is_flag and catalog["1F44B-1F3FB"].skin_tone
 
 
+def _edge_steepness(image: np.ndarray) -> float:
+    """Mean of the steepest 1% of grey-level gradients (per pixel): halved when an image is enlarged 2x."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    magnitude = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)).ravel()
+    return float(np.sort(magnitude)[-magnitude.size // 100 :].mean())
+
+
 def test_glyphs_are_drawn_in_colour_from_the_font():
     image = glyph_on("1F431", 64, (255, 255, 255))  # cat face: orange fur, black outlines
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8
     assert (image[0] == 255).all()  # the design square's margin shows the background
     assert (image.max(axis=-1) < 60).sum() > 100  # outlines
     assert ((image[..., 0] > 200) & (image[..., 2] < 120)).sum() > 300  # orange fill
+    # Above the master size glyphs are drawn from the font, not enlarged: edges stay as steep as at 256 px.
+    assert _edge_steepness(glyph_on("1F431", 512, (255, 255, 255))) > 0.9 * _edge_steepness(
+        glyph_on("1F431", 256, (255, 255, 255))
+    )
     flag = glyph_on("1F1E9-1F1EA", 64, (255, 255, 255))  # a two-codepoint sequence, shaped into one glyph
     assert (flag.max(axis=-1) < 60).sum() > 300
 
@@ -56,7 +68,8 @@ def test_filters_by_group_subgroup_and_words():
 
 def test_skin_tones_and_flags_only_when_asked():
     default = select_emoji()
-    assert not any(i.skin_tone or i.is_flag for i in default)
+    assert not any(i.skin_tone or i.is_flag or i.group == "component" for i in default)
+    assert select_emoji(groups=["component"])
     assert any(i.skin_tone for i in select_emoji(skin_tones=True))
     assert any(i.is_flag for i in select_emoji(flags=True))
     assert all(i.is_flag for i in select_emoji(groups=["flags"]))  # naming the group is asking for flags
