@@ -31,8 +31,13 @@ from .world import DEFAULT_EMOJI_WORLD, SIZES, EmojiWorld
 FOREGROUND_DISTANCE = 45.0
 # Side at which glyphs' ink boxes are measured (fine enough for images up to several hundred pixels).
 INK_BOX_RESOLUTION = 128
-# Share of the border ring in the halftone shade above which the scene reads as comic.
+# Share of the border ring in the halftone shade, or correlation of the ring with the world's halftone grid,
+# above which the scene reads as comic.
 HALFTONE_THRESHOLD = 0.1
+GRID_MATCH_THRESHOLD = 0.35
+# Blurs (sigma, pixels) of the halftone canvas that also count as background: generators draw soft dots.
+CANVAS_BLURS = (1.0, 2.0)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # A gap splits the foreground into two emoji only inside this band of the image and when each side holds at
 # least this share of the foreground.
 GAP_BAND = (0.25, 0.75)
@@ -83,25 +88,46 @@ def _near(pix: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pix - colour, axis=-1) < FOREGROUND_DISTANCE
 
 
-def _background_pixels(pix: np.ndarray, canvas: np.ndarray, style: str, *colours: np.ndarray) -> np.ndarray:
-    """Pixels that the background explains: near one of its colours, near the world's own canvas at that place
-    (the halftone grid never moves), or, when the image's dots are elsewhere, near any mix of the background
-    with its halftone shade (which also swallows thin outlines: only then is that price paid)."""
+@lru_cache(maxsize=256)
+def _comic_canvases(background: str, size: int) -> tuple[np.ndarray, ...]:
+    """The world's halftone canvas as drawn, and as a blurry generator would draw it (read-only)."""
+    canvas = scene_canvas(background, "comic", size)
+    blurred = [cv2.GaussianBlur(canvas, (0, 0), sigma) for sigma in CANVAS_BLURS]
+    for b in blurred:
+        b.setflags(write=False)
+    return (canvas, *blurred)
+
+
+def _grid_match(pix: np.ndarray, background: str) -> float:
+    """Correlation of the border ring's brightness with the world's halftone grid (softened): high when the
+    image shows the world's dots, even blurred ones too faint to be told from the background by colour."""
+    seen = _border(pix) @ LUMA
+    grid = _border(_comic_canvases(background, pix.shape[0])[1]) @ LUMA
+    seen, grid = seen - seen.mean(), grid - grid.mean()
+    return float(seen @ grid / max(np.sqrt((seen @ seen) * (grid @ grid)), 1e-6))
+
+
+def _background_pixels(pix: np.ndarray, background: str, style: str, *colours: np.ndarray) -> np.ndarray:
+    """Pixels that the background explains: near one of its colours, near the world's own halftone canvas at
+    that place, sharp or blurred (the grid never moves), or, when the image's dots are elsewhere, near any mix of
+    the background with its halftone shade (which also swallows thin outlines: only then is that price paid)."""
     near = np.zeros(pix.shape[:2], bool)
     for colour in colours:
         near |= _near(pix, colour)
     if style == "comic":
-        near |= np.linalg.norm(pix - canvas, axis=-1) < FOREGROUND_DISTANCE
-        ring = _border(np.abs(pix - canvas))
-        if float(np.median(ring.max(axis=1))) > FOREGROUND_DISTANCE / 2:  # dots not on the world's grid
+        off_grid = True
+        for canvas in _comic_canvases(background, pix.shape[0]):
+            near |= np.linalg.norm(pix - canvas, axis=-1) < FOREGROUND_DISTANCE
+            off_grid &= float(np.median(_border(np.abs(pix - canvas)).max(axis=1))) > FOREGROUND_DISTANCE / 2
+        if off_grid:
             for colour in colours:
                 near |= _distance_to_segment(pix, colour, colour * HALFTONE_SHADE) < FOREGROUND_DISTANCE
     return near
 
 
-def _foreground(pix: np.ndarray, canvas: np.ndarray, style: str, *colours: np.ndarray) -> np.ndarray:
+def _foreground(pix: np.ndarray, background: str, style: str, *colours: np.ndarray) -> np.ndarray:
     """Foreground pixels, specks (noise, stray dots) removed."""
-    mask = (~_background_pixels(pix, canvas, style, *colours)).astype(np.uint8)
+    mask = (~_background_pixels(pix, background, style, *colours)).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_BLOB_FRACTION * mask.size)
     keep = np.ones(count, bool)
@@ -229,9 +255,10 @@ def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
     background = min(world.backgrounds, key=lambda n: float(np.sum((np.asarray(PALETTE[n]) - bg_obs) ** 2)))
     dots = bg_obs * HALFTONE_SHADE
     halftone = float(np.mean(np.linalg.norm(border - dots, axis=1) < np.linalg.norm(border - bg_obs, axis=1)))
-    style = "comic" if halftone >= HALFTONE_THRESHOLD else "plain"
+    grid = _grid_match(pix, background)
+    style = "comic" if halftone >= HALFTONE_THRESHOLD or grid >= GRID_MATCH_THRESHOLD else "plain"
     canvas = scene_canvas(background, style, size)
-    fg = _foreground(pix, canvas, style, bg_obs, np.asarray(PALETTE[background], np.float32))
+    fg = _foreground(pix, background, style, bg_obs, np.asarray(PALETTE[background], np.float32))
     scene = (background, style, canvas)
     subjects = [read_subject(pix, part, scene, world) for part in split_subjects(fg, world.has_pairs)]
     subjects.sort(key=lambda s: (round(s["y"] * 2), s["x"]))
@@ -241,4 +268,5 @@ def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
         "style": style,
         "background_rgb": [round(float(v), 1) for v in bg_obs],
         "halftone_score": round(halftone, 4),
+        "grid_match": round(grid, 4),
     }

@@ -70,3 +70,19 @@ def test_reads_upsampler_sized_images():
     scenes = _scenes(6, 256, seed=23)
     figures = score_emoji_reads(read_emoji_scenes(s[0] for s in scenes), [s[2] for s in scenes])
     assert figures["all"] == 1.0, figures
+
+
+def test_reads_soft_generated_looking_scenes():
+    """A generator's output is soft: blurred edges and halftone dots, a little noise."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    scenes = _scenes(40, 64, seed=24)
+    images = [
+        np.clip(cv2.GaussianBlur(s[0].astype(np.float32), (0, 0), 1.0) + rng.normal(0, 6, s[0].shape), 0, 255)
+        for s in scenes
+    ]
+    figures = score_emoji_reads(read_emoji_scenes(img.astype(np.uint8) for img in images), [s[2] for s in scenes])
+    for key in ("count", "position", "size", "background", "style"):
+        assert figures[key] >= 0.95, figures
+    assert figures["emoji"] >= 0.9, figures
