@@ -1,15 +1,18 @@
 """Read an emoji scene back from an image: the evaluator of pictures drawn for the emoji world.
 
-OpenCV and numpy only, analysis by synthesis against the world's own glyphs:
+OpenCV and numpy only, analysis by synthesis against the world's own glyphs (images above 64 px are shrunk to
+64 px first):
 
 1. background: per-channel median of a border ring, named by the nearest world background; the style is comic
-   when a clear share of the ring is in the background's halftone shade;
-2. foreground: pixels away from the line between the background colour and its halftone shade;
-3. one emoji or two: two when an empty column (or row) in the middle band of the image splits the foreground
-   into two substantial parts (pairs stand at different corners, so a gap always separates them);
-4. which emoji: every candidate glyph is scaled so its ink box matches the part's ink box, drawn on the
-   detected background at that place, and compared with the image (mean absolute difference around the part);
-   the best match names the emoji, and its design square gives the size and position.
+   when a clear share of the ring is in the background's halftone shade or the ring follows the world's dot grid;
+2. foreground: pixels that neither the background colour nor the world's halftone canvas (sharp or blurred)
+   explains, specks removed;
+3. one emoji or two: two when a run of empty columns (or rows) in the middle band of the image splits the
+   foreground into two substantial parts (pairs stand at different corners, so a gap separates them);
+4. which emoji: every candidate glyph is scaled so its ink box (as seen on that background) matches the part's,
+   drawn on the detected background at that place, and compared with the image under a slight blur (mean
+   absolute difference around the part); the closest few are then placed to the pixel, the best names the
+   emoji, and its design square gives the size and position.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .render import paste_glyph, scaled_glyph, scene_canvas
 from .vocabulary import CAST_HEXCODES
 from .world import DEFAULT_EMOJI_WORLD, SIZES, EmojiWorld
 
-# A pixel is foreground when it is this far (RGB) from every mix of the background and its halftone shade.
+# A pixel is foreground when it is this far (RGB) from everything the background explains.
 FOREGROUND_DISTANCE = 45.0
 # Side at which glyphs' ink boxes are measured (fine enough for images up to several hundred pixels).
 INK_BOX_RESOLUTION = 128
