@@ -69,8 +69,8 @@ CHILD = r"""
 import json, sys, time
 mode, path, out = sys.argv[1:4]
 import pyarrow, pandas, numpy
-import data_pipeline.laion as laion
-from data_pipeline.laion_filters import FilterSettings
+import data_pipeline.sources.laion as laion
+from data_pipeline.sources.laion_filters import FilterSettings
 started = time.time()
 result = {}
 if mode == "filter":

@@ -3,7 +3,7 @@
 Where you stand: the start of the data flow. Sources (`laion`, `flickr30k`, `wikipedia`, `folder`, and the
 procedural `synthetic` world with its evaluator) feed one shard writer (`data_pipeline.shards`, driven by
 `data_pipeline.runner` on worker processes or Ray via `data_pipeline.distributed`); `data_pipeline.download` is
-the polite, address-checked HTTP fetcher; `data_pipeline.inspect` reads shards back into a report.
+the polite, address-checked HTTP fetcher; `data_pipeline.shard_report` reads shards back into a report.
 
 It imports nothing else of ours (a crawler box needs no torch), so `finetune` and `sampling` may import it; its
 small shared helpers serve all three packages for that reason: `data_pipeline.errors` (`UserError`, the one

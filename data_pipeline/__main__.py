@@ -11,13 +11,13 @@ from data_pipeline.oserrors import describe_os_error
 # Each module exposes register(subparsers), which adds one subcommand whose `func(args)` returns
 # the exit status. One line per subcommand module.
 SUBCOMMAND_MODULES = [
-    "data_pipeline.folder",
-    "data_pipeline.flickr30k",
-    "data_pipeline.inspect",
-    "data_pipeline.laion",
-    "data_pipeline.wikipedia",
+    "data_pipeline.sources.folder",
+    "data_pipeline.sources.flickr30k",
+    "data_pipeline.shard_report",
+    "data_pipeline.sources.laion",
+    "data_pipeline.sources.wikipedia",
     "data_pipeline.download.retry",
-    "data_pipeline.synthetic.command",
+    "data_pipeline.sources.synthetic",
 ]
 
 

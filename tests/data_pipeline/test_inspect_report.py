@@ -12,8 +12,8 @@ from PIL import Image
 from rlimited import run_limited
 
 from data_pipeline.__main__ import main
-from data_pipeline.inspect import format_report, inspect_dataset
 from data_pipeline.runner import build_dataset
+from data_pipeline.shard_report import format_report, inspect_dataset
 from data_pipeline.shards import (
     MAX_TAR_MEMBER_BYTES,
     Failure,

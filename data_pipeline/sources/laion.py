@@ -26,7 +26,7 @@ from data_pipeline.cli import writer_config_from_args, writer_options
 from data_pipeline.download.cli import download_options, options_from_args, run_download
 from data_pipeline.download.client import ClientConfig, FetchError, HttpClient
 from data_pipeline.download.items import ItemTableWriter, table_metadata
-from data_pipeline.laion_filters import (
+from data_pipeline.sources.laion_filters import (
     REASONS,
     ColumnError,
     FilterSettings,

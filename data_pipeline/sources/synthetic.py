@@ -14,10 +14,9 @@ from collections.abc import Iterator
 
 from data_pipeline import cli
 from data_pipeline.shards import Sample, ShardTask, plan_shards
-
-from .scenes import make_scene
-from .shapes import SHAPE_NAMES
-from .world import (
+from data_pipeline.synthetic.scenes import make_scene
+from data_pipeline.synthetic.shapes import SHAPE_NAMES
+from data_pipeline.synthetic.world import (
     BACKGROUND_ORDER,
     DEFAULT_WORLD,
     POSITIONS,

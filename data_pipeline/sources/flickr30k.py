@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterator
 
 from data_pipeline import cli
-from data_pipeline.folder import MISSING_FILE, UNSAFE_PATH, resolve_inside
 from data_pipeline.shards import Failure, Sample, ShardTask, plan_shards
+from data_pipeline.sources.folder import MISSING_FILE, UNSAFE_PATH, resolve_inside
 
 CAPTION_FILES = ("results_20130124.token", "results.csv", "captions.txt")
 IMAGE_DIRS = ("flickr30k-images", "flickr30k_images/flickr30k_images", "flickr30k_images", "Images", "images")
