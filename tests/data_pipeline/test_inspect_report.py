@@ -19,7 +19,7 @@ from data_pipeline.shards import (
     Failure,
     Sample,
     WriterConfig,
-    _assemble_tar,
+    assemble_tar,
     iter_tar_samples,
     plan_shards,
 )
@@ -128,7 +128,7 @@ def test_iter_tar_samples_skips_and_names_members_above_the_cap(tmp_path):
     assert oversized == ["000000000.jpg"]
     dest = str(tmp_path / "rewritten.tar")  # the merge/dedupe rewrite path skips it too, and says so
     with pytest.warns(UserWarning, match="skipped 1 tar member"):
-        _assemble_tar(dest, [path])
+        assemble_tar(dest, [path])
     assert [sorted(f) for _, f in iter_tar_samples(dest)] == [["json", "txt"]]
 
 
