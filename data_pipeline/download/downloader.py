@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_pipeline import images
+from data_pipeline.distributed import build_dataset_on_ray
 from data_pipeline.fsutil import atomic_write_json
 from data_pipeline.runner import RunSummary, build_dataset
 from data_pipeline.shards import EMPTY_CAPTION, Failure, Sample, ShardTask, WriterConfig
@@ -252,8 +253,6 @@ def download_item_table(
     tasks = download_plan_tasks(items_path, writer)
     producer = DownloadProducer(options, writer)
     if ray_address:
-        from data_pipeline.distributed import build_dataset_on_ray
-
         writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))
         return build_dataset_on_ray(
             tasks,
