@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from data_pipeline.fsutil import atomic_write_json
 
 # `synthetic` world flags the quickstart passes through; by default it uses the world recorded in the
 # base model's provenance.json (the world the model was trained on).
@@ -152,13 +152,6 @@ def world_arguments(args: argparse.Namespace, base: Path) -> list[str]:
     for name, value in given.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
-
-
-def write_json(path: Path, payload) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def evaluation_scenes(world, n: int, seed: int = 1000) -> list[dict]:
@@ -397,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_figures(rows))
     print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    write_json(
+    atomic_write_json(
         out / "summary.json",
         {
             "base_model": str(base),

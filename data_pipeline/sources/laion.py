@@ -27,6 +27,7 @@ from data_pipeline.download.cli import add_download_options, options_from_args, 
 from data_pipeline.download.client import ClientConfig, FetchError, HttpClient
 from data_pipeline.download.items import ItemTableWriter, table_metadata
 from data_pipeline.errors import UserError
+from data_pipeline.fsutil import atomic_write
 from data_pipeline.sources.laion_filters import (
     REASONS,
     ColumnError,
@@ -114,18 +115,17 @@ def fetch_input(url: str, out_dir: str, client_config: ClientConfig | None, prog
     dest = os.path.join(out_dir, INPUTS_DIR, f"{digest}-{name}")
     if os.path.exists(dest):
         return dest
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.tmp-{os.getpid()}"
     if progress:
         print(f"fetching {url}", file=sys.stderr)
-    with HttpClient(client_config) as client, open(tmp, "wb") as fh:
-        try:
+
+    def download(tmp: str) -> None:
+        with HttpClient(client_config) as client, open(tmp, "wb") as fh:
             client.get(url, sink=fh, max_bytes=1 << 40, total_timeout=24 * 3600)
-        except FetchError as err:
-            fh.close()
-            os.remove(tmp)
-            raise InputError(f"{url}: could not fetch ({err})") from None
-    os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, download)  # a failed or interrupted download leaves no partial file behind
+    except FetchError as err:
+        raise InputError(f"{url}: could not fetch ({err})") from None
     return dest
 
 
