@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from data_pipeline.fsutil import atomic_write
+
 WORDS = (
     "a photo of the painting beach boat sunset city street dog cat house mountain river portrait "
     "vintage poster stock image blue red green old new small large view art drawing"
@@ -42,35 +44,37 @@ def generate(path: str, rows: int, row_group: int, seed: int = 0) -> None:
             ("AESTHETIC_SCORE", pa.float32()),
         ]
     )
-    tmp = path + ".tmp"
-    with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
-        for start in range(0, rows, row_group):
-            n = min(row_group, rows - start)
-            ids = rng.integers(0, rows, size=n)  # ~37% repeated URLs, as in scraped data
-            text = [" ".join(words[rng.integers(0, len(words), size=rng.integers(3, 12))]) for _ in range(n)]
-            table = pa.table(
-                {
-                    "URL": [f"https://images.example.com/{i % 997}/{i:09d}/photo.jpg" for i in ids],
-                    "TEXT": text,
-                    "WIDTH": rng.integers(64, 2048, size=n).astype(float),
-                    "HEIGHT": rng.integers(64, 2048, size=n).astype(float),
-                    "similarity": rng.uniform(0.2, 0.45, size=n),
-                    "punsafe": rng.beta(0.5, 8, size=n).astype("float32"),
-                    "pwatermark": rng.beta(0.8, 4, size=n).astype("float32"),
-                    "AESTHETIC_SCORE": rng.normal(5, 1, size=n).astype("float32"),
-                },
-                schema=schema,
-            )
-            writer.write_table(table, row_group_size=n)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+            for start in range(0, rows, row_group):
+                n = min(row_group, rows - start)
+                ids = rng.integers(0, rows, size=n)  # ~37% repeated URLs, as in scraped data
+                text = [" ".join(words[rng.integers(0, len(words), size=rng.integers(3, 12))]) for _ in range(n)]
+                table = pa.table(
+                    {
+                        "URL": [f"https://images.example.com/{i % 997}/{i:09d}/photo.jpg" for i in ids],
+                        "TEXT": text,
+                        "WIDTH": rng.integers(64, 2048, size=n).astype(float),
+                        "HEIGHT": rng.integers(64, 2048, size=n).astype(float),
+                        "similarity": rng.uniform(0.2, 0.45, size=n),
+                        "punsafe": rng.beta(0.5, 8, size=n).astype("float32"),
+                        "pwatermark": rng.beta(0.8, 4, size=n).astype("float32"),
+                        "AESTHETIC_SCORE": rng.normal(5, 1, size=n).astype("float32"),
+                    },
+                    schema=schema,
+                )
+                writer.write_table(table, row_group_size=n)
+
+    atomic_write(path, write)
 
 
 CHILD = r"""
 import json, sys, time
 mode, path, out = sys.argv[1:4]
 import pyarrow, pandas, numpy
-import data_pipeline.laion as laion
-from data_pipeline.laion_filters import FilterSettings
+import data_pipeline.sources.laion as laion
+from data_pipeline.sources.laion_filters import FilterSettings
 started = time.time()
 result = {}
 if mode == "filter":

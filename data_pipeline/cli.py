@@ -1,4 +1,5 @@
-"""Command-line pieces shared by the dataset subcommands: the writer options and the build step."""
+"""Command-line pieces shared by the dataset subcommands: the writer options, the build step, and the error type
+for option values the parser accepted but a command cannot use."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from data_pipeline import images
+from data_pipeline.errors import UserError
 from data_pipeline.runner import Produce, build_dataset
 from data_pipeline.shards import ShardTask, WriterConfig
 
@@ -30,9 +33,28 @@ def _fraction(text: str) -> float:
     return value
 
 
-def writer_options() -> argparse.ArgumentParser:
-    """Parent parser with the output options every dataset-building subcommand takes."""
-    parser = argparse.ArgumentParser(add_help=False)
+class OptionError(UserError):
+    """A command-line value argparse accepted but the command cannot use (`--count 0`, an empty --allow-network)."""
+
+
+@contextmanager
+def exit_status_1() -> Iterator[None]:
+    """Turn the UserErrors raised inside into `SystemExit("error: ...")`: exit status 1 instead of the 2 that
+    `run_command_line` gives them, with the same one-line message.
+
+    A documented choice to keep `python -m data_pipeline`'s exit statuses as they were (issue #13): these checks
+    (bad writer, download, filter and world options; a folder, Flickr30k root or dataset that is not there) have
+    always ended with status 1, and tests pin it (`pytest.raises(SystemExit)` in tests/data_pipeline/
+    test_folder_source, test_flickr_source, test_inspect_report, test_synthetic_command). Removing this context
+    manager from the commands makes every user error exit 2 with the same messages."""
+    try:
+        yield
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def add_writer_options(parser: argparse.ArgumentParser) -> None:
+    """The output options every dataset-building subcommand takes."""
     group = parser.add_argument_group("output")
     group.add_argument("--out", required=True, help="dataset directory (DIR/<size>/NNNNN.tar, DIR/manifest.json)")
     group.add_argument(
@@ -79,7 +101,6 @@ def writer_options() -> argparse.ArgumentParser:
         help="worker processes, one shard each at a time (default: min(4, cores))",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def writer_config_from_args(args: argparse.Namespace) -> WriterConfig:
@@ -96,7 +117,7 @@ def writer_config_from_args(args: argparse.Namespace) -> WriterConfig:
             dedupe_distance=args.dedupe,
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise OptionError(str(exc)) from None
 
 
 def run_build(

@@ -36,13 +36,14 @@ def _chosen(argv: Sequence[str], names: set[str]) -> str | None:
     return None
 
 
-def build_parser(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str]):
-    """The parser for `argv`: every subcommand is listed, only the chosen one's module is imported."""
+def build_parser(prog: str, description: str, commands: Sequence[Command], argv: Sequence[str] | None = None):
+    """The parser for `argv`: every subcommand is listed, only the chosen one's module is imported. Without
+    `argv`, every subcommand's module is imported and its options added (for tools and tests that look at all)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = _chosen(argv, {command.name for command in commands})
+    chosen = None if argv is None else _chosen(argv, {command.name for command in commands})
     for command in commands:
-        if command.name != chosen:
+        if argv is not None and command.name != chosen:
             subparsers.add_parser(command.name, help=command.help)
             continue
         module = importlib.import_module(command.module)

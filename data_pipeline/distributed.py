@@ -20,7 +20,7 @@ from data_pipeline.shards import ShardTask, WriterConfig, shard_is_complete, sha
 
 def _import_ray():
     try:
-        import ray
+        import ray  # lazy on purpose: Ray is an optional extra (autocomics[ray])
     except ImportError:
         raise RuntimeError('Ray is not installed; install the extra: pip install "autocomics[ray]"') from None
     return ray

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from data_pipeline.errors import UserError
+
 # Failure reasons (also used as keys of the per-shard `failures` counts).
 EMPTY_IMAGE = "empty_image"
 NOT_AN_IMAGE = "not_an_image"
@@ -30,8 +32,9 @@ RESIZE_MODES = ("center_crop", "pad")
 IMAGE_FORMATS = {"jpg": ".jpg", "png": ".png", "webp": ".webp"}
 
 
-class ImageError(ValueError):
-    """An image could not be used; `reason` is a short machine-readable failure reason."""
+class ImageError(UserError, ValueError):
+    """An image could not be used; `reason` is a short machine-readable failure reason. The shard writer counts
+    it by reason; where one reaches a command (an image file the user named), it is a one-line user error."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -7,7 +7,8 @@ import dataclasses
 import math
 import os
 
-from data_pipeline.cli import report_build, run_build
+from data_pipeline.cli import OptionError, report_build, run_build
+from data_pipeline.distributed import build_dataset_on_ray
 from data_pipeline.shards import WriterConfig
 
 from .client import DEFAULT_USER_AGENT, DEFAULT_USER_AGENT_TOKEN, ClientConfig
@@ -30,138 +31,150 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in text.split(",") if p.strip())
 
 
-def download_options(
-    defaults: dict | None = None, required: bool = True, engine: bool = True
-) -> argparse.ArgumentParser:
-    """Parent parser with the fetching options. ``required=False`` (retry) leaves every default
+_DEFAULTS = {
+    "threads": 16,
+    "connect_timeout": 5.0,
+    "timeout": 10.0,
+    "max_time": 60.0,
+    "retries": 2,
+    "max_image_bytes": 32 * 1024 * 1024,
+    "shard_deadline": None,
+    "per_domain_concurrency": None,
+    "per_domain_rate": None,
+}
+
+
+def add_download_options(
+    parser: argparse.ArgumentParser, defaults: dict | None = None, required: bool = True, engine: bool = True
+) -> None:
+    """The fetching options, in an argument group of `parser`. ``required=False`` (retry) leaves every default
     as None so only flags the user gives override the recorded ones; ``engine`` adds --ray."""
-    d = {
-        "threads": 16,
-        "connect_timeout": 5.0,
-        "timeout": 10.0,
-        "max_time": 60.0,
-        "retries": 2,
-        "max_image_bytes": 32 * 1024 * 1024,
-        "shard_deadline": None,
-        "per_domain_concurrency": None,
-        "per_domain_rate": None,
-    }
-    d.update(defaults or {})
-    shown = dict(d)
+    values = {**_DEFAULTS, **(defaults or {})}
+    shown = {k: "none" if v is None else v for k, v in values.items()}
     if not required:
-        d = {k: None for k in d}
-        shown = {k: "as in the original run" for k in d}
+        values = {k: None for k in values}
+        shown = {k: "as in the original run" for k in values}
+    group = parser.add_argument_group("downloading")
+    _add_timing_options(group, values, shown)
+    _add_size_and_rate_options(group, values, shown)
+    _add_address_and_robots_options(group, required)
+    if engine:
+        _add_engine_options(group)
 
-    def show(key):
-        return shown[key] if shown[key] is not None else "none"
 
-    parser = argparse.ArgumentParser(add_help=False)
-    g = parser.add_argument_group("downloading")
-    g.add_argument(
+def _add_timing_options(group, values: dict, shown: dict) -> None:
+    group.add_argument(
         "--threads",
         type=_positive(int),
-        default=d["threads"],
-        help=f"concurrent downloads per process (default: {show('threads')})",
+        default=values["threads"],
+        help=f"concurrent downloads per process (default: {shown['threads']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--connect-timeout",
         type=_positive(float),
-        default=d["connect_timeout"],
-        help=f"seconds to open a connection (default: {show('connect_timeout')})",
+        default=values["connect_timeout"],
+        help=f"seconds to open a connection (default: {shown['connect_timeout']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--timeout",
         type=_positive(float),
-        default=d["timeout"],
-        help=f"seconds of silence before a download is abandoned (default: {show('timeout')})",
+        default=values["timeout"],
+        help=f"seconds of silence before a download is abandoned (default: {shown['timeout']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--max-time",
         type=_positive(float),
-        default=d["max_time"],
-        help=f"seconds one download may take in all (default: {show('max_time')})",
+        default=values["max_time"],
+        help=f"seconds one download may take in all (default: {shown['max_time']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--retries",
         type=int,
-        default=d["retries"],
+        default=values["retries"],
         help=f"extra tries after HTTP 429/5xx or a dropped connection, with backoff; "
-        f"Retry-After is honoured (default: {show('retries')})",
+        f"Retry-After is honoured (default: {shown['retries']})",
     )
-    g.add_argument(
+
+
+def _add_size_and_rate_options(group, values: dict, shown: dict) -> None:
+    group.add_argument(
         "--max-image-bytes",
         type=_positive(int),
-        default=d["max_image_bytes"],
-        help=f"larger responses are dropped (default: {show('max_image_bytes')})",
+        default=values["max_image_bytes"],
+        help=f"larger responses are dropped (default: {shown['max_image_bytes']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--shard-deadline",
         type=_positive(float),
-        default=d["shard_deadline"],
+        default=values["shard_deadline"],
         help="seconds a shard may take; URLs still unfinished then fail with reason "
         "'deadline' (fetch them later with retry) (default: none)",
     )
-    g.add_argument(
+    group.add_argument(
         "--per-domain-concurrency",
         type=_positive(int),
-        default=d["per_domain_concurrency"],
+        default=values["per_domain_concurrency"],
         help="at most this many downloads in flight per host, over all processes "
-        f"(default: {show('per_domain_concurrency')})",
+        f"(default: {shown['per_domain_concurrency']})",
     )
-    g.add_argument(
+    group.add_argument(
         "--per-domain-rate",
         type=_positive(float),
-        default=d["per_domain_rate"],
-        help=f"at most this many requests per second per host, over all processes (default: {show('per_domain_rate')})",
+        default=values["per_domain_rate"],
+        help="at most this many requests per second per host, over all processes "
+        f"(default: {shown['per_domain_rate']})",
     )
-    g.add_argument(
+
+
+def _add_address_and_robots_options(group, required: bool) -> None:
+    group.add_argument(
         "--allow-private-addresses",
         action="store_true",
         default=None if not required else False,
         help="also fetch from loopback/private/link-local addresses (refused by default)",
     )
-    g.add_argument(
+    group.add_argument(
         "--allow-network",
         action="append",
         metavar="CIDR",
         default=None,
         help="allow this address range although it is not public, e.g. 127.0.0.0/8 (repeatable)",
     )
-    g.add_argument(
+    group.add_argument(
         "--user-agent",
         default=None if not required else DEFAULT_USER_AGENT,
         help="User-Agent header (default: an autocomics string)",
     )
-    g.add_argument(
+    group.add_argument(
         "--user-agent-token",
         default=None if not required else DEFAULT_USER_AGENT_TOKEN,
         help=f"our bot name in 'name: directive' X-Robots-Tag values (default: {DEFAULT_USER_AGENT_TOKEN})",
     )
-    g.add_argument(
+    group.add_argument(
         "--disallowed-directives",
         type=_csv,
         default=None,
         help=f"X-Robots-Tag directives that make us skip an image (default: {','.join(DEFAULT_DISALLOWED_DIRECTIVES)})",
     )
-    g.add_argument(
+    group.add_argument(
         "--ignore-robots-tag",
         action="store_true",
         default=None if not required else False,
         help="do not check X-Robots-Tag at all",
     )
-    if not engine:
-        return parser
-    g.add_argument(
+
+
+def _add_engine_options(group) -> None:
+    group.add_argument(
         "--ray",
         metavar="ADDRESS",
         default=None,
         help="run the shards on Ray instead of local processes: 'local' starts a local "
         "instance, 'auto' or ray://HOST:PORT joins a cluster (needs the ray extra)",
     )
-    g.add_argument(
+    group.add_argument(
         "--ray-cpus", type=_positive(int), default=None, help="CPUs of the local Ray instance (default: all)"
     )
-    return parser
 
 
 def _workers(args) -> int:
@@ -189,7 +202,7 @@ def options_from_args(args, source: str, base: DownloadOptions | None = None) ->
     try:
         policy = AddressPolicy(bool(pick("allow_private_addresses", c.address_policy.allow_private)), networks)
     except ValueError as exc:
-        raise SystemExit(f"error: --allow-network: {exc}") from None
+        raise OptionError(f"--allow-network: {exc}") from None
     client = ClientConfig(
         user_agent=pick("user_agent", c.user_agent),
         connect_timeout=pick("connect_timeout", c.connect_timeout),
@@ -217,7 +230,7 @@ def options_from_args(args, source: str, base: DownloadOptions | None = None) ->
             source=source,
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise OptionError(str(exc)) from None
 
 
 def run_download(
@@ -234,8 +247,6 @@ def run_download(
     producer = DownloadProducer(options, writer)
     if not getattr(args, "ray", None):
         return run_build(args, tasks, producer, sources, filters, config=writer)
-    from data_pipeline.distributed import build_dataset_on_ray
-
     writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))  # Ray workers' cwd differs
     producer = DownloadProducer(options, writer)
     summary, manifest = build_dataset_on_ray(

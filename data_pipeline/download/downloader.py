@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_pipeline import images
+from data_pipeline.distributed import build_dataset_on_ray
+from data_pipeline.fsutil import atomic_write_json
 from data_pipeline.runner import RunSummary, build_dataset
-from data_pipeline.shards import Failure, Sample, ShardTask, WriterConfig, write_json_atomic
+from data_pipeline.shards import EMPTY_CAPTION, Failure, Sample, ShardTask, WriterConfig
 
 from .client import DEFAULT_USER_AGENT_TOKEN, ClientConfig, FetchError, HttpClient
 from .items import STANDARD_COLUMNS, plan_item_shards, table_metadata
@@ -30,7 +32,6 @@ PLAN_FILE = "download_plan.json"
 DEADLINE = "deadline"
 ROBOTS_TAG = "x_robots_tag"
 MISSING_URL = "missing_url"
-EMPTY_CAPTION = "empty_caption"
 UNEXPECTED_ERROR = "unexpected_error"
 
 
@@ -200,7 +201,7 @@ def write_plan(writer: WriterConfig, options: DownloadOptions, items_path: str) 
         "writer": {**writer.fingerprint(), "dedupe_distance": writer.dedupe_distance},
         "download": options.to_dict(),
     }
-    write_json_atomic(os.path.join(writer.out_dir, PLAN_FILE), plan)
+    atomic_write_json(os.path.join(writer.out_dir, PLAN_FILE), plan, indent=1)
 
 
 def read_plan(out_dir: str) -> tuple[str, WriterConfig, DownloadOptions]:
@@ -252,8 +253,6 @@ def download_item_table(
     tasks = download_plan_tasks(items_path, writer)
     producer = DownloadProducer(options, writer)
     if ray_address:
-        from data_pipeline.distributed import build_dataset_on_ray
-
         writer = dataclasses.replace(writer, out_dir=os.path.abspath(writer.out_dir))
         return build_dataset_on_ray(
             tasks,

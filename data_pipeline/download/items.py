@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_pipeline.fsutil import fsync_dir
 from data_pipeline.shards import ShardTask
 
 STANDARD_COLUMNS = ("url", "caption", "captions", "license", "attribution", "similarity", "group")
@@ -24,7 +25,10 @@ _METADATA_KEY = b"autocomics"
 
 
 class ItemTableWriter:
-    """Append record batches, then ``close()`` renames the finished file into place."""
+    """Append record batches, then ``close()`` renames the finished file into place.
+
+    Not `fsutil.atomic_write`: the file is streamed over many `write()` calls (a LAION filter pass over terabytes
+    of parquet), so the writer keeps its own temporary file, synced to disk and renamed the same way."""
 
     def __init__(self, path: str, schema: pa.Schema, row_group_size: int, metadata: dict):
         for name in ("url", "caption"):
@@ -66,7 +70,10 @@ class ItemTableWriter:
             {_METADATA_KEY.decode(): json.dumps({**self.metadata, **(extra_metadata or {})}, sort_keys=True)}
         )
         self._writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(self.tmp, self.path)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
 
     def abort(self) -> None:
         self._writer.close()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from data_pipeline.cli import exit_status_1
+from data_pipeline.errors import UserError
 from data_pipeline.runner import finalize_dataset
 from data_pipeline.shards import (
     ShardTask,
@@ -28,7 +30,7 @@ from data_pipeline.shards import (
 )
 from data_pipeline.workers import process_pool
 
-from .cli import download_options, options_from_args
+from .cli import add_download_options, options_from_args
 from .downloader import DownloadOptions, DownloadProducer, download_plan_tasks, read_plan, write_plan
 
 # Failures worth another try by default: the server or the network may behave next time.
@@ -138,17 +140,19 @@ def retry_failed(
     )
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "retry",
-        parents=[download_options(required=False, engine=False)],
-        help="fetch again the failed samples of an earlier laion/wikipedia download, by reason",
-        description="Fetch again the failed items of a web-sourced dataset (laion, wikipedia) without "
-        "redoing the rest. By default the transient reasons are retried: "
-        + ", ".join(TRANSIENT_REASONS)
-        + ". Download options default to those of the "
-        "original run.",
-    )
+DESCRIPTION = (
+    "Fetch again the failed items of a web-sourced dataset (laion, wikipedia) without redoing the rest. By default "
+    "the transient reasons are retried: " + ", ".join(TRANSIENT_REASONS) + ". Download options default to those of "
+    "the original run."
+)
+
+
+class PlanError(UserError):
+    """The dataset folder has no download plan retry can use (not built by a web source, or damaged)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_download_options(p, required=False, engine=False)
     p.add_argument("out", metavar="DIR", help="the dataset folder of the earlier run")
     p.add_argument(
         "--reason",
@@ -159,15 +163,13 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="only show the failures by reason")
     p.add_argument("--processes", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         items, config, recorded = read_plan(args.out)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise PlanError(str(exc)) from None
     if args.list:
         counts = Counter()
         for sid in completed_shard_ids(config):
@@ -177,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{reason}: {n}{mark}")
         return 0
     reasons = None if args.reason and "all" in args.reason else set(args.reason or TRANSIENT_REASONS)
-    options = options_from_args(args, source=recorded.source, base=recorded)
+    with exit_status_1():
+        options = options_from_args(args, source=recorded.source, base=recorded)
     try:
         result = retry_failed(args.out, reasons, options, processes=args.processes, progress=not args.no_progress)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:

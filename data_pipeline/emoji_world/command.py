@@ -111,7 +111,7 @@ def _vocabulary_text() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser._add_container_actions(cli.writer_options())  # the shared writer options, as argparse's parents= does
+    cli.add_writer_options(parser)
     parser.epilog = _vocabulary_text()
     # Flat colours, outlines and halftone dots suffer from JPEG artefacts; PNG is small at these sizes.
     parser.set_defaults(image_format="png")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from data_pipeline.sources.openmoji_art import master_glyph
-from data_pipeline.synthetic.render import _background, supersampling  # the shapes world's canvases
+from data_pipeline.synthetic.render import background_canvas, supersampling  # the shapes world's canvases
 
 
 @lru_cache(maxsize=512)
@@ -59,7 +59,7 @@ def scene_canvas(background: str, style: str, size: int) -> np.ndarray:
     """The background as float32 RGB (0-255), drawn as the shapes world draws it (halftone dots supersampled and
     shrunk), so a scene rendered large and shrunk by the shard writer matches one rendered small. Read-only."""
     k = supersampling(size)
-    canvas = _background(background, style, size * k)
+    canvas = background_canvas(background, style, size * k)
     if k > 1:
         canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
     canvas = canvas.astype(np.float32)

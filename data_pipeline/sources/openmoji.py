@@ -168,7 +168,7 @@ def produce_openmoji(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # The shared writer options (--out, --sizes, --shard-size, ...), copied in as argparse's `parents=` does.
-    parser._add_container_actions(cli.writer_options())
+    cli.add_writer_options(parser)
     parser.set_defaults(image_format="png")  # flat colours and black outlines: JPEG would smear them
     pick = parser.add_argument_group("which emoji")
     pick.add_argument("--groups", help="comma-separated Unicode groups, e.g. animals-nature,travel-places")

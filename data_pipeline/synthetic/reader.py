@@ -75,8 +75,24 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
     rgb = as_rgb_uint8(image)
     size = rgb.shape[0]
     pix = rgb.astype(np.float32)
+    border, bg_obs, background = _read_background(pix, world)
+    result = _empty_reading(background, bg_obs)
+    colors, centres, label, confident = _label_pixels(pix, border, bg_obs, background, world)
+    best = _shape_blob(label, confident, len(colors), size)
+    if best is None:
+        result.update(_style_scores(pix, bg_obs, None, None, size))
+        return result
+    _, k, blob = best
+    result["color"] = colors[k]
+    c_obs, cover, fitted = _fit_shape(pix, blob, centres, world)
+    result.update(fitted)
+    result.update(_style_scores(pix, bg_obs, c_obs, cover > 0.5, size))
+    return result
 
-    ring = max(1, size // 16)
+
+def _read_background(pix: np.ndarray, world: World) -> tuple[np.ndarray, np.ndarray, str]:
+    """The border ring's pixels, their median colour and the world's background nearest to it."""
+    ring = max(1, pix.shape[0] // 16)
     border = np.concatenate(
         [
             pix[:ring].reshape(-1, 3),
@@ -86,8 +102,11 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         ]
     )
     bg_obs = np.median(border, axis=0)
-    background = _nearest(bg_obs, world.backgrounds)
-    result = {
+    return border, bg_obs, _nearest(bg_obs, world.backgrounds)
+
+
+def _empty_reading(background: str, bg_obs: np.ndarray) -> dict:
+    return {
         "shape": None,
         "color": None,
         "size": None,
@@ -103,9 +122,12 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         "halftone_score": 0.0,
     }
 
-    # Label every pixel with its nearest class; classes 0-2 are background-like. The halftone
-    # class only exists when the border shows dots, so a plain image's shape is never taken
-    # for them.
+
+def _label_pixels(pix: np.ndarray, border: np.ndarray, bg_obs: np.ndarray, background: str, world: World):
+    """(shape colours, class centres, per-pixel nearest class, per-pixel confidence).
+
+    Classes 0-2 are background-like (background, halftone dots, outline black). The halftone class only exists
+    when the border shows dots, so a plain image's shape is never taken for them."""
     colors = [c for c in world.colors if colors_compatible(c, background)] or list(world.colors)
     dots = bg_obs * HALFTONE_SHADE
     has_dots = float(np.mean(np.linalg.norm(border - dots, axis=1) < np.linalg.norm(border - bg_obs, axis=1))) > 0.05
@@ -113,20 +135,24 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         [bg_obs, dots if has_dots else bg_obs, (0.0, 0.0, 0.0)] + [PALETTE[c] for c in colors], np.float32
     )
     dist = np.linalg.norm(pix[:, :, None, :] - centres[None, None], axis=-1)
-    label = dist.argmin(axis=-1)
-    confident = dist.min(axis=-1) < CONFIDENT_DISTANCE
+    return colors, centres, dist.argmin(axis=-1), dist.min(axis=-1) < CONFIDENT_DISTANCE
 
-    best = _largest_blob(label, confident, len(colors), first=3)
+
+def _shape_blob(label: np.ndarray, confident: np.ndarray, count: int, size: int):
+    """The largest blob of one shape colour, big enough to be a shape; None when there is none."""
+    best = _largest_blob(label, confident, count, first=3)
     if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
         # Colours drifted far off the palette: fall back to plain nearest-colour labels.
-        best = _largest_blob(label, np.ones_like(confident), len(colors), first=3)
+        best = _largest_blob(label, np.ones_like(confident), count, first=3)
     if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
-        result.update(_style_scores(pix, bg_obs, None, None, size))
-        return result
-    _, k, blob = best
-    color = colors[k]
-    result["color"] = color
+        return None
+    return best
 
+
+def _fit_shape(pix: np.ndarray, blob: np.ndarray, centres: np.ndarray, world: World):
+    """(observed shape colour, per-pixel coverage, the fitted shape's fields): the world's shape whose template,
+    placed at the blob's centroid with its coverage mass, overlaps the coverage best."""
+    size = pix.shape[0]
     region = cv2.dilate(blob.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     c_obs = np.median(pix[blob], axis=0)
     cover = _coverage(pix, c_obs, centres[:3]) * region
@@ -142,19 +168,16 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
         if score > best_score:
             best_shape, best_score, best_geom = shape, score, geom
     x, y, diameter = best_geom
-    result.update(
-        {
-            "shape": best_shape,
-            "shape_score": round(best_score, 4),
-            "x": round(x, 4),
-            "y": round(y, 4),
-            "diameter": round(diameter, 4),
-            "size": _nearest_size(diameter, world.sizes),
-            "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
-        }
-    )
-    result.update(_style_scores(pix, bg_obs, c_obs, cover > 0.5, size))
-    return result
+    fitted = {
+        "shape": best_shape,
+        "shape_score": round(best_score, 4),
+        "x": round(x, 4),
+        "y": round(y, 4),
+        "diameter": round(diameter, 4),
+        "size": _nearest_size(diameter, world.sizes),
+        "position": min(world.positions, key=lambda p: (POSITIONS[p][0] - x) ** 2 + (POSITIONS[p][1] - y) ** 2),
+    }
+    return c_obs, cover, fitted
 
 
 def _largest_blob(label: np.ndarray, keep: np.ndarray, count: int, first: int):

@@ -40,7 +40,7 @@ def shape_points(shape: str, x: float, y: float, diameter: float, size: int) -> 
 
 
 @lru_cache(maxsize=256)
-def _background(background: str, style: str, size: int) -> np.ndarray:
+def background_canvas(background: str, style: str, size: int) -> np.ndarray:
     rgb = PALETTE[background]
     canvas = np.empty((size, size, 3), np.uint8)
     canvas[:] = rgb
@@ -80,7 +80,7 @@ def _draw(attributes: dict, size: int) -> np.ndarray:
     style = attributes.get("style", "plain")
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    image = _background(attributes["background"], style, size).copy()
+    image = background_canvas(attributes["background"], style, size).copy()
     pts = shape_points(attributes["shape"], attributes["x"], attributes["y"], attributes["diameter"], size)
     if style == "comic":
         cv2.polylines(image, [pts], True, OUTLINE_COLOR, outline_stroke(size), cv2.LINE_AA, _SHIFT)

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from data_pipeline.__main__ import main
-from data_pipeline.flickr30k import Flickr30kError, find_layout, parse_captions
 from data_pipeline.shards import iter_tar_samples
+from data_pipeline.sources.flickr30k import Flickr30kError, find_layout, parse_captions
 
 IMAGES = ["1000092795.jpg", "10002456.jpg", "1000268201.jpg", "2199200615.jpg"]
 

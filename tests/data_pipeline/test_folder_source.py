@@ -9,8 +9,8 @@ import os
 import pytest
 
 from data_pipeline.__main__ import main
-from data_pipeline.folder import FolderError, read_folder_items
 from data_pipeline.shards import iter_tar_samples
+from data_pipeline.sources.folder import FolderError, read_folder_items
 
 
 def _samples(out_dir, size):

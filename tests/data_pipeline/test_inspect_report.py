@@ -12,14 +12,14 @@ from PIL import Image
 from rlimited import run_limited
 
 from data_pipeline.__main__ import main
-from data_pipeline.inspect import format_report, inspect_dataset
 from data_pipeline.runner import build_dataset
+from data_pipeline.shard_report import format_report, inspect_dataset
 from data_pipeline.shards import (
     MAX_TAR_MEMBER_BYTES,
     Failure,
     Sample,
     WriterConfig,
-    _assemble_tar,
+    assemble_tar,
     iter_tar_samples,
     plan_shards,
 )
@@ -128,7 +128,7 @@ def test_iter_tar_samples_skips_and_names_members_above_the_cap(tmp_path):
     assert oversized == ["000000000.jpg"]
     dest = str(tmp_path / "rewritten.tar")  # the merge/dedupe rewrite path skips it too, and says so
     with pytest.warns(UserWarning, match="skipped 1 tar member"):
-        _assemble_tar(dest, [path])
+        assemble_tar(dest, [path])
     assert [sorted(f) for _, f in iter_tar_samples(dest)] == [["json", "txt"]]
 
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_pipeline.download.items import table_metadata
-from data_pipeline.laion import InputError, filter_to_parquet, prepare_kept_rows, resolve_inputs
-from data_pipeline.laion_filters import (
+from data_pipeline.sources.laion import InputError, filter_to_parquet, prepare_kept_rows, resolve_inputs
+from data_pipeline.sources.laion_filters import (
     ColumnError,
     FilterSettings,
     HashSet64,

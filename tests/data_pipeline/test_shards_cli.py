@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from data_pipeline.__main__ import SUBCOMMAND_MODULES, build_parser, main
+from data_pipeline.__main__ import COMMANDS, build_parser, main
 
 
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert len(commands) >= len(SUBCOMMAND_MODULES)
+    assert len(commands) >= len(COMMANDS)
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])

@@ -361,3 +361,20 @@ def test_near_duplicates_removed_across_shards(tmp_path, image_bytes, make_patte
     before = tar_bytes(config.out_dir)
     _, again = build_dataset(plan_shards(items, 3), produce_items, config, progress=False)
     assert tar_bytes(config.out_dir) == before and again["totals"] == manifest["totals"]
+
+
+def test_rerun_removes_what_a_killed_run_left_half_written(tmp_path, image_bytes):
+    config = WriterConfig(tmp_path / "ds", sizes=(16, 24), shard_size=2)
+    leftovers = [
+        os.path.join(config.out_dir, "16", "00000.tar.tmp-99999"),  # a streamed tar
+        os.path.join(config.out_dir, "24", ".00000.tar.k3j2.tmp"),  # a reassembled tar (fsutil.atomic_write)
+        os.path.join(config.out_dir, "16", ".00000_stats.json.x8f1.tmp"),  # a stats file
+    ]
+    other_shard = os.path.join(config.out_dir, "16", ".00001.tar.k3j2.tmp")
+    for path in [*leftovers, other_shard]:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    write_shard(ShardTask(0, good_items(image_bytes, 2)), produce_items, config)
+    assert [p for p in leftovers if os.path.exists(p)] == []
+    assert os.path.exists(other_shard)  # another shard's writer may still be running
+    assert shard_is_complete(config, 0)

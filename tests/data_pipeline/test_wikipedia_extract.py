@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bs4 import BeautifulSoup
 
-from data_pipeline.wikipedia import clean_caption_html, extract_images, thumbnail_url, usable
+from data_pipeline.sources.wikipedia import clean_caption_html, extract_images, thumbnail_url, usable
 
 UP = "//upload.wikimedia.org/wikipedia/commons"
 

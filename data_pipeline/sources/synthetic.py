@@ -13,11 +13,11 @@ import functools
 from collections.abc import Iterator
 
 from data_pipeline import cli
+from data_pipeline.cli import OptionError, exit_status_1
 from data_pipeline.shards import Sample, ShardTask, plan_shards
-
-from .scenes import make_scene
-from .shapes import SHAPE_NAMES
-from .world import (
+from data_pipeline.synthetic.scenes import make_scene
+from data_pipeline.synthetic.shapes import SHAPE_NAMES
+from data_pipeline.synthetic.world import (
     BACKGROUND_ORDER,
     DEFAULT_WORLD,
     POSITIONS,
@@ -74,21 +74,26 @@ def world_from_args(args: argparse.Namespace) -> World:
             size_jitter=args.size_jitter,
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise OptionError(str(exc)) from None
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if args.count < 1:
+        raise OptionError("--count must be >= 1")
+    if args.captions_per_image < 1:
+        raise OptionError("--captions-per-image must be >= 1")
+    if not 0.0 <= args.style_word_p <= 1.0:
+        raise OptionError("--style-word-p must be between 0 and 1")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise SystemExit("error: --count must be >= 1")
-    if args.captions_per_image < 1:
-        raise SystemExit("error: --captions-per-image must be >= 1")
-    if not 0.0 <= args.style_word_p <= 1.0:
-        raise SystemExit("error: --style-word-p must be between 0 and 1")
-    world = world_from_args(args)
-    config = cli.writer_config_from_args(args)
-    render_size = max(config.sizes)
-    if render_size < 16:
-        raise SystemExit("error: the largest of --sizes must be >= 16 px for shapes to be drawn")
+    with exit_status_1():
+        check_options(args)
+        world = world_from_args(args)
+        config = cli.writer_config_from_args(args)
+        render_size = max(config.sizes)
+        if render_size < 16:
+            raise OptionError("the largest of --sizes must be >= 16 px for shapes to be drawn")
     tasks = plan_shards(range(args.count), config.shard_size)
     produce = functools.partial(
         produce_synthetic,
@@ -130,15 +135,13 @@ def _vocabulary_text() -> str:
     )
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "synthetic",
-        parents=[cli.writer_options()],
-        help="a procedural world of captioned coloured shapes (plain or comic style)",
-        description=__doc__,
-        epilog=_vocabulary_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+DESCRIPTION = __doc__
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = _vocabulary_text()
+    cli.add_writer_options(parser)
     parser.add_argument("--count", type=int, default=1000, help="number of images (default: 1000)")
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; scene i depends only on (seed, i) (default: 0)"
@@ -178,4 +181,4 @@ def register(subparsers) -> None:
         "--style-word-p", type=float, default=0.5, help="share of comic captions that name the style (default: 0.5)"
     )
     # Flat colours and halftone dots suffer from JPEG artefacts; PNG is small at these sizes.
-    parser.set_defaults(func=run, image_format="png")
+    parser.set_defaults(image_format="png")

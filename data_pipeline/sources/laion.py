@@ -22,11 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data_pipeline.cli import writer_config_from_args, writer_options
-from data_pipeline.download.cli import download_options, options_from_args, run_download
+from data_pipeline.cli import OptionError, add_writer_options, exit_status_1, writer_config_from_args
+from data_pipeline.download.cli import add_download_options, options_from_args, run_download
 from data_pipeline.download.client import ClientConfig, FetchError, HttpClient
 from data_pipeline.download.items import ItemTableWriter, table_metadata
-from data_pipeline.laion_filters import (
+from data_pipeline.errors import UserError
+from data_pipeline.fsutil import atomic_write
+from data_pipeline.sources.laion_filters import (
     REASONS,
     ColumnError,
     FilterSettings,
@@ -77,7 +79,7 @@ _FIELD_FOR = {
 }
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     pass
 
 
@@ -113,18 +115,17 @@ def fetch_input(url: str, out_dir: str, client_config: ClientConfig | None, prog
     dest = os.path.join(out_dir, INPUTS_DIR, f"{digest}-{name}")
     if os.path.exists(dest):
         return dest
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.tmp-{os.getpid()}"
     if progress:
         print(f"fetching {url}", file=sys.stderr)
-    with HttpClient(client_config) as client, open(tmp, "wb") as fh:
-        try:
+
+    def download(tmp: str) -> None:
+        with HttpClient(client_config) as client, open(tmp, "wb") as fh:
             client.get(url, sink=fh, max_bytes=1 << 40, total_timeout=24 * 3600)
-        except FetchError as err:
-            fh.close()
-            os.remove(tmp)
-            raise InputError(f"{url}: could not fetch ({err})") from None
-    os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, download)  # a failed or interrupted download leaves no partial file behind
+    except FetchError as err:
+        raise InputError(f"{url}: could not fetch ({err})") from None
     return dest
 
 
@@ -353,15 +354,16 @@ def _words(values: list[str] | None) -> tuple[str, ...]:
     return tuple(w.strip() for v in values or [] for w in v.split(",") if w.strip())
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "laion",
-        parents=[writer_options(), download_options()],
-        help="filter LAION parquet metadata and download the kept images",
-        description="Filter LAION-400M / LAION-2B / aesthetics parquet files (streamed in row groups, "
-        "bounded memory), keep the chosen rows in DIR/laion_kept.parquet, then download them "
-        "into WebDataset shards. Rerunning the same command resumes.",
-    )
+DESCRIPTION = (
+    "Filter LAION-400M / LAION-2B / aesthetics parquet files (streamed in row groups, bounded memory), keep the "
+    "chosen rows in DIR/laion_kept.parquet, then download them into WebDataset shards. Rerunning the same command "
+    "resumes."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_writer_options(p)
+    add_download_options(p)
     p.add_argument("parquet", nargs="+", metavar="PARQUET", help="local paths, globs or http(s) URLs")
     p.add_argument(
         "--column",
@@ -372,7 +374,11 @@ def register(subparsers) -> None:
         help="map a column name: fields url, caption, width, height, similarity, license, nsfw, "
         "punsafe, pwatermark, aesthetic, sample_id (repeatable)",
     )
-    f = p.add_argument_group("filters")
+    _add_filter_options(p.add_argument_group("filters"))
+    p.add_argument("--filter-only", action="store_true", help="stop after writing DIR/laion_kept.parquet")
+
+
+def _add_filter_options(f) -> None:
     f.add_argument(
         "--keywords",
         action="append",
@@ -419,8 +425,6 @@ def register(subparsers) -> None:
         help="keep at most this many rows: the first ones, or a uniform random choice when --seed is given",
     )
     f.add_argument("--seed", type=int, help="seed for --sample-fraction and --max-samples")
-    p.add_argument("--filter-only", action="store_true", help="stop after writing DIR/laion_kept.parquet")
-    p.set_defaults(func=run)
 
 
 def settings_from_args(args) -> FilterSettings:
@@ -447,26 +451,23 @@ def settings_from_args(args) -> FilterSettings:
             seed=args.seed,
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise OptionError(str(exc)) from None
 
 
 def run(args) -> int:
-    writer = writer_config_from_args(args)
-    settings = settings_from_args(args)
-    options = options_from_args(args, source="laion")
-    try:
-        kept, report = prepare_kept_rows(
-            args.parquet,
-            writer.out_dir,
-            settings,
-            writer.shard_size,
-            dict(args.column),
-            options.client,
-            progress=not args.no_progress,
-        )
-    except (InputError, ColumnError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with exit_status_1():
+        writer = writer_config_from_args(args)
+        settings = settings_from_args(args)
+        options = options_from_args(args, source="laion")
+    kept, report = prepare_kept_rows(
+        args.parquet,
+        writer.out_dir,
+        settings,
+        writer.shard_size,
+        dict(args.column),
+        options.client,
+        progress=not args.no_progress,
+    )
     rejected = ", ".join(f"{k}={v}" for k, v in report["rejected"].items()) or "none"
     print(f"{kept}: kept {report['rows_kept']} of {report['rows_read']} rows (rejected: {rejected})")
     if args.filter_only:

@@ -20,15 +20,17 @@ import re
 from collections.abc import Iterator
 
 from data_pipeline import cli
-from data_pipeline.folder import MISSING_FILE, UNSAFE_PATH, resolve_inside
+from data_pipeline.cli import exit_status_1
+from data_pipeline.errors import UserError
 from data_pipeline.shards import Failure, Sample, ShardTask, plan_shards
+from data_pipeline.sources.folder import MISSING_FILE, UNSAFE_PATH, resolve_inside
 
 CAPTION_FILES = ("results_20130124.token", "results.csv", "captions.txt")
 IMAGE_DIRS = ("flickr30k-images", "flickr30k_images/flickr30k_images", "flickr30k_images", "Images", "images")
 SOURCE_URL = "https://shannon.cs.illinois.edu/DenotationGraph/"
 
 
-class Flickr30kError(ValueError):
+class Flickr30kError(UserError, ValueError):
     pass
 
 
@@ -143,11 +145,9 @@ def produce_flickr30k(task: ShardTask, images_dir: str) -> Iterator[Sample | Fai
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
+    with exit_status_1():
         captions_path, images_dir = find_layout(args.root, args.captions, args.images)
         by_image = parse_captions(captions_path)
-    except (Flickr30kError, OSError) as exc:
-        raise SystemExit(f"error: {exc}") from None
     items = list(by_image.items())
     if args.limit:
         items = items[: args.limit]
@@ -163,16 +163,13 @@ def run(args: argparse.Namespace) -> int:
     return cli.run_build(args, tasks, produce, sources=[source], filters={"limit": args.limit} if args.limit else None)
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "flickr30k",
-        parents=[cli.writer_options()],
-        help="Flickr30k images with their five captions (token or Kaggle CSV layout)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+DESCRIPTION = __doc__
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_writer_options(parser)
     parser.add_argument("root", help="Flickr30k folder (caption file and images folder inside)")
     parser.add_argument("--captions", help="caption file (default: found in ROOT)")
     parser.add_argument("--images", help="images folder (default: found in ROOT)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (default: all)")
-    parser.set_defaults(func=run)

@@ -14,6 +14,7 @@ The endpoint is a flag, so any MediaWiki works. A missing article is reported, n
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import html
 import json
@@ -28,10 +29,11 @@ import pyarrow as pa
 from bs4 import BeautifulSoup, Tag
 from tqdm import tqdm
 
-from data_pipeline.cli import writer_config_from_args, writer_options
-from data_pipeline.download.cli import download_options, options_from_args, run_download
+from data_pipeline.cli import add_writer_options, exit_status_1, writer_config_from_args
+from data_pipeline.download.cli import add_download_options, options_from_args, run_download
 from data_pipeline.download.client import FetchError, HttpClient
 from data_pipeline.download.items import ItemTableWriter, table_metadata
+from data_pipeline.errors import UserError
 
 DEFAULT_ENDPOINT = "https://en.wikipedia.org/w/api.php"
 ITEMS_FILE = "wikipedia_items.parquet"
@@ -230,8 +232,8 @@ def thumbnail_url(src: str, page_url: str, width: int, file_width: int | None) -
 # ---------------------------------------------------------------- the API
 
 
-class WikiError(RuntimeError):
-    pass
+class WikiError(UserError, RuntimeError):
+    """The wiki or the titles cannot be used: the API fails or answers no JSON, no titles were given, ..."""
 
 
 @dataclass
@@ -381,53 +383,70 @@ def collect_items(
             report.missing.append({"title": title, "error": error})
             print(f"warning: {title!r}: {error}", file=sys.stderr)
             continue
-        page_url = api.endpoint
         found = extract_images(page_html, resolved)
         keep = [img for img in found if usable(img, min_display, min_original)]
         report.images_found += len(found)
         report.images_skipped += len(found) - len(keep)
         report.pages.append({"title": title, "resolved": resolved, "images": len(keep)})
         for img in keep:
-            key = img.file_title or thumbnail_url(img.src, page_url, thumb_width, img.file_width)
-            row = rows.get(key)
-            if row is not None:
-                if img.caption not in row["captions"]:
-                    row["captions"].append(img.caption)
-                continue
-            rows[key] = {
-                "url": thumbnail_url(img.src, page_url, thumb_width, img.file_width),
-                "caption": img.caption,
-                "captions": [img.caption],
-                "license": None,
-                "attribution": None,
-                "group": key,
-                "file_title": img.file_title,
-                "page_title": resolved,
-                "kind": img.kind,
-                "description_url": None,
-                "license_url": None,
-                "declared_width": img.file_width,
-                "declared_height": img.file_height,
-            }
-    files = [k for k, r in rows.items() if r["file_title"]]
-    if files:
-        infos = api.image_info(files, thumb_width)
-        for key in files:
-            info = infos.get(key)
-            if not info:
-                continue
-            row = rows[key]
-            if info["url"]:
-                row["url"] = info["url"]
-            row.update(
-                license=info["license"],
-                attribution=info["attribution"],
-                description_url=info["description_url"],
-                license_url=info["license_url"],
-                declared_width=info["width"] or row["declared_width"],
-                declared_height=info["height"] or row["declared_height"],
-            )
+            _add_image_row(rows, img, api.endpoint, resolved, thumb_width)
+    _add_file_info(rows, api, thumb_width)
     report.images_kept = len(rows)
+    _write_item_table(items_path, rows, shard_size, fingerprint, report)
+    return report
+
+
+def _add_image_row(rows: dict[str, dict], img: FoundImage, page_url: str, page_title: str, thumb_width: int) -> None:
+    """A row for an image not seen yet; a caption more for one already seen on this or another page."""
+    key = img.file_title or thumbnail_url(img.src, page_url, thumb_width, img.file_width)
+    row = rows.get(key)
+    if row is not None:
+        if img.caption not in row["captions"]:
+            row["captions"].append(img.caption)
+        return
+    rows[key] = {
+        "url": thumbnail_url(img.src, page_url, thumb_width, img.file_width),
+        "caption": img.caption,
+        "captions": [img.caption],
+        "license": None,
+        "attribution": None,
+        "group": key,
+        "file_title": img.file_title,
+        "page_title": page_title,
+        "kind": img.kind,
+        "description_url": None,
+        "license_url": None,
+        "declared_width": img.file_width,
+        "declared_height": img.file_height,
+    }
+
+
+def _add_file_info(rows: dict[str, dict], api: WikiApi, thumb_width: int) -> None:
+    """Fill in thumbnail URL, size, license and attribution of the rows that name a wiki file."""
+    files = [k for k, r in rows.items() if r["file_title"]]
+    if not files:
+        return
+    infos = api.image_info(files, thumb_width)
+    for key in files:
+        info = infos.get(key)
+        if not info:
+            continue
+        row = rows[key]
+        if info["url"]:
+            row["url"] = info["url"]
+        row.update(
+            license=info["license"],
+            attribution=info["attribution"],
+            description_url=info["description_url"],
+            license_url=info["license_url"],
+            declared_width=info["width"] or row["declared_width"],
+            declared_height=info["height"] or row["declared_height"],
+        )
+
+
+def _write_item_table(
+    items_path: str, rows: dict[str, dict], shard_size: int, fingerprint: dict | None, report: CollectReport
+) -> None:
     writer = ItemTableWriter(
         items_path,
         ITEM_SCHEMA,
@@ -441,17 +460,19 @@ def collect_items(
     except BaseException:
         writer.abort()
         raise
-    return report
 
 
 def read_titles(titles: list[str], titles_file: str | None) -> list[str]:
     out = [t.strip() for t in titles if t.strip()]
     if titles_file:
-        with open(titles_file, encoding="utf-8") as fh:
-            out += [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            with open(titles_file, encoding="utf-8") as fh:
+                out += [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+        except (OSError, ValueError) as exc:  # missing, unreadable or not UTF-8: a user error (status 2)
+            raise WikiError(str(exc)) from None
     unique = list(dict.fromkeys(out))
     if not unique:
-        raise ValueError("no article titles given (arguments or --titles-file)")
+        raise WikiError("no article titles given (arguments or --titles-file)")
     return unique
 
 
@@ -479,7 +500,7 @@ def prepare_items(
     if meta is not None:
         if meta.get("settings") == fingerprint and meta.get("shard_size") == shard_size and "report" in meta:
             return path, meta["report"]
-        raise ValueError(f"{path} was made from other titles or settings; use a new --out folder")
+        raise WikiError(f"{path} was made from other titles or settings; use a new --out folder")
     report = collect_items(titles, api, path, shard_size, thumb_width, min_display, min_original, progress, fingerprint)
     return path, report.to_dict()
 
@@ -487,18 +508,16 @@ def prepare_items(
 # ---------------------------------------------------------------- command line
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "wikipedia",
-        parents=[
-            writer_options(),
-            download_options({"per_domain_concurrency": 4, "per_domain_rate": 10.0, "threads": 8}),
-        ],
-        help="captioned images of wiki articles (MediaWiki API + BeautifulSoup)",
-        description="Collect the captioned images (figures, thumbnails, galleries, infoboxes) of wiki "
-        "articles through the MediaWiki API, with their license and author, then download "
-        "them into WebDataset shards. Rerunning the same command resumes.",
-    )
+DESCRIPTION = (
+    "Collect the captioned images (figures, thumbnails, galleries, infoboxes) of wiki articles through the "
+    "MediaWiki API, with their license and author, then download them into WebDataset shards. Rerunning the same "
+    "command resumes."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_writer_options(p)
+    add_download_options(p, {"per_domain_concurrency": 4, "per_domain_rate": 10.0, "threads": 8})
     p.add_argument("titles", nargs="*", metavar="TITLE", help="article titles")
     p.add_argument("--titles-file", help="a file with one title per line ('#' starts a comment)")
     p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help=f"MediaWiki api.php URL (default: {DEFAULT_ENDPOINT})")
@@ -522,20 +541,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("--api-rate", type=float, default=2.0, help="API requests per second (default: 2)")
     p.add_argument("--contact", help="contact (e-mail or URL) added to the User-Agent, as Wikimedia asks of bots")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    try:
-        titles = read_titles(args.titles, args.titles_file)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    titles = read_titles(args.titles, args.titles_file)
     if urlsplit(args.endpoint).scheme not in ("http", "https"):
-        print("error: --endpoint must be an http(s) URL", file=sys.stderr)
-        return 2
-    writer = writer_config_from_args(args)
-    options = options_from_args(args, source="wikipedia")
+        raise WikiError("--endpoint must be an http(s) URL")
+    with exit_status_1():
+        writer = writer_config_from_args(args)
+        options = options_from_args(args, source="wikipedia")
     user_agent = options.client.user_agent + (f" contact: {args.contact}" if args.contact else "")
     image_client = dataclasses.replace(options.client, user_agent=user_agent)
     options = dataclasses.replace(options, client=image_client)
@@ -553,9 +567,8 @@ def run(args) -> int:
                 args.min_original_size,
                 progress=not args.no_progress,
             )
-        except (WikiError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except ValueError as exc:  # a damaged item table in --out: said in one line, status 2 as for WikiError
+            raise WikiError(str(exc)) from None
     missing = ", ".join(m["title"] for m in report["missing"])
     print(
         f"{items}: {report['images_kept']} images from {len(report['pages'])} pages "

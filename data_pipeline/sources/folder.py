@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator
 
 from data_pipeline import cli
+from data_pipeline.cli import exit_status_1
+from data_pipeline.errors import UserError
 from data_pipeline.shards import Failure, Sample, ShardTask, plan_shards
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -29,7 +31,7 @@ MISSING_FILE = "missing_file"
 UNSAFE_PATH = "unsafe_path"
 
 
-class FolderError(ValueError):
+class FolderError(UserError, ValueError):
     """The folder or its caption file cannot be used (message says why and where)."""
 
 
@@ -168,10 +170,8 @@ def produce_folder(task: ShardTask, root: str, source: str = "folder") -> Iterat
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
+    with exit_status_1():
         items = read_folder_items(args.dir, args.captions)
-    except (FolderError, OSError) as exc:
-        raise SystemExit(f"error: {exc}") from None
     tasks = plan_shards(items, args.shard_size)
     produce = functools.partial(produce_folder, root=os.path.abspath(args.dir), source=args.source_name)
     source = {
@@ -183,17 +183,14 @@ def run(args: argparse.Namespace) -> int:
     return cli.run_build(args, tasks, produce, sources=[source])
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "folder",
-        parents=[cli.writer_options()],
-        help="images in a folder with captions (CSV or imagefolder metadata.jsonl)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+DESCRIPTION = __doc__
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_writer_options(parser)
     parser.add_argument("dir", help="folder with the images")
     parser.add_argument(
         "--captions", help="caption file (default: metadata.jsonl, metadata.csv, captions.csv or the only CSV in DIR)"
     )
     parser.add_argument("--source-name", default="folder", help="value of the `source` field (default: folder)")
-    parser.set_defaults(func=run)

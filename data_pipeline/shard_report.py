@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import json
 import math
 import os
@@ -13,11 +12,15 @@ import random
 import tarfile
 import textwrap
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from data_pipeline.cli import exit_status_1
+from data_pipeline.errors import UserError
+from data_pipeline.fsutil import atomic_write
 from data_pipeline.images import ImageError, decode_image
 from data_pipeline.shards import MAX_TAR_MEMBER_BYTES, SPLITS, iter_tar_samples
 
@@ -40,84 +43,106 @@ def _histogram(values: list[int], bins: tuple[int, ...]) -> dict[str, int]:
     return {_bin_label(bins, i): counts.get(i, 0) for i in range(len(bins))}
 
 
+class DatasetNotFound(UserError, FileNotFoundError):
+    """`inspect` was pointed at something that holds no shards (of the size asked for)."""
+
+
+class DamagedShard(UserError):
+    """A shard `inspect` cannot read as a tar file."""
+
+
+@dataclass
+class _Scan:
+    """What reading the samples of one size's shards found."""
+
+    chosen: list[tuple[str, bytes | None, str]] = field(default_factory=list)  # reservoir: key, image, caption
+    words: list[int] = field(default_factory=list)
+    short_sides: list[int] = field(default_factory=list)
+    splits: Counter = field(default_factory=Counter)
+    sources: Counter = field(default_factory=Counter)
+    seen: int = 0
+    bad_metadata: int = 0
+    oversized: list[str] = field(default_factory=list)
+
+
 def inspect_dataset(
     out_dir: str, size: int | None = None, samples: int = 16, seed: int = 0, sheet_path: str | None = None
 ) -> dict:
     """Scan the shards of one size and return a report; draw a contact sheet when sheet_path is set."""
     if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"{out_dir}: not a directory")
+        raise DatasetNotFound(f"{out_dir}: not a directory")
     sizes = dataset_sizes(out_dir)
     if not sizes:
-        raise FileNotFoundError(f"{out_dir}: no shard folders (DIR/<size>/NNNNN.tar)")
+        raise DatasetNotFound(f"{out_dir}: no shard folders (DIR/<size>/NNNNN.tar)")
     size = size if size is not None else sizes[-1]
     if size not in sizes:
-        raise FileNotFoundError(f"{out_dir}: no shards of size {size} (have {', '.join(map(str, sizes))})")
+        raise DatasetNotFound(f"{out_dir}: no shards of size {size} (have {', '.join(map(str, sizes))})")
     tars = sorted(glob.glob(os.path.join(out_dir, str(size), "[0-9]*.tar")))
+    try:
+        scan = _scan_samples(tars, samples, random.Random(seed))
+    except tarfile.TarError as exc:
+        raise DamagedShard(str(exc)) from None
+    report = _report(out_dir, sizes, size, len(tars), scan)
+    if sheet_path and scan.chosen:
+        scan.chosen.sort(key=lambda c: c[0])
+        write_contact_sheet(scan.chosen, sheet_path)
+        report["contact_sheet"] = os.path.abspath(sheet_path)
+    return report
 
-    rng = random.Random(seed)
-    chosen: list[tuple[str, bytes | None, str]] = []  # reservoir of (key, image bytes, caption)
-    words: list[int] = []
-    short_sides: list[int] = []
-    splits: Counter = Counter()
-    sources: Counter = Counter()
-    seen = bad_metadata = 0
-    oversized: list[str] = []
+
+def _scan_samples(tars: list[str], samples: int, rng: random.Random) -> _Scan:
+    """Read every sample's metadata, and the images of a uniform random choice of `samples` of them."""
+    scan = _Scan()
 
     def want_image() -> bool:  # reservoir sampling: read an image only when it would be kept
-        return len(chosen) < samples or rng.random() < samples / (seen + 1)
+        return len(scan.chosen) < samples or rng.random() < samples / (scan.seen + 1)
 
     for path in tars:
-        for key, raw_meta, image in _scan_tar(path, want_image, oversized):
+        for key, raw_meta, image in _scan_tar(path, want_image, scan.oversized):
             meta = _sample_metadata(raw_meta)
             if meta is None:
-                bad_metadata += 1
+                scan.bad_metadata += 1
                 continue
-            words.append(len(meta.caption.split()))
+            scan.words.append(len(meta.caption.split()))
             if meta.short_side is not None:
-                short_sides.append(meta.short_side)
-            splits[meta.split] += 1
-            sources[meta.source] += 1
+                scan.short_sides.append(meta.short_side)
+            scan.splits[meta.split] += 1
+            scan.sources[meta.source] += 1
             if image is not None:
-                if len(chosen) < samples:
-                    chosen.append((key, image, meta.caption))
+                if len(scan.chosen) < samples:
+                    scan.chosen.append((key, image, meta.caption))
                 else:
-                    chosen[rng.randrange(samples)] = (key, image, meta.caption)
-            seen += 1
+                    scan.chosen[rng.randrange(samples)] = (key, image, meta.caption)
+            scan.seen += 1
+    return scan
 
+
+def _report(out_dir: str, sizes: list[int], size: int, shards: int, scan: _Scan) -> dict:
     stats = _shard_stats(out_dir, size)
     failures: Counter = Counter()
     for st in stats:
         failures.update(st.get("failures", {}))
     manifest_path = os.path.join(out_dir, "manifest.json")
-    manifest = None
-    if os.path.exists(manifest_path):
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    report = {
+    return {
         "dir": os.path.abspath(out_dir),
         "sizes": sizes,
         "inspected_size": size,
-        "shards": len(tars),
+        "shards": shards,
         "complete_shards": len(stats),
-        "samples": seen,
-        "bad_metadata": bad_metadata,  # samples whose JSON is unreadable or has wrongly typed fields (skipped)
-        "oversized_members": len(oversized),  # tar members above the size cap (never read)
+        "samples": scan.seen,
+        "bad_metadata": scan.bad_metadata,  # samples whose JSON is unreadable or has wrongly typed fields (skipped)
+        "oversized_members": len(scan.oversized),  # tar members above the size cap (never read)
         "items": sum(st.get("count", 0) for st in stats),
         "failed": sum(failures.values()),
         "failures": dict(failures.most_common()),
-        "splits": {s: splits.get(s, 0) for s in SPLITS},
-        "sources": dict(sources.most_common()),
-        "caption_words": _histogram(words, CAPTION_WORD_BINS),
-        "caption_words_mean": round(float(np.mean(words)), 2) if words else 0.0,
-        "original_short_side": _histogram(short_sides, SIZE_BINS),
-        "manifest": manifest is not None,
+        "splits": {s: scan.splits.get(s, 0) for s in SPLITS},
+        "sources": dict(scan.sources.most_common()),
+        "caption_words": _histogram(scan.words, CAPTION_WORD_BINS),
+        "caption_words_mean": round(float(np.mean(scan.words)), 2) if scan.words else 0.0,
+        "original_short_side": _histogram(scan.short_sides, SIZE_BINS),
+        "manifest": os.path.exists(manifest_path),
         "contact_sheet": None,
     }
-    if sheet_path and chosen:
-        chosen.sort(key=lambda c: c[0])
-        write_contact_sheet(chosen, sheet_path)
-        report["contact_sheet"] = os.path.abspath(sheet_path)
-    return report
 
 
 def _scan_tar(path: str, want_image, oversized: list[str]):
@@ -198,13 +223,7 @@ def write_contact_sheet(samples: list[tuple[str, bytes, str]], path: str, tile: 
             lines = lines[: text_lines - 1] + [lines[text_lines - 1][: chars - 1] + "…"]
         for j, line in enumerate(lines):
             draw.text((x, y + tile + 2 + j * line_h), line, fill=(90, 90, 90) if j == 0 else (0, 0, 0), font=font)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def _font(size: int):
@@ -248,18 +267,16 @@ def format_report(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     sheet = None if args.samples <= 0 else (args.sheet or os.path.join(args.dir, "contact_sheet.png"))
-    try:
+    with exit_status_1():
         report = inspect_dataset(args.dir, size=args.size, samples=args.samples, seed=args.seed, sheet_path=sheet)
-    except (FileNotFoundError, tarfile.TarError) as exc:
-        raise SystemExit(f"error: {exc}") from None
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect", help="summarise a built dataset and draw a contact sheet", description=__doc__
-    )
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="dataset directory (the --out of a build)")
     parser.add_argument("--size", type=int, help="which shard size to read (default: the largest)")
     parser.add_argument(
@@ -268,4 +285,3 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for choosing the samples (default: 0)")
     parser.add_argument("--sheet", help="contact sheet PNG path (default: DIR/contact_sheet.png)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(func=run)

@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_pipeline.errors import UserError
+
 # Canonical field -> names used by the LAION releases (LAION-400M; LAION-2B and its aesthetics subsets).
 KNOWN_COLUMNS: dict[str, tuple[str, ...]] = {
     "url": ("URL", "url"),
@@ -57,7 +59,7 @@ REASONS = (
 )
 
 
-class ColumnError(ValueError):
+class ColumnError(UserError, ValueError):
     pass
 
 
