@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipeline.commands import Command, run_command_line
+from data_pipeline.__main__ import main as data_main
 from data_pipeline.emoji_world import (
     CAST_NAMES,
     COMIC_CAST,
@@ -22,8 +22,6 @@ from data_pipeline.emoji_world import (
 )
 from data_pipeline.synthetic.captions import POSITION_PHRASES, POSITION_SHORT
 from data_pipeline.synthetic.world import PALETTE
-
-COMMAND = Command("emoji-scenes", "data_pipeline.emoji_world.command", "emoji scenes")
 
 
 def test_cast_is_large_enough_and_names_the_seed_subjects():
@@ -99,7 +97,7 @@ def test_emoji_scenes_command_writes_ground_truth_that_scores(tmp_path):
     out = tmp_path / "scenes"
     argv = ["emoji-scenes", "--out", str(out), "--count", "24", "--sizes", "32,64", "--shard-size", "10"]
     argv += ["--seed", "3", "--style", "comic", "--emoji", "12", "--processes", "1", "--no-progress"]
-    assert run_command_line("python -m data_pipeline", "test", [COMMAND], argv) == 0
+    assert data_main(argv) == 0
     import webdataset as wds
 
     urls = sorted(glob.glob(os.path.join(out, "64", "*.tar")))
@@ -119,7 +117,7 @@ def test_emoji_scenes_command_writes_ground_truth_that_scores(tmp_path):
 
 def test_emoji_scenes_command_bad_world_is_one_line(tmp_path, capsys):
     argv = ["emoji-scenes", "--out", str(tmp_path / "x"), "--emoji", "cat,dinosaur", "--no-progress"]
-    assert run_command_line("python -m data_pipeline", "test", [COMMAND], argv) == 2
+    assert data_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dinosaur" in err[0]
 

@@ -11,17 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.commands import Command, run_command_line
+from data_pipeline.__main__ import main as data_main
 from data_pipeline.errors import UserError
 from data_pipeline.sources import openmoji_art
 from data_pipeline.sources.openmoji import emoji_rng, make_captions, select_emoji
 from data_pipeline.sources.openmoji_art import ATTRIBUTION, LICENSE, catalog_by_hexcode, glyph_on, load_catalog
 
-COMMAND = Command("openmoji", "data_pipeline.sources.openmoji", "OpenMoji emoji")
-
 
 def _cli(*argv: str) -> int:
-    return run_command_line("python -m data_pipeline", "test", [COMMAND], ["openmoji", *argv])
+    return data_main(["openmoji", *argv])
 
 
 def test_catalogue_names_groups_and_keywords_of_the_art():
