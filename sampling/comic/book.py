@@ -26,7 +26,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..outputs import atomic_write_json, output_state, save_image
+from .arrange import arrangement_parameters
+from .folder import check_same_comic, comic_identity
 from .page import PageStyle, compose_page
+from .panel_shapes import generate_in_shapes, panel_shapes
 from .script import ComicScript
 
 log = logging.getLogger(__name__)
@@ -126,6 +129,7 @@ def make_comic(
             )
 
     previous = _read_metadata(out_dir)
+    check_same_comic(previous, script, out_dir, overwrite)
     overrides: dict[str, int] = {k: int(v) for k, v in (previous.get("seed_overrides") or {}).items()}
     for ref, seed in regenerate.items():
         overrides[panel_key(ref)] = seed if seed is not None else secrets.randbelow(2**31)
@@ -147,9 +151,10 @@ def make_comic(
     overrides = {k: v for k, v in overrides.items() if tuple(int(x) for x in k.split(".")) in refs}
 
     rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
+    shapes = panel_shapes(script, style, pipeline)  # each panel at its box's aspect
     params: dict[PanelRef, dict] = {}
     for ref, panel in refs.items():
-        params[ref] = {**pipeline.parameters(script.prompt_for(panel), seeds[ref]), **rerank_info}
+        params[ref] = {**pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]), **rerank_info}
 
     todo, skipped, conflicts = [], [], []
     for ref in refs:
@@ -171,11 +176,13 @@ def make_comic(
     atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
 
     jobs = [(ref, k) for ref in todo for k in range(candidates)]
+    jobs.sort(key=lambda job: shapes[job[0]])  # panels of one shape share batches (stable: order kept otherwise)
     pending: dict[PanelRef, list] = {}
     prompts = [params[ref]["prompt"] for ref, _ in jobs]
     job_seeds = [candidate_seeds(seeds[ref], candidates)[k] for ref, k in jobs]
     done = 0
-    for batch in pipeline.generate_batches(prompts, job_seeds, batch_size=batch_size, progress=progress):
+    job_shapes = [shapes[ref] for ref, _ in jobs]
+    for batch in generate_in_shapes(pipeline, prompts, job_seeds, job_shapes, batch_size, progress):
         for result in batch:
             ref, _ = jobs[done]
             done += 1
@@ -210,6 +217,7 @@ def make_comic(
             "kind": "comic page",
             "title": page.title,
             "layout": page.layout.describe(),
+            **arrangement_parameters(page),
             "model": pipeline.model_id,
             "style": asdict(style),
             "panels": [
@@ -242,6 +250,7 @@ def make_comic(
     metadata = {
         "script": script.source,
         "title": script.title,
+        **comic_identity(script),
         "style": script.style,
         "character": script.character,
         "script_seed": script.seed,
