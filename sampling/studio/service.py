@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from .catalogue import Catalogue, CatalogueError, Item
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
+from .comic_page import page_options
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
@@ -176,7 +177,16 @@ class Studio:
             raise StudioError(str(exc)) from exc
 
     def generate(
-        self, model: str, captions_text: str, guidance, steps, sampler, seed, upsample=False, upsample_steps=27
+        self,
+        model: str,
+        captions_text: str,
+        guidance,
+        steps,
+        sampler,
+        seed,
+        upsample=False,
+        upsample_steps=27,
+        page_choices: tuple = (None, None, None),  # layout, reading order, export formats (comic_page.page_options)
     ) -> StripResult:
         from .catalogue.errors import InvalidInput
 
@@ -186,6 +196,8 @@ class Studio:
             raise StudioError(str(exc)) from exc
         settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps)
         messages += clamped
+        options, replaced = page_options(len(captions), *page_choices)
+        messages += replaced
         choice = self._allowed_model(model)
         with self._generator_lock:
             if self._generator is None:
@@ -196,7 +208,7 @@ class Studio:
             generator = self._generator
         out_dir = self._new_output_dir()
         try:
-            result = generator.strip(choice.source, captions, settings, out_dir)
+            result = generator.strip(choice.source, captions, settings, out_dir, options)
         except GenerationError as exc:
             try:
                 out_dir.rmdir()  # only when nothing was written
