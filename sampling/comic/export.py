@@ -7,8 +7,9 @@ atomically, and replaced on a rerun (they derive from the pages, which the run c
   TITLE.pdf            the pages in reading order, each page sized from its pixels at `dpi`
   TITLE.cbz            the page PNGs (001.png, 002.png, ... in reading order) and ComicInfo.xml (ComicInfo v2.0:
                        Title, Summary, Writer, PageCount, Manga=YesAndRightToLeft for right-to-left, Pages)
-  TITLE-webtoon.png    every panel as lettered on its page, in reading order, scaled to one width and stacked
-                       with `gutter` pixels between (split into -webtoon-01.png, ... past WEBTOON_MAX_HEIGHT)
+  TITLE-webtoon.png    every panel as lettered on its page, in reading order, at its page size (so lettering
+                       keeps one scale), centred on a strip as wide as the widest panel and stacked with `gutter`
+                       pixels of paper between (split into -webtoon-01.png, ... past WEBTOON_MAX_HEIGHT)
 """
 
 from __future__ import annotations
@@ -183,22 +184,19 @@ def webtoon_parts(heights: list[int], gutter: int, max_height: int = WEBTOON_MAX
 
 
 def write_webtoon(panels: list[Image.Image], path: Path, gutter: int) -> list[Path]:
-    """Panels scaled to the widest one's width and stacked top to bottom, `gutter` pixels of paper between."""
+    """Panels stacked top to bottom, each centred on a strip as wide as the widest, `gutter` pixels of paper between.
+    Narrower panels are not enlarged: their lettering would grow with them."""
     width = max(panel.width for panel in panels)
-    scaled = [
-        p if p.width == width else p.resize((width, round(p.height * width / p.width)), Image.Resampling.LANCZOS)
-        for p in panels
-    ]
-    parts = webtoon_parts([p.height for p in scaled], gutter)
+    parts = webtoon_parts([p.height for p in panels], gutter)
     paths = (
         [path] if len(parts) == 1 else [path.with_name(f"{path.stem}-{i:02d}.png") for i in range(1, len(parts) + 1)]
     )
     for part, part_path in zip(parts, paths):
-        strip = Image.new("RGB", (width, sum(scaled[i].height for i in part) + gutter * (len(part) - 1)), PAPER)
+        strip = Image.new("RGB", (width, sum(panels[i].height for i in part) + gutter * (len(part) - 1)), PAPER)
         y = 0
         for i in part:
-            strip.paste(scaled[i], (0, y))
-            y += scaled[i].height + gutter
+            strip.paste(panels[i], ((width - panels[i].width) // 2, y))
+            y += panels[i].height + gutter
         buffer = io.BytesIO()
         strip.save(buffer, "PNG", optimize=True)
         atomic_write_bytes(part_path, buffer.getvalue())

@@ -111,9 +111,17 @@ def test_the_webtoon_stacks_every_panel_with_gutters(made):
     meta = json.loads((out / "comic.json").read_text())
     boxes = [p["box"] for p in meta["panels"]]
     width = max(x1 - x0 for x0, _, x1, _ in boxes)
-    heights = [round((y1 - y0) * width / (x1 - x0)) for x0, y0, x1, y1 in boxes]
+    heights = [y1 - y0 for _, y0, _, y1 in boxes]
     with Image.open(out / f"{safe_file_stem(TITLE)}-webtoon.png") as strip:
         assert strip.size == (width, sum(heights) + 16 * (len(boxes) - 1))
+        # panel 1 (wide, full strip width) at the top; panel 2 (square, narrower) centred below it after a gutter
+        with Image.open(out / "page-01.png") as page:
+            x0, y0, x1, y1 = boxes[0]
+            assert strip.crop((0, 0, width, y1 - y0)).tobytes() == page.crop(boxes[0]).convert("RGB").tobytes()
+            bx0, by0, bx1, by1 = boxes[1]
+            left, top = (width - (bx1 - bx0)) // 2, heights[0] + 16
+            placed = strip.crop((left, top, left + bx1 - bx0, top + by1 - by0))
+            assert placed.tobytes() == page.crop(boxes[1]).convert("RGB").tobytes()
 
 
 def test_a_rerun_reuses_everything_and_another_comic_is_refused(made, capsys):
