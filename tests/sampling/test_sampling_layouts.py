@@ -140,3 +140,18 @@ def test_rtl_art_and_lettering_are_not_flipped():
     assert a != b and a.width == b.width
     text_ltr, text_rtl = np.asarray(ltr_image.crop(a.as_list())), np.asarray(rtl_image.crop(b.as_list()))
     assert (text_ltr == text_rtl).all() and (text_ltr != text_ltr[:, ::-1]).any()
+
+
+def test_a_panel_shape_the_model_cannot_make_is_one_clear_error():
+    from types import SimpleNamespace
+
+    from finetune.model import get_preset
+    from sampling.comic.panel_shapes import PanelShapeError, panel_shapes
+
+    base = SimpleNamespace(options=get_preset("tiny-base"), image_size=32)
+    pipeline = SimpleNamespace(models=SimpleNamespace(base=base, upsampler=None))
+    fine = parse_script({"layout": "3-tier", "panels": ["a", "b", "c"]}, "t.yaml")
+    assert panel_shapes(fine, STYLE, pipeline)[(1, 1)] == (20, 40)
+    thin = parse_script({"layout": "3-tier", "gutter": 200, "panels": ["a", "b", "c"]}, "t.yaml")
+    with pytest.raises(PanelShapeError, match=r"^page 1 panel 1: aspect ratio 4\.08 \(width/height\) is outside 1:4"):
+        panel_shapes(thin, STYLE, pipeline)
