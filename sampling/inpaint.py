@@ -22,18 +22,19 @@ class InpaintInputError(UserError, ValueError):
 
 @dataclass
 class InpaintInputs:
-    image: Image.Image  # RGB, square
+    image: Image.Image  # RGB
     fill: np.ndarray  # bool HxW, True where pixels are to be generated
     digest: str  # identifies image + mask in output parameters
     warnings: list[str] = field(default_factory=list)
 
-    def at(self, size: int) -> KnownPixels:
-        """The known pixels at `size`x`size`; a pixel counts as known only if none of it is to be filled."""
-        image = self.image.resize(
-            (size, size), Image.Resampling.BICUBIC if size > self.image.width else Image.Resampling.BOX
-        )
+    def at(self, size: int | tuple[int, int]) -> KnownPixels:
+        """The known pixels at `size` (a side, or (height, width)); a pixel counts as known only if none of it is to
+        be filled."""
+        height, width = (size, size) if isinstance(size, int) else size
+        upscaling = width > self.image.width or height > self.image.height
+        image = self.image.resize((width, height), Image.Resampling.BICUBIC if upscaling else Image.Resampling.BOX)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-        fill = Image.fromarray(self.fill.astype(np.uint8) * 255, "L").resize((size, size), Image.Resampling.BOX)
+        fill = Image.fromarray(self.fill.astype(np.uint8) * 255, "L").resize((width, height), Image.Resampling.BOX)
         known = torch.from_numpy((np.asarray(fill) == 0).astype(np.float32))[None, None]
         return KnownPixels(image=pixels.clamp(-1, 1), mask=known)
 

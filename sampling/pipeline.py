@@ -21,13 +21,14 @@ from finetune.diffusion.samplers import force_known_pixels, sample
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
+from .shapes import Shape, check_base_shape, default_shape, output_shape
 
 MAX_SEED = 2**63 - 1
 
 
 @dataclass
 class KnownPixels:
-    """Inpainting input at one resolution: `image` [1,3,S,S] in [-1, 1] and `mask` [1,1,S,S] with
+    """Inpainting input at one resolution: `image` [1,3,H,W] in [-1, 1] and `mask` [1,1,H,W] with
     1 where the pixel is known (kept) and 0 where it is to be filled."""
 
     image: torch.Tensor
@@ -55,9 +56,11 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
 
 
-def upsampled_low_res(low_res: torch.Tensor, size: int) -> torch.Tensor:
-    """The low-res image at the upsampler's size, resized as the model itself resizes its low_res input."""
-    return torch.nn.functional.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
+def upsampled_low_res(low_res: torch.Tensor, size: int | Shape) -> torch.Tensor:
+    """The low-res image at the upsampler's size (a side, or (height, width)), resized as the model itself resizes
+    its low_res input."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    return torch.nn.functional.interpolate(low_res.float(), shape, mode="bilinear", align_corners=False)
 
 
 def encode_captions(
@@ -94,8 +97,10 @@ def run_stage(
     low_res: torch.Tensor | None = None,
     known: KnownPixels | None = None,
     progress: bool = False,
+    shape: Shape | None = None,
 ) -> tuple[torch.Tensor, list[bool]]:
-    """Sample one stage for a batch; returns images in [-1, 1] and the truncated-caption flags."""
+    """Sample one stage for a batch at `shape` (height, width; default the model's square size); returns images
+    in [-1, 1] and the truncated-caption flags."""
     batch = len(prompts)
     extra: dict = {}
     if low_res is not None:
@@ -119,14 +124,17 @@ def run_stage(
             kwargs = cond
     else:
         kwargs = extra
-    size = sm.image_size
+    height, width = shape or (sm.image_size, sm.image_size)
     start = {}
     if settings.start_step and low_res is not None:
-        start = {"start_image": upsampled_low_res(low_res, size).to(device), "start_step": settings.start_step}
+        start = {
+            "start_image": upsampled_low_res(low_res, (height, width)).to(device),
+            "start_step": settings.start_step,
+        }
     x = sample(
         diffusion_from_options(sm.options, timestep_respacing=""),
         model_fn,
-        (batch, 3, size, size),
+        (batch, 3, height, width),
         sampler=settings.sampler,
         steps=settings.steps,
         eta=settings.eta,
@@ -169,8 +177,9 @@ class TextToImage:
         up = self.models.upsampler
         return self.models.base.model_id + (f"+{up.model_id}" if up else "")
 
-    def parameters(self, prompt: str, seed: int) -> dict:
-        """Everything that determines an image; stored in its PNG and compared on reruns."""
+    def parameters(self, prompt: str, seed: int, shape: Shape | None = None) -> dict:
+        """Everything that determines an image; stored in its PNG and compared on reruns. `shape`: the base-stage
+        (height, width) when not the model's square size; the output's [height, width] is then recorded as size."""
         b = self.base_settings
         params = {
             "prompt": prompt,
@@ -180,7 +189,7 @@ class TextToImage:
             "steps": b.steps,
             "eta": b.eta,
             "model": self.model_id,
-            "size": self.output_size,
+            "size": self._size_parameter(shape),
             "precision": dtype_name(self.dtype),
             "upsampler": None,
         }
@@ -196,6 +205,11 @@ class TextToImage:
             }
         return params
 
+    def _size_parameter(self, shape: Shape | None) -> int | list[int]:
+        if shape is None or tuple(shape) == default_shape(self.models):
+            return self.output_size  # as before shapes existed, so square outputs of earlier runs still match
+        return list(output_shape(self.models, check_base_shape(self.models, shape)))
+
     def generate_batches(
         self,
         prompts: Sequence[str],
@@ -203,11 +217,14 @@ class TextToImage:
         batch_size: int = 4,
         known: tuple[KnownPixels, KnownPixels | None] | None = None,
         progress: bool = True,
+        shape: Shape | None = None,
     ) -> Iterator[list[GeneratedImage]]:
         """Yield the images batch by batch (so callers can save as they go).
 
         `known`: inpainting input at the base resolution and, when an upsampler is used, at its resolution.
+        `shape`: the base stage's (height, width) (see `sampling.shapes`); the upsampler scales both sides.
         """
+        shape = check_base_shape(self.models, shape) if shape is not None else None
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if batch_size < 1:
@@ -220,7 +237,7 @@ class TextToImage:
             for start in range(0, len(prompts), batch_size):
                 chunk = list(prompts[start : start + batch_size])
                 chunk_seeds = [int(s) for s in seeds[start : start + batch_size]]
-                yield self._generate_batch(chunk, chunk_seeds, known, progress)
+                yield self._generate_batch(chunk, chunk_seeds, known, progress, shape)
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -232,12 +249,14 @@ class TextToImage:
         batch_size: int = 4,
         known: tuple[KnownPixels, KnownPixels | None] | None = None,
         progress: bool = True,
+        shape: Shape | None = None,
     ) -> list[GeneratedImage]:
-        return [
-            image for batch in self.generate_batches(prompts, seeds, batch_size, known, progress) for image in batch
-        ]
+        batches = self.generate_batches(prompts, seeds, batch_size, known, progress, shape)
+        return [image for batch in batches for image in batch]
 
-    def _generate_batch(self, prompts: list[str], seeds: list[int], known, progress: bool) -> list[GeneratedImage]:
+    def _generate_batch(
+        self, prompts: list[str], seeds: list[int], known, progress: bool, shape: Shape | None = None
+    ) -> list[GeneratedImage]:
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         base_known, up_known = known if known is not None else (None, None)
         x, truncated = run_stage(
@@ -249,6 +268,7 @@ class TextToImage:
             self.dtype,
             known=base_known,
             progress=progress,
+            shape=shape,
         )
         base_images = tensor_to_images(x)
         final = base_images
@@ -263,6 +283,7 @@ class TextToImage:
                 low_res=quantize_8bit(x),
                 known=up_known,
                 progress=progress,
+                shape=output_shape(self.models, shape) if shape is not None else None,
             )
             truncated = [a or b for a, b in zip(truncated, up_truncated)]
             final = tensor_to_images(up)

@@ -51,6 +51,9 @@ class Text2ImUNet(nn.Module):
         self.vocab_size = arch["vocab_size"]
         self.tokenizer_name = options["tokenizer"]
         self.model_channels = mc = int(options["num_channels"])
+        # Each side of an input must halve cleanly at every level; any such H x W works (convolutions, and attention
+        # over the flattened feature map): the square image_size is the training size, not the only one.
+        self.downsampling_factor = 2 ** (len(arch["channel_mult"]) - 1)
         self._fp16_blocks = False
         self.gradient_checkpointing = False
 
@@ -212,7 +215,8 @@ class Text2ImUNet(nn.Module):
         inpaint_image: torch.Tensor | None = None,
         inpaint_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B,3,S,S] and timesteps [B] -> [B,6,S,S] (eps in channels 0-2, variance values in 3-5)."""
+        """x [B,3,H,W] and timesteps [B] -> [B,6,H,W] (eps in channels 0-2, variance values in 3-5).
+        H and W are multiples of `downsampling_factor`; they need not equal each other or image_size."""
         h = self._assemble_input(x, low_res, inpaint_image, inpaint_mask)
         batch = x.shape[0]
         timesteps = self._check_timesteps(timesteps, batch, x.device)
@@ -261,13 +265,22 @@ class Text2ImUNet(nn.Module):
         if size is not None and tuple(t.shape[2:]) != size:
             raise ValueError(f"{name} must be {size[0]}x{size[1]} pixels, got {t.shape[2]}x{t.shape[3]}")
 
+    def _check_sample_size(self, size: tuple[int, int]) -> None:
+        factor = self.downsampling_factor
+        if size[0] < factor or size[1] < factor or size[0] % factor or size[1] % factor:
+            raise ValueError(
+                f"x is {size[0]}x{size[1]} pixels; height and width must be positive multiples of {factor} "
+                f"(this model halves them {factor.bit_length() - 1} times)"
+            )
+
     def _assemble_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
         if not torch.is_tensor(x) or x.dim() != 4:
             raise ValueError(
                 f"x must be a [batch, 3, H, W] tensor, got {tuple(x.shape) if torch.is_tensor(x) else x!r}"
             )
-        batch, size = x.shape[0], (self.image_size, self.image_size)
-        self._check_image("x", x, batch, 3, size)
+        batch, size = x.shape[0], tuple(x.shape[2:])
+        self._check_image("x", x, batch, 3, None)
+        self._check_sample_size(size)
         parts = [x]
         if self.inpaint:
             if inpaint_image is None:

@@ -29,7 +29,10 @@ from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_json
 
 from ..outputs import output_state, save_image
+from .arrange import arrangement_parameters
+from .folder import check_same_comic, comic_identity
 from .page import PageStyle, compose_page
+from .panel_shapes import generate_in_shapes, panel_shapes
 from .script import ComicScript, Panel
 
 log = logging.getLogger(__name__)
@@ -186,15 +189,17 @@ def _save_best(job: _PanelJob, ref: PanelRef, results: list, params: dict) -> No
     job.report(f"panel {panel_key(ref)} written (seed {info['image_seed']})")
 
 
-def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict) -> list[str]:
+def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict, shapes: dict) -> list[str]:
     """Generate the panels in `todo` in batches, saving each as soon as its candidates are done; the warnings."""
     jobs = [(ref, k) for ref in todo for k in range(job.candidates)]
+    jobs.sort(key=lambda item: shapes[item[0]])  # panels of one shape share batches (stable: order kept otherwise)
     prompts = [params[ref]["prompt"] for ref, _ in jobs]
     job_seeds = [candidate_seeds(seeds[ref], job.candidates)[k] for ref, k in jobs]
     pending: dict[PanelRef, list] = {}
     warnings: list[str] = []
     done = 0
-    batches = job.pipeline.generate_batches(prompts, job_seeds, batch_size=job.batch_size, progress=job.progress)
+    job_shapes = [shapes[ref] for ref, _ in jobs]
+    batches = generate_in_shapes(job.pipeline, prompts, job_seeds, job_shapes, job.batch_size, job.progress)
     for batch in batches:
         for result in batch:
             ref, _ = jobs[done]
@@ -212,6 +217,7 @@ def _page_parameters(page, page_refs, refs, params, seeds, pipeline, style: Page
         "kind": "comic page",
         "title": page.title,
         "layout": page.layout.describe(),
+        **arrangement_parameters(page),
         "model": pipeline.model_id,
         "style": asdict(style),
         "panels": [
@@ -267,6 +273,7 @@ def _comic_metadata(script: ComicScript, pipeline, params, pages, panel_meta, ov
     return {
         "script": script.source,
         "title": script.title,
+        **comic_identity(script),
         "style": script.style,
         "character": script.character,
         "script_seed": script.seed,
@@ -301,10 +308,13 @@ def make_comic(
     regenerate = dict(regenerate or {})
     refs = _check_request(script, regenerate, candidates, reranker)
     previous = _read_metadata(out_dir)
+    check_same_comic(previous, script, out_dir, overwrite)
     seeds, overrides, warnings = _panel_seeds(script, refs, regenerate, previous)
     rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
+    shapes = panel_shapes(script, style, pipeline)  # each panel at its box's aspect
     params = {
-        ref: {**pipeline.parameters(script.prompt_for(panel), seeds[ref]), **rerank_info} for ref, panel in refs.items()
+        ref: {**pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]), **rerank_info}
+        for ref, panel in refs.items()
     }
     todo, skipped = _panels_to_draw(out_dir, params, regenerate, overwrite)
 
@@ -312,7 +322,7 @@ def make_comic(
     # Record the seeds first, so an interrupted run resumes with the same ones.
     atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
     job = _PanelJob(pipeline, out_dir, candidates, reranker, batch_size, progress, report)
-    warnings += _draw_panels(job, todo, seeds, params)
+    warnings += _draw_panels(job, todo, seeds, params, shapes)
     pages, panel_meta, page_warnings = _compose_pages(script, refs, params, seeds, pipeline, style, out_dir, progress)
     warnings += page_warnings
     atomic_write_json(

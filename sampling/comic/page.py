@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from .layout import Box, page_geometry
+from .arrange import mirror_lettering, page_boxes, page_style
+from .layout import Box
 from .lettering import INK, PAPER, draw_lettering, draw_title, place_lettering
 from .script import Page
 from .subject import CoverageCounter, subject_mask
@@ -35,14 +36,9 @@ def compose_page(
     """Returns the page image, its layout (boxes of panels and lettering, for metadata) and warnings."""
     if len(images) != len(page.panels):
         raise ValueError(f"page has {len(page.panels)} panels but {len(images)} images were given")
-    geometry = page_geometry(
-        page.layout,
-        len(page.panels),
-        style.panel_px,
-        style.margin,
-        style.gutter,
-        style.title_height if page.title else 0,
-    )
+    style = page_style(page, style)
+    geometry = page_boxes(page, style)
+    rtl = page.reading_order == "rtl"
     canvas = Image.new("RGB", geometry.size, PAPER)
     draw = ImageDraw.Draw(canvas)
     if page.title and geometry.title_box:
@@ -56,22 +52,35 @@ def compose_page(
     }
     warnings: list[str] = []
     for number, (panel, image, box) in enumerate(zip(page.panels, images, geometry.panel_boxes), 1):
-        tile = image.convert("RGB")
-        if tile.size != (box.width, box.height):
-            tile = tile.resize((box.width, box.height), Image.Resampling.LANCZOS)
+        art = _cropped_to_aspect(image.convert("RGB"), box)
+        size = (box.width, box.height)
+        tile = art if art.size == size else art.resize(size, Image.Resampling.LANCZOS)
         canvas.paste(tile, (box.x0, box.y0))
         inner = box.inset(style.border)  # lettering sits inside the border
-        subject = (
-            _subject_of(image, box, inner) if style.avoid_subject and (panel.narration or panel.dialogue) else None
-        )
+        # Right to left: lettering is placed as on the mirrored picture, then mirrored back (text unflipped).
+        seen = ImageOps.mirror(art) if rtl else art
+        subject = _subject_of(seen, box, inner) if style.avoid_subject and (panel.narration or panel.dialogue) else None
         items, notes = place_lettering(inner, panel.narration, panel.dialogue, max_font, min_font, subject)
+        items = [mirror_lettering(item, inner) for item in items] if rtl else items
         for item in items:
             draw_lettering(draw, item)
         # The border goes on last so narration boxes tuck under it cleanly.
-        draw.rectangle(Box(box.x0, box.y0, box.x1 - 1, box.y1 - 1).as_list(), outline=INK, width=style.border)
+        if style.border:
+            draw.rectangle(Box(box.x0, box.y0, box.x1 - 1, box.y1 - 1).as_list(), outline=INK, width=style.border)
         warnings += [f"panel {number}: {note}" for note in notes]
         layout["panels"].append({"panel": number, "box": box.as_list(), "lettering": [i.to_json() for i in items]})
     return canvas, layout, warnings
+
+
+def _cropped_to_aspect(image: Image.Image, box: Box) -> Image.Image:
+    """The centre of `image` with `box`'s aspect ratio (panels are drawn near, not always at, their box's aspect)."""
+    width, height = image.size
+    crop_w = min(width, round(height * box.width / box.height))
+    crop_h = min(height, round(width * box.height / box.width))
+    if (crop_w, crop_h) == (width, height):
+        return image
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h))
 
 
 def _subject_of(image: Image.Image, box: Box, inner: Box) -> CoverageCounter | None:

@@ -2,10 +2,14 @@
 
 A script tells one or more pages. Top-level keys: `title`, `style` (appended to every caption),
 `character` (a recurring character/style description prepended to every caption), `seed`,
-`layout` (default for pages), and either `panels` (one page) or `pages` (each with `title`,
-`layout`, `panels`). A panel has `caption`, optional `narration`, optional `dialogue`
-(items with `speaker`, `text`, `kind` = speech | thought | shout) and optional `seed`.
-Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C}.
+`layout` (default for pages), `writer` and `summary` (exported in a CBZ's ComicInfo.xml), `reading_order`
+(ltr | rtl), `gutter` (pixels between panels) and `bleed` (true: art to the paper's edge), and either `panels`
+(one page) or `pages` (each with `title`, `layout`, `gutter`, `bleed`, `panels`). A panel has `caption`,
+optional `narration`, optional `dialogue` (items with `speaker`, `text`, `kind` = speech | thought | shout)
+and optional `seed`.
+Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C} (square panels), a named layout whose panels have
+their own shapes (splash, 3-tier, wide-top, l-shape: sampling/comic/layouts.py; the page must have exactly its
+panel count), or "auto" (the named layout made for the page's panel count, else a grid).
 
 A script is untrusted input, so its size is bounded (``LIMITS``): the file's bytes, YAML nesting depth and the
 number of nodes once aliases are expanded (checked while the YAML is composed, so an alias bomb is refused
@@ -26,7 +30,11 @@ import yaml
 
 from data_pipeline.errors import UserError
 
+from .layouts import AUTO, NAMED_LAYOUTS, NamedLayout, auto_layout, layout_names
+
 DIALOGUE_KINDS = ("speech", "thought", "shout")
+READING_ORDERS = ("ltr", "rtl")
+MAX_GUTTER = 200  # pixels between panels on the page
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class ScriptLimits:
     dialogue_per_panel: int = 12
     prompt_chars: int = 1_000  # caption, style, character: the model reads only its first text_ctx tokens
     lettering_chars: int = 500  # narration, dialogue text, speaker and titles, which are drawn on the page
+    summary_chars: int = 5_000  # the script's summary, exported in ComicInfo.xml
     # The most characters lettering tries to fit into one box, whatever its source (a speaker and a line, the
     # studio): longer text is cut with an ellipsis and a warning, so lettering time is bounded.
     typeset_chars: int = 2_000
@@ -85,8 +94,11 @@ class Layout:
 @dataclass(frozen=True)
 class Page:
     title: str | None
-    layout: Layout
+    layout: Layout | NamedLayout
     panels: tuple[Panel, ...]
+    gutter: int | None = None  # None: the page style's
+    bleed: bool = False  # art runs to the paper's edge: no outer margin, no panel borders
+    reading_order: str = "ltr"  # rtl mirrors the panel boxes and the lettering's placement
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,9 @@ class ComicScript:
     seed: int
     pages: tuple[Page, ...]
     source: str = "<script>"
+    writer: str = ""
+    summary: str = ""
+    reading_order: str = "ltr"
 
     def prompt_for(self, panel: Panel) -> str:
         """The text the model sees: character description, caption, style suffix."""
@@ -292,7 +307,22 @@ class _Fields:
         prefix = f"{self.path}.{key}" if self.path else key
         return [(item, lines[i], f"{prefix}[{i}]") for i, item in enumerate(value)]
 
-    def layout(self, key: str) -> Layout | None:
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(f"expected true or false, got {_kind(value)}", key)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.text(key, 32) or default).strip().lower()
+        if value not in choices:
+            self.fail(f"must be one of {', '.join(choices)}, got {value!r}", key)
+        return value
+
+    def layout(self, key: str) -> Layout | NamedLayout | str | None:
+        """A grid Layout, a NamedLayout, AUTO (resolved per page from its panel count) or None."""
         value = self.data.get(key)
         if value is None:
             return None
@@ -300,9 +330,17 @@ class _Fields:
             spec = value.strip().lower()
             if spec == "strip":
                 return Layout(1, 0)  # columns filled in from the panel count
+            if spec == AUTO:
+                return AUTO
+            if spec in NAMED_LAYOUTS:
+                return NAMED_LAYOUTS[spec]
             match = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", spec)
             if not match:
-                self.fail(f"expected 'strip', 'ROWSxCOLS' (e.g. '2x2') or {{rows: R, cols: C}}, got {value!r}", key)
+                self.fail(
+                    f"expected 'strip', 'ROWSxCOLS' (e.g. '2x2'), {{rows: R, cols: C}} or one of "
+                    f"{', '.join(layout_names())}, got {value!r}",
+                    key,
+                )
             rows, cols = int(match.group(1)), int(match.group(2))
         elif isinstance(value, dict):
             sub = _Fields(value, f"{self.path}.{key}" if self.path else key, self.source, self.key_lines.get(key))
@@ -368,36 +406,75 @@ def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
     )
 
 
-def _parse_page(f: _Fields, default_layout_: Layout | None, default_title: str | None, panels_before: int = 0) -> Page:
+def _page_layout(f: _Fields, layout, n_panels: int) -> Layout | NamedLayout:
+    """The page's layout resolved for its panel count; ScriptError when the panels do not fit it."""
+    if layout is None or layout == AUTO:
+        layout = (auto_layout(n_panels) if layout == AUTO else None) or default_layout(n_panels)
+    elif isinstance(layout, Layout) and layout.cols == 0:  # strip
+        layout = Layout(1, n_panels)
+    where = "layout" if "layout" in f.data else "panels"
+    if isinstance(layout, NamedLayout) and n_panels != layout.cells:
+        f.fail(
+            f"layout {layout.name} holds exactly {layout.cells} panel(s) but the page has {n_panels}; "
+            f"use layout 'auto' to pick one that fits",
+            where,
+        )
+    if n_panels > layout.cells:
+        f.fail(f"layout {layout.describe()} has {layout.cells} cells but the page has {n_panels} panels", where)
+    return layout
+
+
+def _parse_page(f: _Fields, defaults: dict, default_title: str | None, panels_before: int = 0) -> Page:
+    """One page; `defaults` holds the script-wide layout, gutter, bleed and reading_order."""
     panel_items = f.items("panels", LIMITS.panels_per_page, "panels per page")
     if not panel_items:
         f.fail("a page needs at least one panel", "panels")
     if panels_before + len(panel_items) > LIMITS.panels:
         f.fail(f"the script has more than {LIMITS.panels} panels (at most {LIMITS.panels} in one script)", "panels")
     panels = tuple(_parse_panel(item, line, path, f.source) for item, line, path in panel_items)
-    layout = f.layout("layout") or default_layout_
-    if layout is None:
-        layout = default_layout(len(panels))
-    elif layout.cols == 0:  # strip
-        layout = Layout(1, len(panels))
-    if len(panels) > layout.cells:
-        f.fail(
-            f"layout {layout.describe()} has {layout.cells} cells but the page has {len(panels)} panels",
-            "layout" if "layout" in f.data else "panels",
-        )
-    return Page(title=f.text("title", LIMITS.lettering_chars, default=default_title), layout=layout, panels=panels)
+    layout = _page_layout(f, f.layout("layout") or defaults["layout"], len(panels))
+    gutter = f.integer("gutter", 0, MAX_GUTTER)
+    return Page(
+        title=f.text("title", LIMITS.lettering_chars, default=default_title),
+        layout=layout,
+        panels=panels,
+        gutter=defaults["gutter"] if gutter is None else gutter,
+        bleed=f.flag("bleed", defaults["bleed"]),
+        reading_order=defaults["reading_order"],
+    )
+
+
+SCRIPT_KEYS = (
+    "title",
+    "style",
+    "character",
+    "seed",
+    "layout",
+    "writer",
+    "summary",
+    "reading_order",
+    "gutter",
+    "bleed",
+    "pages",
+    "panels",
+)
 
 
 def parse_script(data: Any, source: str = "<script>") -> ComicScript:
     """Validate an already-loaded script (dict) into a ComicScript."""
     top = _Fields(data, "", source, 1)
-    top.only(("title", "style", "character", "seed", "layout", "pages", "panels"))
+    top.only(SCRIPT_KEYS)
     if ("pages" in data) == ("panels" in data):
         top.fail("give either 'panels' (one page) or 'pages' (a list of pages), not both or neither")
-    default_layout_ = top.layout("layout")
+    defaults = {
+        "layout": top.layout("layout"),
+        "gutter": top.integer("gutter", 0, MAX_GUTTER),
+        "bleed": top.flag("bleed"),
+        "reading_order": top.choice("reading_order", READING_ORDERS, "ltr"),
+    }
     title = top.text("title", LIMITS.lettering_chars)
     if "panels" in data:
-        pages = (_parse_page(top, default_layout_, title),)
+        pages = (_parse_page(top, defaults, title),)
     else:
         page_items = top.items("pages", LIMITS.pages, "pages")
         if not page_items:
@@ -406,9 +483,9 @@ def parse_script(data: Any, source: str = "<script>") -> ComicScript:
         panel_count = 0
         for i, (item, line, path) in enumerate(page_items):
             f = _Fields(item, path, source, line)
-            f.only(("title", "layout", "panels"))
+            f.only(("title", "layout", "gutter", "bleed", "panels"))
             # The script title heads the first page unless that page names its own.
-            pages.append(_parse_page(f, default_layout_, title if i == 0 else None, panel_count))
+            pages.append(_parse_page(f, defaults, title if i == 0 else None, panel_count))
             panel_count += len(pages[-1].panels)
         pages = tuple(pages)
     return ComicScript(
@@ -418,6 +495,9 @@ def parse_script(data: Any, source: str = "<script>") -> ComicScript:
         seed=top.integer("seed", 0, 2**32 - 1) or 0,
         pages=pages,
         source=source,
+        writer=(top.text("writer", LIMITS.lettering_chars) or "").strip(),
+        summary=(top.text("summary", LIMITS.summary_chars) or "").strip(),
+        reading_order=defaults["reading_order"],
     )
 
 

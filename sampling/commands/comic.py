@@ -7,6 +7,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..comic.book import make_comic, parse_panel_ref
+from ..comic.export import DEFAULT_DPI, FORMATS, check_dpi, export_comic, parse_formats
 from ..comic.page import PageStyle
 from ..comic.script import load_script
 from ..devices import resolve_device
@@ -49,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=PageStyle.panel_px,
         help=f"panel size on the page in pixels (images are resized; default: {PageStyle.panel_px})",
+    )
+    parser.add_argument(
+        "--format",
+        default="png",
+        help=f"what to write, comma-separated: {', '.join(FORMATS)} (png: the pages, always written; pdf: one "
+        "PDF; cbz: a comic archive with ComicInfo.xml; webtoon: the panels stacked in one tall strip)",
+    )
+    parser.add_argument(
+        "--dpi", type=float, default=DEFAULT_DPI, help=f"pixels per inch of the PDF's pages (default: {DEFAULT_DPI})"
     )
     g = parser.add_argument_group("CLIP rerank (optional; needs local open_clip weights, nothing is downloaded)")
     g.add_argument(
@@ -95,6 +105,7 @@ def draw_comic(args: argparse.Namespace, script):
         raise CommandError(f"--panel-size must be between 32 and 2048, got {args.panel_size}")
     if args.candidates < 1:
         raise CommandError(f"--candidates must be at least 1, got {args.candidates}")
+    formats, _ = parse_formats(args.format), check_dpi(args.dpi)  # checked before any sampling
     regenerate = dict(parse_panel_ref(text) for text in args.regenerate)
     reranker = None
     if args.candidates > 1:
@@ -116,6 +127,8 @@ def draw_comic(args: argparse.Namespace, script):
     )
     for warning in result.warnings:
         print(f"warning: {warning}")
+    for path in export_comic(out, formats, args.dpi, PageStyle.gutter):
+        print(f"exported {path}")
     print(
         f"done: {len(result.generated)} panel(s) generated, {len(result.skipped)} reused; "
         f"pages: {', '.join(str(p) for p in result.pages)}"

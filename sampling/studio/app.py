@@ -8,7 +8,9 @@ from PIL import Image
 
 from finetune.model import list_presets
 
+from ..comic.script import READING_ORDERS
 from .catalogue import SORTS
+from .comic_page import EXPORT_CHOICES, LAYOUT_CHOICES
 from .service import Studio, StudioError
 from .settings import DEFAULT_STEPS, FORM_LIMITS, MAX_PANELS, SAMPLERS, GenerateSettings
 from .training import bounds_text, trainer_bounds
@@ -93,12 +95,27 @@ def _generate_tab(gr, studio: Studio) -> None:
                     label="Upsampler steps",
                     elem_id="gen-upsample-steps",
                 )
+            with gr.Accordion("Page", open=False, elem_id="gen-page-options"):
+                layout = gr.Dropdown(
+                    choices=list(LAYOUT_CHOICES),
+                    value=LAYOUT_CHOICES[0],
+                    label="Layout",
+                    elem_id="gen-layout",
+                    info="grid; auto fits the panel count; named layouts draw each panel at its own shape",
+                )
+                reading_order = gr.Radio(
+                    choices=list(READING_ORDERS), value="ltr", label="Reading order", elem_id="gen-reading-order"
+                )
+                export_formats = gr.CheckboxGroup(
+                    choices=list(EXPORT_CHOICES), value=[], label="Also export as", elem_id="gen-export-formats"
+                )
             generate = gr.Button("Generate", variant="primary", elem_id="gen-run")
         with gr.Column(scale=3):
             status = gr.Textbox(label="Messages", interactive=False, lines=3, elem_id="gen-status")
             strip = gr.Image(label="Strip", type="filepath", interactive=False, elem_id="gen-strip")
             page = gr.Image(label="Page", type="filepath", interactive=False, elem_id="gen-page")
             panels = gr.Gallery(label="Panels", columns=4, height="auto", elem_id="gen-panels")
+            exports = gr.File(label="Exports", file_count="multiple", interactive=False, elem_id="gen-exports")
             with gr.Row():
                 download_strip = gr.DownloadButton("Download strip", interactive=False, elem_id="gen-download-strip")
                 download_page = gr.DownloadButton("Download page", interactive=False, elem_id="gen-download-page")
@@ -112,9 +129,10 @@ def _generate_tab(gr, studio: Studio) -> None:
         lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)), outputs=[model, broken]
     )
 
-    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps):
+    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps, layout_name, order, formats):
         try:
-            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps)
+            choices = (layout_name, order, formats)
+            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps, choices)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         notes = out.messages + [
@@ -133,11 +151,24 @@ def _generate_tab(gr, studio: Studio) -> None:
             out.settings.guidance,
             out.settings.steps,
             out.settings.seed,
+            [str(p) for p in out.exports] or None,
         )
 
     generate.click(
         run,
-        inputs=[model, captions, guidance, steps, sampler, seed, upsample, upsample_steps],
+        inputs=[
+            model,
+            captions,
+            guidance,
+            steps,
+            sampler,
+            seed,
+            upsample,
+            upsample_steps,
+            layout,
+            reading_order,
+            export_formats,
+        ],
         outputs=[
             status,
             strip,
@@ -150,6 +181,7 @@ def _generate_tab(gr, studio: Studio) -> None:
             guidance,
             steps,
             seed,
+            exports,
         ],
         concurrency_limit=GENERATE_CONCURRENCY,
         concurrency_id="generate",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -12,13 +12,15 @@ from data_pipeline.errors import UserError
 from finetune.diffusion import defaults
 from finetune.hub import no_downloads
 
-from ..comic.page import PageStyle, compose_page
-from ..comic.script import Layout, Page, Panel, default_layout
+from ..comic.page import compose_page
+from ..comic.panel_shapes import generate_in_shapes
+from ..comic.script import Layout, Page, Panel
 from ..devices import resolve_device
 from ..loading import BUNDLED_NAME, ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
 from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
+from .comic_page import DEFAULT_OPTIONS, export_page, panel_shapes, studio_page, studio_style
 from .settings import GenerateSettings, steps_spec
 
 
@@ -33,6 +35,7 @@ class StripResult:
     settings: GenerateSettings
     model: str
     messages: list[str] = field(default_factory=list)
+    exports: list[Path] = field(default_factory=list)  # PDF / CBZ / webtoon of the page, as asked
 
     @property
     def params(self) -> dict:
@@ -71,9 +74,10 @@ class Generator:
             return self._pairs[key]
 
     def panels(
-        self, choice: str, prompts: list[str], settings: GenerateSettings
+        self, choice: str, prompts: list[str], settings: GenerateSettings, page: Page | None = None
     ) -> tuple[list[Image.Image], str, list[str]]:
-        """Images for ``prompts`` (panel i uses seed + i), the model id, and warnings (e.g. truncated captions)."""
+        """Images for ``prompts`` (panel i uses seed + i), each at its box's shape on `page` when given, the model
+        id, and warnings (e.g. truncated captions)."""
         pair = self.models(choice, settings.upsample)
         steps = steps_spec(defaults.STEPS[settings.sampler], settings.steps)
         base = SamplerSettings(sampler=settings.sampler, steps=steps, guidance=settings.guidance)
@@ -83,13 +87,17 @@ class Generator:
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         seeds = [settings.seed + i for i in range(len(prompts))]
-        images = pipeline.generate(prompts, seeds, batch_size=len(prompts), progress=False)
+        shapes = panel_shapes(page, studio_style(pair), pair) if page else [None] * len(prompts)
+        batches = generate_in_shapes(pipeline, prompts, seeds, shapes, batch_size=len(prompts), progress=False)
+        images = [image for batch in batches for image in batch]
         return [g.image for g in images], pipeline.model_id, [w for g in images for w in g.warnings]
 
-    def strip(self, choice: str, captions: list[str], settings: GenerateSettings, out_dir: Path):
-
+    def strip(
+        self, choice: str, captions: list[str], settings: GenerateSettings, out_dir: Path, options=DEFAULT_OPTIONS
+    ):
+        page = studio_page(captions, options)
         try:
-            images, model_id, notes = self.panels(choice, captions, settings)
+            images, model_id, notes = self.panels(choice, captions, settings, page)
         except GenerationError:
             raise
         except (RuntimeError, ValueError) as exc:  # shapes, out of memory, sampler arguments
@@ -108,15 +116,14 @@ class Generator:
             }
             paths.append(save_image(out_dir / f"panel-{number:02d}-{slugify(caption)}.png", image, params))
         panels = tuple(Panel(caption=c) for c in captions)
-        # at least 192 px a panel, so a narration box holds a caption of a dozen words even for 32 px models
-        style = PageStyle(panel_px=max(192, min(PageStyle.panel_px, images[0].width * 2)))
+        style = studio_style(self.models(choice, settings.upsample))
         strip_image, _, _ = compose_page(Page(None, Layout(1, len(captions)), panels), images, style)
         # The page tells the story: each caption lettered in its panel's narration box.
-        page_panels = tuple(Panel(caption=c, narration=c) for c in captions)
-        page_image, _, warnings = compose_page(Page(None, default_layout(len(captions)), page_panels), images, style)
+        page_image, page_layout, warnings = compose_page(page, images, style)
         common = {"captions": captions, "model": model_id, **settings.to_dict()}
         strip_path = save_image(out_dir / "strip.png", strip_image, {**common, "kind": "strip"})
-        page_path = save_image(out_dir / "page.png", page_image, {**common, "kind": "page"})
+        page_path = save_image(out_dir / "page.png", page_image, {**common, "kind": "page", **asdict(options)})
+        exports = export_page(out_dir, page_path, page_layout, " / ".join(captions)[:120], options)
         return StripResult(
             panels=paths,
             strip=strip_path,
@@ -125,4 +132,5 @@ class Generator:
             settings=settings,
             model=model_id,
             messages=notes + list(warnings),
+            exports=exports,
         )

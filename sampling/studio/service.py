@@ -21,6 +21,7 @@ from finetune import bundled_models
 from .catalogue import Catalogue, CatalogueError, Item
 from .catalogue.errors import InvalidInput
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
+from .comic_page import page_options
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
 from .search import load_default_embedder
@@ -189,6 +190,7 @@ class Studio:
         seed,
         upsample=False,
         upsample_steps=GenerateSettings.upsample_steps,
+        page_choices: tuple = (None, None, None),  # layout, reading order, export formats (comic_page.page_options)
     ) -> StripResult:
         try:
             captions, messages = split_captions(captions_text)
@@ -196,6 +198,8 @@ class Studio:
             raise StudioError(str(exc)) from exc
         settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps)
         messages += clamped
+        options, replaced = page_options(len(captions), *page_choices)
+        messages += replaced
         choice = self._allowed_model(model)
         with self._generator_lock:
             if self._generator is None:
@@ -206,7 +210,7 @@ class Studio:
             generator = self._generator
         out_dir = self._new_output_dir()
         try:
-            result = generator.strip(choice.source, captions, settings, out_dir)
+            result = generator.strip(choice.source, captions, settings, out_dir, options)
         except GenerationError as exc:
             try:
                 out_dir.rmdir()  # only when nothing was written

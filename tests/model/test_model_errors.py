@@ -35,7 +35,8 @@ def inputs(model, batch=2, **overrides):
     "overrides, message",
     [
         ({"x": torch.randn(2, 4, 32, 32)}, r"x must be a \[2, 3, H, W\]"),
-        ({"x": torch.randn(2, 3, 64, 64)}, "x must be 32x32 pixels"),
+        ({"x": torch.randn(2, 3, 30, 32)}, "x is 30x32 pixels; height and width must be positive multiples of 4"),
+        ({"x": torch.randn(2, 3, 32, 0)}, "positive multiples of 4"),
         ({"x": torch.randn(3, 32, 32)}, "x must be a"),
         ({"timesteps": torch.tensor([1, 2, 3])}, "timesteps must be a 1-D tensor of 2"),
         ({"tokens": torch.ones(2, 15, dtype=torch.long)}, "text_ctx=16"),
