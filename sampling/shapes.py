@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from data_pipeline.errors import UserError
 from finetune.model.options import architecture
 
 from .loading import ModelPair, SamplingModel
@@ -21,7 +22,7 @@ Shape = tuple[int, int]  # (height, width) in pixels
 MAX_ASPECT = 4.0  # wider or taller than 4:1 the models draw stretched blobs; refused rather than made
 
 
-class ShapeError(ValueError):
+class ShapeError(UserError, ValueError):
     """A sample shape or aspect ratio the models cannot make."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_bytes
 
 from .lettering import PAPER
@@ -37,7 +38,7 @@ _ILLEGAL_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _RESERVED_NAMES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """An export that cannot be made as asked (unknown format, bad DPI, a folder without a finished comic)."""
 
 

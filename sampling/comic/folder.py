@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.errors import UserError
+
 from .script import ComicScript
 
 
-class OtherComicError(ValueError):
+class OtherComicError(UserError, ValueError):
     """The output folder already holds a different comic."""
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 
+from data_pipeline.errors import UserError
+
 from ..shapes import Shape, ShapeError, shape_for_aspect
 from .arrange import panel_aspects
 from .script import ComicScript
@@ -13,7 +15,7 @@ from .script import ComicScript
 PanelRef = tuple[int, int]  # (page, panel), 1-based
 
 
-class PanelShapeError(ValueError):
+class PanelShapeError(UserError, ValueError):
     """A panel box whose shape the models cannot draw."""
 
 
@@ -28,6 +30,11 @@ def panel_shapes(script: ComicScript, style, pipeline) -> dict[PanelRef, Shape]:
             except ShapeError as exc:
                 raise PanelShapeError(f"page {page_number} panel {panel_number}: {exc}") from None
     return shapes
+
+
+def page_panel_shapes(page, style, models) -> list[Shape]:
+    """The (height, width) each panel of one page is drawn at (a ShapeError names no panel: see panel_shapes)."""
+    return [shape_for_aspect(models, aspect) for aspect in panel_aspects(page, style)]
 
 
 def generate_in_shapes(

@@ -8,12 +8,10 @@ from pathlib import Path
 
 from data_pipeline.fsutil import atomic_write_json
 
-from ..comic.arrange import panel_aspects
 from ..comic.export import export_comic
 from ..comic.layouts import AUTO, NAMED_LAYOUTS, auto_layout
 from ..comic.page import PageStyle
 from ..comic.script import READING_ORDERS, Page, Panel, default_layout
-from ..shapes import Shape, shape_for_aspect
 
 GRID = "grid"
 LAYOUT_CHOICES = (GRID, AUTO, *NAMED_LAYOUTS)
@@ -66,11 +64,6 @@ def studio_style(models) -> PageStyle:
     """At least 192 px a panel, so a narration box holds a caption of a dozen words even for 32 px models."""
     output_size = (models.upsampler or models.base).image_size
     return PageStyle(panel_px=max(192, min(320, output_size * 2)))
-
-
-def panel_shapes(page: Page, style, models) -> list[Shape]:
-    """The (height, width) each panel is drawn at: its box's aspect within the model's budget."""
-    return [shape_for_aspect(models, aspect) for aspect in panel_aspects(page, style)]
 
 
 def export_page(out_dir: Path, page_path: Path, layout: dict, title: str, options: PageOptions) -> list[Path]:

@@ -13,14 +13,14 @@ from finetune.diffusion import defaults
 from finetune.hub import no_downloads
 
 from ..comic.page import compose_page
-from ..comic.panel_shapes import generate_in_shapes
+from ..comic.panel_shapes import generate_in_shapes, page_panel_shapes
 from ..comic.script import Layout, Page, Panel
 from ..devices import resolve_device
 from ..loading import BUNDLED_NAME, ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
 from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
-from .comic_page import DEFAULT_OPTIONS, export_page, panel_shapes, studio_page, studio_style
+from .comic_page import DEFAULT_OPTIONS, export_page, studio_page, studio_style
 from .settings import GenerateSettings, steps_spec
 
 
@@ -87,7 +87,7 @@ class Generator:
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         seeds = [settings.seed + i for i in range(len(prompts))]
-        shapes = panel_shapes(page, studio_style(pair), pair) if page else [None] * len(prompts)
+        shapes = page_panel_shapes(page, studio_style(pair), pair) if page else [None] * len(prompts)
         batches = generate_in_shapes(pipeline, prompts, seeds, shapes, batch_size=len(prompts), progress=False)
         images = [image for batch in batches for image in batch]
         return [g.image for g in images], pipeline.model_id, [w for g in images for w in g.warnings]
