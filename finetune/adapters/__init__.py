@@ -1,49 +1,42 @@
 """LoRA adapters for every GLIDE model (base, upsampler, inpainting), through peft.
 
-- `add_lora` / `prepare_for_adapter_training`: wrap a model's target layers (DEFAULT_TARGETS) with a new adapter.
-- `adapter_state_dict` / `load_adapter_state_dict` / `AdapterEMA`: what a trainer checkpoints and averages.
-- `save_adapter_folder` / `read_adapter_config`: the adapter folder (adapter.safetensors + adapter_config.json).
-- `apply_adapters` (sampling, several at once with scales) and `merge_adapters` (bake into a new model folder).
-- `parse_adapter_spec` / `adapter_spec_argument`: the `PATH[:SCALE]` argument of every command line.
+- `lora`: `add_lora`, `DEFAULT_TARGETS` / `KNOWN_TARGETS`, `LoraSettings`, `adapter_settings`, `remove_lora`.
+- `training`: `prepare_for_adapter_training`, `is_lora_parameter` (for `EMA(..., parameter_filter=...)`).
+- `format`: the adapter folder (adapter.safetensors + adapter_config.json): `save_adapter_folder`,
+  `read_adapter_config`, `adapter_state_dict` / `load_adapter_state_dict` (checkpoints).
+- `apply`: `apply_adapters` (sampling, several at once with scales), `merge_adapters` (a new model folder),
+  `adapters_disabled` (the base's output, for side-by-side samples).
+- `specs`: `parse_adapter_spec` / `adapter_spec_argument`, the `PATH[:SCALE]` argument of every command line.
+- `command`: `python -m finetune adapter merge`.
+
+The names above are importable from `finetune.adapters` too, loaded on first use: peft (and the transformers it
+imports) takes seconds to load, and command lines import `finetune.adapters.specs` to parse their arguments
+whether or not an adapter is used.
 """
 
 from __future__ import annotations
 
-from .apply import AppliedAdapter, adapters_disabled, apply_adapters, merge_adapters, merge_lora
-from .errors import AdapterError
-from .format import (
-    AdapterFolder,
-    adapter_state_dict,
-    load_adapter_state_dict,
-    read_adapter_config,
-    save_adapter_folder,
-)
-from .lora import DEFAULT_TARGETS, KNOWN_TARGETS, LoraSettings, adapter_settings, add_lora, remove_lora
-from .specs import AdapterSpec, adapter_spec_argument, parse_adapter_spec
-from .training import AdapterEMA, is_lora_parameter, prepare_for_adapter_training
+import importlib
 
-__all__ = [
-    "DEFAULT_TARGETS",
-    "KNOWN_TARGETS",
-    "AdapterEMA",
-    "AdapterError",
-    "AdapterFolder",
-    "AdapterSpec",
-    "AppliedAdapter",
-    "LoraSettings",
-    "adapter_settings",
-    "adapter_spec_argument",
-    "adapter_state_dict",
-    "adapters_disabled",
-    "add_lora",
-    "apply_adapters",
-    "is_lora_parameter",
-    "load_adapter_state_dict",
-    "merge_adapters",
-    "merge_lora",
-    "parse_adapter_spec",
-    "prepare_for_adapter_training",
-    "read_adapter_config",
-    "remove_lora",
-    "save_adapter_folder",
-]
+_EXPORTS = {
+    "apply": ("AppliedAdapter", "adapters_disabled", "apply_adapters", "merge_adapters", "merge_lora"),
+    "errors": ("AdapterError",),
+    "format": (
+        "AdapterFolder",
+        "adapter_state_dict",
+        "load_adapter_state_dict",
+        "read_adapter_config",
+        "save_adapter_folder",
+    ),
+    "lora": ("DEFAULT_TARGETS", "KNOWN_TARGETS", "LoraSettings", "adapter_settings", "add_lora", "remove_lora"),
+    "specs": ("AdapterSpec", "adapter_spec_argument", "parse_adapter_spec"),
+    "training": ("is_lora_parameter", "prepare_for_adapter_training"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

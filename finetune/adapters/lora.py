@@ -10,6 +10,7 @@ adapters at once, merging) is peft's.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -164,8 +165,11 @@ def inject_lora(model: nn.Module, settings: LoraSettings, adapter_name: str) -> 
         bias="none",
     )
     config._register_custom_module({PointwiseConv1d: PointwiseLoraLayer})
-    # peft freezes every non-LoRA parameter of the model it injects into; only the new adapter trains.
-    inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    # peft freezes every non-LoRA parameter of the model it injects into; only the new adapter trains. It warns
+    # when a model already holds an adapter, which is how several are applied at once.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
     return names
 
 
