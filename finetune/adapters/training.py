@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .lora import DEFAULT_ADAPTER_NAME, LoraSettings, inject_lora, present_targets
+from .lora import DEFAULT_ADAPTER_NAME, LoraSettings, add_lora
 
 LORA_PARAMETER_MARK = ".lora_"  # every LoRA factor's parameter name has it ("...qkv.lora_A.default.weight")
 
@@ -18,8 +18,9 @@ def prepare_for_adapter_training(
 ) -> list[nn.Parameter]:
     """Add a fresh LoRA adapter to `model` (in place, before any compile/DDP wrapping), freeze every base weight and
     return the adapter's parameters, the only ones to optimise. The model's output is unchanged until they train."""
-    settings = LoraSettings(settings.rank, settings.alpha, present_targets(model, settings.targets), settings.dropout)
-    inject_lora(model, settings, adapter_name)
+    add_lora(
+        model, settings.rank, settings.alpha, settings.targets, adapter_name=adapter_name, dropout=settings.dropout
+    )
     trainable = []
     for name, parameter in model.named_parameters():
         is_adapter = is_lora_parameter(name) and f".{adapter_name}." in name
