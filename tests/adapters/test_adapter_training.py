@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -24,10 +26,10 @@ from tests.tolerances import assert_fp32_close
 BASE_ID = "tiny@0123456789ab"
 
 
-def train_steps(model, params, steps: int = 3, seed: int = 3) -> None:
+def train_steps(model, params, steps: int = 3, seed: int = 3, optimizer=None) -> None:
     inputs = model_inputs(model)
     target = torch.randn_like(output(model, inputs), generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    optimizer = optimizer or torch.optim.AdamW(params, lr=1e-2)
     model.train()
     for _ in range(steps):
         loss = (model(**inputs) - target).square().mean()
@@ -110,3 +112,48 @@ def test_saving_never_overwrites_a_folder_that_is_not_an_adapter(trained, tmp_pa
     with pytest.raises(ValueError, match="not an adapter folder"):
         save_adapter_folder(model, other, BASE_ID)
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def adamw(params):
+    return torch.optim.AdamW(params, lr=1e-2)
+
+
+def test_resuming_from_the_adapter_and_optimizer_state_continues_exactly():
+    """What a trainer checkpoints for an adapter run (adapter_state_dict + the optimizer) resumes bit-exactly."""
+    settings = LoraSettings(rank=4)
+    torch.manual_seed(7)
+    straight = tiny_model().requires_grad_(True)
+    params = prepare_for_adapter_training(straight, settings)
+    optimizer = adamw(params)
+    train_steps(straight, params, steps=2, optimizer=optimizer)
+    saved_adapter = {k: v.clone() for k, v in adapter_state_dict(straight).items()}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())  # state_dict() shares the live moment tensors
+    train_steps(straight, params, steps=2, optimizer=optimizer, seed=4)
+
+    torch.manual_seed(8)  # another initialisation: everything must come from the checkpoint
+    resumed = tiny_model().requires_grad_(True)
+    params = prepare_for_adapter_training(resumed, settings)
+    load_adapter_state_dict(resumed, saved_adapter)
+    optimizer = adamw(params)
+    optimizer.load_state_dict(saved_optimizer)
+    train_steps(resumed, params, steps=2, optimizer=optimizer, seed=4)
+    assert all(
+        torch.equal(a, b) for a, b in zip(adapter_state_dict(resumed).values(), adapter_state_dict(straight).values())
+    )
+
+
+def test_gradient_checkpointing_gives_the_adapter_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = tiny_model().requires_grad_(True)
+        params = prepare_for_adapter_training(model, LoraSettings(rank=2))
+        model.set_gradient_checkpointing(checkpointing)
+        with torch.no_grad():
+            for p in params:
+                p.normal_(0, 0.05)
+        model.train()
+        model(**model_inputs(model)).square().mean().backward()
+        grads.append([p.grad.clone() for p in params])
+    for plain, recomputed in zip(*grads):
+        assert_fp32_close(recomputed, plain)
