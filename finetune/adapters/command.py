@@ -27,9 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge = actions.add_parser("merge", help="bake adapters into a new model folder", description=DESCRIPTION)
     merge.add_argument("model", help="base model folder, or a model name (bundled, glide-base, glide-upsample, ...)")
     merge.add_argument(
-        "adapters", nargs="+", type=adapter_spec_argument, metavar="ADAPTER[:SCALE]", help="adapter folder, scale 1"
+        "adapters",
+        nargs="+",
+        type=adapter_spec_argument,
+        metavar="ADAPTER[:SCALE]",
+        help="adapter folder, optionally with its scale (default 1)",
     )
-    merge.add_argument("--out", required=True, type=Path, help="the merged model folder to write")
+    merge.add_argument("--out", required=True, type=Path, metavar="DIR", help="the merged model folder to write")
     merge.add_argument("--no-ema", action="store_true", help="merge into the raw weights, not the EMA ones")
     merge.add_argument("--fp16", action="store_true", help="store the merged weights in float16 (half the size)")
 

@@ -11,7 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from data_pipeline.commands import Command, run_command_line
 from finetune.adapters import AdapterError, add_lora, apply_adapters, merge_adapters, save_adapter_folder
+from finetune.adapters.command import resolve_model_folder
 from finetune.adapters.lora import lora_layers
+from finetune.bundled import bundled_model_path
 from finetune.checkpoints import load_model_folder
 from finetune.model import get_preset
 from finetune.model_id import folder_model_id
@@ -168,3 +170,14 @@ def test_merge_command_errors_are_one_line(world, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_command_line("finetune", "test", ADAPTER_COMMAND, ["adapter", "merge", "m", "style:lots", "--out", "x"])
     assert exit_info.value.code == 2 and "'lots' is not a number" in capsys.readouterr().err
+
+
+def test_model_names_resolve_to_model_folders(world):
+    assert resolve_model_folder("bundled") == bundled_model_path("base")
+    assert resolve_model_folder(str(world["base"])) == world["base"]
+    with pytest.raises(AdapterError, match="is a pipeline"):
+        resolve_model_folder("glide")
+    with pytest.raises(AdapterError, match="no such model folder or model name"):
+        resolve_model_folder("no-such-model")
+    with pytest.raises(AdapterError, match="is not a model folder"):
+        resolve_model_folder(str(world["style"]))
