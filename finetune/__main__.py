@@ -1,4 +1,5 @@
-"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch` and `cache`."""
+"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch`, `cache` and
+`adapter`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ COMMANDS = [
         "fetch", "finetune.commands.fetch", "download OpenAI's released GLIDE weights by name into the model cache"
     ),
     Command("cache", "finetune.commands.cache", "list or remove cached models"),
-    # the `adapter` command (LoRA adapters) is listed here
+    Command("adapter", "finetune.adapters.command", "LoRA adapters: merge into a model folder"),
 ]
 
 

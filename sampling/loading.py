@@ -9,7 +9,6 @@ the bundled models are used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from finetune import bundled_models  # the module, not its function: tests stand
 from finetune.hub import PIPELINES, HubError, all_names, ensure_model, is_model_name, is_pipeline_name
 from finetune.model import build_model, get_preset
 from finetune.model_folder import check_state_dict, load_model_folder, load_openai_checkpoint
+from finetune.model_id import checkpoint_model_id, folder_model_id
 from finetune.tokenizers import get_tokenizer
 
 DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
@@ -66,39 +66,6 @@ class ModelPair:
     upsampler: SamplingModel | None
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, remembered for the process so a model is hashed once."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
-def model_id_for(path: Path, extra: str = "") -> str:
-    """'<name>@<12 hex>': the folder or file name and a hash of the config and weights."""
-    if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "provenance.json"
-        )
-    else:
-        files = [path]
-    h = hashlib.sha256(extra.encode())
-    for p in files:
-        h.update(p.name.encode() + b"\0" + file_digest(p).encode())
-    name = path.name if path.is_dir() else path.stem
-    if path.is_dir() and name in ("base", "upsampler"):
-        name = f"{path.parent.name}/{name}"
-    return f"{name}@{h.hexdigest()[:12]}"
-
-
 def is_pipeline_folder(path: Path) -> bool:
     return (
         path.is_dir() and (path / "base" / "config.json").is_file() and (path / "upsampler" / "config.json").is_file()
@@ -123,7 +90,7 @@ def _load_folder(path: Path, device: torch.device, use_ema: bool) -> SamplingMod
         raise ModelLoadError(f"{path}: could not load the model folder: {exc}") from None
     loaded.model.eval().requires_grad_(False)
     return SamplingModel(
-        loaded.model, dict(loaded.options), loaded.tokenizer, model_id_for(path, "ema" if use_ema else "raw"), str(path)
+        loaded.model, dict(loaded.options), loaded.tokenizer, folder_model_id(path, use_ema), str(path)
     )
 
 
@@ -147,7 +114,7 @@ def _load_openai(path: Path, preset: str, vocab: str | None, device: torch.devic
         raise ModelLoadError(
             f"{path}: cannot load the {options['tokenizer']} tokenizer's vocabulary ({vocab or 'shipped files'}): {exc}"
         ) from None
-    return SamplingModel(model, dict(model.options), tokenizer, model_id_for(path, preset), str(path))
+    return SamplingModel(model, dict(model.options), tokenizer, checkpoint_model_id(path, preset), str(path))
 
 
 def load_sampling_model(

@@ -159,9 +159,19 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + h
 
 
-def _conv1x1_as_linear(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a kernel-size-1 Conv1d to a channels-last sequence [B, T, C_in] -> [B, T, C_out]."""
-    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+class PointwiseConv1d(nn.Conv1d):
+    """A kernel-size-1 Conv1d (OpenAI's parameter layout: weight [C_out, C_in, 1]) applied to channels-last
+    sequences [B, T, C_in] -> [B, T, C_out], as the linear map it is.
+
+    Attention works on [B, T, C] sequences, where a matrix multiply is several times faster than a convolution
+    over [B, C, T]. Applying the weight through this module's own forward (rather than `F.linear` on
+    `conv.weight` from outside) is what lets a wrapper such as a LoRA layer see and change the computation."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.squeeze(-1), self.bias)
 
 
 class AttentionBlock(nn.Module):
@@ -180,10 +190,10 @@ class AttentionBlock(nn.Module):
         else:
             self.num_heads = channels // num_head_channels
         self.norm = GroupNorm32(channels)
-        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        self.qkv = PointwiseConv1d(channels, channels * 3)
         if encoder_channels is not None:
-            self.encoder_kv = nn.Conv1d(encoder_channels, channels * 2, 1)
-        self.proj_out = zero_(nn.Conv1d(channels, channels, 1))
+            self.encoder_kv = PointwiseConv1d(encoder_channels, channels * 2)
+        self.proj_out = zero_(PointwiseConv1d(channels, channels))
 
     def forward(self, x: torch.Tensor, encoder_seq: torch.Tensor | None = None) -> torch.Tensor:
         b, c, height, width = x.shape
@@ -191,16 +201,16 @@ class AttentionBlock(nn.Module):
         ch = c // heads
         # Work on [B, T, C] sequences; each head's channels are laid out [q | k | v] as in OpenAI's layout.
         h = self.norm(x).flatten(2).transpose(1, 2)
-        qkv = _conv1x1_as_linear(self.qkv, h).view(b, -1, heads, 3 * ch)
+        qkv = self.qkv(h).view(b, -1, heads, 3 * ch)
         q, k, v = qkv.split(ch, dim=-1)
         if encoder_seq is not None:
-            kv = _conv1x1_as_linear(self.encoder_kv, encoder_seq.to(h.dtype)).view(b, -1, heads, 2 * ch)
+            kv = self.encoder_kv(encoder_seq.to(h.dtype)).view(b, -1, heads, 2 * ch)
             ek, ev = kv.split(ch, dim=-1)
             k = torch.cat([ek.to(k.dtype), k], dim=1)
             v = torch.cat([ev.to(v.dtype), v], dim=1)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).reshape(b, -1, c)
-        out = _conv1x1_as_linear(self.proj_out, out)
+        out = self.proj_out(out)
         return x + out.transpose(1, 2).reshape(b, c, height, width).to(x.dtype)
 
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
 
 class EMA:
-    def __init__(self, model: torch.nn.Module, decay: float):
+    """`parameter_filter(name)` limits the average to some parameters (e.g. an adapter's: a frozen base never
+    changes, and shadowing it would double its memory); the others keep their live values everywhere."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, parameter_filter: Callable[[str], bool] | None = None):
         self.decay = decay
         self.updates = 0
-        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()}
+        self.shadow = {
+            name: p.detach().float().clone()
+            for name, p in model.named_parameters()
+            if parameter_filter is None or parameter_filter(name)
+        }
 
     def current_decay(self) -> float:
         # ramp-up so early EMA weights are not dominated by the initialisation
@@ -22,7 +30,7 @@ class EMA:
         decay = self.current_decay()
         names, shadows, params = [], [], []
         for name, p in model.named_parameters():
-            if p.requires_grad:
+            if p.requires_grad and name in self.shadow:
                 names.append(name)
                 shadows.append(self.shadow[name])
                 params.append(p.detach().float() if p.dtype != torch.float32 else p.detach())
@@ -48,14 +56,15 @@ class EMA:
     @contextlib.contextmanager
     def swapped_in(self, model: torch.nn.Module):
         """Temporarily give the model the EMA weights (for samples), restoring the trained ones afterwards."""
+        params = {name: p for name, p in model.named_parameters() if name in self.shadow}
         backup = {}
         with torch.no_grad():
-            for name, p in model.named_parameters():
+            for name, p in params.items():
                 backup[name] = p.detach().clone()
                 p.copy_(self.shadow[name].to(p.dtype))
         try:
             yield model
         finally:
             with torch.no_grad():
-                for name, p in model.named_parameters():
+                for name, p in params.items():
                     p.copy_(backup[name])

@@ -25,7 +25,7 @@ from finetune.hub import (
 from finetune.hub import convert as hub_convert_module
 from finetune.hub import download as download_module
 from finetune.model_folder import load_model_folder
-from sampling.loading import model_id_for
+from finetune.model_id import model_id_for
 
 
 def assert_nothing_cached(cache: Path, name: str = "glide-base") -> None:

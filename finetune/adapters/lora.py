@@ -1,0 +1,205 @@
+"""LoRA layers on GLIDE's UNet and caption transformer, injected with peft.
+
+peft wraps nn.Linear natively. GLIDE's attention projections are `PointwiseConv1d` (a kernel-1 Conv1d applied to
+channels-last sequences, so checkpoints keep OpenAI's [out, in, 1] weights): peft's own Conv1d LoRA would convolve
+over the wrong axis, so they get `PointwiseLoraLayer`, peft's Linear LoRA layer whose merged delta has the
+trailing kernel axis, registered through peft's custom-module hook. Everything else (injection, scaling, several
+adapters at once, merging) is peft's.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from peft.tuners.lora.layer import Linear as PeftLoraLinear
+from peft.tuners.tuners_utils import set_adapter
+
+from finetune.model.layers import PointwiseConv1d
+
+from .errors import AdapterError
+
+# Every layer an adapter may target, by the last part(s) of its module name, and what it does.
+KNOWN_TARGETS: dict[str, str] = {
+    "qkv": "UNet attention: image positions -> queries, keys, values",
+    "proj_out": "UNet attention: output projection",
+    "encoder_kv": "UNet attention: caption sequence -> keys and values (how the caption steers each attention block)",
+    "transformer_proj": "pooled caption -> the timestep embedding (how the caption steers every residual block)",
+    "attn.c_qkv": "caption transformer attention: queries, keys, values",
+    "attn.c_proj": "caption transformer attention: output projection",
+    "mlp.c_fc": "caption transformer MLP: first layer",
+    "mlp.c_proj": "caption transformer MLP: second layer",
+    "emb_layers.1": "residual blocks: timestep + caption embedding -> scale and shift",
+}
+
+# Defaults: every attention projection of the UNet, the two ways the caption enters it (encoder_kv,
+# transformer_proj) and the caption transformer's attention, which is where a new word learns what it means. All
+# four GLIDE variants (base, upsampler, and their inpainting versions) have all of them; a model without a caption
+# transformer (xf_width 0) has only the first two, and the others are skipped. At rank 16 that is 0.7% of
+# glide-base's weights (2.6M, a 10 MiB float32 file); the convolutions, which hold most of the UNet's weights, are
+# left alone.
+DEFAULT_TARGETS: tuple[str, ...] = ("qkv", "proj_out", "encoder_kv", "transformer_proj", "attn.c_qkv", "attn.c_proj")
+
+MAX_RANK = 512
+MAX_ALPHA = 65536.0
+DEFAULT_ADAPTER_NAME = "default"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """What an adapter is: rank, alpha (None: equal to the rank, so the effective scale alpha/rank is 1) and the
+    target layers (names from KNOWN_TARGETS)."""
+
+    rank: int
+    alpha: float | None = None
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    dropout: float = field(default=0.0, compare=False)
+
+    def __post_init__(self) -> None:
+        check_rank(self.rank)
+        object.__setattr__(self, "alpha", check_alpha(float(self.rank) if self.alpha is None else self.alpha))
+        object.__setattr__(self, "targets", check_targets(self.targets))
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdapterError(f"LoRA dropout {self.dropout!r} must be in [0, 1)")
+
+
+def check_rank(rank) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+        raise AdapterError(f"LoRA rank {rank!r} must be an integer in 1..{MAX_RANK}")
+    return rank
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= MAX_ALPHA:
+        raise AdapterError(f"LoRA alpha {alpha!r} must be a number in (0, {MAX_ALPHA:g}]")
+    if not math.isfinite(alpha):
+        raise AdapterError(f"LoRA alpha {alpha!r} must be finite")
+    return float(alpha)
+
+
+def check_targets(targets: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(targets, str):
+        targets = [targets]
+    targets = tuple(targets)
+    unknown = [t for t in targets if not isinstance(t, str) or t not in KNOWN_TARGETS]
+    if unknown:
+        raise AdapterError(f"unknown LoRA target(s) {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_TARGETS)}")
+    if not targets:
+        raise AdapterError("no LoRA targets given")
+    return tuple(t for t in KNOWN_TARGETS if t in targets)  # one order (KNOWN_TARGETS'), no repeats
+
+
+class PointwiseLoraLayer(PeftLoraLinear):
+    """peft's Linear LoRA layer around a PointwiseConv1d: the forward is the same low-rank update on channels-last
+    input; only the merged delta needs the conv weight's trailing kernel axis."""
+
+    def get_delta_weight(self, adapter) -> torch.Tensor:
+        return super().get_delta_weight(adapter).unsqueeze(-1)
+
+
+def base_layer_of(module: nn.Module) -> nn.Module:
+    return module.get_base_layer() if isinstance(module, LoraLayer) else module
+
+
+def _matching_target(name: str, targets: Sequence[str]) -> str | None:
+    for target in targets:
+        if name == target or name.endswith("." + target):
+            return target
+    return None
+
+
+def target_module_names(model: nn.Module, targets: Sequence[str]) -> dict[str, str]:
+    """{module name: target} of the layers `targets` select in `model` (wrapped or not), in model order."""
+    found = {}
+    for name, module in model.named_modules():
+        target = _matching_target(name, targets)
+        if target is not None and isinstance(base_layer_of(module), (nn.Linear, PointwiseConv1d)):
+            found[name] = target
+    return found
+
+
+def present_targets(model: nn.Module, targets: Sequence[str]) -> tuple[str, ...]:
+    """The targets that select at least one layer of `model`; an error when none does."""
+    selected = set(target_module_names(model, targets).values())
+    if not selected:
+        raise AdapterError(f"none of the LoRA targets {', '.join(targets)} is a layer of this model")
+    return tuple(t for t in targets if t in selected)
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            yield name, module
+
+
+def add_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float | None = None,
+    targets: Sequence[str] = DEFAULT_TARGETS,
+    *,
+    adapter_name: str = DEFAULT_ADAPTER_NAME,
+    dropout: float = 0.0,
+) -> LoraSettings:
+    """Wrap `model`'s target layers (in place) with a fresh LoRA adapter; returns its settings, with the targets
+    this model has. B starts at zero, so the model's output is unchanged until the adapter trains."""
+    settings = LoraSettings(rank, alpha, tuple(targets), dropout)
+    settings = LoraSettings(rank, settings.alpha, present_targets(model, settings.targets), dropout)
+    inject_lora(model, settings, adapter_name)
+    return settings
+
+
+def inject_lora(model: nn.Module, settings: LoraSettings, adapter_name: str) -> list[str]:
+    """Add adapter `adapter_name` with `settings` to the layers it targets; returns their module names."""
+    if any(adapter_name in layer.lora_A for _, layer in lora_layers(model)):
+        raise AdapterError(f"the model already has an adapter named {adapter_name!r}")
+    names = list(target_module_names(model, settings.targets))
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=names,
+        bias="none",
+    )
+    config._register_custom_module({PointwiseConv1d: PointwiseLoraLayer})
+    # peft freezes every non-LoRA parameter of the model it injects into; only the new adapter trains. It warns
+    # when a model already holds an adapter, which is how several are applied at once.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    return names
+
+
+def set_active_adapters(model: nn.Module, scales: dict[str, float]) -> None:
+    """Make exactly the adapters named in `scales` active, each at its scale (1 = as trained, 0 = off), frozen."""
+    set_adapter(model, list(scales), inference_mode=True)
+    for _, layer in lora_layers(model):
+        for adapter_name, scale in scales.items():
+            layer.set_scale(adapter_name, scale)
+
+
+def remove_lora(model: nn.Module) -> None:
+    """Put every wrapped layer's original module back (its weights untouched unless an adapter was merged)."""
+    for name, layer in list(lora_layers(model)):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.get_base_layer())
+    if hasattr(model, "peft_config"):  # the record peft keeps on a model it injected into
+        del model.peft_config
+
+
+def adapter_settings(model: nn.Module, adapter_name: str = DEFAULT_ADAPTER_NAME) -> LoraSettings:
+    """The rank, alpha and targets of the model's adapter `adapter_name` (what its folder's config records)."""
+    layers = {name: layer for name, layer in lora_layers(model) if adapter_name in layer.lora_A}
+    if not layers:
+        raise AdapterError(f"the model has no adapter named {adapter_name!r}")
+    first = next(iter(layers.values()))
+    wrapped_targets = {target_module_names(model, tuple(KNOWN_TARGETS)).get(name) for name in layers}
+    targets = tuple(t for t in KNOWN_TARGETS if t in wrapped_targets)
+    return LoraSettings(first.r[adapter_name], first.lora_alpha[adapter_name], targets)
