@@ -17,7 +17,13 @@ from data_pipeline import cli
 from data_pipeline.errors import UserError
 from data_pipeline.shards import Sample, ShardTask, plan_shards
 from data_pipeline.sources.openmoji_art import ATTRIBUTION, LICENSE, master_glyph
-from data_pipeline.synthetic.world import BACKGROUND_ORDER, POSITIONS, STYLES
+from data_pipeline.sources.scene_shards import (
+    add_caption_options,
+    add_scene_options,
+    check_scene_options,
+    scene_samples,
+)
+from data_pipeline.synthetic.world import BACKGROUND_ORDER, POSITIONS
 
 from .scenes import make_emoji_scene
 from .vocabulary import CAST_HEXCODES, CAST_NAMES
@@ -29,32 +35,12 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 MIN_RENDER_SIZE = 32
 
 
-def produce_emoji_scenes(
-    task: ShardTask, world: dict, seed: int, style: str, size: int, captions_per_image: int, style_word_p: float
-) -> Iterator[Sample]:
+def produce_emoji_scenes(task: ShardTask, world: dict, seed: int, **options) -> Iterator[Sample]:
     """Shard producer: task.items are global scene indices. `world` is EmojiWorld.to_dict() (picklable)."""
-    world_obj = EmojiWorld.from_dict(world)
-    for position, index in enumerate(task.items):
-        image, captions, attributes = make_emoji_scene(
-            index,
-            seed=seed,
-            world=world_obj,
-            style=style,
-            size=size,
-            captions_per_image=captions_per_image,
-            style_word_p=style_word_p,
-        )
-        yield Sample(
-            index=position,
-            image=image,
-            caption=captions[0],
-            captions=captions,
-            source=SOURCE_NAME,
-            license=LICENSE,
-            attribution=ATTRIBUTION,
-            attributes=attributes,
-            group=f"{SOURCE_NAME}:{seed}:{index}",
-        )
+    fields = {"license": LICENSE, "attribution": ATTRIBUTION}
+    return scene_samples(
+        task, make_emoji_scene, SOURCE_NAME, seed, fields, world=EmojiWorld.from_dict(world), **options
+    )
 
 
 def world_from_args(args: argparse.Namespace) -> EmojiWorld:
@@ -68,10 +54,7 @@ def world_from_args(args: argparse.Namespace) -> EmojiWorld:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.count < 1 or args.captions_per_image < 1:
-        raise UserError("--count and --captions-per-image must be >= 1")
-    if not 0.0 <= args.style_word_p <= 1.0:
-        raise UserError("--style-word-p must be between 0 and 1")
+    check_scene_options(args)
     world = world_from_args(args)
     config = cli.writer_config_from_args(args)
     render_size = max(MIN_RENDER_SIZE, *config.sizes)
@@ -113,13 +96,7 @@ def _vocabulary_text() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli.add_writer_options(parser)
     parser.epilog = _vocabulary_text()
-    # Flat colours, outlines and halftone dots suffer from JPEG artefacts; PNG is small at these sizes.
-    parser.set_defaults(image_format="png")
-    parser.add_argument("--count", type=int, default=1000, help="number of images (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="scene i depends only on (seed, i) (default: 0)")
-    parser.add_argument(
-        "--style", choices=STYLES, default="plain", help="plain, or comic: a halftone-dot background (default: plain)"
-    )
+    add_scene_options(parser, "plain, or comic: a halftone-dot background (default: plain)")
     world = parser.add_argument_group("world (see the vocabulary below)")
     world.add_argument("--emoji", help="emoji count or names (default: the whole cast)")
     world.add_argument("--backgrounds", help="background colour count or names")
@@ -131,10 +108,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_EMOJI_WORLD.pair_p,
         help="share of scenes with two emoji at two corners (default: %(default)s)",
     )
-    captions = parser.add_argument_group("captions")
-    captions.add_argument(
-        "--captions-per-image", type=int, default=3, help="phrasings stored per image; the first is KEY.txt"
-    )
-    captions.add_argument(
-        "--style-word-p", type=float, default=0.5, help="share of comic captions that name the style (default: 0.5)"
-    )
+    add_caption_options(parser)

@@ -24,42 +24,16 @@ from data_pipeline.synthetic.world import (
     SHAPE_COLOR_ORDER,
     SIZES,
     SOURCE_NAME,
-    STYLES,
     World,
     make_world,
 )
 
+from .scene_shards import add_caption_options, add_scene_options, check_scene_options, scene_samples
 
-def produce_synthetic(
-    task: ShardTask,
-    world: dict,
-    seed: int,
-    style: str,
-    size: int,
-    captions_per_image: int,
-    style_word_p: float,
-) -> Iterator[Sample]:
+
+def produce_synthetic(task: ShardTask, world: dict, seed: int, **options) -> Iterator[Sample]:
     """Shard producer: task.items are global scene indices. `world` is World.to_dict() (picklable)."""
-    world_obj = World.from_dict(world)
-    for position, index in enumerate(task.items):
-        image, captions, attributes = make_scene(
-            index,
-            seed=seed,
-            world=world_obj,
-            style=style,
-            size=size,
-            captions_per_image=captions_per_image,
-            style_word_p=style_word_p,
-        )
-        yield Sample(
-            index=position,
-            image=image,
-            caption=captions[0],
-            captions=captions,
-            source=SOURCE_NAME,
-            attributes=attributes,
-            group=f"{SOURCE_NAME}:{seed}:{index}",
-        )
+    return scene_samples(task, make_scene, SOURCE_NAME, seed, {}, world=World.from_dict(world), **options)
 
 
 def world_from_args(args: argparse.Namespace) -> World:
@@ -77,18 +51,9 @@ def world_from_args(args: argparse.Namespace) -> World:
         raise OptionError(str(exc)) from None
 
 
-def check_options(args: argparse.Namespace) -> None:
-    if args.count < 1:
-        raise OptionError("--count must be >= 1")
-    if args.captions_per_image < 1:
-        raise OptionError("--captions-per-image must be >= 1")
-    if not 0.0 <= args.style_word_p <= 1.0:
-        raise OptionError("--style-word-p must be between 0 and 1")
-
-
 def run(args: argparse.Namespace) -> int:
     with exit_status_1():
-        check_options(args)
+        check_scene_options(args, OptionError)
         world = world_from_args(args)
         config = cli.writer_config_from_args(args)
         render_size = max(config.sizes)
@@ -142,16 +107,7 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _vocabulary_text()
     cli.add_writer_options(parser)
-    parser.add_argument("--count", type=int, default=1000, help="number of images (default: 1000)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed; scene i depends only on (seed, i) (default: 0)"
-    )
-    parser.add_argument(
-        "--style",
-        choices=STYLES,
-        default="plain",
-        help="plain, or comic: black outlines and a halftone-dot background (default: plain)",
-    )
+    add_scene_options(parser, "plain, or comic: black outlines and a halftone-dot background (default: plain)")
     world = parser.add_argument_group("world (see the vocabulary below)")
     world.add_argument("--shapes", help="shape count or names")
     world.add_argument("--colors", help="shape colour count or names")
@@ -170,15 +126,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WORLD.size_jitter,
         help="random relative change of the shape size (default: %(default)s)",
     )
-    captions = parser.add_argument_group("captions")
-    captions.add_argument(
-        "--captions-per-image",
-        type=int,
-        default=3,
-        help="distinct phrasings stored per image; the first is KEY.txt (default: 3)",
-    )
-    captions.add_argument(
-        "--style-word-p", type=float, default=0.5, help="share of comic captions that name the style (default: 0.5)"
-    )
-    # Flat colours and halftone dots suffer from JPEG artefacts; PNG is small at these sizes.
-    parser.set_defaults(image_format="png")
+    add_caption_options(parser)
