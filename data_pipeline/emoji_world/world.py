@@ -7,13 +7,11 @@ of the emoji's design square as a fraction of the image side.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data_pipeline.synthetic.world import BACKGROUND_ORDER, PALETTE, POSITIONS, STYLES, pick_names
+from data_pipeline.synthetic.world import BACKGROUND_ORDER, PALETTE, POSITIONS, STYLES, manifest_world, pick_names
 
 from .vocabulary import CAST_HEXCODES, CAST_NAMES
 
@@ -140,11 +138,4 @@ def sample_emoji_attributes(world: EmojiWorld, rng: np.random.Generator, style: 
 
 def emoji_world_from_manifest(path: str) -> EmojiWorld:
     """The EmojiWorld an emoji-scenes dataset was built with (the dataset folder or its manifest.json)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "manifest.json")
-    with open(path, encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    worlds = [s["world"] for s in manifest.get("sources", []) if s.get("type") == SOURCE_NAME and "world" in s]
-    if not worlds:
-        raise ValueError(f"{path}: not an emoji-scenes dataset (no {SOURCE_NAME} source with a world)")
-    return EmojiWorld.from_dict(worlds[0])
+    return EmojiWorld.from_dict(manifest_world(path, SOURCE_NAME))

@@ -209,13 +209,18 @@ def sample_attributes(world: World, rng: np.random.Generator, style: str = "plai
     }
 
 
-def world_from_manifest(path: str) -> World:
-    """The World a synthetic dataset was built with (path: the dataset folder or its manifest.json)."""
+def manifest_world(path: str, source: str) -> dict:
+    """The world dict recorded by the `source` command in a dataset's manifest (path: the folder or manifest.json)."""
     if os.path.isdir(path):
         path = os.path.join(path, "manifest.json")
     with open(path, encoding="utf-8") as fh:
         manifest = json.load(fh)
-    worlds = [s["world"] for s in manifest.get("sources", []) if s.get("type") == SOURCE_NAME and "world" in s]
+    worlds = [s["world"] for s in manifest.get("sources", []) if s.get("type") == source and "world" in s]
     if not worlds:
-        raise ValueError(f"{path}: not a synthetic dataset (no synthetic source with a world)")
-    return World.from_dict(worlds[0])
+        raise ValueError(f"{path}: not a {source} dataset (no {source} source with a world)")
+    return worlds[0]
+
+
+def world_from_manifest(path: str) -> World:
+    """The World a synthetic dataset was built with (path: the dataset folder or its manifest.json)."""
+    return World.from_dict(manifest_world(path, SOURCE_NAME))
