@@ -79,7 +79,7 @@ class TrainConfig:
         "scratch",
         "Where the weights come from: 'scratch', a released model's name (glide-base, "
         "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
-        "first use), an OpenAI GLIDE .pt, or a model folder.",
+        "first use), 'bundled' (the bundled base), an OpenAI GLIDE .pt, or a model folder.",
     )
     preset: str = _opt(
         "",
