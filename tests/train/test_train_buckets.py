@@ -6,6 +6,7 @@ import functools
 import json
 import shutil
 
+import numpy as np
 import pytest
 from train_settings import fast_config
 
@@ -126,3 +127,16 @@ def test_bad_buckets_are_one_line_errors(tmp_path, bucket_data):
     odd = str(_synthetic(tmp_path / "odd", 8, ("42x32",), (32, 42)))
     with pytest.raises(DatasetError, match="multiples of 4"):
         train(fast_config(**{**_settings(tmp_path / "run", [bucket_data[0], odd]), "buckets": "32,42x32"}))
+
+
+def test_bucket_samples_have_the_buckets_shape_for_upsamplers_and_inpainting():
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8)
+    maker = SampleMaker(64, lowres_size=16, inpaint=True, shape=(32, 64), crop_scale=(0.5, 1.0))
+    for seed in range(5):
+        sample = maker.train_sample(rgb, ("a wide picture",), np.random.default_rng(seed))
+        assert sample["image"].shape == (3, 32, 64) and sample["low_res"].shape == (3, 8, 16)
+        assert sample["inpaint_mask"].shape == (1, 32, 64) and 0 < sample["inpaint_mask"].mean() < 1
+    assert maker.too_small(rgb[:, :60]) and not maker.too_small(rgb)
+    tall = SampleMaker(32, shape=(64, 32))
+    assert tall.too_small(rgb)  # 48 px high: too short for a 64 px tall bucket
+    assert tall.random_crop(np.zeros((80, 50, 3), np.uint8), np.random.default_rng(1)).shape == (64, 32, 3)
