@@ -4,14 +4,17 @@ Prompts are canonical captions of scenes drawn from the model's world; each gene
 `data_pipeline.synthetic.read_scene` and scored: caption accuracy = shape, colour and background all right
 (position reported separately), and the background colour error is the median RGB distance between the image's
 border and the palette colour of the true background. Image i always starts from the same noise (seed + i) in every
-setting, so the settings are compared on paired seeds. Four parts:
+setting, so the settings are compared on paired seeds. Five parts:
 
   guidance   accuracy vs classifier-free guidance scale (0 = unconditional) with the fast solver;
   samplers   each sampler at a few step counts, at one guidance scale (the best of the sweep by default);
   finetune   style-detector rate and caption accuracy of the model before/after a fine-tune (--finetuned DIR),
              with a style phrase appended to the prompts;
   pipeline   what users see: base -> upsampler (the sampling pipeline's own code and upsampler settings, one row per
-             --upsample-start), read at the pipeline's output size, beside the base alone on the same seeds.
+             --upsample-start), read at the pipeline's output size, beside the base alone on the same seeds;
+  aspect     non-square scenes (--aspects, e.g. 1:1,2:1,1:2): the same prompts generated through the pipeline at
+             shape_for_aspect's (height, width) and read back on their own canvas ("top left" is the canvas's
+             top-left corner), base and final image.
 
 Resumable: every chunk of images is cached under --results (per model digest and setting), so a rerun with more
 --samples only generates the new images. Prints a table and writes quality.md, quality.json and quality.png.
@@ -20,6 +23,7 @@ Resumable: every chunk of images is cached under --results (per model digest and
     python bench/quality.py --samples 64 --parts guidance
     python bench/quality.py --finetuned runs/quickstart/finetune/model --parts finetune
     python bench/quality.py --parts pipeline --samples 100 --upsample-start 500,0
+    python bench/quality.py --parts aspect --samples 64 --sampler-guidance 5 --aspects 1:1,2:1,1:2
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -55,12 +60,14 @@ from finetune.diffusion import defaults  # noqa: E402
 from sampling.loading import ModelPair, load_sampling_model  # noqa: E402
 from sampling.pipeline import TextToImage, run_stage  # noqa: E402
 from sampling.settings import UPSAMPLER_DEFAULTS, SamplerSettings  # noqa: E402
+from sampling.shapes import output_shape, shape_for_aspect  # noqa: E402
 
 READ_KEYS = ("shape", "color", "background", "position", "size", "style", "background_rgb")
 DEFAULT_SAMPLERS = "dpmpp_2m_sde:20,30;dpmpp_2m:20;ancestral:50,100"
 REFERENCE_SAMPLER = ("ancestral", defaults.STEPS["ancestral"])  # GLIDE's own sampler and steps
 FAST_SAMPLER = f"{defaults.SAMPLER}:{defaults.STEPS[defaults.SAMPLER]}"  # the pipeline's default
-ALL_PARTS = ("guidance", "samplers", "finetune", "pipeline")
+ALL_PARTS = ("guidance", "samplers", "finetune", "pipeline", "aspect")
+DEFAULT_ASPECTS = "1:1,2:1,1:2"
 
 
 # --- prompts, settings, cache ------------------------------------------------------------------------------------
@@ -79,8 +86,12 @@ def resolve_world(model_dir: Path, spec: str | None):
     return DEFAULT_WORLD
 
 
-def make_targets(world, n: int, prompt_seed: int, suffix: str = "") -> tuple[list[dict], list[str]]:
-    targets = [sample_attributes(world, sample_rng(prompt_seed, i)) for i in range(n)]
+def make_targets(
+    world, n: int, prompt_seed: int, suffix: str = "", aspect: float = 1.0
+) -> tuple[list[dict], list[str]]:
+    """Scenes i < n of the prompt seed and their captions; `aspect` (width / height) only keeps the geometry
+    inside a non-square canvas, so every aspect gets the same prompts (paired)."""
+    targets = [sample_attributes(world, sample_rng(prompt_seed, i), aspect=aspect) for i in range(n)]
     name_size = len(world.sizes) > 1
     return targets, [canonical_caption(t, name_size=name_size) + suffix for t in targets]
 
@@ -91,6 +102,8 @@ def slug(setting: dict) -> str:
     up = setting.get("upsampler")
     if up:
         suffix += f"-up-{up['sampler']}-{up['steps']}-t{up['temperature']:g}-start{up['start_step']}"
+    if setting.get("shape"):
+        suffix += "-{}x{}".format(*setting["shape"])
     return f"{setting['sampler']}-{setting['steps']}-g{g}-{setting['precision']}-s{setting['seed']}{suffix}"
 
 
@@ -137,17 +150,25 @@ def generate_reads(sm, setting: dict, prompts: list[str], seeds: list[int], batc
     return reads
 
 
+MIN_READ_SIDE = 16  # the evaluator's smallest side; smaller images (a tiny model's non-square base) are enlarged
+
+
 def read_image(image: np.ndarray, world) -> dict:
+    short = min(image.shape[:2])
+    if short < MIN_READ_SIDE:
+        height, width = (round(side * MIN_READ_SIDE / short) for side in image.shape[:2])
+        image = cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_CUBIC)
     read = read_scene(np.ascontiguousarray(image), world)
     return {k: read.get(k) for k in READ_KEYS}
 
 
 def generate_pipeline_reads(
-    pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size: int, world
+    pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size: int, world, shape=None
 ) -> list[dict]:
-    """Per image: the read of the pipeline's output ('final', at its output size) and of its base image."""
+    """Per image: the read of the pipeline's output ('final', at its output size) and of its base image; `shape`
+    is the base stage's (height, width) (default: the model's square)."""
     reads = []
-    for batch in pipeline.generate_batches(prompts, seeds, batch_size, progress=False):
+    for batch in pipeline.generate_batches(prompts, seeds, batch_size, progress=False, shape=shape):
         reads += [
             {"final": read_image(np.asarray(g.image), world), "base": read_image(np.asarray(g.base_image), world)}
             for g in batch
@@ -171,7 +192,9 @@ def measure(sm, model_id: str, setting: dict, prompts: list[str], args, world, g
         cached = cache.load(start)
         if cached is None or len(cached) < stop - start:
             full_stop = start + args.chunk  # always fill whole chunks so later runs can reuse them
-            more_targets, more_prompts = make_targets(world, full_stop, args.prompt_seed, setting["suffix"])
+            more_targets, more_prompts = make_targets(
+                world, full_stop, args.prompt_seed, setting["suffix"], setting.get("aspect", 1.0)
+            )
             t0 = time.perf_counter()
             cached = generate(more_prompts[start:full_stop], [args.seed + i for i in range(start, full_stop)])
             print(f"  {slug(setting)} images {start}-{full_stop - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
@@ -418,6 +441,62 @@ def pipeline_part(
     return section, {"upsampler": str(up_dir), "upsampler_id": up.model_id, "rows": report_rows}
 
 
+def parse_aspects(spec: str) -> list[tuple[str, float]]:
+    """'1:1,2:1,1:2' -> [(label, width / height)]."""
+    out = []
+    for part in spec.split(","):
+        width, sep, height = part.strip().partition(":")
+        if not part.strip():
+            continue
+        try:
+            out.append((part.strip(), float(width) / float(height) if sep else float(width)))
+        except (ValueError, ZeroDivisionError):
+            raise SystemExit(f"--aspects: {part!r} must look like W:H (e.g. 2:1)") from None
+    return out
+
+
+def aspect_part(
+    sm, up_dir: Path | None, upsampler: SamplerSettings, base_setting: dict, args, world
+) -> tuple[str, dict]:
+    """Rows per aspect: the same prompts and seeds generated through the pipeline at shape_for_aspect's shape,
+    the base image and (with an upsampler) the final one read back on their own non-square canvas."""
+    up = load_sampling_model(up_dir, "upsampler", torch.device("cpu")) if up_dir is not None else None
+    models = ModelPair(sm, up)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    base_settings = SamplerSettings(
+        sampler=base_setting["sampler"], steps=base_setting["steps"], guidance=base_setting["guidance"]
+    )
+    pipeline = TextToImage(models, torch.device("cpu"), dtype, base=base_settings, upsampler=upsampler)
+    rows, report_rows = [], []
+    for label, aspect in parse_aspects(args.aspects):
+        shape = shape_for_aspect(models, aspect)
+        targets, prompts = make_targets(world, args.samples, args.prompt_seed, aspect=aspect)
+        setting = {**base_setting, "aspect": aspect, "shape": list(shape)}
+        if pipeline.up_settings is not None:
+            u = pipeline.up_settings
+            setting["upsampler"] = {
+                "sampler": u.sampler, "steps": str(u.steps), "temperature": u.temperature, "start_step": u.start_step
+            }  # fmt: skip
+        reads = measure(
+            sm, pipeline.model_id, setting, prompts, args, world,
+            generate=lambda p, seeds, shape=shape: generate_pipeline_reads(
+                pipeline, p, seeds, args.batch_size, world, shape
+            ),
+        )  # fmt: skip
+        stages = [("base", shape, [r["base"] for r in reads])]
+        if up is not None:
+            stages.append(("final", output_shape(models, shape), [r["final"] for r in reads]))
+        for stage, (height, width), stage_reads in stages:
+            rows.append((f"{label} {stage} ({width}x{height} px)", summarise(stage_reads, targets)))
+            report_rows.append({"aspect": label, "stage": stage, "width": width, "height": height, **rows[-1][1]})
+    up_text = f", upsampler {up_dir}" if up is not None else ""
+    section = (
+        f"### Non-square scenes (base {base_setting['sampler']} {base_setting['steps']}, guidance "
+        f"{base_setting['guidance']:g}{up_text}; same prompts and seeds for every aspect)\n\n" + table(rows)
+    )
+    return section, {"upsampler": str(up_dir) if up is not None else None, "rows": report_rows}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arguments(parser)
@@ -461,6 +540,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     """How each part measures: samples, guidance scales, samplers, precision, batching, seeds, the results folder."""
     parser.add_argument("--samples", type=int, default=500, help="images per point (default: 500)")
+    parser.add_argument(
+        "--aspects",
+        default=DEFAULT_ASPECTS,
+        help=f"W:H canvases of the aspect part, comma-separated (default: {DEFAULT_ASPECTS})",
+    )
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
     parser.add_argument(
         "--fast-sampler",
@@ -675,6 +759,16 @@ def main(argv: list[str] | None = None) -> int:
     if "pipeline" in parts:
         section, report["pipeline"] = pipeline_part(
             bench.sm, up_dir, upsamplers, bench.fast_setting(scale), bench.prompts, bench.targets, args, world
+        )
+        sections.append(section)
+    if "aspect" in parts:
+        section, report["aspect"] = aspect_part(
+            bench.sm,
+            up_dir,
+            upsamplers[0] if upsamplers else UPSAMPLER_DEFAULTS,
+            bench.fast_setting(scale),
+            args,
+            world,
         )
         sections.append(section)
     write_report(bench, sections, report, rows, argv)

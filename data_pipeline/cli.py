@@ -13,15 +13,18 @@ from contextlib import contextmanager
 from data_pipeline import images
 from data_pipeline.errors import UserError
 from data_pipeline.runner import Produce, build_dataset
-from data_pipeline.shards import ShardTask, WriterConfig
+from data_pipeline.shards import ShardTask, WriterConfig, normalize_size
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
+def parse_sizes(text: str) -> tuple[int | str, ...]:
+    """`--sizes 32,64,48x32`: squares as ints, WxH shapes as "WxH" (data_pipeline.shards.normalize_size)."""
     try:
-        sizes = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+        sizes = tuple(normalize_size(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes must be comma-separated integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"sizes must be comma-separated positive integers N (square) or WxH, got {text!r}"
+        ) from None
+    if not sizes:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return sizes
 
@@ -61,13 +64,14 @@ def add_writer_options(parser: argparse.ArgumentParser) -> None:
         "--sizes",
         type=parse_sizes,
         default=(64,),
-        help="comma-separated square output sizes, one shard set each (default: 64)",
+        help="comma-separated output sizes, one shard set DIR/<size>/ each: N for N x N, WxH for a non-square "
+        "shape (e.g. 32,64x32,32x64: every sample in every shape, same keys; default: 64)",
     )
     group.add_argument(
         "--resize-mode",
         choices=images.RESIZE_MODES,
         default="center_crop",
-        help="center_crop: fill the square and cut the overflow; pad: fit inside and pad (default: center_crop)",
+        help="center_crop: fill the output shape and cut the overflow; pad: fit inside and pad (default: center_crop)",
     )
     group.add_argument(
         "--image-format",

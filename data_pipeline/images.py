@@ -1,4 +1,4 @@
-"""Decode untrusted image bytes, resize to square training sizes, encode for shards.
+"""Decode untrusted image bytes, resize to training sizes (square or WxH), encode for shards.
 
 Every source (folders, Flickr30k, the web downloader, the synthetic world) goes through
 `decode_image`, so corrupt, truncated, oversized and unusual images are handled in one place
@@ -149,39 +149,50 @@ def resize_square(
     mode: str = "center_crop",
     pad_color: tuple[int, int, int] = (255, 255, 255),
 ) -> np.ndarray:
-    """Make a size x size RGB image.
+    """Make a size x size RGB image (`resize_to` with a square target)."""
+    return resize_to(rgb, size, size, mode, pad_color)
 
-    center_crop: scale so the short side is `size`, then cut the centre.
-    pad: scale so the long side is `size`, then pad the borders with `pad_color`.
+
+def resize_to(
+    rgb: np.ndarray,
+    width: int,
+    height: int,
+    mode: str = "center_crop",
+    pad_color: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Make a width x height RGB image.
+
+    center_crop: scale so the image covers the target, then cut the centre.
+    pad: scale so the image fits inside the target, then pad the borders with `pad_color`.
     Shrinking uses area interpolation (no aliasing); enlarging uses bicubic.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     h, w = rgb.shape[:2]
-    side = min(h, w) if mode == "center_crop" else max(h, w)
-    scale = size / side
+    fit = max if mode == "center_crop" else min
+    scale = fit(width / w, height / h)
     new_w = max(1, round(w * scale))
     new_h = max(1, round(h * scale))
     if mode == "center_crop":
-        new_w, new_h = max(new_w, size), max(new_h, size)
+        new_w, new_h = max(new_w, width), max(new_h, height)
     else:
-        new_w, new_h = min(new_w, size), min(new_h, size)
+        new_w, new_h = min(new_w, width), min(new_h, height)
     if (new_w, new_h) != (w, h):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
     if mode == "center_crop":
-        top = (new_h - size) // 2
-        left = (new_w - size) // 2
-        out = rgb[top : top + size, left : left + size]
+        top = (new_h - height) // 2
+        left = (new_w - width) // 2
+        out = rgb[top : top + height, left : left + width]
     else:
-        top = (size - new_h) // 2
-        left = (size - new_w) // 2
+        top = (height - new_h) // 2
+        left = (width - new_w) // 2
         out = cv2.copyMakeBorder(
             rgb,
             top,
-            size - new_h - top,
+            height - new_h - top,
             left,
-            size - new_w - left,
+            width - new_w - left,
             cv2.BORDER_CONSTANT,
             value=tuple(int(c) for c in pad_color),
         )

@@ -22,7 +22,7 @@ from data_pipeline.cli import exit_status_1
 from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write
 from data_pipeline.images import ImageError, decode_image
-from data_pipeline.shards import MAX_TAR_MEMBER_BYTES, SPLITS, iter_tar_samples
+from data_pipeline.shards import MAX_TAR_MEMBER_BYTES, SPLITS, iter_tar_samples, normalize_size, size_dims
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -30,8 +30,26 @@ CAPTION_WORD_BINS = (0, 5, 10, 15, 20, 30, 50)
 SIZE_BINS = (0, 64, 128, 256, 512, 1024, 2048)
 
 
-def dataset_sizes(out_dir: str) -> list[int]:
-    return sorted(int(d) for d in os.listdir(out_dir) if d.isdigit() and os.path.isdir(os.path.join(out_dir, d)))
+def dataset_sizes(out_dir: str) -> list[int | str]:
+    """The shard sets of a dataset, by folder name: squares (`32`) and WxH shapes (`64x32`), smallest area first."""
+    sizes = []
+    for name in os.listdir(out_dir):
+        if not os.path.isdir(os.path.join(out_dir, name)):
+            continue
+        try:
+            size = normalize_size(name)
+        except ValueError:
+            continue
+        if str(size) == name:  # only the writer's own spelling names a shard set ("032" or "32x32" do not)
+            sizes.append(size)
+    return sorted(sizes, key=lambda size: (size_dims(size)[0] * size_dims(size)[1], size_dims(size)))
+
+
+def _size_option(text: str) -> int | str:
+    try:
+        return normalize_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bin_label(bins: tuple[int, ...], i: int) -> str:
@@ -66,7 +84,7 @@ class _Scan:
 
 
 def inspect_dataset(
-    out_dir: str, size: int | None = None, samples: int = 16, seed: int = 0, sheet_path: str | None = None
+    out_dir: str, size: int | str | None = None, samples: int = 16, seed: int = 0, sheet_path: str | None = None
 ) -> dict:
     """Scan the shards of one size and return a report; draw a contact sheet when sheet_path is set."""
     if not os.path.isdir(out_dir):
@@ -74,7 +92,7 @@ def inspect_dataset(
     sizes = dataset_sizes(out_dir)
     if not sizes:
         raise DatasetNotFound(f"{out_dir}: no shard folders (DIR/<size>/NNNNN.tar)")
-    size = size if size is not None else sizes[-1]
+    size = normalize_size(size) if size is not None else sizes[-1]
     if size not in sizes:
         raise DatasetNotFound(f"{out_dir}: no shards of size {size} (have {', '.join(map(str, sizes))})")
     tars = sorted(glob.glob(os.path.join(out_dir, str(size), "[0-9]*.tar")))
@@ -117,7 +135,7 @@ def _scan_samples(tars: list[str], samples: int, rng: random.Random) -> _Scan:
     return scan
 
 
-def _report(out_dir: str, sizes: list[int], size: int, shards: int, scan: _Scan) -> dict:
+def _report(out_dir: str, sizes: list[int | str], size: int | str, shards: int, scan: _Scan) -> dict:
     stats = _shard_stats(out_dir, size)
     failures: Counter = Counter()
     for st in stats:
@@ -185,7 +203,7 @@ def _is_size(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def _shard_stats(out_dir: str, size: int) -> list[dict]:
+def _shard_stats(out_dir: str, size: int | str) -> list[dict]:
     stats = []
     for path in sorted(glob.glob(os.path.join(out_dir, str(size), "[0-9]*_stats.json"))):
         try:
@@ -278,7 +296,7 @@ DESCRIPTION = __doc__
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="dataset directory (the --out of a build)")
-    parser.add_argument("--size", type=int, help="which shard size to read (default: the largest)")
+    parser.add_argument("--size", type=_size_option, help="which shard set to read: N or WxH (default: the largest)")
     parser.add_argument(
         "--samples", type=int, default=16, help="random samples on the contact sheet; 0: no sheet (default: 16)"
     )

@@ -50,12 +50,6 @@ def _open(path: Path, what: str) -> Image.Image:
         raise InpaintInputError(f"{what} {path} is not a readable image: {exc}") from None
 
 
-def _center_square(im: Image.Image) -> Image.Image:
-    side = min(im.size)
-    left, top = (im.width - side) // 2, (im.height - side) // 2
-    return im.crop((left, top, left + side, top + side))
-
-
 def load_inpaint_inputs(image_path: str | Path, mask_path: str | Path) -> InpaintInputs:
     image_path, mask_path = Path(image_path), Path(mask_path)
     image, mask = _open(image_path, "image"), _open(mask_path, "mask")
@@ -65,9 +59,6 @@ def load_inpaint_inputs(image_path: str | Path, mask_path: str | Path) -> Inpain
             "they must be the same size"
         )
     warnings = []
-    if image.width != image.height:
-        warnings.append(f"image is {image.width}x{image.height}; using its centre square")
-        image, mask = _center_square(image), _center_square(mask)
     if image.mode in ("RGBA", "LA", "P") and "A" in image.convert("RGBA").getbands():
         image = image.convert("RGBA")
         flat = Image.new("RGBA", image.size, (255, 255, 255, 255))

@@ -132,7 +132,7 @@ class DownloadProducer:
                 result.content,
                 max_pixels=self.writer.max_pixels,
                 min_side=self.writer.min_image_side,
-                draft_side=max(self.writer.sizes),
+                draft_side=self.writer.largest_side,
             )
         except images.ImageError as exc:
             return Failure(index, exc.reason, exc.detail, url=url)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     check_scene_options(args)
     world = world_from_args(args)
     config = cli.writer_config_from_args(args)
-    render_size = max(MIN_RENDER_SIZE, *config.sizes)
+    render_size = max(MIN_RENDER_SIZE, config.largest_side)
     master_glyph(CAST_HEXCODES[world.emoji[0]])  # fails here, once, when the art is not installed
     tasks = plan_shards(range(args.count), config.shard_size)
     options = {

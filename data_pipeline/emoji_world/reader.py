@@ -249,6 +249,8 @@ def read_emoji_scene(image, world: EmojiWorld = DEFAULT_EMOJI_WORLD) -> dict:
     scene's attributes as the world writes them (subjects ordered top to bottom, left to right; each with emoji,
     position, size and its geometry), background, style, and the measurements behind them."""
     rgb = as_rgb_uint8(image)
+    if rgb.shape[0] != rgb.shape[1]:  # the emoji world is square only (the shapes world reads any aspect)
+        raise ValueError(f"expected a square image, got {rgb.shape[1]}x{rgb.shape[0]}")
     if rgb.shape[0] > READ_SIZE:  # e.g. an upsampler's 256 px output: read as the 64 px scene it shows
         rgb = cv2.resize(rgb, (READ_SIZE, READ_SIZE), interpolation=cv2.INTER_AREA)
     size = rgb.shape[0]

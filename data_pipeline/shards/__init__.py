@@ -44,7 +44,7 @@ from data_pipeline.shards.layout import (
     stats_path,
     tar_path,
 )
-from data_pipeline.shards.plan import Failure, Sample, ShardTask, WriterConfig, plan_shards
+from data_pipeline.shards.plan import Failure, Sample, ShardTask, WriterConfig, normalize_size, plan_shards, size_dims
 from data_pipeline.shards.reader import MAX_TAR_MEMBER_BYTES, iter_tar_samples
 from data_pipeline.shards.writer import (
     BAD_IMAGE_ARRAY,
@@ -76,12 +76,14 @@ __all__ = [
     "iter_tar_samples",
     "key_digits",
     "make_key",
+    "normalize_size",
     "pending_tasks",
     "plan_shards",
     "read_shard_stats",
     "remove_near_duplicates",
     "shard_is_complete",
     "shard_name",
+    "size_dims",
     "stats_path",
     "tar_path",
     "write_manifest",

@@ -67,10 +67,39 @@ def plan_shards(items: Iterable[Any], shard_size: int, first_shard_id: int = 0) 
     return tasks
 
 
+def normalize_size(value: int | str) -> int | str:
+    """One output size as the writer names it: an int for a square (`32`, also from "32" or "32x32"), the
+    string "WxH" for a non-square shape ("48x32" = 48 wide, 32 high). The name is also its folder: DIR/48x32/."""
+    text = str(value).strip().lower()
+    width, sep, height = text.partition("x")
+    try:
+        dims = (int(width), int(height)) if sep else (int(text), int(text))
+    except ValueError:
+        raise ValueError(f"a size is N or WxH with positive integers, got {value!r}") from None
+    if min(dims) < 1:
+        raise ValueError(f"sizes must be positive, got {value!r}")
+    return dims[0] if dims[0] == dims[1] else f"{dims[0]}x{dims[1]}"
+
+
+def size_dims(size: int | str) -> tuple[int, int]:
+    """(width, height) of a normalized size."""
+    if isinstance(size, int):
+        return size, size
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def _size_order(size: int | str) -> tuple[int, int, int]:
+    width, height = size_dims(size)
+    return width * height, width, height
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     out_dir: str
-    sizes: tuple[int, ...] = (64,)
+    # Squares as ints, other shapes as "WxH" strings (normalize_size); each is a shard set DIR/<size>/ holding
+    # every sample (same keys), resized with resize_mode. Sorted by area: sizes[0] is the smallest.
+    sizes: tuple[int | str, ...] = (64,)
     resize_mode: str = "center_crop"  # or "pad"
     image_format: str = "jpg"  # jpg, png or webp
     quality: int = 95
@@ -82,8 +111,8 @@ class WriterConfig:
     dedupe_distance: int | None = None  # pHash Hamming distance for near-duplicate removal; None: off
 
     def __post_init__(self):
-        sizes = tuple(sorted({int(s) for s in self.sizes}))
-        if not sizes or sizes[0] < 1:
+        sizes = tuple(sorted({normalize_size(s) for s in self.sizes}, key=_size_order))
+        if not sizes:
             raise ValueError(f"sizes must be positive integers, got {self.sizes!r}")
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
@@ -98,6 +127,11 @@ class WriterConfig:
             raise ValueError("shard_size must be >= 1")
         if self.dedupe_distance is not None and not 0 <= self.dedupe_distance <= 32:
             raise ValueError("dedupe_distance must be between 0 and 32 bits")
+
+    @property
+    def largest_side(self) -> int:
+        """The longest side of any output size (what a source renders at, what JPEG drafts keep)."""
+        return max(max(size_dims(s)) for s in self.sizes)
 
     @property
     def extension(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tarfile
 import time
@@ -33,7 +34,7 @@ from data_pipeline.shards.layout import (
     tar_path,
     write_shard_stats,
 )
-from data_pipeline.shards.plan import Failure, Sample, ShardTask, WriterConfig
+from data_pipeline.shards.plan import Failure, Sample, ShardTask, WriterConfig, size_dims
 from data_pipeline.shards.reader import reread_samples
 
 # Failure reasons decided by the writer (image reasons live in data_pipeline.images).
@@ -204,7 +205,7 @@ def _prepare_image(sample: Sample, config: WriterConfig) -> tuple[np.ndarray, in
             bytes(sample.image),
             max_pixels=config.max_pixels,
             min_side=config.min_image_side,
-            draft_side=max(config.sizes),
+            draft_side=config.largest_side,
         )
         return rgb, w, h
     arr = np.asarray(sample.image)
@@ -218,18 +219,22 @@ def _prepare_image(sample: Sample, config: WriterConfig) -> tuple[np.ndarray, in
     return np.ascontiguousarray(arr), w, h
 
 
-def _encode_sizes(rgb: np.ndarray, config: WriterConfig) -> dict[int, bytes]:
+def _encode_sizes(rgb: np.ndarray, config: WriterConfig) -> dict[int | str, bytes]:
     encoded = {}
-    square = None
+    made: dict[tuple[int, int], np.ndarray] = {}  # the largest image made so far of each aspect, by reduced ratio
     for size in reversed(config.sizes):
-        # Each smaller size is made from the next larger square: cheaper than from the
-        # original, and area averaging composes, so the result is practically the same.
-        square = (
-            images.resize_square(rgb, size, config.resize_mode, config.pad_color)
-            if square is None
-            else images.resize_square(square, size, "center_crop")
+        width, height = size_dims(size)
+        aspect = (width // math.gcd(width, height), height // math.gcd(width, height))
+        # Each smaller size of an aspect is made from the next larger one: cheaper than from the original, and
+        # area averaging composes, so the result is practically the same. Other aspects start from the original.
+        larger = made.get(aspect)
+        image = (
+            images.resize_to(rgb, width, height, config.resize_mode, config.pad_color)
+            if larger is None
+            else images.resize_to(larger, width, height, "center_crop")
         )
-        encoded[size] = images.encode_image(square, config.image_format, config.quality)
+        made[aspect] = image
+        encoded[size] = images.encode_image(image, config.image_format, config.quality)
     return encoded
 
 

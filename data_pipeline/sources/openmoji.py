@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         flags=args.flags,
     )
     config = cli.writer_config_from_args(args)
-    render_size = max(MIN_RENDER_SIZE, *config.sizes)
+    render_size = max(MIN_RENDER_SIZE, config.largest_side)
     glyph_on(chosen[0].hexcode, 8, PALETTE["white"])  # fails here, once, when the art is not installed
     tasks = plan_shards([info.hexcode for info in chosen], config.shard_size)
     produce = functools.partial(

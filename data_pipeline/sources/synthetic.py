@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 from collections.abc import Iterator
 
 from data_pipeline import cli
 from data_pipeline.cli import OptionError, exit_status_1
-from data_pipeline.shards import Sample, ShardTask, plan_shards
+from data_pipeline.shards import Sample, ShardTask, WriterConfig, plan_shards, size_dims
 from data_pipeline.synthetic.scenes import make_scene
 from data_pipeline.synthetic.shapes import SHAPE_NAMES
 from data_pipeline.synthetic.world import (
@@ -51,14 +52,34 @@ def world_from_args(args: argparse.Namespace) -> World:
         raise OptionError(str(exc)) from None
 
 
+def parse_aspect(text: str) -> float:
+    """`--aspect W:H` (or a plain width / height number) as width / height."""
+    width, sep, height = text.strip().partition(":")
+    try:
+        ratio = float(width) / float(height) if sep else float(width)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"aspect must be W:H (e.g. 2:1) or a number, got {text!r}") from None
+    if not 0.1 <= ratio <= 10:
+        raise argparse.ArgumentTypeError(f"aspect (width / height) must be between 0.1 and 10, got {text!r}")
+    return ratio
+
+
+def render_shape(config: WriterConfig, aspect: float) -> tuple[int, int]:
+    """(height, width) of the canvas scenes are drawn on: of the given aspect, and covering every output size so
+    the writer only ever shrinks (sizes of the same aspect keep the whole scene)."""
+    height = math.ceil(max(max(h, w / aspect) for w, h in map(size_dims, config.sizes)) - 1e-9)
+    return height, max(1, round(height * aspect))
+
+
 def run(args: argparse.Namespace) -> int:
     with exit_status_1():
         check_scene_options(args, OptionError)
         world = world_from_args(args)
         config = cli.writer_config_from_args(args)
-        render_size = max(config.sizes)
-        if render_size < 16:
-            raise OptionError("the largest of --sizes must be >= 16 px for shapes to be drawn")
+        canvas = render_shape(config, args.aspect)
+        if min(canvas) < 16:
+            raise OptionError("the scenes' canvas must be >= 16 px a side for shapes to be drawn (raise --sizes)")
+        render_size = canvas[0] if canvas[0] == canvas[1] else canvas
     tasks = plan_shards(range(args.count), config.shard_size)
     produce = functools.partial(
         produce_synthetic,
@@ -74,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         "count": args.count,
         "seed": args.seed,
         "style": args.style,
-        "render_size": render_size,
+        "render_size": render_size if isinstance(render_size, int) else list(render_size),
+        **({} if args.aspect == 1.0 else {"aspect": round(args.aspect, 4)}),
         "captions_per_image": args.captions_per_image,
         "style_word_p": args.style_word_p,
         "world": world.to_dict(),
@@ -108,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _vocabulary_text()
     cli.add_writer_options(parser)
     add_scene_options(parser, "plain, or comic: black outlines and a halftone-dot background (default: plain)")
+    parser.add_argument(
+        "--aspect",
+        type=parse_aspect,
+        default=1.0,
+        metavar="W:H",
+        help="canvas aspect of the scenes, e.g. 2:1 (wide) or 1:2 (tall); positions are relative to the canvas. "
+        "Pair it with --sizes of that shape (--aspect 2:1 --sizes 64x32) to keep whole scenes (default: 1:1)",
+    )
     world = parser.add_argument_group("world (see the vocabulary below)")
     world.add_argument("--shapes", help="shape count or names")
     world.add_argument("--colors", help="shape colour count or names")

@@ -44,10 +44,8 @@ def as_rgb_uint8(image) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {arr.shape}")
-    if arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"expected a square image, got {arr.shape[1]}x{arr.shape[0]}")
-    if arr.shape[0] < 16:
-        raise ValueError(f"image too small to read: {arr.shape[0]} px (need >= 16)")
+    if min(arr.shape[:2]) < 16:
+        raise ValueError(f"image too small to read: {arr.shape[1]}x{arr.shape[0]} px (need >= 16 on each side)")
     if arr.dtype == np.uint8:
         return arr
     if np.issubdtype(arr.dtype, np.floating):
@@ -70,10 +68,11 @@ def _nearest_size(diameter: float, names) -> str:
 
 
 def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
-    """Read one image. Returns the named attributes (shape, color, size, position, background,
-    style; None where nothing was found) and the measurements behind them."""
+    """Read one image, square or not. Returns the named attributes (shape, color, size, position, background,
+    style; None where nothing was found) and the measurements behind them: `x` and `y` as fractions of the width
+    and height, `diameter` of the short side (as `render` draws them)."""
     rgb = as_rgb_uint8(image)
-    size = rgb.shape[0]
+    size = rgb.shape[:2]
     pix = rgb.astype(np.float32)
     border, bg_obs, background = _read_background(pix, world)
     result = _empty_reading(background, bg_obs)
@@ -92,7 +91,7 @@ def read_scene(image, world: World = DEFAULT_WORLD) -> dict:
 
 def _read_background(pix: np.ndarray, world: World) -> tuple[np.ndarray, np.ndarray, str]:
     """The border ring's pixels, their median colour and the world's background nearest to it."""
-    ring = max(1, pix.shape[0] // 16)
+    ring = max(1, min(pix.shape[:2]) // 16)
     border = np.concatenate(
         [
             pix[:ring].reshape(-1, 3),
@@ -138,13 +137,14 @@ def _label_pixels(pix: np.ndarray, border: np.ndarray, bg_obs: np.ndarray, backg
     return colors, centres, dist.argmin(axis=-1), dist.min(axis=-1) < CONFIDENT_DISTANCE
 
 
-def _shape_blob(label: np.ndarray, confident: np.ndarray, count: int, size: int):
+def _shape_blob(label: np.ndarray, confident: np.ndarray, count: int, size: tuple[int, int]):
     """The largest blob of one shape colour, big enough to be a shape; None when there is none."""
+    least = MIN_BLOB_FRACTION * size[0] * size[1]
     best = _largest_blob(label, confident, count, first=3)
-    if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
+    if best is None or best[0] < least:
         # Colours drifted far off the palette: fall back to plain nearest-colour labels.
         best = _largest_blob(label, np.ones_like(confident), count, first=3)
-    if best is None or best[0] < MIN_BLOB_FRACTION * size * size:
+    if best is None or best[0] < least:
         return None
     return best
 
@@ -152,14 +152,15 @@ def _shape_blob(label: np.ndarray, confident: np.ndarray, count: int, size: int)
 def _fit_shape(pix: np.ndarray, blob: np.ndarray, centres: np.ndarray, world: World):
     """(observed shape colour, per-pixel coverage, the fitted shape's fields): the world's shape whose template,
     placed at the blob's centroid with its coverage mass, overlaps the coverage best."""
-    size = pix.shape[0]
+    size = pix.shape[:2]
+    height, width = size
     region = cv2.dilate(blob.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     c_obs = np.median(pix[blob], axis=0)
     cover = _coverage(pix, c_obs, centres[:3]) * region
     mass = float(cover.sum())
-    ys, xs = np.mgrid[0:size, 0:size]
-    cx = float((cover * (xs + 0.5)).sum() / mass) / size
-    cy = float((cover * (ys + 0.5)).sum() / mass) / size
+    ys, xs = np.mgrid[0:height, 0:width]
+    cx = float((cover * (xs + 0.5)).sum() / mass) / width
+    cy = float((cover * (ys + 0.5)).sum() / mass) / height
 
     best_shape, best_score, best_geom = None, -1.0, None
     for shape in world.shapes:
@@ -211,16 +212,23 @@ def _coverage(pix: np.ndarray, color: np.ndarray, others: np.ndarray) -> np.ndar
     return best_cover
 
 
-def _fit_template(shape: str, cx: float, cy: float, mass: float, size: int):
+def _fit_template(shape: str, cx: float, cy: float, mass: float, size: tuple[int, int]):
     """The shape's template with the observed centroid and coverage mass: sized from the
-    polygon's area, then corrected once by the drawn template's own mass."""
-    diameter = float(np.sqrt(mass / (size * size * unit_area(shape))))
+    polygon's area, then corrected once by the drawn template's own mass. The centroid is in
+    fractions of each axis, the diameter of the short side (the unit centroid offset scales with it)."""
+    height, width = size
+    short = min(height, width)
+    diameter = float(np.sqrt(mass / (short * short * unit_area(shape))))
     ox, oy = unit_centroid(shape)
+
+    def placed(diameter: float) -> tuple[float, float]:
+        return cx - ox * diameter * short / width, cy - oy * diameter * short / height
+
     for _ in range(2):
-        x, y = cx - ox * diameter, cy - oy * diameter
+        x, y = placed(diameter)
         template = shape_template(shape, x, y, diameter, size)
         diameter *= float(np.sqrt(mass / max(float(template.sum()), 1e-6)))
-    x, y = cx - ox * diameter, cy - oy * diameter
+    x, y = placed(diameter)
     return shape_template(shape, x, y, diameter, size), (x, y, diameter)
 
 
@@ -230,7 +238,8 @@ def _style_scores(pix, bg_obs, c_obs, fill, size) -> dict:
     # Darker than both the background and the shape colour by a clear margin: mixing the two
     # (anti-aliasing, blur) can never produce such a pixel, a black outline does.
     dark = (luma < min(0.6 * float(ref), float(ref) - 35.0)).astype(np.uint8)
-    reach = max(1, int(round(1.5 * OUTLINE_FRACTION * size)))
+    height, width = size
+    reach = max(1, int(round(1.5 * OUTLINE_FRACTION * min(height, width))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
     near_dark = cv2.dilate(dark, kernel).astype(bool)
 
@@ -244,7 +253,7 @@ def _style_scores(pix, bg_obs, c_obs, fill, size) -> dict:
         keep_out = near_dark
     away = ~keep_out
     halftone = 0.0
-    if away.sum() >= 0.05 * size * size:
+    if away.sum() >= 0.05 * height * width:
         sample = pix[away]
         d_bg = np.linalg.norm(sample - bg_obs, axis=-1)
         d_dot = np.linalg.norm(sample - bg_obs * HALFTONE_SHADE, axis=-1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .captions import make_caption
-from .render import render
+from .render import canvas_dims, render
 from .world import DEFAULT_WORLD, World, sample_attributes, sample_rng
 
 
@@ -12,18 +12,20 @@ def make_scene(
     seed: int = 0,
     world: World = DEFAULT_WORLD,
     style: str = "plain",
-    size: int = 64,
+    size: int | tuple[int, int] = 64,
     captions_per_image: int = 3,
     style_word_p: float = 0.5,
 ):
-    """Scene `index` of the run seeded `seed`: (RGB uint8 image, captions, attributes).
+    """Scene `index` of the run seeded `seed`: (RGB uint8 image, captions, attributes). `size` is a side, or
+    (height, width) for a non-square canvas (positions are then relative to that canvas).
 
     The same arguments always give the same sample, whatever else was generated before.
     """
     if captions_per_image < 1:
         raise ValueError("captions_per_image must be >= 1")
+    height, width = canvas_dims(size)
     rng = sample_rng(seed, index)
-    attributes = sample_attributes(world, rng, style)
+    attributes = sample_attributes(world, rng, style, aspect=width / height)
     name_size = len(world.sizes) > 1
     captions = []
     # Distinct phrasings where the templates allow; a few draws suffice.

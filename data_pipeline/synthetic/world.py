@@ -185,28 +185,37 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def sample_attributes(world: World, rng: np.random.Generator, style: str = "plain") -> dict:
-    """Draw one scene: named attributes plus the exact geometry (fractions of the image side)."""
+def sample_attributes(world: World, rng: np.random.Generator, style: str = "plain", aspect: float = 1.0) -> dict:
+    """Draw one scene: named attributes plus the exact geometry. `x` is a fraction of the canvas width, `y` of
+    its height, `diameter` of its short side; `aspect` (width / height) is the canvas the scene is drawn for, so
+    the shape stays inside it. A square scene draws the same numbers whatever the aspect code path."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if not 0.1 <= aspect <= 10:
+        raise ValueError(f"aspect (width / height) must be between 0.1 and 10, got {aspect!r}")
     shape = world.shapes[rng.integers(len(world.shapes))]
     color, background = world.color_background_pairs[rng.integers(len(world.color_background_pairs))]
     position = world.positions[rng.integers(len(world.positions))]
     size = world.sizes[rng.integers(len(world.sizes))]
     diameter = SIZES[size] * (1 + rng.uniform(-world.size_jitter, world.size_jitter))
     cx, cy = np.asarray(POSITIONS[position]) + rng.uniform(-world.position_jitter, world.position_jitter, 2)
-    lo, hi = diameter / 2 + EDGE_MARGIN, 1 - diameter / 2 - EDGE_MARGIN
-    return {
+    # The shape's half extent as a fraction of each axis: the diameter is relative to the short side.
+    half_x = diameter / 2 * min(1.0, 1.0 / aspect)
+    half_y = diameter / 2 * min(1.0, aspect)
+    attributes = {
         "shape": shape,
         "color": color,
         "size": size,
         "position": position,
         "background": background,
         "style": style,
-        "x": round(float(np.clip(cx, lo, hi)), 4),
-        "y": round(float(np.clip(cy, lo, hi)), 4),
+        "x": round(float(np.clip(cx, half_x + EDGE_MARGIN, 1 - half_x - EDGE_MARGIN)), 4),
+        "y": round(float(np.clip(cy, half_y + EDGE_MARGIN, 1 - half_y - EDGE_MARGIN)), 4),
         "diameter": round(float(diameter), 4),
     }
+    if aspect != 1.0:
+        attributes["aspect"] = round(float(aspect), 4)
+    return attributes
 
 
 def manifest_world(path: str, source: str) -> dict:

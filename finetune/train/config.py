@@ -75,6 +75,12 @@ class TrainConfig:
         min=0,
         max=IMAGE_SIZE_LIMIT,
     )
+    buckets: str = _opt(
+        "",
+        "Aspect-ratio buckets: comma-separated shard sets, N or WxH (e.g. 32,64x32,32x64), read from every --data "
+        "folder that has them (DIR/<set>/, as --sizes writes them). Each batch is one shape; buckets are drawn in "
+        "proportion to their train samples. Empty: one square set (--data-size).",
+    )
     init: str = _opt(
         "scratch",
         "Where the weights come from: 'scratch', a released model's name (glide-base, "

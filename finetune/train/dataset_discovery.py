@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -120,6 +120,7 @@ class Dataset:
     size_folder: int | None  # the DIR/<size> that was chosen, when known
     manifest_sha256: str | None
     description: str
+    buckets: list = field(default_factory=list)  # aspect-ratio buckets (finetune.train.buckets.Bucket), if any
 
 
 # ---------------------------------------------------------------------------------------------- tars

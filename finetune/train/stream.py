@@ -116,6 +116,7 @@ class TrainStream(IterableDataset):
     layout: StreamLayout
     start: dict[int, tuple[int, int]] = field(default_factory=dict)  # stream id -> (epoch, offset)
     worker_offset: int = 0  # rotates DataLoader workers onto streams so a resumed loader continues in order
+    bucket: str = ""  # the aspect-ratio bucket these batches belong to (finetune.train.buckets), if any
 
     def __post_init__(self):
         super().__init__()
@@ -149,6 +150,8 @@ class TrainStream(IterableDataset):
                     if len(pending) == self.batch_size:
                         batch = collate(pending, self.tokenizer)
                         batch.update(stream=stream, epoch=epoch, offset=index + 1, skipped=skipped)
+                        if self.bucket:
+                            batch["bucket"] = self.bucket
                         pending, skipped = [], 0
                         yield batch
                 if index < 0:
@@ -244,8 +247,11 @@ class PositionTracker:
         }
 
     @staticmethod
-    def from_state(state: dict, layout: StreamLayout) -> tuple["PositionTracker", str | None]:
-        """Restore; a different process/worker layout cannot replay exactly, so restart at the earliest epoch."""
+    def from_state(state: dict, layout: StreamLayout) -> tuple["PositionTracker | BucketTracker", str | None]:
+        """Restore; a different process/worker layout cannot replay exactly, so restart at the earliest epoch.
+        A bucketed run's state (one place per bucket) comes back as a BucketTracker."""
+        if "buckets" in state:
+            return BucketTracker.from_state(state, layout)
         places = {int(k): (int(v[0]), int(v[1])) for k, v in state.get("places", {}).items()}
         if state.get("world_size") == layout.world_size and state.get("workers") == layout.workers:
             return PositionTracker(layout, places, int(state.get("consumed_batches", 0))), None
@@ -260,3 +266,45 @@ class PositionTracker:
 
     def loader_offset(self) -> int:
         return self.consumed % self.layout.workers
+
+
+class BucketTracker:
+    """The data position of an aspect-ratio bucketed run: a PositionTracker per bucket (each bucket is its own set of
+    streams) and the number of batches consumed in all, which is where the seeded choice of buckets stands
+    (finetune.train.buckets.bucket_for_batch). Saved in checkpoints in place of a PositionTracker's state."""
+
+    def __init__(self, layout: StreamLayout, trackers: dict[str, PositionTracker], consumed: int = 0):
+        self.layout = layout
+        self.trackers = trackers
+        self.consumed = consumed
+
+    @staticmethod
+    def fresh(layout: StreamLayout, names: list[str]) -> "BucketTracker":
+        return BucketTracker(layout, {name: PositionTracker(layout) for name in names})
+
+    def with_buckets(self, names: list[str]) -> "BucketTracker":
+        """This position for exactly these buckets (a bucket not saved starts at its beginning)."""
+        trackers = {name: self.trackers.get(name) or PositionTracker(self.layout) for name in names}
+        return BucketTracker(self.layout, trackers, self.consumed)
+
+    def update(self, batch: dict) -> None:
+        self.trackers[batch["bucket"]].update(batch)
+        self.consumed += 1
+
+    def state(self) -> dict:
+        return {
+            "world_size": self.layout.world_size,
+            "workers": self.layout.workers,
+            "rank": self.layout.rank,
+            "consumed_batches": self.consumed,
+            "buckets": {name: tracker.state() for name, tracker in sorted(self.trackers.items())},
+        }
+
+    @staticmethod
+    def from_state(state: dict, layout: StreamLayout) -> tuple["BucketTracker", str | None]:
+        trackers, notes = {}, []
+        for name, saved in state["buckets"].items():
+            trackers[name], note = PositionTracker.from_state(saved, layout)
+            if note and not notes:
+                notes.append(note)
+        return BucketTracker(layout, trackers, int(state.get("consumed_batches", 0))), (notes[0] if notes else None)

@@ -35,6 +35,7 @@ from finetune.tokenizers import get_tokenizer
 from . import adapter_run
 from .adapter_run import AdapterRun
 from .augment import SampleMaker
+from .buckets import BucketLoader, bucket_tracker, check_bucket_shapes, open_bucket_loader, resolve_buckets
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .dataset_discovery import Dataset, precheck, resolve_dataset
 from .ema import EMA
@@ -52,6 +53,7 @@ from .resume_state import (
 )
 from .samples import GridSpec, draw_grid, grid_spec, save_png
 from .stream import (
+    BucketTracker,
     PositionTracker,
     StreamLayout,
     TrainStream,
@@ -134,10 +136,10 @@ class Run:
     ema: EMA | None = None
     guard: StepGuard | None = None
     generator: torch.Generator | None = None  # timesteps and noise; its state is saved per process
-    tracker: PositionTracker | None = None  # where each data stream stands, for an exact resume
+    tracker: PositionTracker | BucketTracker | None = None  # where each data stream stands, for an exact resume
     checkpointer: Checkpointer | None = None
     # the data and the logs (`_open_data`, `_open_logs`)
-    loader: DataLoader | None = None
+    loader: DataLoader | BucketLoader | None = None
     batches: Iterator | None = None
     pending: list = field(default_factory=list)  # inputs fetched ahead while the previous step waited on its sync
     val_all: list[dict] = field(default_factory=list)
@@ -276,13 +278,11 @@ def _model_and_data(config: TrainConfig, resume: Resume | None) -> tuple[ModelSe
     else:
         image_size = planned_image_size(config.init, config.preset)
     if image_size:
-        dataset = resolve_dataset(config.data, image_size, config.data_size)
-        precheck(dataset, image_size, decode_rgb)
+        dataset = _resolve_data(config, image_size)
     setup = _build_model(config, resume)
     if image_size != setup.options["image_size"]:
         image_size = setup.options["image_size"]
-        dataset = resolve_dataset(config.data, image_size, config.data_size)
-        precheck(dataset, image_size, decode_rgb)
+        dataset = _resolve_data(config, image_size)
     return setup, dataset
 
 
@@ -295,6 +295,17 @@ def _build_model(config: TrainConfig, resume: Resume | None) -> ModelSetup:
         config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
     )
     return setup if resume is None else dataclasses.replace(setup, source="resume")
+
+
+def _resolve_data(config: TrainConfig, image_size: int) -> Dataset:
+    """The training data, checked: one square shard set, or the aspect-ratio buckets of --buckets."""
+    if config.buckets:
+        if config.data_size:
+            raise ConfigError("give --buckets or --data-size, not both (a bucket names its shard set)")
+        return resolve_buckets(config.data, config.buckets, decode_rgb)
+    dataset = resolve_dataset(config.data, image_size, config.data_size)
+    precheck(dataset, image_size, decode_rgb)
+    return dataset
 
 
 def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetup:
@@ -454,18 +465,21 @@ def _restore(run: Run, resume: Resume) -> None:
 def _open_data(run: Run) -> None:
     """The training stream from where the tracker stands, the val samples, and the sample grid's prompts."""
     config, tracker = run.config, run.tracker
-    stream = TrainStream(
-        run.dataset.shards,
-        run.maker,
-        run.setup.tokenizer,
-        config.batch_size,
-        config.shuffle_buffer,
-        config.seed,
-        tracker.layout,
-        start=dict(tracker.places),
-        worker_offset=tracker.loader_offset(),
-    )
-    run.loader = make_loader(stream, config.num_workers, pin_memory=run.device.type == "cuda")
+    if run.dataset.buckets:
+        _open_buckets(run)
+    else:
+        stream = TrainStream(
+            run.dataset.shards,
+            run.maker,
+            run.setup.tokenizer,
+            config.batch_size,
+            config.shuffle_buffer,
+            config.seed,
+            tracker.layout,
+            start=dict(tracker.places),
+            worker_offset=tracker.loader_offset(),
+        )
+        run.loader = make_loader(stream, config.num_workers, pin_memory=run.device.type == "cuda")
     if config.val_samples:
         run.val_all = val_samples(find_records(run.dataset, "val", config.val_samples), run.maker, config.seed)
         if not run.val_all:
@@ -477,6 +491,16 @@ def _open_data(run: Run) -> None:
         prompts = config.sample_prompts or [s["caption"] for s in grid_source[: config.num_sample_prompts]]
         options = run.setup.options
         run.grid = grid_spec(prompts, grid_source, bool(options["super_res"]), bool(options["inpaint"]))
+
+
+def _open_buckets(run: Run) -> None:
+    """The aspect-ratio buckets' mixed loader; the tracker becomes (or stays) one position per bucket."""
+    check_bucket_shapes(run.dataset.buckets, run.setup.model.downsampling_factor)
+    run.tracker = bucket_tracker(run.tracker, run.dataset.buckets)
+    run.loader = open_bucket_loader(
+        run.dataset.buckets, run.tracker, run.maker, run.setup.tokenizer, run.config, run.device.type == "cuda"
+    )
+    run.notes.append(f"training on aspect-ratio {run.dataset.description}")
 
 
 def _open_logs(run: Run) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..inpaint import load_inpaint_inputs
 from ..outputs import output_state, save_image, slugify
+from ..shapes import output_shape, shape_for_aspect
 from .common import CommandError, add_model_arguments, add_output_arguments, add_sampler_arguments, build_pipeline
 
 
@@ -15,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "prompt", nargs="?", default="", help="caption of the whole picture (default: empty, unconditional)"
     )
     parser.add_argument(
-        "--image", type=Path, required=True, help="the picture to edit (non-square: its centre square is used)"
+        "--image",
+        type=Path,
+        required=True,
+        help="the picture to edit; a non-square one keeps its aspect (sampled at the nearest shape the model can make)",
     )
     parser.add_argument(
         "--mask",
@@ -51,13 +55,15 @@ def inpaint_images(args: argparse.Namespace) -> list[Path]:
             f"inpainting needs an inpainting base model (options inpaint: true, e.g. preset "
             f"glide-base-inpaint); {base.source} is not one"
         )
-    known = (inputs.at(base.image_size), inputs.at(up.image_size) if up is not None else None)
+    # the image's own aspect: the base draws at the nearest shape it can make, the upsampler scales both sides
+    shape = shape_for_aspect(pipeline.models, inputs.image.width / inputs.image.height)
+    known = (inputs.at(shape), inputs.at(output_shape(pipeline.models, shape)) if up is not None else None)
     out = Path(args.out)
     seeds = [args.seed + i for i in range(args.num_images)]
     paths = [out / f"inpaint-{i:04d}-{slugify(args.prompt)}-s{seed}.png" for i, seed in enumerate(seeds)]
     params = [
         {
-            **pipeline.parameters(args.prompt, seed),
+            **pipeline.parameters(args.prompt, seed, shape),
             "mode": "inpaint",
             "source": inputs.digest,
             "upsampler_inpaints": bool(up is not None and up.is_inpainting),
@@ -71,7 +77,12 @@ def inpaint_images(args: argparse.Namespace) -> list[Path]:
     print(f"{len(seeds)} variation(s): {len(todo)} to generate, {len(seeds) - len(todo)} already written, in {out}")
     done = 0
     for batch in pipeline.generate_batches(
-        [args.prompt] * len(todo), [seeds[i] for i in todo], args.batch_size, known=known, progress=not args.quiet
+        [args.prompt] * len(todo),
+        [seeds[i] for i in todo],
+        args.batch_size,
+        known=known,
+        progress=not args.quiet,
+        shape=shape,
     ):
         for result in batch:
             i = todo[done]

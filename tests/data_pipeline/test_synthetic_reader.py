@@ -116,7 +116,7 @@ def test_accepts_float_pil_and_path_inputs(tmp_path):
 @pytest.mark.parametrize(
     "image, message",
     [
-        (np.zeros((32, 48, 3), np.uint8), "square"),
+        (np.zeros((12, 48, 3), np.uint8), "too small"),
         (np.zeros((32, 32), np.uint8), "RGB image"),
         (np.zeros((8, 8, 3), np.uint8), "too small"),
         (np.full((32, 32, 3), -1.0, np.float32), r"\[0, 1\]"),
@@ -149,3 +149,29 @@ def test_scoring_counts_each_attribute_and_all_three():
         score(images[:2], targets[:1])
     with pytest.raises(ValueError, match="missing: background"):
         score_reads(reads[:1], [{"shape": "circle", "color": "red"}])
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (48, 96)])
+def test_reads_rendered_non_square_scenes_at_least_99_percent(shape):
+    """A 2:1 or 1:2 canvas: positions are relative to the canvas ("top left" is its own top-left corner)."""
+    scenes = [
+        make_scene(i, seed=31, world=FULL_WORLD, size=shape, style="comic" if i % 2 else "plain") for i in range(200)
+    ]
+    assert all(image.shape == (*shape, 3) for image, _, _ in scenes)
+    reads = read_scenes([image for image, _, _ in scenes], FULL_WORLD)
+    for attr in ATTRS:
+        right = np.mean([r[attr] == a[attr] for r, (_, _, a) in zip(reads, scenes)])
+        assert right >= 0.99, (shape, attr, right)
+
+
+def test_non_square_positions_follow_the_canvas_corners():
+    world = make_world(positions="top_left,bottom_right", sizes="small")
+    for index in range(10):
+        image, _, attrs = make_scene(index, seed=5, world=world, size=(32, 96))
+        assert attrs["aspect"] == 3.0
+        mask = np.any(np.abs(image.astype(int) - PALETTE[attrs["background"]]) > 60, axis=2)
+        ys, xs = np.nonzero(mask)
+        left_half = xs.mean() < 48
+        top_half = ys.mean() < 16
+        assert (left_half and top_half) == (attrs["position"] == "top_left"), attrs
+        assert read_scene(image, world)["position"] == attrs["position"]

@@ -75,3 +75,35 @@ def test_pipeline_part_needs_an_upsampler(quality, tiny_models, tmp_path, capsys
             ["--model", str(tiny_models["pipeline"] / "base"), "--parts", "pipeline", "--results", str(tmp_path)]
         )
     assert "--parts pipeline needs an upsampler" in capsys.readouterr().err
+
+
+def test_aspect_part_scores_non_square_scenes_at_their_own_shape(quality, tiny_models, tmp_path, capsys):
+    args = [
+        "--model", str(tiny_models["pipeline"]), "--parts", "aspect", "--aspects", "2:1,1:2", "--samples", "2",
+        "--batch-size", "2", "--chunk", "2", "--fast-sampler", "dpmpp_2m:2", "--sampler-guidance", "3",
+        "--precision", "fp32", "--upsamplers", "ddim:3:500", "--results", str(tmp_path),
+    ]  # fmt: skip
+    assert quality.main(args) == 0
+    rows = json.loads((tmp_path / "quality.json").read_text())["aspect"]["rows"]
+    assert [(r["aspect"], r["stage"]) for r in rows] == [
+        ("2:1", "base"),
+        ("2:1", "final"),
+        ("1:2", "base"),
+        ("1:2", "final"),
+    ]
+    for row in rows:
+        wide = row["aspect"] == "2:1"
+        assert (row["width"] > row["height"]) == wide and row["width"] != row["height"]
+        assert row["n"] == 2 and 0.0 <= row["position"] <= 1.0 and row["background_error"] >= 0.0
+    assert rows[1]["width"] == 2 * rows[0]["width"]  # the tiny upsampler doubles each side
+    assert "Non-square scenes" in (tmp_path / "quality.md").read_text()
+    assert quality.main(args) == 0
+    assert " images " not in capsys.readouterr().out.split("Quality benchmark")[-1]
+
+
+def test_aspect_targets_keep_the_prompts_and_stay_inside_the_canvas(quality):
+    world = quality.DEFAULT_WORLD
+    square, prompts = quality.make_targets(world, 30, 4)
+    wide, wide_prompts = quality.make_targets(world, 30, 4, aspect=2.0)
+    assert prompts == wide_prompts and [t["position"] for t in square] == [t["position"] for t in wide]
+    assert all(t["aspect"] == 2.0 for t in wide)

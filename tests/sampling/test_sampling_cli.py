@@ -390,15 +390,17 @@ def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
         *fast_args,
     ]
     assert run_cli(*args) == 0
-    assert "using its centre square" in capsys.readouterr().out
     results = sorted(out.glob("inpaint-*.png"))
     assert len(results) == 2
     params = read_parameters(results[0])
     assert params["mode"] == "inpaint" and params["upsampler_inpaints"] and params["prompt"] == "a window"
-    source = Image.open(image).convert("RGB").crop((4, 0, 44, 40)).resize((32, 32), Image.Resampling.BOX)
-    keep = np.asarray(Image.fromarray(fill[:, 4:44]).resize((32, 32), Image.Resampling.BOX)) == 0
-    with Image.open(results[0]) as im:
-        assert np.abs(np.asarray(im).astype(int)[keep] - np.asarray(source).astype(int)[keep]).max() <= 1
+    with Image.open(results[0]) as im:  # a 48x40 picture keeps its 6:5 aspect (the nearest shape the models make)
+        size = im.size
+        result = np.asarray(im).astype(int)
+    assert params["size"] == [size[1], size[0]] and abs(size[0] / size[1] - 48 / 40) < 0.1
+    source = Image.open(image).convert("RGB").resize(size, Image.Resampling.BOX)
+    keep = np.asarray(Image.fromarray(fill).resize(size, Image.Resampling.BOX)) == 0
+    assert np.abs(result[keep] - np.asarray(source).astype(int)[keep]).max() <= 1
     capsys.readouterr()
     assert run_cli(*args) == 0 and "0 to generate" in capsys.readouterr().out
 
@@ -414,6 +416,27 @@ def test_inpaint_cli(tiny_models, fast_args, tmp_path, capsys):
     assert "needs an inpainting base model" in capsys.readouterr().err
     assert run_cli("inpaint", "--image", tmp_path / "none.png", "--mask", mask, *fast_args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_inpaint_cli_keeps_a_wide_pictures_shape(tiny_models, fast_args, tmp_path, capsys):
+    image, mask = tmp_path / "wide.png", tmp_path / "wide_mask.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 60, 3), dtype=np.uint8)).save(image)
+    fill = np.zeros((30, 60), dtype=np.uint8)
+    fill[8:22, 20:40] = 255
+    Image.fromarray(fill).save(mask)
+    out = tmp_path / "out"
+    args = ["inpaint", "a door", "--image", image, "--mask", mask, "--model", tiny_models["inpaint"], "--out", out]
+    assert run_cli(*args, *fast_args) == 0
+    (result,) = out.glob("inpaint-*.png")
+    with Image.open(result) as im:
+        assert im.width == 2 * im.height  # 2:1 in, 2:1 out (no centre square)
+    assert read_parameters(result)["size"] == [im.height, im.width]
+    panorama = tmp_path / "panorama.png"
+    Image.new("RGB", (100, 10)).save(panorama)
+    Image.new("L", (100, 10), 255).save(tmp_path / "panorama_mask.png")
+    assert run_cli(*args[:2], "--image", panorama, "--mask", tmp_path / "panorama_mask.png", *args[6:], *fast_args) == 2
+    err = capsys.readouterr().err
+    assert "aspect ratio" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
