@@ -33,6 +33,64 @@ def pixel_coordinates(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([grid_x, grid_y]).expand(batch, 2, height, width)
 
 
+class _BlockFactory:
+    """Builds the UNet's encoder, middle and decoder blocks in order, tracking the running width (`ch`) and the
+    downsampling stride (`ds`) from one stage to the next."""
+
+    def __init__(self, options: dict[str, Any], arch: dict[str, Any], emb_dim: int, encoder_channels: int | None):
+        self.options, self.arch, self.emb_dim, self.encoder_channels = options, arch, emb_dim, encoder_channels
+        self.mc = int(options["num_channels"])
+        self.num_res_blocks = int(options["num_res_blocks"])
+        self.dropout = float(options["dropout"])
+        self.scale_shift = bool(options["use_scale_shift_norm"])
+        self.updown = bool(options["resblock_updown"])
+        self.channel_mult = arch["channel_mult"]
+        self.ch = self.input_ch = int(self.channel_mult[0] * self.mc)
+        self.ds = 1
+
+    def _res(self, ch: int, out: int | None, **updown) -> ResBlock:
+        return ResBlock(ch, self.emb_dim, self.dropout, out, self.scale_shift, **updown)
+
+    def _attention(self, heads: int) -> AttentionBlock:
+        return AttentionBlock(self.ch, heads, int(self.options["num_head_channels"]), self.encoder_channels)
+
+    def encoder(self, in_channels: int) -> tuple[nn.ModuleList, list[int]]:
+        blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, self.ch, 3, padding=1))])
+        skip_channels = [self.ch]
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                layers: list[nn.Module] = [self._res(self.ch, int(mult * self.mc))]
+                self.ch = int(mult * self.mc)
+                if self.ds in self.arch["attention_strides"]:
+                    layers.append(self._attention(int(self.options["num_heads"])))
+                blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(self.ch)
+            if level != len(self.channel_mult) - 1:
+                down = self._res(self.ch, self.ch, down=True) if self.updown else Downsample(self.ch, True)
+                blocks.append(TimestepEmbedSequential(down))
+                skip_channels.append(self.ch)
+                self.ds *= 2
+        return blocks, skip_channels
+
+    def middle(self) -> TimestepEmbedSequential:
+        heads = int(self.options["num_heads"])
+        return TimestepEmbedSequential(self._res(self.ch, None), self._attention(heads), self._res(self.ch, None))
+
+    def decoder(self, skip_channels: list[int]) -> nn.ModuleList:
+        blocks = nn.ModuleList()
+        for level, mult in list(enumerate(self.channel_mult))[::-1]:
+            for i in range(self.num_res_blocks + 1):
+                layers = [self._res(self.ch + skip_channels.pop(), int(self.mc * mult))]
+                self.ch = int(self.mc * mult)
+                if self.ds in self.arch["attention_strides"]:
+                    layers.append(self._attention(self.arch["num_heads_upsample"]))
+                if level and i == self.num_res_blocks:
+                    layers.append(self._res(self.ch, self.ch, up=True) if self.updown else Upsample(self.ch, True))
+                    self.ds //= 2
+                blocks.append(TimestepEmbedSequential(*layers))
+        return blocks
+
+
 class Text2ImUNet(nn.Module):
     """Build with `finetune.model.build_model(options)`; `options` are OpenAI's option names."""
 
@@ -57,77 +115,35 @@ class Text2ImUNet(nn.Module):
         self._fp16_blocks = False
         self.gradient_checkpointing = False
 
-        num_res_blocks = int(options["num_res_blocks"])
-        dropout = float(options["dropout"])
-        scale_shift = bool(options["use_scale_shift_norm"])
-        updown = bool(options["resblock_updown"])
-        channel_mult = arch["channel_mult"]
-        attention_strides = arch["attention_strides"]
-        encoder_channels = self.xf_width or None
-        emb_dim = mc * 4
-
-        def attention(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, int(options["num_head_channels"]), encoder_channels)
-
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
-        ch = input_ch = int(channel_mult[0] * mc)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(self.in_channels, ch, 3, padding=1))])
-        skip_channels = [ch]
-        ds = 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, dropout, int(mult * mc), scale_shift)]
-                ch = int(mult * mc)
-                if ds in attention_strides:
-                    layers.append(attention(ch, int(options["num_heads"])))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != len(channel_mult) - 1:
-                down = ResBlock(ch, emb_dim, dropout, ch, scale_shift, down=True) if updown else Downsample(ch, True)
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                skip_channels.append(ch)
-                ds *= 2
-
-        self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_dim, dropout, None, scale_shift),
-            attention(ch, int(options["num_heads"])),
-            ResBlock(ch, emb_dim, dropout, None, scale_shift),
+        # Built in GLIDE's order (the parameters' random initialisation follows it).
+        blocks = _BlockFactory(options, arch, emb_dim=mc * 4, encoder_channels=self.xf_width or None)
+        self.time_embed = nn.Sequential(
+            nn.Linear(mc, blocks.emb_dim), nn.SiLU(), nn.Linear(blocks.emb_dim, blocks.emb_dim)
         )
-
-        self.output_blocks = nn.ModuleList()
-        for level, mult in list(enumerate(channel_mult))[::-1]:
-            for i in range(num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, dropout, int(mc * mult), scale_shift)]
-                ch = int(mc * mult)
-                if ds in attention_strides:
-                    layers.append(attention(ch, arch["num_heads_upsample"]))
-                if level and i == num_res_blocks:
-                    layers.append(
-                        ResBlock(ch, emb_dim, dropout, ch, scale_shift, up=True) if updown else Upsample(ch, True)
-                    )
-                    ds //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
-
+        self.input_blocks, skip_channels = blocks.encoder(self.in_channels)
+        self.middle_block = blocks.middle()
+        self.output_blocks = blocks.decoder(skip_channels)
         self.out = nn.Sequential(
-            GroupNorm32(ch, swish=True), nn.Identity(), zero_(nn.Conv2d(input_ch, 6, 3, padding=1))
+            GroupNorm32(blocks.ch, swish=True), nn.Identity(), zero_(nn.Conv2d(blocks.input_ch, 6, 3, padding=1))
         )
-
         if self.xf_width:
-            w = self.xf_width
-            self.transformer = Transformer(w, int(options["xf_layers"]), int(options["xf_heads"]))
-            self.final_ln = LayerNorm32(w) if options["xf_final_ln"] else None
-            self.token_embedding = nn.Embedding(self.vocab_size, w)
-            self.positional_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
-            self.transformer_proj = nn.Linear(w, emb_dim)
-            if self.xf_padding:
-                self.padding_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
-            self._init_text_parameters()
+            self._build_text_side(options, blocks.emb_dim)
 
         if options["use_fp16"]:
             self.convert_to_fp16()
 
     # ----------------------------------------------------------------------------------- set-up
+    def _build_text_side(self, options: dict[str, Any], emb_dim: int) -> None:
+        w = self.xf_width
+        self.transformer = Transformer(w, int(options["xf_layers"]), int(options["xf_heads"]))
+        self.final_ln = LayerNorm32(w) if options["xf_final_ln"] else None
+        self.token_embedding = nn.Embedding(self.vocab_size, w)
+        self.positional_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
+        self.transformer_proj = nn.Linear(w, emb_dim)
+        if self.xf_padding:
+            self.padding_embedding = nn.Parameter(torch.empty(self.text_ctx, w))
+        self._init_text_parameters()
+
     def _init_text_parameters(self) -> None:
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
