@@ -112,20 +112,7 @@ class Catalogue:
             image_hash = self.images.put(data)
             try:
                 with self.backend.transaction(write=True) as cur:
-                    row = cur.execute(
-                        "INSERT INTO items "
-                        "(image_hash, caption, prompt, params, created_at, embedding, embedding_model) "
-                        f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                        (
-                            image_hash,
-                            caption,
-                            prompt,
-                            self.backend.params_to_db(params_text),
-                            self.backend.now(),
-                            None if embedding is None else self.backend.blob(embedding.tobytes()),
-                            None if embedding is None else self.embedder.name,
-                        ),
-                    )[0]
+                    row = self._insert_item(cur, image_hash, caption, prompt, params_text, embedding)
             except BaseException:
                 self._drop_file_if_unreferenced(image_hash)
                 raise
@@ -153,23 +140,8 @@ class Catalogue:
                 for page in pages:  # one page in memory at a time
                     hashes.append(self.images.put(png_to_store(page)))
                 with self.backend.transaction(write=True) as cur:
-                    row = cur.execute(
-                        "INSERT INTO items (image_hash, caption, prompt, params, created_at, embedding, "
-                        "embedding_model, kind, reading_order, exports) "
-                        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                        (
-                            hashes[0],
-                            title,
-                            prompt,
-                            self.backend.params_to_db(params_text),
-                            self.backend.now(),
-                            None if embedding is None else self.backend.blob(embedding.tobytes()),
-                            None if embedding is None else self.embedder.name,
-                            COMIC,
-                            reading_order,
-                            ",".join(exports),
-                        ),
-                    )[0]
+                    comic = {"kind": COMIC, "reading_order": reading_order, "exports": ",".join(exports)}
+                    row = self._insert_item(cur, hashes[0], title, prompt, params_text, embedding, comic)
                     for number, image_hash in enumerate(hashes, 1):
                         cur.execute(
                             "INSERT INTO item_pages (item_id, page_number, image_hash) VALUES (?, ?, ?)",
@@ -180,6 +152,21 @@ class Catalogue:
                     self._drop_file_if_unreferenced(image_hash)
                 raise
         return self._item(row, pages=tuple(hashes))
+
+    def _insert_item(self, cur, image_hash, caption, prompt, params_text, embedding, extra: dict | None = None) -> dict:
+        """Insert one items row (``extra``: further columns, e.g. a comic's) and return it."""
+        values = {
+            "image_hash": image_hash,
+            "caption": caption,
+            "prompt": prompt,
+            "params": self.backend.params_to_db(params_text),
+            "created_at": self.backend.now(),
+            "embedding": None if embedding is None else self.backend.blob(embedding.tobytes()),
+            "embedding_model": None if embedding is None else self.embedder.name,
+            **(extra or {}),
+        }
+        sql = f"INSERT INTO items ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) RETURNING {_COLUMNS}"
+        return cur.execute(sql, tuple(values.values()))[0]
 
     def rename(self, item_id: int, caption: str) -> Item:
         caption = clean_caption(caption)
