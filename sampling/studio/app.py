@@ -247,22 +247,22 @@ def _comic_buttons(gr, studio: Studio, result, comic, title, status, buttons) ->
     """Add the last page to the comic in progress, save that comic as one catalogue item, or start over."""
     add_page, save_comic, clear_comic = buttons
 
-    def add(last, pages):
+    def add_to_comic(last, pages):
         try:
             pages = studio.add_comic_page(pages, (last or {}).get("page"))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         return pages, f"page {len(pages)} added to the comic; save it with the caption above as its title"
 
-    def save(pages, text):
+    def save_whole_comic(pages, text):
         try:
             item = studio.save_comic(pages, text)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         return [], f"saved the comic to the catalogue as #{item.id}: {item.caption} ({item.page_count} pages)"
 
-    add_page.click(add, inputs=[result, comic], outputs=[comic, status])
-    save_comic.click(save, inputs=[comic, title], outputs=[comic, status])
+    add_page.click(add_to_comic, inputs=[result, comic], outputs=[comic, status])
+    save_comic.click(save_whole_comic, inputs=[comic, title], outputs=[comic, status])
     clear_comic.click(lambda: ([], "the comic is empty; add pages to start another"), outputs=[comic, status])
 
 

@@ -474,3 +474,13 @@ def test_a_comic_item_is_shown_with_its_page_count_and_paged_through(open_studio
         assert back["output"]["data"][-1] == "page 1 of 2"
     finally:
         studio.delete(item.id)
+
+
+def test_comic_buttons_without_pages_get_a_message_not_a_traceback(open_studio):
+    url, studio, demo, _ = open_studio
+    before = studio.catalogue.count()
+    added = _call(url, demo, "add_to_comic", [None, None], "gen-add-page")
+    saved = _call(url, demo, "save_whole_comic", [None, "a title"], "gen-save-comic")
+    assert not added["success"] and "nothing to add yet: generate a page first" in json.dumps(added)
+    assert not saved["success"] and "the comic has no pages yet" in json.dumps(saved)
+    assert studio.catalogue.count() == before
