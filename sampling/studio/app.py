@@ -15,7 +15,7 @@ from ..comic.script import READING_ORDERS
 from .adapters import NO_ADAPTER
 from .catalogue import SORTS
 from .comic_page import EXPORT_CHOICES, LAYOUT_CHOICES
-from .service import Studio, StudioError
+from .service import ComicPage, Studio, StudioError
 from .settings import DEFAULT_STEPS, FORM_LIMITS, MAX_PANELS, SAMPLERS, GenerateSettings
 from .training import bounds_text, trainer_bounds
 
@@ -147,7 +147,12 @@ def _generate_tab(gr, studio: Studio) -> None:
             with gr.Row():
                 save_caption = gr.Textbox(label="Caption for the catalogue", max_lines=1, elem_id="gen-save-caption")
                 save = gr.Button("Save strip to catalogue", elem_id="gen-save")
+            with gr.Row():  # a comic: pages added one generation at a time, saved as one item titled by the caption
+                add_page = gr.Button("Add page to comic", size="sm", elem_id="gen-add-page")
+                save_comic = gr.Button("Save comic to catalogue", size="sm", elem_id="gen-save-comic")
+                clear_comic = gr.Button("Clear comic", size="sm", elem_id="gen-clear-comic")
     result = gr.State(None)
+    comic = gr.State([])
 
     sampler.change(lambda name: DEFAULT_STEPS.get(name, GenerateSettings.steps), inputs=sampler, outputs=steps)
     refresh_models.click(
@@ -178,7 +183,12 @@ def _generate_tab(gr, studio: Studio) -> None:
             gr.update(value=str(out.strip), interactive=True),
             gr.update(value=str(out.page), interactive=True),
             " / ".join(out.captions)[:200],
-            {"strip": str(out.strip), "prompt": "\n".join(out.captions), "params": out.params},
+            {
+                "strip": str(out.strip),
+                "prompt": "\n".join(out.captions),
+                "params": out.params,
+                "page": ComicPage.from_result(out),
+            },
             out.settings.guidance,
             out.settings.steps,
             out.settings.seed,
@@ -230,6 +240,30 @@ def _generate_tab(gr, studio: Studio) -> None:
         return f"saved to the catalogue as #{item.id}: {item.caption}"
 
     save.click(save_to_catalogue, inputs=[result, save_caption], outputs=status)
+    _comic_buttons(gr, studio, result, comic, save_caption, status, (add_page, save_comic, clear_comic))
+
+
+def _comic_buttons(gr, studio: Studio, result, comic, title, status, buttons) -> None:
+    """Add the last page to the comic in progress, save that comic as one catalogue item, or start over."""
+    add_page, save_comic, clear_comic = buttons
+
+    def add_to_comic(last, pages):
+        try:
+            pages = studio.add_comic_page(pages, (last or {}).get("page"))
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return pages, f"page {len(pages)} added to the comic; save it with the caption above as its title"
+
+    def save_whole_comic(pages, text):
+        try:
+            item = studio.save_comic(pages, text)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return [], f"saved the comic to the catalogue as #{item.id}: {item.caption} ({item.page_count} pages)"
+
+    add_page.click(add_to_comic, inputs=[result, comic], outputs=[comic, status])
+    save_comic.click(save_whole_comic, inputs=[comic, title], outputs=[comic, status])
+    clear_comic.click(lambda: ([], "the comic is empty; add pages to start another"), outputs=[comic, status])
 
 
 # --- Train ----------------------------------------------------------------------------------
@@ -419,6 +453,12 @@ def item_at(ids: list[int], index) -> int | None:
     return ids[index]
 
 
+def grid_label(item) -> str:
+    """How the grid and the selection name an item: "#id caption", and a comic's page count."""
+    label = f"#{item.id} {item.caption}"
+    return f"{label} (comic, {item.page_count} pages)" if item.is_comic else label
+
+
 def _catalogue_tab(gr, studio: Studio) -> dict:
     with gr.Row():
         query = gr.Textbox(
@@ -437,12 +477,19 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
     with gr.Row():
         download = gr.DownloadButton("Download", interactive=False, elem_id="cat-download")
         delete = gr.Button("Delete…", variant="stop", elem_id="cat-delete")
+    with gr.Column(visible=False, elem_id="cat-comic") as comic_box:  # shown for a comic item: page through it
+        comic_page = gr.Image(label="Comic page", type="filepath", interactive=False, elem_id="cat-comic-page")
+        with gr.Row():
+            previous_page = gr.Button("◀ Previous page", size="sm", elem_id="cat-comic-previous")
+            page_label = gr.Textbox(show_label=False, interactive=False, elem_id="cat-comic-page-number")
+            next_page = gr.Button("Next page ▶", size="sm", elem_id="cat-comic-next")
     with gr.Row(visible=False) as confirm_row:
         confirm_text = gr.Textbox(show_label=False, interactive=False, elem_id="cat-confirm-text")
         confirm = gr.Button("Yes, delete it", variant="stop", elem_id="cat-confirm")
         keep = gr.Button("No, keep it", elem_id="cat-keep")
     items = gr.State([])
     chosen = gr.State(None)
+    page_index = gr.State(0)
 
     def refresh(q, order):
         try:
@@ -450,7 +497,7 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         except StudioError as exc:
             return [], [], str(exc)
         ids = [item.id for item, _ in rows]
-        gallery = [(str(path), f"#{item.id} {item.caption}") for item, path in rows]
+        gallery = [(str(path), grid_label(item)) for item, path in rows]
         return gallery, ids, line
 
     listing = {"fn": refresh, "inputs": [query, sort], "outputs": [grid, items, status]}
@@ -458,23 +505,46 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
     query.submit(**listing)
     sort.change(**listing)
 
+    def show_page(item_id, index):
+        try:
+            path, index, count = studio.comic_page(item_id, index)
+        except StudioError as exc:
+            return None, 0, str(exc)
+        return str(path), index, f"page {index + 1} of {count}"
+
     def choose(ids, evt: gr.SelectData):
         item_id = item_at(ids, evt.index)
+        hidden = (gr.update(visible=False), None, 0, "")
         if item_id is None:
             note = "" if evt.index is None else "that is not an item of the grid; click an image in the grid"
-            return None, note, "", gr.update(interactive=False, value=None), gr.update(visible=False)
+            return None, note, "", gr.update(interactive=False, value=None), gr.update(visible=False), *hidden
         try:
             item = studio.catalogue.get(item_id)
             path = studio.download(item_id)
             button = gr.update(interactive=True, value=str(path))
-            note = f"#{item.id} {item.caption}"
+            note = grid_label(item)
         except Exception as exc:  # CatalogueError or StudioError: show it, keep the selection
             button = gr.update(interactive=False, value=None)
             note = f"#{item_id}: {exc}"
             item = None
-        return item_id, note, item.caption if item else "", button, gr.update(visible=False)
+        viewer = (gr.update(visible=True), *show_page(item_id, 0)) if item and item.is_comic else hidden
+        return item_id, note, item.caption if item else "", button, gr.update(visible=False), *viewer
 
-    grid.select(choose, inputs=items, outputs=[chosen, selected, new_caption, download, confirm_row])
+    grid.select(
+        choose,
+        inputs=items,
+        outputs=[chosen, selected, new_caption, download, confirm_row, comic_box, comic_page, page_index, page_label],
+    )
+
+    def page_back(item_id, index):
+        return show_page(item_id, index - 1)
+
+    def page_on(item_id, index):
+        return show_page(item_id, index + 1)
+
+    pager = {"inputs": [chosen, page_index], "outputs": [comic_page, page_index, page_label], "show_progress": "hidden"}
+    previous_page.click(page_back, **pager)
+    next_page.click(page_on, **pager)
 
     def do_rename(item_id, caption, q, order):
         if item_id is None:
@@ -484,7 +554,7 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         gallery, ids, line = refresh(q, order)
-        return gallery, ids, f"renamed #{item.id} to {item.caption!r}. {line}", f"#{item.id} {item.caption}"
+        return gallery, ids, f"renamed #{item.id} to {item.caption!r}. {line}", grid_label(item)
 
     rename.click(do_rename, inputs=[chosen, new_caption, query, sort], outputs=[grid, items, status, selected])
 
@@ -512,9 +582,12 @@ def _catalogue_tab(gr, studio: Studio) -> dict:
             None,
             "",
             gr.update(interactive=False, value=None),
+            gr.update(visible=False),
         )
 
     confirm.click(
-        do_delete, inputs=[chosen, query, sort], outputs=[grid, items, status, confirm_row, chosen, selected, download]
+        do_delete,
+        inputs=[chosen, query, sort],
+        outputs=[grid, items, status, confirm_row, chosen, selected, download, comic_box],
     )
     return listing

@@ -22,7 +22,7 @@ from ..loading import BUNDLED_NAME, ModelLoadError, ModelPair, load_models
 from ..outputs import save_image, slugify
 from ..pipeline import TextToImage
 from ..settings import UPSAMPLER_DEFAULTS, SamplerSettings
-from .comic_page import DEFAULT_OPTIONS, export_page, studio_page, studio_style
+from .comic_page import DEFAULT_OPTIONS, PageOptions, export_page, studio_page, studio_style
 from .settings import GenerateSettings, steps_spec
 
 
@@ -39,6 +39,7 @@ class StripResult:
     messages: list[str] = field(default_factory=list)
     exports: list[Path] = field(default_factory=list)  # PDF / CBZ / webtoon of the page, as asked
     adapters: list[dict] = field(default_factory=list)  # the adapters applied: path, id, scale, model
+    options: PageOptions = DEFAULT_OPTIONS  # the page's layout, reading order and export formats
 
     @property
     def params(self) -> dict:
@@ -165,4 +166,5 @@ class Generator:
             messages=notes + list(warnings),
             exports=exports,
             adapters=applied,
+            options=options,
         )

@@ -20,9 +20,9 @@ from finetune import bundled_models
 from finetune.adapters.specs import check_scale
 
 from .adapters import NO_ADAPTER, AdapterChoice, UnknownAdapter, discover_adapters, new_adapter_folder, resolve_adapter
-from .catalogue import Catalogue, CatalogueError, Item
+from .catalogue import MAX_COMIC_PAGES, Catalogue, CatalogueError, Item
 from .catalogue.errors import InvalidInput
-from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
+from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME, MAX_PROMPT_CHARS
 from .comic_page import page_options
 from .generation import GenerationError, Generator, StripResult
 from .models import ModelChoice, UnknownModel, discover_models, resolve_model
@@ -81,6 +81,22 @@ class StudioConfig:
         return None if self.database else self.workdir / DATABASE_NAME
 
 
+@dataclass(frozen=True)
+class ComicPage:
+    """A generated page waiting in the Generate tab's comic until the comic is saved as one catalogue item."""
+
+    page: Path
+    prompt: str
+    params: dict
+    reading_order: str
+    formats: tuple[str, ...] = ()
+
+    @classmethod
+    def from_result(cls, result: StripResult) -> "ComicPage":
+        prompt = "\n".join(result.captions)
+        return cls(result.page, prompt, result.params, result.options.reading_order, result.options.formats)
+
+
 class Studio:
     def __init__(self, config: StudioConfig):
         self.config = config
@@ -122,6 +138,44 @@ class Studio:
             raise StudioError("nothing to save yet: generate a strip first")
         return self._guard("saving", self.catalogue.add, Path(image_path), caption, prompt=prompt, params=params)
 
+    def add_comic_page(self, comic: list[ComicPage], page: ComicPage | None) -> list[ComicPage]:
+        """The comic in progress with ``page`` appended; its pages must share one reading order."""
+        if page is None or not Path(page.page).is_file():
+            raise StudioError("nothing to add yet: generate a page first")
+        if len(comic) >= MAX_COMIC_PAGES:
+            raise StudioError(f"a comic has at most {MAX_COMIC_PAGES} pages; save this one and start another")
+        if any(Path(p.page) == Path(page.page) for p in comic):
+            raise StudioError("this page is in the comic already; generate the next page first")
+        if comic and page.reading_order != comic[0].reading_order:
+            raise StudioError(
+                f"this page reads {page.reading_order} but the comic reads {comic[0].reading_order}; "
+                f"generate it with reading order {comic[0].reading_order}, or clear the comic"
+            )
+        return [*comic, page]
+
+    def save_comic(self, comic: list[ComicPage], title: str) -> Item:
+        """The comic's pages, in the order added, saved as one catalogue item titled ``title``. Each page's PNG keeps
+        its own generation parameters; the item records the page count and the models used."""
+        if not comic:
+            raise StudioError("the comic has no pages yet: generate a page and add it to the comic")
+        missing = [n for n, page in enumerate(comic, 1) if not Path(page.page).is_file()]
+        if missing:
+            raise StudioError(f"page(s) {', '.join(map(str, missing))} of the comic are gone from the outputs folder")
+        prompt = "\n\n".join(page.prompt for page in comic)[:MAX_PROMPT_CHARS]
+        params = {"page_count": len(comic), "models": sorted({str(page.params.get("model")) for page in comic})}
+        exports = sorted({f for page in comic for f in page.formats})
+        pages = [Path(page.page) for page in comic]
+        order = comic[0].reading_order
+        return self._guard("saving", self.catalogue.add_comic, pages, title, order, exports, prompt, params)
+
+    def comic_page(self, item_id: int, index) -> tuple[Path, int, int]:
+        """Page ``index`` (from 0, clamped into range) of a comic item, that index and the page count."""
+        if item_id is None:
+            raise StudioError("select a comic in the grid first")
+        paths = self._guard("reading the comic", self.catalogue.page_paths, item_id)
+        index = min(max(int(index or 0), 0), len(paths) - 1)
+        return paths[index], index, len(paths)
+
     def browse(self, sort: str = "date", query: str = "") -> tuple[list[tuple[Item, Path]], str]:
         """Items (with the file to show) for the grid, and a status line."""
         catalogue = self.catalogue
@@ -135,7 +189,7 @@ class Studio:
         rows, missing = [], []
         for item in items:
             try:
-                rows.append((item, catalogue.image_path(item)))
+                rows.append((item, catalogue.page_paths(item)[0]))  # a comic shows its cover; all pages checked
             except CatalogueError:
                 missing.append(item)
                 rows.append((item, self._missing_image()))

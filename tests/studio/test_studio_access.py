@@ -444,3 +444,43 @@ def test_cached_glide_models_are_offered_and_never_fetched(models_dir, tmp_path,
     keys = {key for _, key in studio.model_choices()}
     assert "glide" in keys and "glide-base" not in keys  # the pipeline, with its upsampler
     assert studio._training_init("glide") == str(cache / "models" / "glide-base")
+
+
+def test_a_comic_item_is_shown_with_its_page_count_and_paged_through(open_studio):
+    from sampling.studio.service import ComicPage
+
+    url, studio, demo, _ = open_studio
+    pages = []
+    for number, color in enumerate(["green", "blue"], 1):
+        path = studio.config.workdir / "outputs" / f"comic-page-{number}.png"
+        Image.new("RGB", (8, 12), color).save(path)
+        pages.append(ComicPage(path, f"page {number}", {}, "ltr"))
+    item = studio.save_comic(pages, "a two-page comic")
+    try:
+        session = uuid.uuid4().hex
+        listed = _call(url, demo, "refresh", ["", "date"], "cat-search", session=session)
+        assert listed["success"], listed
+        labels = [entry["caption"] for entry in listed["output"]["data"][0]]
+        position = labels.index(f"#{item.id} a two-page comic (comic, 2 pages)")
+        event = {"index": position, "value": None, "selected": True}
+        selected = _call(url, demo, "choose", [None], "cat-grid", event, session=session)
+        assert selected["success"], selected
+        data = selected["output"]["data"]
+        assert data[1] == f"#{item.id} a two-page comic (comic, 2 pages)" and data[-1] == "page 1 of 2"
+        assert data[3]["value"]["orig_name"].endswith(f"-{item.id}.cbz")  # the download: the comic as a CBZ
+        turns = [_call(url, demo, "page_on", [None, None], "cat-comic-next", session=session) for _ in range(2)]
+        assert [turn["output"]["data"][-1] for turn in turns] == ["page 2 of 2", "page 2 of 2"]  # stops at the end
+        back = _call(url, demo, "page_back", [None, None], "cat-comic-previous", session=session)
+        assert back["output"]["data"][-1] == "page 1 of 2"
+    finally:
+        studio.delete(item.id)
+
+
+def test_comic_buttons_without_pages_get_a_message_not_a_traceback(open_studio):
+    url, studio, demo, _ = open_studio
+    before = studio.catalogue.count()
+    added = _call(url, demo, "add_to_comic", [None, None], "gen-add-page")
+    saved = _call(url, demo, "save_whole_comic", [None, "a title"], "gen-save-comic")
+    assert not added["success"] and "nothing to add yet: generate a page first" in json.dumps(added)
+    assert not saved["success"] and "the comic has no pages yet" in json.dumps(saved)
+    assert studio.catalogue.count() == before

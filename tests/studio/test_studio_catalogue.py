@@ -9,6 +9,7 @@ import time
 
 import pytest
 from PIL import Image
+from pypdf import PdfReader
 
 from sampling.studio.catalogue import (
     Catalogue,
@@ -267,3 +268,117 @@ def _closed_port() -> int:
     from studio_helpers import free_port
 
     return free_port()
+
+
+# --- comic items: an ordered list of pages saved as one item ------------------------------
+
+
+def _pages(*colors) -> list[Image.Image]:
+    return [solid(color, (12, 18)) for color in colors]
+
+
+def test_comic_is_one_item_with_pages_in_order(catalogue, tmp_path):
+    pages = _pages("red", "green", "blue", "green")  # a repeated page keeps its place
+    comic = catalogue.add_comic(pages, "The Lighthouse", reading_order="rtl", exports=["cbz", "pdf"], prompt="p")
+    catalogue.add(solid("white"), "a plain strip")
+    assert comic.is_comic and comic.page_count == 4 and comic.reading_order == "rtl"
+    assert comic.exports == ("pdf", "cbz") and comic.image_hash == comic.pages[0]
+    assert catalogue.get(comic.id) == comic
+    colors = [Image.open(path).getpixel((0, 0)) for path in catalogue.page_paths(comic.id)]
+    assert colors == [(255, 0, 0), (0, 128, 0), (0, 0, 255), (0, 128, 0)]
+    assert catalogue.count() == 2
+    listed = {item.id: item for item in catalogue.list()}
+    assert listed[comic.id].pages == comic.pages and not [i for i in listed.values() if i.id != comic.id][0].pages
+    renamed = catalogue.rename(comic.id, "The Lighthouse, part one")
+    assert renamed.pages == comic.pages and renamed.caption == "The Lighthouse, part one"
+    results, _ = catalogue.search("lighthouse")
+    assert results[0].id == comic.id and results[0].page_count == 4
+
+
+def test_comic_exports_as_cbz_and_pdf_in_order(catalogue, tmp_path):
+    import zipfile
+
+    comic = catalogue.add_comic(_pages("red", "green", "blue"), "Night <Shift>", reading_order="rtl")
+    cbz = catalogue.export(comic.id, tmp_path / "downloads")
+    assert cbz.name == f"night-shift-{comic.id}.cbz"
+    with zipfile.ZipFile(cbz) as archive:
+        assert archive.namelist() == ["ComicInfo.xml", "001.png", "002.png", "003.png"]
+        stored = [archive.read(name) for name in ("001.png", "002.png", "003.png")]
+        info = archive.read("ComicInfo.xml").decode()
+    assert stored == [path.read_bytes() for path in catalogue.page_paths(comic)]
+    assert "<Title>Night &lt;Shift&gt;</Title>" in info and "<PageCount>3</PageCount>" in info
+    assert "<Manga>YesAndRightToLeft</Manga>" in info
+    pdf = catalogue.export(comic, tmp_path / "downloads", comic_format="pdf")
+    assert pdf.suffix == ".pdf" and len(PdfReader(pdf).pages) == 3
+    with pytest.raises(InvalidInput, match="cbz or pdf"):
+        catalogue.export(comic, tmp_path / "downloads", comic_format="webtoon")
+
+
+def test_deleting_a_comic_removes_all_its_pages(catalogue):
+    strip = catalogue.add(solid("blue", (12, 18)), "a blue strip")  # shares its image with page 2
+    comic = catalogue.add_comic(_pages("red", "blue", "yellow"), "Three pages")
+    paths = catalogue.page_paths(comic)
+    catalogue.delete(comic.id)
+    assert [p.exists() for p in paths] == [False, True, False]  # page 2 is still the strip's image
+    with catalogue.backend.transaction() as cur:
+        assert cur.execute("SELECT COUNT(*) AS n FROM item_pages")[0]["n"] == 0
+    with pytest.raises(ItemNotFound):
+        catalogue.get(comic.id)
+    catalogue.delete(strip.id)
+    assert not any(catalogue.images.root.rglob("*.png"))
+
+
+def test_comic_with_missing_page_files_is_one_clear_error(catalogue, tmp_path):
+    comic = catalogue.add_comic(_pages("red", "green", "blue"), "Torn comic")
+    paths = catalogue.page_paths(comic)
+    paths[1].unlink()
+    paths[2].unlink()
+    with pytest.raises(ImageMissing) as caught:
+        catalogue.export(comic.id, tmp_path / "downloads")
+    message = str(caught.value)
+    assert "\n" not in message and "missing 2 of its 3 page files" in message and "page(s) 2, 3" in message
+    assert catalogue.get(comic.id).page_count == 3  # nothing lost: the item stays and can be deleted
+    catalogue.delete(comic.id)
+    assert not paths[0].exists()
+
+
+def test_bad_comics_are_refused_and_leave_nothing(catalogue, tmp_path):
+    from sampling.studio.catalogue import MAX_COMIC_PAGES
+
+    cases = [
+        ([], "The Empty", {}, "at least one page"),
+        (_pages("red") * (MAX_COMIC_PAGES + 1), "Too long", {}, f"at most {MAX_COMIC_PAGES} pages"),
+        (_pages("red"), "  ", {}, "comic title is empty"),
+        (_pages("red"), "Sideways", {"reading_order": "ttb"}, "reading order must be one of"),
+        (_pages("red"), "Odd export", {"exports": ["gif"]}, "unknown export format"),
+        ([solid("red"), b"not an image"], "Half good", {}, "not a readable image"),
+    ]
+    for pages, title, options, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            catalogue.add_comic(pages, title, **options)
+    assert catalogue.count() == 0
+    assert not any(catalogue.images.root.rglob("*.png"))  # the good page of the half-good comic was not kept
+
+
+def test_migration_from_v2_keeps_items_and_adds_comics(database, tmp_path):
+    backend = open_backend(database)
+    assert backend.migrate(upto=2) == 2
+    old_images = Catalogue(database, tmp_path / "images", migrate=False)
+    with backend.transaction(write=True) as cur:
+        cur.execute(
+            "INSERT INTO items (image_hash, caption, prompt, params, created_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                old_images.images.put(b"\x89PNG fake"),
+                "saved before comics",
+                "",
+                backend.params_to_db("{}"),
+                backend.now(),
+            ),
+        )
+    catalogue = Catalogue(database, tmp_path / "images")
+    [old] = catalogue.list()
+    assert old.caption == "saved before comics" and old.kind == "image" and not old.is_comic and old.page_count == 1
+    comic = catalogue.add_comic(_pages("red", "green"), "After the upgrade")
+    assert [i.id for i in catalogue.list("caption")] == [comic.id, old.id]
+    catalogue.delete(comic.id)
+    assert catalogue.images.path(old.image_hash).is_file()

@@ -49,3 +49,18 @@ def test_a_wide_top_rtl_page_with_exports(models_dir, tmp_path):
     comic = json.loads((out.page.parent / "comic.json").read_text())
     first, second, third = (p["box"] for p in comic["panels"])
     assert second[0] > third[0]  # right to left: panel 2 right of panel 3
+
+
+def test_two_generated_pages_saved_as_one_comic_item(models_dir, tmp_path):
+    from sampling.studio.service import ComicPage, Studio, StudioConfig
+
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models_dir, semantic_search=False))
+    model, comic = "models/tiny-random", []
+    for seed, captions in enumerate(["a red boat\na blue bird", "a green hill\na gray cloud\na yellow sun"]):
+        out = studio.generate(model, captions, 3, 2, "ddim", seed, page_choices=("auto", "rtl", ["pdf"]))
+        comic = studio.add_comic_page(comic, ComicPage.from_result(out))
+    item = studio.save_comic(comic, "Two pages of weather")
+    assert item.is_comic and item.page_count == 2 and item.reading_order == "rtl" and item.exports == ("pdf",)
+    stored = [path.read_bytes() for path in studio.catalogue.page_paths(item.id)]
+    assert stored == [page.page.read_bytes() for page in comic]  # the pages as generated, in the order added
+    assert item.prompt.startswith("a red boat a blue bird a green hill") and item.params["page_count"] == 2

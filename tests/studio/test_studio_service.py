@@ -150,3 +150,56 @@ def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_pa
     assert init("scratch") == "scratch"
     with pytest.raises(StudioError, match="not one of the studio's models"):
         init(str(models / "pipeline"))  # a path, even of a listed model, is not a choice
+
+
+def _comic_pages(folder, colors, reading_order="ltr"):
+    from PIL import Image
+
+    from sampling.studio.service import ComicPage
+
+    pages = []
+    for number, color in enumerate(colors, 1):
+        path = folder / f"page-{number}.png"
+        Image.new("RGB", (10, 14), color).save(path)
+        pages.append(ComicPage(path, f"page {number}", {"model": "m"}, reading_order, ("cbz",)))
+    return pages
+
+
+def test_a_comic_in_progress_is_saved_as_one_item_and_paged_through(tmp_path):
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", semantic_search=False))
+    first, second, third = _comic_pages(tmp_path, ["red", "green", "blue"], "rtl")
+    comic = studio.add_comic_page(studio.add_comic_page([], first), second)
+    with pytest.raises(StudioError, match="in the comic already"):
+        studio.add_comic_page(comic, second)
+    (tmp_path / "other").mkdir()
+    [ltr] = _comic_pages(tmp_path / "other", ["white"])
+    with pytest.raises(StudioError, match="this page reads ltr but the comic reads rtl"):
+        studio.add_comic_page(comic, ltr)
+    with pytest.raises(StudioError, match="generate a page first"):
+        studio.add_comic_page(comic, None)
+    with pytest.raises(StudioError, match="no pages yet"):
+        studio.save_comic([], "empty")
+    item = studio.save_comic(studio.add_comic_page(comic, third), "Traffic lights")
+    assert (item.page_count, item.reading_order, item.exports) == (3, "rtl", ("cbz",))
+    assert item.params == {"page_count": 3, "models": ["m"]}
+    [(listed, cover)] = studio.browse()[0]
+    assert listed.id == item.id and cover.read_bytes() == first.page.read_bytes()
+    path, index, count = studio.comic_page(item.id, 7)  # clamped to the last page
+    assert (index, count) == (2, 3) and path.read_bytes() == third.page.read_bytes()
+    assert studio.comic_page(item.id, -1)[1] == 0
+    assert studio.download(item.id).suffix == ".cbz"
+    with pytest.raises(StudioError, match="select a comic"):
+        studio.comic_page(None, 0)
+
+
+def test_a_comic_with_a_missing_page_keeps_its_row_and_says_so(tmp_path):
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", semantic_search=False))
+    item = studio.save_comic(_comic_pages(tmp_path, ["red", "green"]), "Half gone")
+    studio.catalogue.page_paths(item)[1].unlink()
+    rows, status = studio.browse()
+    assert rows[0][1].name == "missing-image.png" and f"missing on disk for #{item.id}" in status
+    for action in (lambda: studio.download(item.id), lambda: studio.comic_page(item.id, 0)):
+        with pytest.raises(StudioError, match=r"missing 1 of its 2 page files on disk: page\(s\) 2 under"):
+            action()
+    studio.delete(item.id)
+    assert studio.catalogue.count() == 0 and not any(studio.config.images_dir.rglob("*.png"))

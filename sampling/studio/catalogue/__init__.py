@@ -8,9 +8,11 @@ from .errors import (
     ItemNotFound,
     SchemaTooNew,
 )
-from .store import MAX_CAPTION_CHARS, SORTS, Catalogue, Item, clean_caption
+from .store import COMIC, COMIC_EXPORTS, MAX_CAPTION_CHARS, MAX_COMIC_PAGES, SORTS, Catalogue, Item, clean_caption
 
 __all__ = [
+    "COMIC",
+    "COMIC_EXPORTS",
     "Catalogue",
     "CatalogueError",
     "DatabaseUnavailable",
@@ -19,6 +21,7 @@ __all__ = [
     "Item",
     "ItemNotFound",
     "MAX_CAPTION_CHARS",
+    "MAX_COMIC_PAGES",
     "SORTS",
     "SchemaTooNew",
     "clean_caption",

@@ -24,6 +24,19 @@ SQLITE = {
         "ALTER TABLE items ADD COLUMN embedding_model TEXT",
         "CREATE INDEX items_caption_nocase ON items (caption COLLATE NOCASE)",
     ],
+    # Comic items: one row in items (kind 'comic', image_hash = the cover, i.e. page 1) and its pages in order.
+    3: [
+        "ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'image'",
+        "ALTER TABLE items ADD COLUMN reading_order TEXT NOT NULL DEFAULT 'ltr'",
+        "ALTER TABLE items ADD COLUMN exports TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE item_pages (
+            item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            page_number INTEGER NOT NULL,
+            image_hash TEXT NOT NULL,
+            PRIMARY KEY (item_id, page_number)
+        )""",
+        "CREATE INDEX item_pages_image_hash ON item_pages (image_hash)",
+    ],
 }
 
 POSTGRES = {
@@ -43,6 +56,18 @@ POSTGRES = {
         "ALTER TABLE items ADD COLUMN embedding BYTEA",
         "ALTER TABLE items ADD COLUMN embedding_model TEXT",
         "CREATE INDEX items_caption_lower ON items (lower(caption))",
+    ],
+    3: [
+        "ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'image'",
+        "ALTER TABLE items ADD COLUMN reading_order TEXT NOT NULL DEFAULT 'ltr'",
+        "ALTER TABLE items ADD COLUMN exports TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE item_pages (
+            item_id BIGINT NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+            page_number INTEGER NOT NULL,
+            image_hash TEXT NOT NULL,
+            PRIMARY KEY (item_id, page_number)
+        )""",
+        "CREATE INDEX item_pages_image_hash ON item_pages (image_hash)",
     ],
 }
 

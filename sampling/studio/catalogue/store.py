@@ -1,4 +1,9 @@
-"""The catalogue: saved images with captions, prompts and generation parameters."""
+"""The catalogue: saved images with captions, prompts and generation parameters, and comics saved as one item.
+
+A comic item is one ``items`` row (kind ``comic``; its caption is the comic's title, its ``image_hash`` the cover,
+i.e. page 1) plus its pages in reading order in ``item_pages``. Saving, listing, searching, renaming, deleting and
+exporting treat it as one item; an export is a CBZ of its pages (with ComicInfo.xml) or a PDF.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...comic.export import DEFAULT_DPI, write_cbz, write_pdf
+from ...comic.export import FORMATS as COMIC_FORMATS
+from ...comic.script import LIMITS, READING_ORDERS
 from ...outputs import slugify
 from .backends import PostgresBackend, SQLiteBackend, open_backend
 from .errors import ImageMissing, InvalidInput, ItemNotFound
@@ -24,7 +32,11 @@ SORTS = ("date", "caption")
 DATABASE_NAME = "catalogue.sqlite"  # the studio's layout of a catalogue folder (see Catalogue.in_folder)
 IMAGES_DIR_NAME = "images"
 
-_COLUMNS = "id, image_hash, caption, prompt, params, created_at, embedding_model"
+IMAGE, COMIC = "image", "comic"  # the kinds of item
+MAX_COMIC_PAGES = LIMITS.pages  # a comic item holds as many pages as a comic script may have
+COMIC_EXPORTS = ("cbz", "pdf")  # what a comic item downloads as; cbz first, the default
+
+_COLUMNS = "id, image_hash, caption, prompt, params, created_at, embedding_model, kind, reading_order, exports"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,18 @@ class Item:
     created_at: datetime
     embedding_model: str | None = None
     score: float | None = field(default=None, compare=False)
+    kind: str = IMAGE
+    reading_order: str = "ltr"  # comics: ltr or rtl
+    exports: tuple[str, ...] = ()  # comics: the formats it was exported in when generated (pdf, cbz, webtoon)
+    pages: tuple[str, ...] = ()  # comics: the image hash of each page, in reading order; empty for an image
+
+    @property
+    def is_comic(self) -> bool:
+        return self.kind == COMIC
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages) if self.is_comic else 1
 
 
 def clean_caption(text: str, limit: int = MAX_CAPTION_CHARS, what: str = "caption") -> str:
@@ -88,24 +112,61 @@ class Catalogue:
             image_hash = self.images.put(data)
             try:
                 with self.backend.transaction(write=True) as cur:
-                    row = cur.execute(
-                        "INSERT INTO items "
-                        "(image_hash, caption, prompt, params, created_at, embedding, embedding_model) "
-                        f"VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                        (
-                            image_hash,
-                            caption,
-                            prompt,
-                            self.backend.params_to_db(params_text),
-                            self.backend.now(),
-                            None if embedding is None else self.backend.blob(embedding.tobytes()),
-                            None if embedding is None else self.embedder.name,
-                        ),
-                    )[0]
+                    row = self._insert_item(cur, image_hash, caption, prompt, params_text, embedding)
             except BaseException:
                 self._drop_file_if_unreferenced(image_hash)
                 raise
         return self._item(row)
+
+    def add_comic(
+        self,
+        pages: list,
+        title: str,
+        reading_order: str = "ltr",
+        exports: tuple[str, ...] | list[str] = (),
+        prompt: str = "",
+        params: dict | None = None,
+    ) -> Item:
+        """Save page images (PIL images, PNG/JPEG paths or bytes, in reading order) as one comic item titled
+        ``title``; ``exports`` names the formats the comic was exported in (recorded, not stored)."""
+        title = clean_caption(title, what="comic title")
+        prompt = clean_caption(prompt, MAX_PROMPT_CHARS, "prompt") if prompt and prompt.strip() else ""
+        params_text = _params_text(params)
+        reading_order, exports = _comic_options(pages, reading_order, exports)
+        embedding = self._embed_one(title)
+        hashes: list[str] = []
+        with self.images.lock():
+            try:
+                for page in pages:  # one page in memory at a time
+                    hashes.append(self.images.put(png_to_store(page)))
+                with self.backend.transaction(write=True) as cur:
+                    comic = {"kind": COMIC, "reading_order": reading_order, "exports": ",".join(exports)}
+                    row = self._insert_item(cur, hashes[0], title, prompt, params_text, embedding, comic)
+                    for number, image_hash in enumerate(hashes, 1):
+                        cur.execute(
+                            "INSERT INTO item_pages (item_id, page_number, image_hash) VALUES (?, ?, ?)",
+                            (row["id"], number, image_hash),
+                        )
+            except BaseException:
+                for image_hash in set(hashes):
+                    self._drop_file_if_unreferenced(image_hash)
+                raise
+        return self._item(row, pages=tuple(hashes))
+
+    def _insert_item(self, cur, image_hash, caption, prompt, params_text, embedding, extra: dict | None = None) -> dict:
+        """Insert one items row (``extra``: further columns, e.g. a comic's) and return it."""
+        values = {
+            "image_hash": image_hash,
+            "caption": caption,
+            "prompt": prompt,
+            "params": self.backend.params_to_db(params_text),
+            "created_at": self.backend.now(),
+            "embedding": None if embedding is None else self.backend.blob(embedding.tobytes()),
+            "embedding_model": None if embedding is None else self.embedder.name,
+            **(extra or {}),
+        }
+        sql = f"INSERT INTO items ({', '.join(values)}) VALUES ({', '.join('?' * len(values))}) RETURNING {_COLUMNS}"
+        return cur.execute(sql, tuple(values.values()))[0]
 
     def rename(self, item_id: int, caption: str) -> Item:
         caption = clean_caption(caption)
@@ -120,24 +181,31 @@ class Catalogue:
                     int(item_id),
                 ),
             )
-        if not rows:
-            raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
-        return self._item(rows[0])
+            if not rows:
+                raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
+            return self._items(cur, rows)[0]
 
     def delete(self, item_id: int) -> Item:
-        """Remove a row; its image file goes too once no other row uses the same image."""
+        """Remove a row (and a comic's pages); each image file goes too once no other row uses the same image."""
         with self.images.lock():
             with self.backend.transaction(write=True) as cur:
+                pages = self._pages(cur, [int(item_id)]).get(int(item_id), ())
+                cur.execute("DELETE FROM item_pages WHERE item_id = ?", (int(item_id),))
                 rows = cur.execute(f"DELETE FROM items WHERE id = ? RETURNING {_COLUMNS}", (int(item_id),))
             if not rows:
                 raise ItemNotFound(f"catalogue item {item_id} does not exist (already deleted?)")
-            item = self._item(rows[0])
-            self._drop_file_if_unreferenced(item.image_hash)
+            item = self._item(rows[0], pages=pages)
+            for image_hash in {item.image_hash, *item.pages}:
+                self._drop_file_if_unreferenced(image_hash)
         return item
 
     def _drop_file_if_unreferenced(self, image_hash: str) -> None:
         with self.backend.transaction() as cur:
-            left = cur.execute("SELECT COUNT(*) AS n FROM items WHERE image_hash = ?", (image_hash,))[0]["n"]
+            left = cur.execute(
+                "SELECT (SELECT COUNT(*) FROM items WHERE image_hash = ?) "
+                "+ (SELECT COUNT(*) FROM item_pages WHERE image_hash = ?) AS n",
+                (image_hash, image_hash),
+            )[0]["n"]
         if left == 0:
             self.images.remove(image_hash)
 
@@ -146,9 +214,9 @@ class Catalogue:
     def get(self, item_id: int) -> Item:
         with self.backend.transaction() as cur:
             rows = cur.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (int(item_id),))
-        if not rows:
-            raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
-        return self._item(rows[0])
+            if not rows:
+                raise ItemNotFound(f"catalogue item {item_id} does not exist (deleted?)")
+            return self._items(cur, rows)[0]
 
     def list(
         self, sort: str = "date", descending: bool | None = None, limit: int | None = None, offset: int = 0
@@ -166,8 +234,7 @@ class Catalogue:
             sql += " LIMIT ? OFFSET ?"
             args = (int(limit), int(offset))
         with self.backend.transaction() as cur:
-            rows = cur.execute(sql, args)
-        return [self._item(row) for row in rows]
+            return self._items(cur, cur.execute(sql, args))
 
     def count(self) -> int:
         with self.backend.transaction() as cur:
@@ -181,9 +248,27 @@ class Catalogue:
             raise ImageMissing(f"the image of catalogue item {item.id} ({item.caption!r}) is missing on disk: {path}")
         return path
 
-    def export(self, item: Item | int, dest_dir: str | Path) -> Path:
-        """Copy the image to ``dest_dir`` under a readable name (for downloads)."""
+    def page_paths(self, item: Item | int) -> list[Path]:
+        """The files of a comic's pages in reading order (an image item: its one image); :class:`ImageMissing`,
+        naming every missing page, when any is gone."""
         item = item if isinstance(item, Item) else self.get(item)
+        if not item.is_comic:
+            return [self.image_path(item)]
+        paths = [self.images.path(image_hash) for image_hash in item.pages]
+        missing = [number for number, path in enumerate(paths, 1) if not path.is_file()]
+        if missing:
+            raise ImageMissing(
+                f"comic item {item.id} ({item.caption!r}) is missing {len(missing)} of its {len(paths)} page files "
+                f"on disk: page(s) {', '.join(map(str, missing))} under {self.images.root}"
+            )
+        return paths
+
+    def export(self, item: Item | int, dest_dir: str | Path, comic_format: str = COMIC_EXPORTS[0]) -> Path:
+        """Copy the image to ``dest_dir`` under a readable name (for downloads); a comic is written as one file of
+        its pages in reading order: a CBZ with ComicInfo.xml (``comic_format="cbz"``) or a PDF."""
+        item = item if isinstance(item, Item) else self.get(item)
+        if item.is_comic:
+            return self._export_comic(item, Path(dest_dir), comic_format)
         source = self.image_path(item)
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +278,16 @@ class Catalogue:
         tmp.replace(target)
         return target
 
+    def _export_comic(self, item: Item, dest_dir: Path, comic_format: str) -> Path:
+        if comic_format not in COMIC_EXPORTS:
+            raise InvalidInput(f"a comic downloads as {' or '.join(COMIC_EXPORTS)}, not {comic_format!r}")
+        pages = self.page_paths(item)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / f"{slugify(item.caption, max_length=60, empty='comic')}-{item.id}.{comic_format}"
+        if comic_format == "pdf":
+            return write_pdf(pages, target, DEFAULT_DPI)
+        return write_cbz(pages, target, {"title": item.caption, "reading_order": item.reading_order})
+
     # --- search --------------------------------------------------------------------------
 
     def search(self, query: str, limit: int = 20) -> tuple[list[Item], str]:
@@ -201,16 +296,17 @@ class Catalogue:
         if self.embedder is None:
             return self._substring_search(query, limit), "substring"
         self._backfill_embeddings()
+        query_vector = self._embed_one(query)
         with self.backend.transaction() as cur:
             rows = cur.execute(
                 f"SELECT {_COLUMNS}, embedding FROM items WHERE embedding_model = ?", (self.embedder.name,)
             )
-        if not rows:
-            return [], "meaning"
-        matrix = np.stack([np.frombuffer(bytes(row["embedding"]), dtype=np.float32) for row in rows])
-        scores = matrix @ self._embed_one(query)
-        order = np.argsort(-scores, kind="stable")[:limit]
-        return [self._item(rows[i], score=float(scores[i])) for i in order], "meaning"
+            if not rows:
+                return [], "meaning"
+            matrix = np.stack([np.frombuffer(bytes(row["embedding"]), dtype=np.float32) for row in rows])
+            scores = matrix @ query_vector
+            order = np.argsort(-scores, kind="stable")[:limit]
+            return self._items(cur, [rows[i] for i in order], [float(scores[i]) for i in order]), "meaning"
 
     def _substring_search(self, query: str, limit: int) -> list[Item]:
         words = query.split()
@@ -221,7 +317,7 @@ class Catalogue:
                 f"SELECT {_COLUMNS} FROM items WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?",
                 (*patterns, int(limit)),
             )
-        return [self._item(row) for row in rows]
+            return self._items(cur, rows)
 
     def _backfill_embeddings(self) -> None:
         """Embed captions saved while the model was absent or under another embedding model."""
@@ -251,7 +347,28 @@ class Catalogue:
             return None
         return self.embedder.encode([text])[0].astype(np.float32)
 
-    def _item(self, row: dict, score: float | None = None) -> Item:
+    def _items(self, cur, rows: list[dict], scores: list[float] | None = None) -> list[Item]:
+        """Items of ``rows``, with the pages of the comics among them (read in the caller's transaction)."""
+        pages = self._pages(cur, [row["id"] for row in rows if row.get("kind") == COMIC])
+        scores = scores or [None] * len(rows)
+        return [self._item(row, score, pages.get(row["id"], ())) for row, score in zip(rows, scores)]
+
+    @staticmethod
+    def _pages(cur, item_ids: list[int]) -> dict[int, tuple[str, ...]]:
+        """item id -> its page hashes in reading order, for those ids that have pages."""
+        pages: dict[int, list[str]] = {}
+        for start in range(0, len(item_ids), 500):  # well under every backend's limit on bound parameters
+            chunk = item_ids[start : start + 500]
+            rows = cur.execute(
+                f"SELECT item_id, image_hash FROM item_pages WHERE item_id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY item_id, page_number",
+                chunk,
+            )
+            for row in rows:
+                pages.setdefault(int(row["item_id"]), []).append(row["image_hash"])
+        return {item_id: tuple(hashes) for item_id, hashes in pages.items()}
+
+    def _item(self, row: dict, score: float | None = None, pages: tuple[str, ...] = ()) -> Item:
         return Item(
             id=int(row["id"]),
             image_hash=row["image_hash"],
@@ -261,7 +378,25 @@ class Catalogue:
             created_at=self.backend.parse_time(row["created_at"]),
             embedding_model=row.get("embedding_model"),
             score=score,
+            kind=row.get("kind") or IMAGE,
+            reading_order=row.get("reading_order") or "ltr",
+            exports=tuple(f for f in (row.get("exports") or "").split(",") if f),
+            pages=pages,
         )
+
+
+def _comic_options(pages, reading_order: str, exports) -> tuple[str, tuple[str, ...]]:
+    """Check a comic's page count, reading order and export formats; the last two as stored."""
+    if not isinstance(pages, (list, tuple)) or not pages:
+        raise InvalidInput("a comic needs at least one page")
+    if len(pages) > MAX_COMIC_PAGES:
+        raise InvalidInput(f"a comic has at most {MAX_COMIC_PAGES} pages; got {len(pages)}")
+    if reading_order not in READING_ORDERS:
+        raise InvalidInput(f"reading order must be one of {', '.join(READING_ORDERS)}, not {reading_order!r}")
+    unknown = [f for f in exports or () if f not in COMIC_FORMATS]
+    if unknown:
+        raise InvalidInput(f"unknown export format(s) {', '.join(map(repr, unknown))}: use {', '.join(COMIC_FORMATS)}")
+    return reading_order, tuple(f for f in COMIC_FORMATS if f in (exports or ()))
 
 
 def _params_text(params: dict | None) -> str:
