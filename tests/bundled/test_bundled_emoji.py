@@ -169,3 +169,16 @@ def test_studio_offers_bundled_emoji_only_when_installed(bundle_root):
     (choice,) = bundled_choices()
     assert choice.key == "bundled-emoji" and choice.base_folder == bundle_root / "emoji" / "base"
     assert "CC BY-SA" in choice.label
+
+
+def test_train_init_and_adapter_merge_take_the_emoji_name(bundle_root):
+    from finetune.adapters.command import AdapterError, resolve_model_folder
+    from finetune.train.model_init import InitError, resolve_init
+
+    with pytest.raises(InitError, match="^--init bundled-emoji: the bundled-emoji base model is not trained yet"):
+        resolve_init("bundled-emoji")
+    with pytest.raises(AdapterError, match="not trained yet: see scripts/bundled/README.md"):
+        resolve_model_folder("bundled-emoji")
+    save_random_model_folder(bundle_root / "emoji" / "base", TINY_BASE, 0)
+    assert resolve_init("bundled-emoji") == str(bundle_root / "emoji" / "base")
+    assert resolve_model_folder("bundled-emoji") == bundle_root / "emoji" / "base"
