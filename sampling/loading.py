@@ -1,10 +1,10 @@
 """Finding and loading the models a sampling command needs.
 
-A model argument may be a name (`bundled`; OpenAI's released `glide-base`, `glide-upsample`, `glide-base-inpaint`,
-`glide-upsample-inpaint`, fetched into the model cache on first use; the pipelines `glide` and `glide-inpaint`), a
-model folder (config.json + weights), a pipeline folder (base/ and upsampler/ model folders), or an OpenAI GLIDE
-`.pt` file (read through the model core with a preset). An existing path wins over a name. With no model argument
-the bundled models are used.
+A model argument may be a name (the bundled pipelines `bundled` and `bundled-emoji`; OpenAI's released `glide-base`,
+`glide-upsample`, `glide-base-inpaint`, `glide-upsample-inpaint`, fetched into the model cache on first use; the
+pipelines `glide` and `glide-inpaint`), a model folder (config.json + weights), a pipeline folder (base/ and
+upsampler/ model folders), or an OpenAI GLIDE `.pt` file (read through the model core with a preset). An existing
+path wins over a name. With no model argument the bundled (shapes) models are used.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from finetune.model_id import checkpoint_model_id, folder_model_id
 from finetune.tokenizers import get_tokenizer
 
 DEFAULT_OPENAI_PRESETS = {"base": "glide-base", "upsampler": "glide-upsample"}
-BUNDLED_NAME = "bundled"
+BUNDLED_NAME = bundled_models.DEFAULT_PIPELINE  # "bundled": the shapes pipeline; "bundled-emoji" is the other
+BUNDLED_NAMES = tuple(bundled_models.BUNDLED_PIPELINES)
 
 
 class ModelLoadError(UserError, ValueError):
@@ -79,7 +80,7 @@ def is_model_folder(path: Path) -> bool:
 
 def _describe_expected() -> str:
     return (
-        f"expected a model name ({', '.join([BUNDLED_NAME, *all_names()])}), a model folder (with config.json), "
+        f"expected a model name ({', '.join([*BUNDLED_NAMES, *all_names()])}), a model folder (with config.json), "
         "a pipeline folder (with base/ and upsampler/), or an OpenAI GLIDE .pt checkpoint"
     )
 
@@ -146,10 +147,12 @@ def load_sampling_model(
     return loaded
 
 
-def _bundled_path(role: str) -> Path:
+def _bundled_path(role: str, name: str = BUNDLED_NAME) -> Path:
     try:
-        path = Path(bundled_models.bundled_model_path(role))
+        path = Path(bundled_models.bundled_model_path(role, name))
     except (FileNotFoundError, KeyError, ValueError) as exc:
+        if name != BUNDLED_NAME:
+            raise ModelLoadError(str(exc)) from None  # "the bundled-emoji base model is not trained yet: see ..."
         raise ModelLoadError(f"no --model given and the bundled {role} model is not available: {exc}") from None
     if not path.exists():
         raise ModelLoadError(f"no model was given and the bundled {role} model is missing at {path}; pass --model PATH")
@@ -158,7 +161,7 @@ def _bundled_path(role: str) -> Path:
 
 def _named(text: str) -> bool:
     """A model or pipeline name rather than a path (an existing file or folder of that name wins)."""
-    return (text == BUNDLED_NAME or is_model_name(text) or is_pipeline_name(text)) and not Path(text).exists()
+    return (text in BUNDLED_NAMES or is_model_name(text) or is_pipeline_name(text)) and not Path(text).exists()
 
 
 def _released_path(name: str) -> Path:
@@ -170,8 +173,8 @@ def _released_path(name: str) -> Path:
 
 def _resolve_named(name: str, role: str) -> tuple[Path, str | None]:
     """(model folder for `role`, the upsampler name it brings or None) of a name."""
-    if name == BUNDLED_NAME:
-        return _bundled_path(role), (BUNDLED_NAME if role == "base" else None)
+    if name in BUNDLED_NAMES:
+        return _bundled_path(role, name), (name if role == "base" else None)
     if name in PIPELINES:
         base, up = PIPELINES[name]
         return _released_path(base if role == "base" else up), (up if role == "base" else None)
@@ -195,9 +198,9 @@ def load_models(
 ) -> ModelPair:
     """Resolve the base (and optional upsampler) a command samples with.
 
-    `model` may be a pipeline folder or pipeline name (`glide`, `bundled`), which brings its own upsampler unless
-    `upsampler` names another or `use_upsampler` is false; None means the bundled base and upsampler. Released
-    models are fetched only when used (no upsampler download with `use_upsampler` false).
+    `model` may be a pipeline folder or pipeline name (`glide`, `bundled`, `bundled-emoji`), which brings its own
+    upsampler unless `upsampler` names another or `use_upsampler` is false; None means the bundled base and
+    upsampler. Released models are fetched only when used (no upsampler download with `use_upsampler` false).
     """
     brought: Path | str | None = None  # the upsampler the model brings: a folder, or a name resolved when needed
     if model is None or _named(str(model)):
@@ -210,8 +213,8 @@ def load_models(
     upsampler_path: Path | None = None
     if use_upsampler:
         chosen = upsampler or brought
-        if chosen == BUNDLED_NAME and not upsampler:
-            upsampler_path = _bundled_path("upsampler")  # the bundled base's own, whatever the folder holds
+        if chosen in BUNDLED_NAMES and not upsampler:
+            upsampler_path = _bundled_path("upsampler", chosen)  # the bundled base's own, whatever the folder holds
         elif isinstance(chosen, str):
             upsampler_path = _resolve_upsampler(chosen)
         else:

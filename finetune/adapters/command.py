@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from finetune.bundled_models import bundled_model_path
+from finetune.bundled_models import BUNDLED_PIPELINES, bundled_model_path
 from finetune.hub import HubError, ensure_model, is_model_name, is_pipeline_name
 
 from .apply import merge_adapters
@@ -19,7 +19,6 @@ DESCRIPTION = (
     "scales (ADAPTER:0.5 applies half of one); the merged model samples like the base with the adapters applied, "
     "at no extra cost per image."
 )
-BUNDLED_NAME = "bundled"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_model_folder(text: str) -> Path:
-    """A model folder, or the folder a model name stands for (`bundled` is the bundled base)."""
+    """A model folder, or the folder a model name stands for (`bundled`, `bundled-emoji`: their bundled bases)."""
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -47,9 +46,9 @@ def resolve_model_folder(text: str) -> Path:
                 f"{path} is not a model folder (no config.json); give the model the adapters were trained on"
             )
         return path
-    if text == BUNDLED_NAME:
+    if text in BUNDLED_PIPELINES:
         try:
-            return bundled_model_path("base")
+            return bundled_model_path("base", text)
         except FileNotFoundError as exc:
             raise AdapterError(str(exc)) from None
     if is_pipeline_name(text):

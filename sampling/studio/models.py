@@ -19,6 +19,7 @@ from finetune.model_folder import read_config
 from ..loading import BUNDLED_NAME, is_model_folder, is_pipeline_folder
 
 MAX_REASON_CHARS = 200
+EMOJI_NAME = "bundled-emoji"
 
 
 class UnknownModel(UserError, ValueError):
@@ -27,7 +28,7 @@ class UnknownModel(UserError, ValueError):
 
 @dataclass(frozen=True)
 class ModelChoice:
-    key: str  # what the forms send: "bundled", "glide", "glide-base", "models/<folder>" or "trained/<run>"
+    key: str  # what the forms send: "bundled", "bundled-emoji", "glide", "glide-base", "models/<f>" or "trained/<run>"
     label: str
     path: Path | None  # None: the bundled pipeline or a cached released model (see `name`)
     problem: str = ""  # why a folder found on disk cannot be offered (empty: usable)
@@ -52,11 +53,21 @@ class ModelChoice:
         return self.path
 
 
-def _bundled_available() -> bool:
+def _bundled_available(pipeline: str = BUNDLED_NAME) -> bool:
     try:
-        return Path(bundled_models.bundled_model_path("base")).exists()
-    except Exception:  # the model core has none: simply not offered
+        return Path(bundled_models.bundled_model_path("base", pipeline)).exists()
+    except Exception:  # the model core has none (or the emoji pipeline is not trained yet): simply not offered
         return False
+
+
+def bundled_choices() -> list[ModelChoice]:
+    """The bundled pipelines that are installed: ``bundled`` (shapes) and, once trained, ``bundled-emoji``."""
+    choices = [ModelChoice(BUNDLED_NAME, "bundled model", None)] if _bundled_available() else []
+    if _bundled_available(EMOJI_NAME):
+        # offered as its pipeline folder, so loading and fine-tuning take it like any pipeline folder
+        path = bundled_models.bundled_pipeline_path(EMOJI_NAME)
+        choices.append(ModelChoice(EMOJI_NAME, "bundled emoji model (OpenMoji art, CC BY-SA 4.0)", path))
+    return choices
 
 
 def _one_line(text: str) -> str:
@@ -121,7 +132,7 @@ def discover_models(models_dir: Path | None, runs_dir: Path | None = None) -> li
     Looks at ``models_dir`` and its direct subfolders, and at the models exported by studio
     fine-tunes (``runs_dir/*/model``), so a model trained in the Train tab can be used at once.
     """
-    choices = [ModelChoice(BUNDLED_NAME, "bundled model", None)] if _bundled_available() else []
+    choices = bundled_choices()
     choices += cached_glide_choices()
     seen_keys, seen_paths = {c.key for c in choices}, set()
     for key, label, path in _candidates(models_dir, runs_dir):

@@ -1,10 +1,11 @@
-"""Reproduce the bundled models: build the synthetic dataset, train (or resume) the base and the upsampler,
-export the newest EMA weights into finetune/bundled_weights/ in fp16.
+"""Reproduce the bundled models: build the dataset, train (or resume) the base and the upsampler, export the newest
+EMA weights into finetune/bundled_weights/ in fp16. Two pipelines: `shapes` (the synthetic world; the default) and
+`emoji` (OpenMoji scenes; recipe in scripts/bundled/emoji/, weights in finetune/bundled_weights/emoji/).
 
-    python scripts/bundled/train_bundled.py data    --root DIR
-    python scripts/bundled/train_bundled.py train   base|upsampler --root DIR [--max-steps N] [--threads N]
-    python scripts/bundled/train_bundled.py export  [base|upsampler ...] --root DIR
-    python scripts/bundled/train_bundled.py status  --root DIR
+    python scripts/bundled/train_bundled.py [--pipeline emoji] data    --root DIR [--count N]
+    python scripts/bundled/train_bundled.py [--pipeline emoji] train   base|upsampler --root DIR [--max-steps N]
+    python scripts/bundled/train_bundled.py [--pipeline emoji] export  [base|upsampler ...] --root DIR [--to DIR]
+    python scripts/bundled/train_bundled.py [--pipeline emoji] status  --root DIR
 
 Everything large (dataset, run folders with optimizer state) lives under --root, outside the git tree. A training
 run resumes from its newest checkpoint; when its run folder is gone (a new machine), it starts a new run from the
@@ -19,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,16 +29,59 @@ KINDS = ("base", "upsampler")
 DATASET_NAME = "shapes-plain"
 
 
-def bundled_dir(kind: str) -> Path:
-    return REPO / "finetune" / "bundled_weights" / kind
+@dataclass(frozen=True)
+class Pipeline:
+    """Where one bundled pipeline's recipe, dataset, runs and exported weights live."""
+
+    recipe: Path  # world.json, <kind>_model.json, <kind>_train.yaml
+    dataset_name: str  # ROOT/data/<dataset_name>
+    run_prefix: str  # ROOT/<run_prefix>-<kind>
+    weights_subdir: str  # finetune/bundled_weights/<weights_subdir>/<kind> ("" = bundled_weights/<kind>)
+    subcommand: str  # the data_pipeline command that builds the dataset
+    flags: dict  # world.json key -> that command's flag
 
 
-def run_dir(root: Path, kind: str) -> Path:
-    return root / f"bundled-{kind}"
+COMMON_FLAGS = {
+    "count": "--count",
+    "seed": "--seed",
+    "image_sizes": "--sizes",
+    "image_format": "--image-format",
+    "style": "--style",
+    "backgrounds": "--backgrounds",
+    "val_fraction": "--val-fraction",
+    "shard_size": "--shard-size",
+}
+PIPELINES = {
+    "shapes": Pipeline(
+        HERE, DATASET_NAME, "bundled", "", "synthetic", {**COMMON_FLAGS, "shapes": "--shapes", "colors": "--colors"}
+    ),
+    "emoji": Pipeline(
+        HERE / "emoji",
+        "emoji-plain",
+        "bundled-emoji",
+        "emoji",
+        "emoji-scenes",
+        {**COMMON_FLAGS, "emoji": "--emoji", "emoji_sizes": "--emoji-sizes", "pair_p": "--pair-p"},
+    ),
+}
+DEFAULT_PIPELINE = "shapes"
 
 
-def dataset_dir(root: Path) -> Path:
-    return root / "data" / DATASET_NAME
+def bundled_dir(kind: str, pipeline: str = DEFAULT_PIPELINE) -> Path:
+    sub = PIPELINES[pipeline].weights_subdir
+    return REPO / "finetune" / "bundled_weights" / sub / kind if sub else REPO / "finetune" / "bundled_weights" / kind
+
+
+def run_dir(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE) -> Path:
+    return root / f"{PIPELINES[pipeline].run_prefix}-{kind}"
+
+
+def dataset_dir(root: Path, pipeline: str = DEFAULT_PIPELINE) -> Path:
+    return root / "data" / PIPELINES[pipeline].dataset_name
+
+
+def recipe_file(name: str, pipeline: str = DEFAULT_PIPELINE) -> Path:
+    return PIPELINES[pipeline].recipe / name
 
 
 def read_json(path: Path) -> dict:
@@ -53,40 +98,29 @@ def write_json_atomic(path: Path, data: dict) -> None:
 # --- dataset -----------------------------------------------------------------------------------------------------
 
 
-def build_dataset(root: Path, processes: int) -> Path:
-    """Build (or finish) the synthetic dataset described by world.json; a complete one is left alone."""
-    out = dataset_dir(root)
-    world = read_json(HERE / "world.json")
+def dataset_command(root: Path, processes: int, pipeline: str, count: int | None = None) -> list[str]:
+    """The data_pipeline command line that builds (or finishes) the pipeline's dataset from its world.json."""
+    spec = PIPELINES[pipeline]
+    world = {**read_json(recipe_file("world.json", pipeline)), **({"count": count} if count else {})}
+    cmd = [sys.executable, "-m", "data_pipeline", spec.subcommand, "--out", str(dataset_dir(root, pipeline))]
+    cmd += ["--no-progress", "--processes", str(processes)]
+    for key, flag in spec.flags.items():
+        if key in world:
+            cmd += [flag, str(world[key])]
+    return cmd
+
+
+def build_dataset(root: Path, processes: int, pipeline: str = DEFAULT_PIPELINE, count: int | None = None) -> Path:
+    """Build (or finish) the dataset described by world.json (`count` overrides its size); a complete one is left
+    alone."""
+    out = dataset_dir(root, pipeline)
+    wanted = count or read_json(recipe_file("world.json", pipeline))["count"]
     manifest = out / "manifest.json"
     if manifest.is_file():
         totals = json.loads(manifest.read_text()).get("totals", {})
-        if totals.get("samples", totals.get("written", 0)) >= world["count"]:
+        if totals.get("samples", totals.get("written", 0)) >= wanted:
             return out
-    cmd = [
-        sys.executable,
-        "-m",
-        "data_pipeline",
-        "synthetic",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--processes",
-        str(processes),
-    ]
-    flags = {
-        "count": "--count",
-        "seed": "--seed",
-        "image_sizes": "--sizes",
-        "image_format": "--image-format",
-        "style": "--style",
-        "shapes": "--shapes",
-        "colors": "--colors",
-        "backgrounds": "--backgrounds",
-        "val_fraction": "--val-fraction",
-        "shard_size": "--shard-size",
-    }
-    for key, flag in flags.items():
-        cmd += [flag, str(world[key])]
+    cmd = dataset_command(root, processes, pipeline, count)
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
     return out
@@ -95,7 +129,12 @@ def build_dataset(root: Path, processes: int) -> Path:
 # --- training ----------------------------------------------------------------------------------------------------
 
 
-def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
+def init_dir(root: Path, kind: str, pipeline: str, suffix: str = "") -> Path:
+    """ROOT/init/<kind><suffix> for the shapes pipeline, ROOT/init/<pipeline>-<kind><suffix> for the others."""
+    return root / "init" / (f"{kind}{suffix}" if pipeline == DEFAULT_PIPELINE else f"{pipeline}-{kind}{suffix}")
+
+
+def make_scratch_init(root: Path, kind: str, seed: int = 0, pipeline: str = DEFAULT_PIPELINE) -> Path:
     """A model folder with freshly initialised weights for the architecture in <kind>_model.json."""
     import torch
 
@@ -103,8 +142,9 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
     from finetune.model_folder import save_model_folder
     from finetune.tokenizers import get_tokenizer
 
-    path = root / "init" / kind
-    options = read_json(HERE / f"{kind}_model.json")
+    path = init_dir(root, kind, pipeline)
+    architecture = recipe_file(f"{kind}_model.json", pipeline)
+    options = read_json(architecture)
     if (path / "config.json").is_file():
         saved = json.loads((path / "config.json").read_text())["options"]
         if all(saved.get(k) == v for k, v in options.items()):
@@ -117,21 +157,21 @@ def make_scratch_init(root: Path, kind: str, seed: int = 0) -> Path:
         model,
         model.options,
         tokenizer,  # swapped in whole, replacing a stale one
-        provenance={"init": "scratch", "seed": seed, "architecture": f"scripts/bundled/{kind}_model.json"},
+        provenance={"init": "scratch", "seed": seed, "architecture": str(architecture.relative_to(REPO))},
     )
     return path
 
 
-def architecture_changed(kind: str) -> bool:
+def architecture_changed(kind: str, pipeline: str = DEFAULT_PIPELINE) -> bool:
     """Whether <kind>_model.json asks for options the committed bundled weights were not built with."""
-    saved = json.loads((bundled_dir(kind) / "config.json").read_text()).get("options")
+    saved = json.loads((bundled_dir(kind, pipeline) / "config.json").read_text()).get("options")
     if not saved:  # no architecture recorded: nothing to compare against
         return False
-    wanted = read_json(HERE / f"{kind}_model.json")
+    wanted = read_json(recipe_file(f"{kind}_model.json", pipeline))
     return any(saved.get(k, False if k == "coord_channels" else None) != v for k, v in wanted.items())
 
 
-def make_grown_init(root: Path, kind: str) -> Path:
+def make_grown_init(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE) -> Path:
     """A model folder with <kind>_model.json's architecture and the bundled weights carried over.
 
     Used when the architecture gains input channels (e.g. coordinate channels): they start at zero, so the grown
@@ -140,13 +180,14 @@ def make_grown_init(root: Path, kind: str) -> Path:
     from finetune.model_folder import load_model_folder, save_model_folder
     from finetune.train.model_init import transfer_weights
 
-    path = root / "init" / f"{kind}-grown"
-    options = resolve_options(read_json(HERE / f"{kind}_model.json"))
-    loaded = load_model_folder(bundled_dir(kind), device="cpu")
+    bundled = bundled_dir(kind, pipeline)
+    path = init_dir(root, kind, pipeline, "-grown")
+    options = resolve_options(read_json(recipe_file(f"{kind}_model.json", pipeline)))
+    loaded = load_model_folder(bundled, device="cpu")
     model = build_model(options)
     _, notes = transfer_weights(model, loaded.model.float().state_dict(), options, allow_vocab_swap=False)
-    prior = json.loads((bundled_dir(kind) / "provenance.json").read_text()).get("total_steps", 0)
-    provenance = {"init": str(bundled_dir(kind).relative_to(REPO)), "total_steps": prior, "notes": notes}
+    prior = json.loads((bundled / "provenance.json").read_text()).get("total_steps", 0)
+    provenance = {"init": str(bundled.relative_to(REPO)), "total_steps": prior, "notes": notes}
     save_model_folder(path, model, model.options, loaded.tokenizer, provenance=provenance)
     return path
 
@@ -157,53 +198,51 @@ def has_checkpoint(rdir: Path) -> bool:
     return bool(list_checkpoints(rdir))
 
 
-def train(root: Path, kind: str, max_steps: int | None, threads: int, processes: int) -> int:
-    data = build_dataset(root, processes)
-    rdir = run_dir(root, kind)
-    cmd = [
-        sys.executable,
-        "-m",
-        "finetune",
-        "train",
-        "--config",
-        str(HERE / f"{kind}_train.yaml"),
-        "--run-dir",
-        str(rdir),
-        "--data",
-        str(data),
-    ]
+def init_arguments(root: Path, kind: str, pipeline: str) -> tuple[list[str], str]:
+    """The trainer arguments that say where the run starts (resume, bundled weights or scratch) and why."""
+    rdir = run_dir(root, kind, pipeline)
+    bundled = bundled_dir(kind, pipeline)
     if has_checkpoint(rdir):
-        cmd += ["--resume", "latest"]
-        how = "resuming from its newest checkpoint"
-    elif (bundled_dir(kind) / "config.json").is_file() and not (rdir / "lineage.json").is_file():
-        prior = json.loads((bundled_dir(kind) / "provenance.json").read_text()).get("total_steps", 0)
+        return ["--resume", "latest"], "resuming from its newest checkpoint"
+    if (bundled / "config.json").is_file() and not (rdir / "lineage.json").is_file():
+        prior = json.loads((bundled / "provenance.json").read_text()).get("total_steps", 0)
         rdir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            rdir / "lineage.json", {"init": str(bundled_dir(kind).relative_to(REPO)), "steps_before": prior}
-        )
-        if architecture_changed(kind):
-            cmd += ["--init", str(make_grown_init(root, kind))]
+        write_json_atomic(rdir / "lineage.json", {"init": str(bundled.relative_to(REPO)), "steps_before": prior})
+        if architecture_changed(kind, pipeline):
             how = f"no checkpoint: growing the bundled weights ({prior} steps) into {kind}_model.json's architecture"
-        else:
-            cmd += ["--init", str(bundled_dir(kind))]
-            how = f"no checkpoint: continuing from the bundled weights ({prior} steps; optimizer state restarts)"
-    elif (rdir / "lineage.json").is_file():
+            return ["--init", str(make_grown_init(root, kind, pipeline))], how
+        how = f"no checkpoint: continuing from the bundled weights ({prior} steps; optimizer state restarts)"
+        return ["--init", str(bundled)], how
+    how = "restarting a run that had not reached its first checkpoint"
+    if (rdir / "lineage.json").is_file():
         lineage = json.loads((rdir / "lineage.json").read_text())
         if lineage["init"] == "scratch":
-            init = make_scratch_init(root, kind)
-        else:
-            init = make_grown_init(root, kind) if architecture_changed(kind) else REPO / lineage["init"]
-        cmd += ["--init", str(init)]
-        how = "restarting a run that had not reached its first checkpoint"
-    else:
-        rdir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(rdir / "lineage.json", {"init": "scratch", "steps_before": 0})
-        cmd += ["--init", str(make_scratch_init(root, kind))]
-        how = "from scratch"
+            return ["--init", str(make_scratch_init(root, kind, pipeline=pipeline))], how
+        grown = architecture_changed(kind, pipeline)
+        return ["--init", str(make_grown_init(root, kind, pipeline) if grown else REPO / lineage["init"])], how
+    rdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(rdir / "lineage.json", {"init": "scratch", "steps_before": 0})
+    return ["--init", str(make_scratch_init(root, kind, pipeline=pipeline))], "from scratch"
+
+
+def train(
+    root: Path,
+    kind: str,
+    max_steps: int | None,
+    threads: int,
+    processes: int,
+    pipeline: str = DEFAULT_PIPELINE,
+    count: int | None = None,
+) -> int:
+    data = build_dataset(root, processes, pipeline, count)
+    cmd = [sys.executable, "-m", "finetune", "train", "--config", str(recipe_file(f"{kind}_train.yaml", pipeline))]
+    cmd += ["--run-dir", str(run_dir(root, kind, pipeline)), "--data", str(data)]
+    start, how = init_arguments(root, kind, pipeline)
+    cmd += start
     if max_steps:
         cmd += ["--max-steps", str(max_steps)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    print(f"{kind}: {how}\n+ OMP_NUM_THREADS={threads} {' '.join(cmd)}", flush=True)
+    print(f"{pipeline} {kind}: {how}\n+ OMP_NUM_THREADS={threads} {' '.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=REPO, env=env).returncode
 
 
@@ -219,23 +258,23 @@ def newest_checkpoint(rdir: Path) -> Path:
     return found[-1]
 
 
-def export(root: Path, kind: str) -> Path:
-    """The newest checkpoint's EMA weights (as the model's only weights) -> finetune/bundled_weights/<kind>, fp16."""
-    import torch
-    from safetensors.torch import load_file
+def world_provenance(pipeline: str) -> dict:
+    """What the exported models were trained on: the evaluator's world, the dataset options, and for the emoji
+    pipeline the art's licence and credit line (models trained on CC BY-SA art carry that licence)."""
+    dataset = read_json(recipe_file("world.json", pipeline))
+    if pipeline == "emoji":
+        from data_pipeline.emoji_world import make_emoji_world
+        from data_pipeline.sources.openmoji_art import ATTRIBUTION, LICENSE
 
-    from finetune.model_folder import write_model_folder
-    from finetune.tokenizers import get_tokenizer
-
-    rdir = run_dir(root, kind)
-    ckpt = newest_checkpoint(rdir)
-    state = json.loads((ckpt / "state.json").read_text())
-    options = state["model_options"]
-    weights = ckpt / ("ema.safetensors" if (ckpt / "ema.safetensors").is_file() else "model.safetensors")
-    lineage = json.loads((rdir / "lineage.json").read_text()) if (rdir / "lineage.json").is_file() else {}
-    steps_before = int(lineage.get("steps_before", 0))
-    config = state.get("config", {})
-    dataset = read_json(HERE / "world.json")
+        world = make_emoji_world(
+            emoji=dataset["emoji"],
+            backgrounds=dataset["backgrounds"],
+            sizes=dataset.get("emoji_sizes"),
+            **({"pair_p": dataset["pair_p"]} if "pair_p" in dataset else {}),
+        )
+        art = {"license": LICENSE, "attribution": ATTRIBUTION}
+        # "world": the evaluator's EmojiWorld (EmojiWorld.from_dict); "dataset": the emoji-scenes options
+        return {"world": world.to_dict(), "dataset": dataset, **art}
     from data_pipeline.synthetic import make_world
 
     world = make_world(
@@ -245,10 +284,35 @@ def export(root: Path, kind: str) -> Path:
         positions=dataset.get("positions"),
         sizes=dataset.get("shape_sizes"),
     )
+    # "world": the evaluator's World (World.from_dict); "dataset": the synthetic subcommand's options
+    return {"world": world.to_dict(), "dataset": dataset}
+
+
+TRAINER_KEYS = (
+    "batch_size",
+    "lr",
+    "lr_warmup_steps",
+    "ema_decay",
+    "uncond_p",
+    "loss_type",
+    "mse_weighting",
+    "mixed_precision",
+    "crop_scale_min",
+    "seed",
+)
+
+
+def export_provenance(root: Path, kind: str, pipeline: str, state: dict, ema: bool) -> dict:
+    rdir = run_dir(root, kind, pipeline)
+    lineage = json.loads((rdir / "lineage.json").read_text()) if (rdir / "lineage.json").is_file() else {}
+    steps_before = int(lineage.get("steps_before", 0))
+    config = state.get("config", {})
+    flag = "" if pipeline == DEFAULT_PIPELINE else f"--pipeline {pipeline} "
+    script = f"python scripts/bundled/train_bundled.py {flag}"
     provenance = {
-        "what": f"bundled {kind} model, trained from scratch on the synthetic world by "
+        "what": f"bundled {kind} model of the {pipeline} pipeline, trained from scratch by "
         "scripts/bundled/train_bundled.py",
-        "weights": "EMA" if weights.name == "ema.safetensors" else "raw (no EMA in the checkpoint)",
+        "weights": "EMA" if ema else "raw (no EMA in the checkpoint)",
         "run_steps": int(state["step"]),
         "steps_before": steps_before,
         "total_steps": steps_before + int(state["step"]),
@@ -256,54 +320,60 @@ def export(root: Path, kind: str) -> Path:
         * int(config.get("batch_size", 0))
         * int(config.get("grad_accum", 1)),
         "started_from": lineage.get("init", "unknown"),
-        "world": world.to_dict(),  # the evaluator's World (World.from_dict)
-        "dataset": dataset,  # scripts/bundled/world.json: the synthetic subcommand's options
-        "trainer": {
-            k: config.get(k)
-            for k in (
-                "batch_size",
-                "lr",
-                "lr_warmup_steps",
-                "ema_decay",
-                "uncond_p",
-                "loss_type",
-                "mixed_precision",
-                "crop_scale_min",
-                "seed",
-            )
-        },
-        "reproduce": f"python scripts/bundled/train_bundled.py train {kind} --root DIR && "
-        f"python scripts/bundled/train_bundled.py export {kind} --root DIR",
+        **world_provenance(pipeline),
+        "trainer": {k: config.get(k) for k in TRAINER_KEYS},
+        "reproduce": f"{script}train {kind} --root DIR && {script}export {kind} --root DIR",
     }
-    manifest = dataset_dir(root) / "manifest.json"
+    manifest = dataset_dir(root, pipeline) / "manifest.json"
     if manifest.is_file():
         import hashlib
 
         provenance["dataset_manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    target = bundled_dir(kind)
+    return provenance
+
+
+def export(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE, to: Path | None = None) -> Path:
+    """The newest checkpoint's EMA weights (as the model's only weights) -> finetune/bundled_weights/[<pipeline>/]<kind>
+    (or `to`/<kind>), fp16."""
+    import torch
+    from safetensors.torch import load_file
+
+    from finetune.model_folder import write_model_folder
+    from finetune.tokenizers import get_tokenizer
+
+    ckpt = newest_checkpoint(run_dir(root, kind, pipeline))
+    state = json.loads((ckpt / "state.json").read_text())
+    options = state["model_options"]
+    weights = ckpt / ("ema.safetensors" if (ckpt / "ema.safetensors").is_file() else "model.safetensors")
+    provenance = export_provenance(root, kind, pipeline, state, weights.name == "ema.safetensors")
+    target = to / kind if to else bundled_dir(kind, pipeline)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
     # write_model_folder builds the folder beside the target and swaps it in
     write_model_folder(target, load_file(str(weights)), options, tokenizer, provenance=provenance, dtype=torch.float16)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(
-        f"{kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} ({size / 1e6:.1f} MB)",
+        f"{pipeline} {kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} "
+        f"({size / 1e6:.1f} MB)",
         flush=True,
     )
     return target
 
 
-def status(root: Path) -> None:
+def status(root: Path, pipeline: str = DEFAULT_PIPELINE) -> None:
     from finetune.train.resume_state import list_checkpoints
 
     for kind in KINDS:
-        rdir = run_dir(root, kind)
+        rdir = run_dir(root, kind, pipeline)
         ckpts = list_checkpoints(rdir)
-        bundled = bundled_dir(kind) / "provenance.json"
+        bundled = bundled_dir(kind, pipeline) / "provenance.json"
         shipped = json.loads(bundled.read_text()).get("total_steps", "?") if bundled.is_file() else "none"
-        print(f"{kind}: run {rdir} newest checkpoint {ckpts[-1].name if ckpts else 'none'}; bundled steps {shipped}")
+        print(
+            f"{pipeline} {kind}: run {rdir} newest checkpoint {ckpts[-1].name if ckpts else 'none'}; "
+            f"bundled steps {shipped}"
+        )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--root",
@@ -311,9 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "runs" / "bundled",
         help="folder for the dataset and the run folders (default: runs/bundled, git-ignored)",
     )
+    parser.add_argument(
+        "--pipeline",
+        choices=tuple(PIPELINES),
+        default=DEFAULT_PIPELINE,
+        help="shapes (the synthetic world; default) or emoji (OpenMoji scenes, recipe in scripts/bundled/emoji/)",
+    )
     parser.add_argument("--processes", type=int, default=2, help="dataset builder processes (default: 2)")
+    count_help = "build only this many scenes (a trial run; default: world.json's count)"
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("data", help="build the synthetic dataset (skipped when complete)")
+    p = sub.add_parser("data", help="build the dataset (skipped when complete)")
+    p.add_argument("--count", type=int, default=None, help=count_help)
     p = sub.add_parser("train", help="train or resume one model")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step of the run (default: the yaml's)")
@@ -323,25 +401,34 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)",
     )
+    p.add_argument("--count", type=int, default=None, help=count_help)
     p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled_weights/ in fp16")
     p.add_argument("kinds", nargs="*", metavar="{base,upsampler}", help="which models (default: both)")
+    p.add_argument("--to", type=Path, default=None, help="write DIR/<kind> instead (a trial; not the bundle)")
     sub.add_parser("status", help="newest checkpoints and the bundled models' step counts")
     args = parser.parse_args(argv)
-    root = args.root.resolve()
     if args.command == "export" and set(args.kinds) - set(KINDS):
         parser.error(
             f"export: unknown model(s) {', '.join(sorted(set(args.kinds) - set(KINDS)))}; choose from "
             f"{', '.join(KINDS)}"
         )
+    if getattr(args, "count", None) is not None and args.count < 1:
+        parser.error("--count must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    root, pipeline = args.root.resolve(), args.pipeline
     if args.command == "data":
-        print(build_dataset(root, args.processes))
+        print(build_dataset(root, args.processes, pipeline, args.count))
     elif args.command == "train":
-        return train(root, args.kind, args.max_steps, args.threads, args.processes)
+        return train(root, args.kind, args.max_steps, args.threads, args.processes, pipeline, args.count)
     elif args.command == "export":
         for kind in args.kinds or KINDS:
-            export(root, kind)
+            export(root, kind, pipeline, args.to.resolve() if args.to else None)
     else:
-        status(root)
+        status(root, pipeline)
     return 0
 
 

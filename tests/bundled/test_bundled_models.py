@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ MAX_BUNDLE_BYTES = 40 * 1024 * 1024
 def load_script():
     spec = importlib.util.spec_from_file_location("bundled_script", REPO / "scripts" / "bundled" / "train_bundled.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
@@ -121,7 +123,7 @@ def _fake_run(root: Path, kind: str, step: int, options: dict) -> dict:
 
 def test_export_writes_newest_ema_in_fp16(tmp_path, monkeypatch):
     script = load_script()
-    monkeypatch.setattr(script, "bundled_dir", lambda kind: tmp_path / "bundled" / kind)
+    monkeypatch.setattr(script, "bundled_dir", lambda kind, pipeline="shapes": tmp_path / "bundled" / kind)
     options = get_preset("tiny-base")
     _fake_run(tmp_path, "base", 3, options)
     ema = _fake_run(tmp_path, "base", 5, options)
@@ -138,13 +140,13 @@ def test_export_writes_newest_ema_in_fp16(tmp_path, monkeypatch):
 def test_train_resumes_else_continues_from_bundle_else_scratch(tmp_path, monkeypatch):
     script = load_script()
     calls = []
-    monkeypatch.setattr(script, "build_dataset", lambda root, processes: root / "data")
+    monkeypatch.setattr(script, "build_dataset", lambda root, processes, pipeline="shapes", count=None: root / "data")
     monkeypatch.setattr(
         script.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw["env"])) or type("R", (), {"returncode": 0})()
     )
-    monkeypatch.setattr(script, "make_scratch_init", lambda root, kind, seed=0: root / "init" / kind)
+    monkeypatch.setattr(script, "make_scratch_init", lambda root, kind, seed=0, pipeline="shapes": root / "init" / kind)
     bundle = tmp_path / "bundle"
-    monkeypatch.setattr(script, "bundled_dir", lambda kind: bundle / kind)
+    monkeypatch.setattr(script, "bundled_dir", lambda kind, pipeline="shapes": bundle / kind)
     monkeypatch.setattr(script, "REPO", tmp_path)
 
     script.train(tmp_path, "base", None, 1, 1)  # nothing yet: from scratch

@@ -148,7 +148,7 @@ def test_models_that_are_not_models(tiny_models, fast_args, tmp_path, capsys, mo
 
     import finetune.bundled_models
 
-    def unavailable(kind):
+    def unavailable(kind, pipeline="bundled"):
         raise FileNotFoundError(f"no bundled {kind} model")
 
     monkeypatch.setattr(finetune.bundled_models, "bundled_model_path", unavailable)
