@@ -1,6 +1,7 @@
 """LoRA adapters for every GLIDE model (base, upsampler, inpainting), through peft.
 
-- `lora`: `add_lora`, `DEFAULT_TARGETS` / `KNOWN_TARGETS`, `LoraSettings`, `adapter_settings`, `remove_lora`.
+- `settings` (no peft): `LoraSettings`, `DEFAULT_RANK`, `DEFAULT_TARGETS` / `KNOWN_TARGETS`, their bounds and checks.
+- `lora`: `add_lora`, `adapter_settings`, `remove_lora`.
 - `training`: `prepare_for_adapter_training`, `is_lora_parameter` (for `EMA(..., parameter_filter=...)`).
 - `format`: the adapter folder (adapter.safetensors + adapter_config.json): `save_adapter_folder`,
   `read_adapter_config`, `adapter_state_dict` / `load_adapter_state_dict` (checkpoints).
@@ -28,7 +29,8 @@ _EXPORTS = {
         "read_adapter_config",
         "save_adapter_folder",
     ),
-    "lora": ("DEFAULT_TARGETS", "KNOWN_TARGETS", "LoraSettings", "adapter_settings", "add_lora", "remove_lora"),
+    "lora": ("adapter_settings", "add_lora", "remove_lora"),
+    "settings": ("DEFAULT_RANK", "DEFAULT_TARGETS", "KNOWN_TARGETS", "LoraSettings"),
     "specs": ("AdapterSpec", "adapter_spec_argument", "parse_adapter_spec"),
     "training": ("is_lora_parameter", "prepare_for_adapter_training"),
 }

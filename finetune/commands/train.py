@@ -23,4 +23,6 @@ def run(args: argparse.Namespace) -> int:
         return 128 + (result.signal or 0)
     if result.model_dir is not None and result.is_main:
         print(f"done: {result.step} steps; model folder {result.model_dir}")
+    if result.adapter_dir is not None and result.is_main:
+        print(f"done: {result.step} steps; adapter folder {result.adapter_dir}")
     return 0

@@ -19,6 +19,8 @@ import yaml
 
 from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_text
+from finetune.adapters.errors import AdapterError
+from finetune.adapters.settings import DEFAULT_RANK, DEFAULT_TARGETS, KNOWN_TARGETS, MAX_ALPHA, MAX_RANK, check_targets
 from finetune.diffusion import defaults as sampling_defaults
 from finetune.diffusion.samplers import SAMPLERS
 
@@ -44,10 +46,14 @@ HELD_SAMPLES_LIMIT = 100_000  # samples held in memory at once (shuffle buffer, 
 IMAGE_SIZE_LIMIT = 4096
 
 
-def _opt(default, help: str, *, choices=None, min=None, max=None, min_exclusive=False, flag_only=False):
+def _opt(
+    default, help: str, *, choices=None, min=None, max=None, min_exclusive=False, flag_only=False, comma_list=False
+):
     meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
     if flag_only:
         meta["flag_only"] = True
+    if comma_list:  # a list whose items may also be given as one comma-separated value ("a,b")
+        meta["comma_list"] = True
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -198,6 +204,23 @@ class TrainConfig:
     threads: int = _opt(0, "CPU threads for torch in each process (0 = torch's default).", min=0, max=1024)
     seed: int = _opt(0, "Seed for weights from scratch, data order, augmentation, timesteps and noise.", min=0)
 
+    # --- adapter (LoRA) -------------------------------------------------------------------------
+    adapter: str = _opt(
+        "",
+        "Train a LoRA adapter ('lora') on the frozen --init model instead of the model itself; the run exports "
+        "an adapter folder (run_dir/adapter) that records the model it was trained on.",
+        choices=["", "lora"],
+    )
+    lora_rank: int = _opt(DEFAULT_RANK, "LoRA rank (with --adapter lora).", min=1, max=MAX_RANK)
+    lora_alpha: float = _opt(
+        0.0, "LoRA alpha: the update is scaled by alpha/rank (0 = the rank, a scale of 1).", min=0.0, max=MAX_ALPHA
+    )
+    lora_targets: list[str] = _opt(
+        list(DEFAULT_TARGETS),
+        "Layers the adapter wraps, by name (space- or comma-separated): " + ", ".join(KNOWN_TARGETS) + ".",
+        comma_list=True,
+    )
+
     # --- checkpoints, logs, samples -------------------------------------------------------------
     checkpoint_every: int = _opt(
         500,
@@ -343,6 +366,7 @@ _SECTIONS = [
             "seed",
         ),
     ),
+    ("adapter (LoRA)", ("adapter", "lora_rank", "lora_alpha", "lora_targets")),
     (
         "checkpoints, logs, samples",
         (
@@ -428,6 +452,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
+        if f.metadata.get("comma_list"):
+            return [part.strip() for v in value for part in str(v).split(",") if part.strip()]
         return [str(v) for v in value]
     if tp is bool:
         if isinstance(value, bool):
@@ -456,6 +482,7 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 def validate(config: TrainConfig) -> None:
     """Range and consistency checks that need no files (files are checked by the data and init code)."""
+    check_adapter_settings(config)
     problems = []
     if config.compile and not compile_supported():
         problems.append(
@@ -493,6 +520,29 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"--resume must be 'latest' or an existing checkpoint folder, got {config.resume!r}")
     if problems:
         raise ConfigError("invalid settings:\n  - " + "\n  - ".join(problems))
+
+
+def check_adapter_settings(config: TrainConfig) -> None:
+    """The LoRA settings fit together with the rest (one line each, before anything else is checked)."""
+    defaults = TrainConfig()
+    if not config.adapter:
+        given = [
+            _flag(n) for n in ("lora_rank", "lora_alpha", "lora_targets") if getattr(config, n) != getattr(defaults, n)
+        ]
+        if given:
+            raise ConfigError(f"{given[0]} has no effect without --adapter lora")
+        return
+    if config.train_scope != defaults.train_scope:
+        raise ConfigError(
+            f"--adapter trains only the adapter on a frozen model; --train-scope {config.train_scope} cannot be "
+            f"combined with it (leave --train-scope at {defaults.train_scope})"
+        )
+    if config.init == "scratch" and not config.resume:
+        raise ConfigError("--adapter adapts a trained model: give it as --init (a model folder, name or .pt)")
+    try:
+        check_targets(config.lora_targets)
+    except AdapterError as exc:
+        raise ConfigError(f"--lora-targets: {exc}") from None
 
 
 def save_resolved(config: TrainConfig, path: str | Path, extra: dict[str, Any] | None = None) -> None:

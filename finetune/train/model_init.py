@@ -34,6 +34,7 @@ TEXT_SIDE_PREFIXES = (
 )
 INPUT_CONV = "input_blocks.0.0.weight"
 TOKEN_EMBEDDING = "token_embedding.weight"
+INPUT_CONVERTED_NOTE = "input convolution converted"  # begins the note of a converted input convolution
 
 
 class InitError(UserError, ValueError):
@@ -140,7 +141,7 @@ def transfer_weights(
     if INPUT_CONV in convertible:
         new_state[INPUT_CONV] = _convert_input_conv(state[INPUT_CONV], target[INPUT_CONV], options)
         notes.append(
-            f"input convolution converted from {state[INPUT_CONV].shape[1]} to "
+            f"{INPUT_CONVERTED_NOTE} from {state[INPUT_CONV].shape[1]} to "
             f"{target[INPUT_CONV].shape[1]} channels (new channels zero-initialised)"
         )
     if TOKEN_EMBEDDING in convertible:

@@ -32,6 +32,8 @@ from finetune.model import build_model
 from finetune.model_folder import save_model_folder
 from finetune.tokenizers import get_tokenizer
 
+from . import adapter_run
+from .adapter_run import AdapterRun
 from .augment import SampleMaker
 from .config import ConfigError, TrainConfig, merge_for_resume, save_resolved
 from .dataset_discovery import Dataset, precheck, resolve_dataset
@@ -74,6 +76,7 @@ class TrainResult:
     last_checkpoint: Path | None = None
     val_history: list[dict] = field(default_factory=list)
     is_main: bool = True
+    adapter_dir: Path | None = None  # the exported adapter folder of an --adapter run (model_dir is None then)
 
 
 class _StopFlag:
@@ -122,6 +125,7 @@ class Run:
     maker: SampleMaker
     text_warmup: int  # the first steps train only the text side
     channels_last: bool
+    adapter: AdapterRun | None = None  # an --adapter run: only the adapter trains (`_choose_what_trains`)
     # made once the model is ready (`_make_optimizer`)
     model: torch.nn.Module | None = None  # as prepared by Accelerate (DDP-wrapped with several processes)
     unwrapped: torch.nn.Module | None = None  # the model itself: what is saved, validated and sampled
@@ -177,7 +181,7 @@ def train(config: TrainConfig) -> TrainResult:
     config, resume = _resume_or_fresh(config)
     accelerator = _make_accelerator(config)
     run = _set_up(config, resume, accelerator)
-    model_dir = None
+    exported = None
     try:
         if run.step == 0 and config.val_every:
             _validate(run)
@@ -186,7 +190,7 @@ def train(config: TrainConfig) -> TrainResult:
             stop_requested = _train_step(run)
             _after_step(run, stop_requested)
         if not run.interrupted:
-            model_dir = _export(run)
+            exported = _export(run)
     finally:
         _close(run)
     result = TrainResult(
@@ -194,10 +198,11 @@ def train(config: TrainConfig) -> TrainResult:
         run.step,
         run.interrupted,
         run.stop.signum,
-        model_dir,
+        None if run.adapter else exported,
         run.last_checkpoint,
         run.val_history,
         run.is_main,
+        exported if run.adapter else None,
     )
     accelerator.wait_for_everyone()
     return result
@@ -273,17 +278,23 @@ def _model_and_data(config: TrainConfig, resume: Resume | None) -> tuple[ModelSe
     if image_size:
         dataset = resolve_dataset(config.data, image_size, config.data_size)
         precheck(dataset, image_size, decode_rgb)
-    if resume is not None:
-        setup = _model_from_resume(resume.state, Path(config.run_dir), config.vocab_path)
-    else:
-        setup = setup_model(
-            config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
-        )
+    setup = _build_model(config, resume)
     if image_size != setup.options["image_size"]:
         image_size = setup.options["image_size"]
         dataset = resolve_dataset(config.data, image_size, config.data_size)
         precheck(dataset, image_size, decode_rgb)
     return setup, dataset
+
+
+def _build_model(config: TrainConfig, resume: Resume | None) -> ModelSetup:
+    """The model to train: from --init, or from the checkpoint's options (its weights are loaded later). An
+    adapter run's checkpoint holds only the adapter, so its base is rebuilt from --init."""
+    if resume is not None and not config.adapter:
+        return _model_from_resume(resume.state, Path(config.run_dir), config.vocab_path)
+    setup = setup_model(
+        config.init, config.preset, config.tokenizer, config.vocab_path, config.seed, config.init_from_ema
+    )
+    return setup if resume is None else dataclasses.replace(setup, source="resume")
 
 
 def _model_from_resume(state: dict, run_dir: Path, vocab_path: str) -> ModelSetup:
@@ -337,6 +348,10 @@ def _choose_what_trains(run: Run) -> None:
             config.train_scope == "text" and not is_text_side(name)
         )
         p.requires_grad_(not frozen)
+    if config.adapter:  # before compile, so that the adapter's layers are compiled with the model
+        run.adapter = adapter_run.start(config, run.setup)
+        if config.sample_every >= 0:
+            run.notes.append(adapter_run.GRID_LAYOUT_NOTE)
     if config.grad_checkpointing:
         model.set_gradient_checkpointing(True)
     if run.channels_last:
@@ -364,6 +379,7 @@ def _write_run_folder(run: Run) -> None:
             "dataset": run.dataset.description,
             "dataset_manifest_sha256": run.dataset.manifest_sha256,
             "processes": run.accelerator.num_processes,
+            **adapter_run.checkpoint_fields(run.adapter),
         }
         save_resolved(config, run.run_dir / "config.yaml", resolved)
     run.accelerator.wait_for_everyone()
@@ -383,7 +399,8 @@ def _make_optimizer(run: Run) -> None:
     run.model, run.optimizer = accelerator.prepare(run.setup.model, optimizer)
     run.unwrapped = accelerator.unwrap_model(run.model)
     run.unet_params = [p for n, p in run.unwrapped.named_parameters() if p.requires_grad and not is_text_side(n)]
-    run.ema = EMA(run.unwrapped, config.ema_decay) if config.ema_decay > 0 else None
+    ema_filter = adapter_run.ema_filter() if run.adapter else None
+    run.ema = EMA(run.unwrapped, config.ema_decay, ema_filter) if config.ema_decay > 0 else None
     run.guard = StepGuard(config.nan_max_consecutive, config.spike_factor, config.spike_window)
     set_seed(config.seed, device_specific=True)
     rank = accelerator.process_index
@@ -404,7 +421,11 @@ def _restore(run: Run, resume: Resume) -> None:
     """Weights, optimizer, EMA, guard, grad scaler, this process's RNG and data position, from the checkpoint."""
     accelerator, rank = run.accelerator, run.accelerator.process_index
     ckpt = run.checkpointer.load(resume.path, accelerator.num_processes)
-    run.unwrapped.load_state_dict(ckpt["model"], strict=True)
+    if run.adapter:
+        adapter_run.check_resumed_base(run.adapter, resume.state, run.config)
+        adapter_run.load_trained_weights(run.unwrapped, ckpt["model"])
+    else:
+        run.unwrapped.load_state_dict(ckpt["model"], strict=True)
     run.optimizer.load_state_dict(ckpt["optimizer"])
     state = ckpt["state"]
     if run.ema is not None:
@@ -661,9 +682,9 @@ def _sample_grid(run: Run) -> None:
         return
     if run.is_main:
         model, config = run.unwrapped, run.config
-        with run.ema.swapped_in(model) if run.ema is not None else contextlib.nullcontext():
-            model.eval()
-            image = draw_grid(
+
+        def draw(model):
+            return draw_grid(
                 model,
                 run.diffusion,
                 run.setup.tokenizer,
@@ -675,6 +696,10 @@ def _sample_grid(run: Run) -> None:
                 device=run.device,
                 autocast=run.autocast,
             )
+
+        with run.ema.swapped_in(model) if run.ema is not None else contextlib.nullcontext():
+            model.eval()
+            image = adapter_run.side_by_side(run.adapter, model, draw) if run.adapter else draw(model)
             model.train()
         run.monitor.image(run.step, "samples/grid", image)
         save_png(run.run_dir / "samples" / f"step-{run.step:08d}.png", image)
@@ -697,10 +722,12 @@ def _save_checkpoint(run: Run) -> Path:
         "text_warmup_steps": run.text_warmup,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "time": time.time(),
+        **adapter_run.checkpoint_fields(run.adapter),
     }
+    weights = adapter_run.trained_weights(run.unwrapped) if run.adapter else run.unwrapped.state_dict()
     path = run.checkpointer.save(
         run.step,
-        run.unwrapped.state_dict(),
+        weights,
         ema.state_dict() if ema is not None else None,
         run.optimizer.state_dict(),
         state,
@@ -714,6 +741,8 @@ def _save_checkpoint(run: Run) -> Path:
 def _export(run: Run) -> Path | None:
     if not run.config.export_model:
         return None
+    if run.adapter:
+        return _export_adapter(run)
     model_dir = export_model_folder(
         run.run_dir,
         run.unwrapped,
@@ -728,6 +757,16 @@ def _export(run: Run) -> Path | None:
     )
     run.accelerator.wait_for_everyone()
     return model_dir
+
+
+def _export_adapter(run: Run) -> Path:
+    out = run.run_dir / adapter_run.EXPORT_DIR
+    if run.is_main:
+        config = run.config
+        out = adapter_run.export(run.adapter, run.run_dir, run.unwrapped, run.ema, config, run.dataset, run.step)
+        run.monitor.message(f"adapter saved: {out} (trained on {run.adapter.base_model_id})")
+    run.accelerator.wait_for_everyone()
+    return out
 
 
 def use_channels_last(setting: str) -> bool:
