@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base-model images of ordinary captions trained alongside (0: none; default: %(default)s)",
     )
     parser.add_argument("--prior-prompts", type=Path, metavar="FILE", help="ordinary captions, one per line")
+    parser.add_argument(
+        "--targets", help="layers the adapter wraps, comma-separated (default: the trainer's --lora-targets default)"
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="default: %(default)s")
@@ -170,6 +173,8 @@ def train_adapter(args: argparse.Namespace, base: Path, data: Path, run_dir: Pat
     # Whole images (a crop would move the character off the positions its captions name); no grids or
     # checkpoints in a short run.
     argv += ["--crop-scale-min", "1.0", "--sample-every", "-1", "--checkpoint-every", "-1", "--no-progress"]
+    if args.targets:
+        argv += ["--lora-targets", args.targets]
     run_subcommand(finetune_main, argv)
     adapter = run_dir / "adapter"
     read_adapter_config(adapter)  # the trainer wrote a whole adapter folder
