@@ -10,7 +10,7 @@ the bundled models are used.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ class SamplingModel:
     model: torch.nn.Module
     options: dict[str, Any]
     tokenizer: Any
-    model_id: str
+    model_id: str  # of the weights as loaded; adapters applied since are listed in `adapters`
     source: str
+    adapters: list[dict] = field(default_factory=list)  # metadata of the applied adapters (sampling.adapters)
 
     @property
     def image_size(self) -> int:

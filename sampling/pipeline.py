@@ -18,6 +18,7 @@ from finetune.diffusion.gaussian_diffusion import diffusion_from_options
 from finetune.diffusion.guidance import classifier_free_guidance, cond_uncond_kwargs
 from finetune.diffusion.samplers import force_known_pixels, sample
 
+from .adapters import adapter_metadata, apply_to_models
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
@@ -174,8 +175,18 @@ class TextToImage:
 
     @property
     def model_id(self) -> str:
+        """The weights' ids; the adapters applied to them are a parameter of their own (`adapters`)."""
         up = self.models.upsampler
         return self.models.base.model_id + (f"+{up.model_id}" if up else "")
+
+    @property
+    def adapters(self) -> list[dict]:
+        return adapter_metadata(self.models)
+
+    def set_adapters(self, specs) -> None:
+        """Apply LoRA adapters (`AdapterSpec`s; each to the model it was trained on), replacing earlier ones; an
+        empty list restores the models. The models are shared: every pipeline over them samples with these."""
+        apply_to_models(self.models, specs)
 
     def parameters(self, prompt: str, seed: int, shape: Shape | None = None) -> dict:
         """Everything that determines an image; stored in its PNG and compared on reruns. `shape`: the base-stage
@@ -193,6 +204,8 @@ class TextToImage:
             "precision": dtype_name(self.dtype),
             "upsampler": None,
         }
+        if self.adapters:  # only when used, so that earlier outputs made without adapters still match
+            params["adapters"] = self.adapters
         if self.up_settings is not None:
             u = self.up_settings
             params["upsampler"] = {

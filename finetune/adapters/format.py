@@ -38,11 +38,10 @@ from .lora import (
     lora_layers,
     target_module_names,
 )
+from .settings import CONFIG_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
 KIND = "lora"
-WEIGHTS_FILE = "adapter.safetensors"
-CONFIG_FILE = "adapter_config.json"
 CONFIG_KEYS = ("format_version", "kind", "rank", "alpha", "targets", "base_model_id", "provenance")
 MAX_CONFIG_BYTES = 1 << 16
 FLOAT_DTYPES = ("F32", "F16", "BF16")

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from .errors import AdapterError
 
+# An adapter folder's two files (finetune.adapters.format reads and writes them).
+WEIGHTS_FILE = "adapter.safetensors"
+CONFIG_FILE = "adapter_config.json"
+
 # Every layer an adapter may target, by the last part(s) of its module name, and what it does.
 KNOWN_TARGETS: dict[str, str] = {
     "qkv": "UNet attention: image positions -> queries, keys, values",

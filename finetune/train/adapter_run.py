@@ -124,10 +124,8 @@ def side_by_side(run: AdapterRun, model: torch.nn.Module, draw) -> np.ndarray:
     return np.concatenate([with_adapter, gap, run.base_grid], axis=1)
 
 
-def export(
-    run: AdapterRun, run_dir: Path, model: torch.nn.Module, ema, config: TrainConfig, dataset, step: int
-) -> Path:
-    """The adapter (its EMA weights when there is an EMA) as an adapter folder at run_dir/adapter, atomically."""
+def export(run: AdapterRun, out: Path, model: torch.nn.Module, ema, config: TrainConfig, dataset, step: int) -> Path:
+    """The adapter (its EMA weights when there is an EMA) as an adapter folder at `out`, atomically."""
     provenance = {
         "init": config.init,
         "dataset": dataset.description,
@@ -136,7 +134,6 @@ def export(
         "steps": step,
         "ema": ema is not None,
     }
-    out = run_dir / EXPORT_DIR
     with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
         adapters.save_adapter_folder(model, out, run.base_model_id, provenance)
     return out

@@ -79,7 +79,7 @@ class TrainConfig:
         "scratch",
         "Where the weights come from: 'scratch', a released model's name (glide-base, "
         "glide-upsample, glide-base-inpaint, glide-upsample-inpaint; fetched and cached on "
-        "first use), an OpenAI GLIDE .pt, or a model folder.",
+        "first use), 'bundled' (the bundled base), an OpenAI GLIDE .pt, or a model folder.",
     )
     preset: str = _opt(
         "",
@@ -257,6 +257,11 @@ class TrainConfig:
     )
     progress: bool = _opt(True, "Show a progress bar.")
     export_model: bool = _opt(True, "Export the final model (+EMA) as a model folder in run_dir/model.")
+    export_dir: str = _opt(
+        "",
+        "Folder the export is written to (default: run_dir/model, or run_dir/adapter with --adapter); an "
+        "existing folder is replaced only if it is of the same kind.",
+    )
 
     # keys that may change when a run is resumed; anything else must match the checkpoint
     RESUMABLE_CHANGES = (
@@ -270,6 +275,7 @@ class TrainConfig:
         "progress",
         "num_workers",
         "export_model",
+        "export_dir",
         "log_sample_keys",
         "sample_prompts",
         "num_sample_prompts",
@@ -385,6 +391,7 @@ _SECTIONS = [
             "spike_window",
             "progress",
             "export_model",
+            "export_dir",
         ),
     ),
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from data_pipeline.errors import UserError
+from finetune.bundled_models import bundled_model_path
 from finetune.hub import HubError, ensure_model, is_model_name, is_pipeline_name
 from finetune.hub.manifest import manifest_entry
 from finetune.model import build_model, get_preset, list_presets, resolve_options
@@ -35,6 +36,7 @@ TEXT_SIDE_PREFIXES = (
 INPUT_CONV = "input_blocks.0.0.weight"
 TOKEN_EMBEDDING = "token_embedding.weight"
 INPUT_CONVERTED_NOTE = "input convolution converted"  # begins the note of a converted input convolution
+BUNDLED_INIT = "bundled"  # --init name of the bundled base model (as sampling's --model bundled)
 
 
 class InitError(UserError, ValueError):
@@ -206,7 +208,13 @@ def _is_release_name(init: str) -> bool:
 
 
 def resolve_init(init: str) -> str:
-    """`init` with a released model's name replaced by its model folder in the cache (fetched on first use)."""
+    """`init` with a released model's name replaced by its model folder in the cache (fetched on first use), and
+    `bundled` by the bundled base's folder."""
+    if init == BUNDLED_INIT and not Path(init).exists():
+        try:
+            return str(bundled_model_path("base"))
+        except FileNotFoundError as exc:
+            raise InitError(f"--init {init}: {exc}") from None
     if init == "scratch" or not _is_release_name(init):
         return init
     try:
@@ -222,8 +230,9 @@ def planned_image_size(init: str, preset: str) -> int | None:
             return int(get_preset(preset)["image_size"])
         if init != "scratch" and _is_release_name(init):
             return int(resolve_options(manifest_entry(init)["options"])["image_size"])
-        if init != "scratch" and Path(init).is_dir():
-            return int(read_config(init)["options"]["image_size"])  # options checked by read_config
+        folder = resolve_init(init) if init == BUNDLED_INIT else init
+        if init != "scratch" and Path(folder).is_dir():
+            return int(read_config(folder)["options"]["image_size"])  # options checked by read_config
     except (KeyError, ValueError, OSError):
         return None  # setup_model reports the problem properly (a pipeline name, an unreadable manifest...)
     return None

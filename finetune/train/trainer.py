@@ -744,7 +744,7 @@ def _export(run: Run) -> Path | None:
     if run.adapter:
         return _export_adapter(run)
     model_dir = export_model_folder(
-        run.run_dir,
+        Path(run.config.export_dir or run.run_dir / "model"),
         run.unwrapped,
         run.setup.options,
         run.setup.tokenizer,
@@ -760,10 +760,9 @@ def _export(run: Run) -> Path | None:
 
 
 def _export_adapter(run: Run) -> Path:
-    out = run.run_dir / adapter_run.EXPORT_DIR
+    out = Path(run.config.export_dir or run.run_dir / adapter_run.EXPORT_DIR)
     if run.is_main:
-        config = run.config
-        out = adapter_run.export(run.adapter, run.run_dir, run.unwrapped, run.ema, config, run.dataset, run.step)
+        adapter_run.export(run.adapter, out, run.unwrapped, run.ema, run.config, run.dataset, run.step)
         run.monitor.message(f"adapter saved: {out} (trained on {run.adapter.base_model_id})")
     run.accelerator.wait_for_everyone()
     return out
@@ -849,7 +848,7 @@ def validate(
 
 
 def export_model_folder(
-    run_dir: Path,
+    final: Path,
     model,
     options,
     tokenizer,
@@ -860,8 +859,7 @@ def export_model_folder(
     step: int,
     is_main: bool,
 ) -> Path:
-    """The final weights (+EMA) as a model folder the samplers read, written atomically to run_dir/model."""
-    final = run_dir / "model"
+    """The final weights (+EMA) as a model folder the samplers read, written atomically to `final`."""
     if not is_main:
         return final
     provenance = {

@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from data_pipeline.errors import UserError
+from finetune.adapters.specs import adapter_spec_argument
 from finetune.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 
 from ..devices import resolve_device, resolve_dtype
@@ -52,6 +53,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, upsampler: bool = True)
         help="GPT-2 BPE folder for OpenAI .pt checkpoints (default: the one shipped with the package)",
     )
     g.add_argument("--no-ema", action="store_true", help="use the raw weights even when a model folder has EMA weights")
+    g.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        type=adapter_spec_argument,
+        metavar="PATH[:SCALE]",
+        help="a LoRA adapter folder to apply, with its scale (default 1; 0.5 = half of it); repeatable, the "
+        "adapters add up. An adapter applies only to the model it was trained on (its folder names that model): "
+        "the base model, or the upsampler if it was trained on that one",
+    )
     if upsampler:
         g.add_argument(
             "--upsampler",
@@ -176,4 +187,9 @@ def build_pipeline(args: argparse.Namespace) -> TextToImage:
     logging.getLogger(__name__).info(
         "models: %s", models.base.model_id + (f" + {models.upsampler.model_id}" if models.upsampler else "")
     )
-    return TextToImage(models, device, dtype, base, up)
+    pipeline = TextToImage(models, device, dtype, base, up)
+    if getattr(args, "adapter", None):
+        pipeline.set_adapters(args.adapter)
+        for adapter in pipeline.adapters:
+            print(f"adapter {adapter['path']} (scale {adapter['scale']:g}) on the {adapter['model']} model")
+    return pipeline

@@ -78,6 +78,8 @@ def generate_images(args: argparse.Namespace) -> list[Path]:
                 print(f"warning: {warning}")
         started = time.perf_counter()
     grid_params = {"kind": "grid", "images": [p.name for p in paths], "model": pipeline.model_id}
+    if pipeline.adapters:
+        grid_params["adapters"] = pipeline.adapters
     if args.grid and (done or output_state(out / "grid.png", grid_params) != "same"):
         images = []
         for path in paths:

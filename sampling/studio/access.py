@@ -110,8 +110,8 @@ def served_paths(config: StudioConfig) -> list[str]:
 
 
 def private_paths(config: StudioConfig) -> list[str]:
-    """Never served, whatever else allows it: the catalogue database and the fine-tune runs."""
-    paths = [config.runs_dir]
+    """Never served, whatever else allows it: the catalogue database, the fine-tune runs and the adapters."""
+    paths = [config.runs_dir, config.adapters_root]
     if config.database_file is not None:
         paths += [config.database_file] + [
             config.database_file.with_name(config.database_file.name + suffix) for suffix in SQLITE_SIDE_FILES

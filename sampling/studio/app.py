@@ -2,13 +2,17 @@
 
 import io
 import os
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
 
+from finetune.adapters.settings import DEFAULT_RANK, DEFAULT_TARGETS, KNOWN_TARGETS
+from finetune.adapters.specs import DEFAULT_SCALE, MAX_ABS_SCALE
 from finetune.model import list_presets
 
 from ..comic.script import READING_ORDERS
+from .adapters import NO_ADAPTER
 from .catalogue import SORTS
 from .comic_page import EXPORT_CHOICES, LAYOUT_CHOICES
 from .service import Studio, StudioError
@@ -51,9 +55,13 @@ def build_app(studio: Studio):
 
 
 def _broken_note(studio: Studio) -> str:
-    """The model folders found but not offered, each with its reason (empty when there are none)."""
-    lines = studio.broken_models()
+    """The model and adapter folders found but not offered, each with its reason (empty when there are none)."""
+    lines = studio.broken_models() + studio.broken_adapters()
     return "\n".join(["Not offered:", *(f"- {line}" for line in lines)]) if lines else ""
+
+
+def _adapter_choices(studio: Studio) -> list[tuple[str, str]]:
+    return [("none", NO_ADAPTER), *studio.adapter_choices()]
 
 
 def _generate_tab(gr, studio: Studio) -> None:
@@ -67,6 +75,23 @@ def _generate_tab(gr, studio: Studio) -> None:
                 elem_id="gen-model",
                 info="the bundled model, or a model folder from the models directory",
             )
+            with gr.Row():
+                adapter = gr.Dropdown(
+                    choices=_adapter_choices(studio),
+                    value=NO_ADAPTER,
+                    label="Adapter",
+                    scale=3,
+                    elem_id="gen-adapter",
+                    info="a LoRA adapter from the adapters folder (it works on the model it was trained on)",
+                )
+                adapter_scale = gr.Number(
+                    value=DEFAULT_SCALE,
+                    label=f"Adapter scale (±{MAX_ABS_SCALE:g})",
+                    minimum=-MAX_ABS_SCALE,
+                    maximum=MAX_ABS_SCALE,
+                    scale=1,
+                    elem_id="gen-adapter-scale",
+                )
             refresh_models = gr.Button("Refresh model list", size="sm")
             broken = gr.Markdown(_broken_note(studio), elem_id="gen-broken-models")
             captions = gr.Textbox(
@@ -126,19 +151,25 @@ def _generate_tab(gr, studio: Studio) -> None:
 
     sampler.change(lambda name: DEFAULT_STEPS.get(name, GenerateSettings.steps), inputs=sampler, outputs=steps)
     refresh_models.click(
-        lambda: (gr.update(choices=studio.model_choices()), _broken_note(studio)), outputs=[model, broken]
+        lambda: (
+            gr.update(choices=studio.model_choices()),
+            gr.update(choices=_adapter_choices(studio)),
+            _broken_note(studio),
+        ),
+        outputs=[model, adapter, broken],
     )
 
-    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps, layout_name, order, formats):
+    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps, layout_name, order, formats, *lora):
         try:
             choices = (layout_name, order, formats)
-            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps, choices)
+            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps, choices, lora)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         notes = out.messages + [
             f"{out.model}: seed {out.settings.seed}, {out.settings.sampler} × "
             f"{out.settings.steps} steps, guidance {out.settings.guidance:g}"
         ]
+        notes += [f"adapter {Path(a['path']).name} at scale {a['scale']:g} ({a['model']} model)" for a in out.adapters]
         return (
             _message(notes),
             str(out.strip),
@@ -168,6 +199,8 @@ def _generate_tab(gr, studio: Studio) -> None:
             layout,
             reading_order,
             export_formats,
+            adapter,
+            adapter_scale,
         ],
         outputs=[
             status,
@@ -253,6 +286,25 @@ def _train_tab(gr, studio: Studio) -> None:
                 elem_id="train-init",
             )
             preset = gr.Dropdown(choices=presets, value=default_preset, label="Preset", elem_id="train-preset")
+            kind = gr.Radio(
+                choices=[("whole model", ""), ("LoRA adapter", "lora")],
+                value="",
+                label="Train",
+                elem_id="train-kind",
+                info="an adapter: a few MB trained on top of the model started from, saved in the adapters folder",
+            )
+            with gr.Group(visible=False, elem_id="train-adapter-settings") as adapter_box:
+                with gr.Row():
+                    adapter_name = gr.Textbox(
+                        label="Adapter name", placeholder="the run's name", max_lines=1, elem_id="train-adapter-name"
+                    )
+                    rank = _train_number(gr, "Rank", "lora_rank", DEFAULT_RANK, "train-lora-rank")
+                targets = gr.CheckboxGroup(
+                    choices=list(KNOWN_TARGETS),
+                    value=list(DEFAULT_TARGETS),
+                    label="Layers",
+                    elem_id="train-lora-targets",
+                )
             with gr.Row():  # each number bounded as the trainer bounds it; the trainer validates them again
                 max_steps = _train_number(gr, "Steps", "max_steps", 200, "train-steps")
                 batch_size = _train_number(gr, "Batch size", "batch_size", 4, "train-batch")
@@ -279,8 +331,9 @@ def _train_tab(gr, studio: Studio) -> None:
             )
     timer = gr.Timer(2.0, active=False)
     init.change(lambda value: gr.update(interactive=(value or "scratch") == "scratch"), inputs=init, outputs=preset)
+    kind.change(lambda value: gr.update(visible=value == "lora"), inputs=kind, outputs=adapter_box)
 
-    def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every):
+    def start_run(data_dir, init_value, preset_name, steps, bs, rate, p_uncond, ckpt, every, *lora):
         settings = {
             "data": [data_dir] if data_dir else [],
             "init": init_value or "scratch",
@@ -294,6 +347,7 @@ def _train_tab(gr, studio: Studio) -> None:
         }
         if (init_value or "scratch") == "scratch":
             settings["preset"] = preset_name
+        settings.update(_adapter_settings(*lora))
         try:
             job = studio.start_training(settings)
         except StudioError as exc:
@@ -303,7 +357,8 @@ def _train_tab(gr, studio: Studio) -> None:
     refresh_data.click(lambda: gr.update(choices=studio.dataset_choices()), outputs=data)
     start.click(
         start_run,
-        inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every, sample_every],
+        inputs=[data, init, preset, max_steps, batch_size, lr, uncond_p, checkpoint_every, sample_every]
+        + [kind, adapter_name, rank, targets],
         outputs=[status, timer],
         concurrency_id="train",
         concurrency_limit=1,
@@ -345,6 +400,13 @@ def _train_tab(gr, studio: Studio) -> None:
         return poll()
 
     cancel.click(cancel_run, outputs=outputs, concurrency_id="train", concurrency_limit=1)
+
+
+def _adapter_settings(kind: str, name: str, rank, targets) -> dict:
+    """The trainer settings of the Train tab's adapter choice (none for a whole-model fine-tune)."""
+    if kind != "lora":
+        return {}
+    return {"adapter": "lora", "adapter_name": (name or "").strip(), "lora_rank": rank, "lora_targets": targets or []}
 
 
 # --- Catalogue ------------------------------------------------------------------------------

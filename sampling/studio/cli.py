@@ -45,6 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the only data a fine-tune can read; default: WORKDIR/datasets)",
     )
     parser.add_argument(
+        "--adapters-dir",
+        type=Path,
+        default=None,
+        help="folder whose subfolders are the LoRA adapters users can pick in the Generate tab (the only "
+        "adapters offered), and where the Train tab writes the adapters it trains (default: WORKDIR/adapters)",
+    )
+    parser.add_argument(
         "--database",
         default=os.environ.get("AUTOCOMICS_STUDIO_DSN"),
         help="PostgreSQL DSN (postgresql://user@host/db) for the catalogue; default: SQLite in the "
@@ -83,6 +90,7 @@ def build(args: argparse.Namespace):
             workdir=args.workdir.expanduser().resolve(),
             models_dir=args.models_dir.expanduser().resolve() if args.models_dir else None,
             datasets_dir=args.datasets_dir.expanduser().resolve() if args.datasets_dir else None,
+            adapters_dir=args.adapters_dir.expanduser().resolve() if args.adapters_dir else None,
             database=args.database,
             device=args.device,
             semantic_search=not args.no_semantic_search,

@@ -9,9 +9,11 @@ from pathlib import Path
 from PIL import Image
 
 from data_pipeline.errors import UserError
+from finetune.adapters.errors import AdapterError
 from finetune.diffusion import defaults
 from finetune.hub import no_downloads
 
+from ..adapters import adapter_metadata, apply_to_models, specs_from
 from ..comic.page import compose_page
 from ..comic.panel_shapes import generate_in_shapes, page_panel_shapes
 from ..comic.script import Layout, Page, Panel
@@ -36,10 +38,12 @@ class StripResult:
     model: str
     messages: list[str] = field(default_factory=list)
     exports: list[Path] = field(default_factory=list)  # PDF / CBZ / webtoon of the page, as asked
+    adapters: list[dict] = field(default_factory=list)  # the adapters applied: path, id, scale, model
 
     @property
     def params(self) -> dict:
-        return {"model": self.model, "captions": self.captions, **self.settings.to_dict()}
+        adapters = {"adapters": self.adapters} if self.adapters else {}
+        return {"model": self.model, "captions": self.captions, **self.settings.to_dict(), **adapters}
 
 
 class GenerationError(UserError, RuntimeError):
@@ -55,7 +59,8 @@ class Generator:
         except ValueError as exc:
             raise GenerationError(str(exc)) from exc
         self._pairs: dict[tuple[str, bool], ModelPair] = {}
-        self._lock = threading.Lock()
+        # Held while a strip samples too: the adapters are applied to the shared models for that strip alone.
+        self._lock = threading.RLock()
 
     def models(self, choice: str, upsample: bool) -> ModelPair:
         key = (choice, upsample)
@@ -73,12 +78,29 @@ class Generator:
                 self._pairs = {key: pair}  # keep one pair: models are large
             return self._pairs[key]
 
+    def use_adapters(self, pair: ModelPair, adapters) -> list[dict]:
+        """Apply [(folder, scale)] to the pair (none: restore it); their metadata. Call with the lock held."""
+        try:
+            apply_to_models(pair, specs_from(adapters))
+        except AdapterError as exc:
+            message = str(exc)
+            for folder, _ in adapters:
+                message = message.replace(str(folder), Path(folder).name)  # names, not the server's paths
+            raise GenerationError(message) from exc
+        return adapter_metadata(pair)
+
     def panels(
-        self, choice: str, prompts: list[str], settings: GenerateSettings, page: Page | None = None
-    ) -> tuple[list[Image.Image], str, list[str]]:
-        """Images for ``prompts`` (panel i uses seed + i), each at its box's shape on `page` when given, the model
-        id, and warnings (e.g. truncated captions)."""
-        pair = self.models(choice, settings.upsample)
+        self, choice: str, prompts: list[str], settings: GenerateSettings, page: Page | None = None, adapters=()
+    ) -> tuple[list[Image.Image], str, list[str], list[dict]]:
+        """Images for ``prompts`` (panel i uses seed + i), each at its box's shape on `page` when given, with
+        `adapters` [(folder, scale)] applied; the model id, warnings (e.g. truncated captions) and the adapters."""
+        with self._lock:
+            pair = self.models(choice, settings.upsample)
+            applied = self.use_adapters(pair, adapters)
+            images, model_id, notes = self._sample(pair, prompts, settings, page)
+        return images, model_id, notes, applied
+
+    def _sample(self, pair: ModelPair, prompts: list[str], settings: GenerateSettings, page: Page | None):
         steps = steps_spec(defaults.STEPS[settings.sampler], settings.steps)
         base = SamplerSettings(sampler=settings.sampler, steps=steps, guidance=settings.guidance)
         upsampler = replace(UPSAMPLER_DEFAULTS, steps=steps_spec(UPSAMPLER_DEFAULTS.steps, settings.upsample_steps))
@@ -93,11 +115,17 @@ class Generator:
         return [g.image for g in images], pipeline.model_id, [w for g in images for w in g.warnings]
 
     def strip(
-        self, choice: str, captions: list[str], settings: GenerateSettings, out_dir: Path, options=DEFAULT_OPTIONS
+        self,
+        choice: str,
+        captions: list[str],
+        settings: GenerateSettings,
+        out_dir: Path,
+        options=DEFAULT_OPTIONS,
+        adapters=(),
     ):
         page = studio_page(captions, options)
         try:
-            images, model_id, notes = self.panels(choice, captions, settings, page)
+            images, model_id, notes, applied = self.panels(choice, captions, settings, page, adapters)
         except GenerationError:
             raise
         except (RuntimeError, ValueError) as exc:  # shapes, out of memory, sampler arguments
@@ -113,6 +141,7 @@ class Generator:
                 "steps": settings.steps,
                 "model": model_id,
                 "upsample": settings.upsample,
+                **({"adapters": applied} if applied else {}),
             }
             paths.append(save_image(out_dir / f"panel-{number:02d}-{slugify(caption)}.png", image, params))
         panels = tuple(Panel(caption=c) for c in captions)
@@ -121,6 +150,8 @@ class Generator:
         # The page tells the story: each caption lettered in its panel's narration box.
         page_image, page_layout, warnings = compose_page(page, images, style)
         common = {"captions": captions, "model": model_id, **settings.to_dict()}
+        if applied:
+            common["adapters"] = applied
         strip_path = save_image(out_dir / "strip.png", strip_image, {**common, "kind": "strip"})
         page_path = save_image(out_dir / "page.png", page_image, {**common, "kind": "page", **asdict(options)})
         exports = export_page(out_dir, page_path, page_layout, " / ".join(captions)[:120], options)
@@ -133,4 +164,5 @@ class Generator:
             model=model_id,
             messages=notes + list(warnings),
             exports=exports,
+            adapters=applied,
         )

@@ -17,7 +17,9 @@ from PIL import Image, ImageDraw
 
 from data_pipeline.errors import UserError
 from finetune import bundled_models
+from finetune.adapters.specs import check_scale
 
+from .adapters import NO_ADAPTER, AdapterChoice, UnknownAdapter, discover_adapters, new_adapter_folder, resolve_adapter
 from .catalogue import Catalogue, CatalogueError, Item
 from .catalogue.errors import InvalidInput
 from .catalogue.store import DATABASE_NAME, IMAGES_DIR_NAME
@@ -40,6 +42,7 @@ class StudioConfig:
     workdir: Path
     models_dir: Path | None = None
     datasets_dir: Path | None = None  # the datasets a fine-tune may read; default: workdir/datasets
+    adapters_dir: Path | None = None  # the LoRA adapters users may pick, and where Train writes them; workdir/adapters
     database: str | None = None  # PostgreSQL DSN; default: SQLite in workdir
     device: str = "auto"
     semantic_search: bool = True
@@ -51,6 +54,10 @@ class StudioConfig:
     @property
     def datasets_root(self) -> Path:
         return self.datasets_dir or self.workdir / "datasets"
+
+    @property
+    def adapters_root(self) -> Path:
+        return self.adapters_dir or self.workdir / "adapters"
 
     @property
     def runs_dir(self) -> Path:
@@ -191,6 +198,7 @@ class Studio:
         upsample=False,
         upsample_steps=GenerateSettings.upsample_steps,
         page_choices: tuple = (None, None, None),  # layout, reading order, export formats (comic_page.page_options)
+        adapter: tuple = (NO_ADAPTER, 1.0),  # an adapter's name in the adapters folder, and its scale
     ) -> StripResult:
         try:
             captions, messages = split_captions(captions_text)
@@ -201,6 +209,7 @@ class Studio:
         options, replaced = page_options(len(captions), *page_choices)
         messages += replaced
         choice = self._allowed_model(model)
+        adapters = self._adapters_for_strip(*adapter)
         with self._generator_lock:
             if self._generator is None:
                 try:
@@ -210,7 +219,7 @@ class Studio:
             generator = self._generator
         out_dir = self._new_output_dir()
         try:
-            result = generator.strip(choice.source, captions, settings, out_dir, options)
+            result = generator.strip(choice.source, captions, settings, out_dir, options, adapters)
         except GenerationError as exc:
             try:
                 out_dir.rmdir()  # only when nothing was written
@@ -219,6 +228,30 @@ class Studio:
             raise StudioError(str(exc)) from exc
         result.messages = messages + result.messages
         return result
+
+    # --- adapters ------------------------------------------------------------------------
+
+    def adapter_choices(self) -> list[tuple[str, str]]:
+        """(label, name) of every adapter a user may pick."""
+        return [(choice.label, choice.name) for choice in self._adapters() if choice.usable]
+
+    def broken_adapters(self) -> list[str]:
+        """One line per adapter folder found but not offered, saying why."""
+        return [f"adapter {choice.name}: {choice.problem}" for choice in self._adapters() if not choice.usable]
+
+    def _adapters(self) -> list[AdapterChoice]:
+        return discover_adapters(self.config.adapters_root)
+
+    def _adapters_for_strip(self, name, scale) -> list[tuple[Path, float]]:
+        """[(folder, scale)] of the chosen adapter (none when no name), checked against the allow-list."""
+        if not name:
+            return []
+        try:
+            choice = resolve_adapter(name, self.config.adapters_root)
+            return [(choice.path, check_scale(float(1.0 if scale is None else scale)))]
+        except (UserError, TypeError, ValueError) as exc:
+            message = str(exc) if isinstance(exc, UserError) else f"adapter scale {scale!r} is not a number"
+            raise StudioError(message) from exc
 
     def _new_output_dir(self) -> Path:
         """A folder of its own per strip: two strips made in the same second must not overwrite each other."""
@@ -237,21 +270,32 @@ class Studio:
 
     def start_training(self, settings: dict) -> TrainingJob:
         """Start ``python -m finetune train`` with trainer ``settings``; ``init`` is ``scratch`` or the key of an
-        allowed model (the bundled model and pipeline folders mean their base model)."""
+        allowed model (the bundled model and pipeline folders mean their base model). With ``adapter: lora`` the
+        run trains an adapter, written to the adapters folder as ``adapter_name`` (default: the run's name)."""
         settings = dict(settings, init=self._training_init(settings.get("init") or "scratch"))
         settings["data"] = [self._allowed_dataset(name) for name in settings.get("data") or []]
         if not settings["data"]:
             raise StudioError("choose a dataset")
+        adapter_name = settings.pop("adapter_name", "") or ""
         with self._job_lock:
             if self.job is not None and self.job.running:
                 raise StudioError(f"a fine-tune is already running in {self.job.run_dir}; cancel it first")
+            run_dir = new_run_dir(self.config.runs_dir)
+            if settings.get("adapter"):
+                settings["export_dir"] = str(self._new_adapter_folder(adapter_name or run_dir.name))
             try:
-                job = TrainingJob(new_run_dir(self.config.runs_dir), settings)
+                job = TrainingJob(run_dir, settings)
                 job.start()
             except TrainingError as exc:
                 raise StudioError(f"cannot start the fine-tune: {exc}") from exc
             self.job = job
             return job
+
+    def _new_adapter_folder(self, name: str) -> Path:
+        try:
+            return new_adapter_folder(name, self.config.adapters_root)
+        except UnknownAdapter as exc:
+            raise StudioError(f"cannot start the fine-tune: {exc}") from exc
 
     def dataset_choices(self) -> list[str]:
         """Names of the datasets a fine-tune may read: the folders inside the datasets folder."""

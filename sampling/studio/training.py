@@ -22,7 +22,9 @@ from pathlib import Path
 import yaml
 
 from data_pipeline.errors import UserError
+from finetune.adapters.settings import CONFIG_FILE as ADAPTER_CONFIG_FILE
 from finetune.hub import OFFLINE_ENV
+from finetune.train.adapter_run import EXPORT_DIR as ADAPTER_EXPORT_DIR
 from finetune.train.config import ConfigError, TrainConfig, build_config
 from finetune.train.resume_state import ResumeStateError, list_checkpoints, read_state
 
@@ -72,6 +74,7 @@ class Progress:
     checkpoint: Path | None = None  # the newest complete checkpoint folder of the run
     cancelled: bool = False
     run_dir: Path | None = None
+    exported: Path | None = None  # where the run writes its model (or adapter) folder when it finishes
 
     @property
     def fraction(self) -> float:
@@ -82,7 +85,9 @@ class Progress:
         if self.running:
             return f"running: step {self.step} of {self.max_steps}" + (" (cancelling…)" if self.cancelled else "")
         if self.returncode == 0:
-            return f"finished: step {self.step} of {self.max_steps}; model in {self.run_dir / 'model'}"
+            exported = self.exported or self.run_dir / "model"
+            kind = "adapter" if (exported / ADAPTER_CONFIG_FILE).is_file() else "model"
+            return f"finished: step {self.step} of {self.max_steps}; {kind} in {exported}"
         resume = (
             f"resume from a terminal with python -m finetune train --config {self.run_dir / CONFIG_NAME} "
             f"--resume latest"
@@ -107,6 +112,12 @@ class TrainingJob:
     @property
     def log_path(self) -> Path:
         return self.run_dir / LOG_NAME
+
+    @property
+    def export_path(self) -> Path:
+        """Where the trainer writes the model folder (or, for an adapter run, the adapter folder)."""
+        default = self.run_dir / (ADAPTER_EXPORT_DIR if self.resolved.get("adapter") else "model")
+        return Path(self.resolved.get("export_dir") or default)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "finetune", "train", "--config", str(self.run_dir / CONFIG_NAME)]
@@ -172,6 +183,7 @@ class TrainingJob:
             checkpoint=checkpoint,
             cancelled=self.cancelled,
             run_dir=self.run_dir,
+            exported=self.export_path,
         )
 
 

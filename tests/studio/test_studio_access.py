@@ -371,6 +371,7 @@ def test_train_numbers_carry_the_trainers_own_bounds(open_studio):
         ("train-uncond", "uncond_p"),
         ("train-ckpt", "checkpoint_every"),
         ("train-sample", "sample_every"),
+        ("train-lora-rank", "lora_rank"),
     ]:
         [number] = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
         assert (number.minimum, number.maximum) == (meta[setting]["min"], meta[setting]["max"]), elem_id
@@ -378,7 +379,7 @@ def test_train_numbers_carry_the_trainers_own_bounds(open_studio):
 
 def test_out_of_range_train_numbers_are_refused_before_any_run(open_studio, tmp_path):
     url, studio, demo, _ = open_studio
-    data = [None, "scratch", "tiny-base", 10, 0, 1e-4, 0.2, 5, 5]  # batch size 0
+    data = [None, "scratch", "tiny-base", 10, 0, 1e-4, 0.2, 5, 5, "", "", 16, ["qkv"]]  # batch size 0
     result = _call(url, demo, "start_run", data, "train-start")
     assert not result["success"] and "minimum" in json.dumps(result)
     assert studio.job is None and not studio.config.runs_dir.joinpath("run-2").exists()

@@ -249,7 +249,7 @@ def _generate(page, strip: tuple[str, int], guidance: str, expect_guidance: str)
     status = _wait_match(
         page,
         "#gen-status textarea",
-        rf"bundled/base@\w+: seed {seed}, dpmpp_2m_sde × 10 steps, guidance {expect_guidance}$",
+        rf"bundled_weights/base@\w+: seed {seed}, dpmpp_2m_sde × 10 steps, guidance {expect_guidance}$",
     )
     page.wait_for_selector("#gen-strip img")
     assert page.locator("#gen-panels .thumbnail-item").count() == 2
@@ -291,7 +291,7 @@ def test_generate_save_search_rename_download_delete(signed_in, studio_url, scre
     _generate(page, STRIP_TWO, "5", "5")
     page.screenshot(path=str(screenshots / "generate.png"), full_page=True)
     _save(page, SAVED[2], 3)
-    assert studio.catalogue.get(3).params["model"].startswith("bundled/base@")
+    assert studio.catalogue.get(3).params["model"].startswith("bundled_weights/base@")
     assert studio.catalogue.get(3).image_hash != studio.catalogue.get(2).image_hash
 
     page.fill("#gen-save-caption input", "   ")

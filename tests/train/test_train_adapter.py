@@ -176,3 +176,14 @@ def test_command_line_reads_comma_separated_targets_and_the_defaults_come_from_t
     assert config.lora_targets == ["qkv", "encoder_kv", "proj_out"]
     default = config_from_args(parser.parse_args(args))
     assert (default.lora_rank, tuple(default.lora_targets), default.lora_alpha) == (DEFAULT_RANK, DEFAULT_TARGETS, 0.0)
+
+
+def test_an_adapter_of_the_bundled_base_names_the_id_sampling_gives_it(tmp_path, shards32):
+    from sampling.loading import load_models
+
+    run_dir = tmp_path / "run"
+    settings = _settings(run_dir, shards32, "bundled", max_steps=1, checkpoint_every=0, batch_size=2, val_samples=4)
+    result = train(fast_config(**settings))
+    sampled = load_models("bundled", torch.device("cpu"), use_upsampler=False).base
+    assert read_adapter_config(result.adapter_dir).base_model_id == sampled.model_id
+    assert [v["step"] for v in result.val_history] == [1] and result.val_history[0]["val/loss"] > 0
