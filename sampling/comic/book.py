@@ -21,17 +21,16 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from PIL import Image
 from tqdm.auto import tqdm
 
 from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_json
-from finetune.adapters.specs import AdapterSpec
 
 from ..outputs import output_state, save_image
-from .adapter_sets import AdapterSet, adapter_metadata, adapters_applied, check_adapter_sets, panel_adapter_sets
+from .adapter_sets import adapters_applied, check_adapter_sets, panel_adapter_sets, pipeline_adapters
 from .arrange import arrangement_parameters
 from .folder import check_same_comic, comic_identity
 from .page import PageStyle, compose_page
@@ -194,9 +193,9 @@ def _save_best(job: _PanelJob, ref: PanelRef, results: list, params: dict) -> No
 
 def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict, shapes: dict, adapters) -> list:
     """Generate the panels in `todo` in batches, one adapter set at a time (applied once for all its panels),
-    saving each panel as soon as its candidates are done; the warnings. `adapters`: (each panel's adapter set,
-    each adapter's stage)."""
-    sets, stages = adapters
+    saving each panel as soon as its candidates are done; the warnings. `adapters`: (each panel's adapter set, the
+    pipeline's own set, put back after)."""
+    sets, own = adapters
     jobs = [(ref, k) for ref in todo for k in range(job.candidates)]
     order = {adapter_set: i for i, adapter_set in enumerate(dict.fromkeys(sets[ref] for ref in todo))}
     # Panels of one adapter set, then of one shape, share batches (stable: the script's order otherwise).
@@ -208,7 +207,7 @@ def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict
         prompts = [params[ref]["prompt"] for ref, _ in group]
         job_seeds = [candidate_seeds(seeds[ref], job.candidates)[k] for ref, k in group]
         job_shapes = [shapes[ref] for ref, _ in group]
-        with adapters_applied(adapter_set, stages):
+        with adapters_applied(job.pipeline, adapter_set, own):
             batches = generate_in_shapes(job.pipeline, prompts, job_seeds, job_shapes, job.batch_size, job.progress)
             done = 0
             for batch in batches:
@@ -228,9 +227,11 @@ def _save_batch(job: _PanelJob, jobs: list, results: list, pending: dict, params
     return warnings
 
 
-def _adapter_parameters(adapters: AdapterSet) -> dict:
-    """The `adapters` entry of a panel's parameters; none without adapters, so earlier outputs still match."""
-    return {"adapters": adapter_metadata(adapters)} if adapters else {}
+def _with_adapters(params: dict, adapters: list[dict]) -> dict:
+    """A panel's parameters with its own adapters (as the pipeline records them, and none without any, so earlier
+    outputs still match)."""
+    params = {k: v for k, v in params.items() if k != "adapters"}
+    return {**params, "adapters": adapters} if adapters else params
 
 
 def _page_parameters(page, page_refs, refs, params, seeds, pipeline, style: PageStyle) -> dict:
@@ -340,11 +341,10 @@ def make_comic(
     reranker=None,
     progress: bool = True,
     report: Callable[[str], None] = log.info,
-    adapters: Sequence[AdapterSpec] = (),
 ) -> ComicResult:
-    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages.
-    `adapters`: applied to every panel, before the script's style and cast adapters (the command line's
-    --adapter); the pipeline's models must not have adapters applied already."""
+    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages. Adapters
+    already applied to the pipeline act on every panel; the script's style and cast adapters are added to the
+    panels they belong to."""
     out_dir = Path(out_dir)
     regenerate = dict(regenerate or {})
     refs = _check_request(script, regenerate, candidates, reranker)
@@ -353,14 +353,14 @@ def make_comic(
     seeds, overrides, warnings = _panel_seeds(script, refs, regenerate, previous)
     rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
     shapes = panel_shapes(script, style, pipeline)  # each panel at its box's aspect
-    sets = panel_adapter_sets(script, refs, adapters)
-    stages = check_adapter_sets(pipeline, list(dict.fromkeys(sets.values())))  # before anything is written
+    own = pipeline_adapters(pipeline)
+    sets = panel_adapter_sets(script, refs, own)
+    metadata = check_adapter_sets(pipeline, list(sets.values()))  # before anything is written
     params = {
-        ref: {
-            **pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]),
-            **rerank_info,
-            **_adapter_parameters(sets[ref]),
-        }
+        ref: _with_adapters(
+            {**pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]), **rerank_info},
+            metadata[sets[ref]],
+        )
         for ref, panel in refs.items()
     }
     todo, skipped = _panels_to_draw(out_dir, params, regenerate, overwrite)
@@ -369,7 +369,7 @@ def make_comic(
     # Record the seeds first, so an interrupted run resumes with the same ones.
     atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
     job = _PanelJob(pipeline, out_dir, candidates, reranker, batch_size, progress, report)
-    warnings += _draw_panels(job, todo, seeds, params, shapes, (sets, stages))
+    warnings += _draw_panels(job, todo, seeds, params, shapes, (sets, own))
     pages, panel_meta, page_warnings = _compose_pages(script, refs, params, seeds, pipeline, style, out_dir, progress)
     warnings += page_warnings
     atomic_write_json(

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune.adapters import add_lora, save_adapter_folder
+from finetune.adapters import AdapterError, add_lora, save_adapter_folder
 from finetune.adapters import apply as apply_module
 from finetune.adapters.lora import lora_layers
+from finetune.adapters.specs import AdapterSpec
 from finetune.model_folder import load_model_folder
-from finetune.model_id import folder_model_id
-from sampling.comic import adapter_sets
+from finetune.model_id import folder_model_id, model_id_for
 from sampling.comic.book import make_comic
 from sampling.comic.script import ScriptError, load_script, parse_script
 from sampling.loading import load_models
@@ -135,11 +135,13 @@ def test_a_script_with_a_cast_renders_one_adapter_set_at_a_time(adapters, pipeli
     assert sorted(calls) == [0, 0, 1, 2]
     assert not list(lora_layers(pipeline.models.base.model))
     recorded = {ref: read_parameters(path).get("adapters") for ref, path in result.panels.items()}
-    zorp_id = adapter_sets.adapter_metadata(script.adapters_for(script.pages[0].panels[0]))
-    assert recorded[(1, 1)] == recorded[(1, 4)] == zorp_id
-    assert [a["scale"] for a in recorded[(1, 1)]] == [0.5, 1.0]
-    assert recorded[(1, 2)] == recorded[(1, 3)] == zorp_id[:1]
-    assert read_parameters(result.pages[0])["panels"][0]["adapters"] == zorp_id
+    ink, zorp = (
+        {"path": str(adapters[name]), "id": model_id_for(adapters[name]), "scale": scale, "model": "base"}
+        for name, scale in (("ink", 0.5), ("zorp", 1.0))
+    )
+    assert recorded[(1, 1)] == recorded[(1, 4)] == [ink, zorp]
+    assert recorded[(1, 2)] == recorded[(1, 3)] == [ink]
+    assert read_parameters(result.pages[0])["panels"][0]["adapters"] == [ink, zorp]
     comic = json.loads((tmp_path / "out" / "comic.json").read_text())
     assert [p["cast"] for p in comic["panels"]] == [["Zorp"], ["Bob"], [], ["Zorp", "Bob"]]
     assert comic["style_adapter"].endswith("ink:0.5")
@@ -166,9 +168,19 @@ def test_an_adapter_for_another_model_is_refused_before_anything_is_written(adap
     stray = save_adapter_folder(_with_lora(up), tmp_path / "stray", "other@0123456789ab")
     script = load_script(write_script(tmp_path, f"cast: {{zorp: {{adapter: {stray}}}}}\npanels: [zorp]\n"))
     models = load_models(str(tiny_models["pipeline"]), CPU, use_upsampler=False)
-    with pytest.raises(Exception, match="was trained on model other@0123456789ab") as error:
+    with pytest.raises(AdapterError, match="was trained on model other@0123456789ab") as error:
         make_comic(script, TextToImage(models, CPU, base=FAST_BASE), tmp_path / "out", progress=False)
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+def test_the_pipelines_own_adapters_act_on_every_panel_and_stay_applied(adapters, pipeline, tmp_path):
+    pipeline.set_adapters([AdapterSpec(adapters["ink"], 0.25)])  # what the command line's --adapter does
+    script = load_script(write_script(adapters["root"], "cast: {zorp: {adapter: zorp}}\npanels: [zorp, a square]\n"))
+    result = make_comic(script, pipeline, tmp_path / "out", progress=False)
+    recorded = [[a["path"] for a in read_parameters(result.panels[(1, q)])["adapters"]] for q in (1, 2)]
+    assert recorded == [[str(adapters["ink"]), str(adapters["zorp"])], [str(adapters["ink"])]]
+    assert [(a["path"], a["scale"]) for a in pipeline.adapters] == [(str(adapters["ink"]), 0.25)]
+    pipeline.set_adapters([])
 
 
 def _with_lora(folder):
