@@ -12,8 +12,8 @@ of every panel the character is in) and an optional `adapter: PATH[:SCALE]` (a L
 while those panels are drawn); `style_adapter: PATH[:SCALE]` is applied to every panel. A panel's characters are
 its `cast: [name, ...]` list when it has one, else every cast name its caption contains as a whole word (any
 case). Relative adapter paths are relative to the script's folder. On the command line a script may name any
-adapter folder on the disk (the user runs their own script); the studio parses scripts with `adapter_root` set, and
-then every adapter path must lie inside that folder.
+adapter folder on the disk (the user runs their own script); a server running scripts others wrote (the studio)
+must parse them with `adapter_root` (its adapters folder) set, and then every adapter path must lie inside it.
 Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C} (square panels), a named layout whose panels have
 their own shapes (splash, 3-tier, wide-top, l-shape: sampling/comic/layouts.py; the page must have exactly its
 panel count), or "auto" (the named layout made for the page's panel count, else a grid).

@@ -187,3 +187,16 @@ def _with_lora(folder):
     model = load_model_folder(folder).model
     add_lora(model, rank=2, targets=("qkv",))
     return model
+
+
+def test_comic_check_lists_each_panels_adapters(adapters, capsys):
+    from sampling.__main__ import main
+
+    path = write_script(adapters["root"], CAST_SCRIPT)
+    assert main(["comic", str(path), "--check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ink, zorp = adapters["ink"], adapters["zorp"]
+    assert lines[2].endswith(
+        f"'a purple star, zorp on a cyan background, flat colours' [adapters: {ink}:0.5, {zorp}:1]"
+    )
+    assert lines[4].endswith(f"'a blue circle, flat colours' [adapters: {ink}:0.5]")
