@@ -24,7 +24,7 @@ COMMANDS = [
         "fetch", "finetune.commands.fetch", "download OpenAI's released GLIDE weights by name into the model cache"
     ),
     Command("cache", "finetune.commands.cache", "list or remove cached models"),
-    Command("adapter", "finetune.adapters.command", "LoRA adapters: merge into a model folder"),
+    Command("adapter", "finetune.adapters.command", "LoRA adapters: merge into a model folder, teach a character"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""`python -m finetune adapter merge MODEL ADAPTER[:SCALE]... --out DIR`: bake LoRA adapters into a model folder."""
+"""`python -m finetune adapter merge MODEL ADAPTER[:SCALE]... --out DIR`: bake LoRA adapters into a model folder;
+`python -m finetune adapter teach --name NAME --images DIR --out DIR`: teach a new character (finetune.adapters.teach).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +9,15 @@ from pathlib import Path
 
 import torch
 
+<<<<<<< HEAD
 from finetune.bundled_models import BUNDLED_PIPELINES, bundled_model_path
 from finetune.hub import HubError, ensure_model, is_model_name, is_pipeline_name
 
+=======
+from . import teach
+>>>>>>> adapt-cast
 from .apply import merge_adapters
-from .errors import AdapterError
+from .model_names import resolve_model_folder
 from .specs import adapter_spec_argument
 
 DESCRIPTION = (
@@ -35,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("--out", required=True, type=Path, metavar="DIR", help="the merged model folder to write")
     merge.add_argument("--no-ema", action="store_true", help="merge into the raw weights, not the EMA ones")
     merge.add_argument("--fp16", action="store_true", help="store the merged weights in float16 (half the size)")
+<<<<<<< HEAD
 
 
 def resolve_model_folder(text: str) -> Path:
@@ -59,9 +66,18 @@ def resolve_model_folder(text: str) -> Path:
         except HubError as exc:
             raise AdapterError(f"{text}: {exc}") from None
     raise AdapterError(f"{text}: no such model folder or model name")
+=======
+    teach.add_arguments(
+        actions.add_parser(
+            "teach", help="teach the model a new character from a few images", description=teach.DESCRIPTION
+        )
+    )
+>>>>>>> adapt-cast
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.adapter_action == "teach":
+        return teach.run(args)
     out = merge_adapters(
         resolve_model_folder(args.model),
         args.adapters,

@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,7 @@ from data_pipeline.errors import UserError
 from data_pipeline.fsutil import atomic_write_json
 
 from ..outputs import output_state, save_image
+from .adapter_sets import adapters_applied, check_adapter_sets, panel_adapter_sets, pipeline_adapters
 from .arrange import arrangement_parameters
 from .folder import check_same_comic, comic_identity
 from .page import PageStyle, compose_page
@@ -189,26 +191,47 @@ def _save_best(job: _PanelJob, ref: PanelRef, results: list, params: dict) -> No
     job.report(f"panel {panel_key(ref)} written (seed {info['image_seed']})")
 
 
-def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict, shapes: dict) -> list[str]:
-    """Generate the panels in `todo` in batches, saving each as soon as its candidates are done; the warnings."""
+def _draw_panels(job: _PanelJob, todo: list[PanelRef], seeds: dict, params: dict, shapes: dict, adapters) -> list:
+    """Generate the panels in `todo` in batches, one adapter set at a time (applied once for all its panels),
+    saving each panel as soon as its candidates are done; the warnings. `adapters`: (each panel's adapter set, the
+    pipeline's own set, put back after)."""
+    sets, own = adapters
     jobs = [(ref, k) for ref in todo for k in range(job.candidates)]
-    jobs.sort(key=lambda item: shapes[item[0]])  # panels of one shape share batches (stable: order kept otherwise)
-    prompts = [params[ref]["prompt"] for ref, _ in jobs]
-    job_seeds = [candidate_seeds(seeds[ref], job.candidates)[k] for ref, k in jobs]
+    order = {adapter_set: i for i, adapter_set in enumerate(dict.fromkeys(sets[ref] for ref in todo))}
+    # Panels of one adapter set, then of one shape, share batches (stable: the script's order otherwise).
+    jobs.sort(key=lambda item: (order[sets[item[0]]], shapes[item[0]]))
     pending: dict[PanelRef, list] = {}
     warnings: list[str] = []
-    done = 0
-    job_shapes = [shapes[ref] for ref, _ in jobs]
-    batches = generate_in_shapes(job.pipeline, prompts, job_seeds, job_shapes, job.batch_size, job.progress)
-    for batch in batches:
-        for result in batch:
-            ref, _ = jobs[done]
-            done += 1
-            pending.setdefault(ref, []).append(result)
-            warnings += [f"panel {panel_key(ref)}: {w}" for w in result.warnings]
-            if len(pending[ref]) == job.candidates:
-                _save_best(job, ref, pending.pop(ref), params[ref])
+    for adapter_set, group in groupby(jobs, key=lambda item: sets[item[0]]):
+        group = list(group)
+        prompts = [params[ref]["prompt"] for ref, _ in group]
+        job_seeds = [candidate_seeds(seeds[ref], job.candidates)[k] for ref, k in group]
+        job_shapes = [shapes[ref] for ref, _ in group]
+        with adapters_applied(job.pipeline, adapter_set, own):
+            batches = generate_in_shapes(job.pipeline, prompts, job_seeds, job_shapes, job.batch_size, job.progress)
+            done = 0
+            for batch in batches:
+                warnings += _save_batch(job, group[done : done + len(batch)], batch, pending, params)
+                done += len(batch)
     return warnings
+
+
+def _save_batch(job: _PanelJob, jobs: list, results: list, pending: dict, params: dict) -> list[str]:
+    """Save every panel whose candidates are all done once `results` (for `jobs`) are in; their warnings."""
+    warnings = []
+    for (ref, _), result in zip(jobs, results):
+        pending.setdefault(ref, []).append(result)
+        warnings += [f"panel {panel_key(ref)}: {w}" for w in result.warnings]
+        if len(pending[ref]) == job.candidates:
+            _save_best(job, ref, pending.pop(ref), params[ref])
+    return warnings
+
+
+def _with_adapters(params: dict, adapters: list[dict]) -> dict:
+    """A panel's parameters with its own adapters (as the pipeline records them, and none without any, so earlier
+    outputs still match)."""
+    params = {k: v for k, v in params.items() if k != "adapters"}
+    return {**params, "adapters": adapters} if adapters else params
 
 
 def _page_parameters(page, page_refs, refs, params, seeds, pipeline, style: PageStyle) -> dict:
@@ -229,7 +252,9 @@ def _page_parameters(page, page_refs, refs, params, seeds, pipeline, style: Page
     }
 
 
-def _panel_metadata(out_dir: Path, ref: PanelRef, panel: Panel, params: dict, seed: int, placed: dict) -> dict:
+def _panel_metadata(
+    out_dir: Path, ref: PanelRef, panel: Panel, params: dict, seed: int, placed: dict, cast: tuple
+) -> dict:
     return {
         "page": ref[0],
         "panel": ref[1],
@@ -238,6 +263,7 @@ def _panel_metadata(out_dir: Path, ref: PanelRef, panel: Panel, params: dict, se
         "seed": seed,
         "narration": panel.narration,
         "dialogue": [d.__dict__ for d in panel.dialogue],
+        "cast": [member.name for member in cast],
         "file": str(panel_file(out_dir, ref).relative_to(out_dir)),
         "box": placed["box"],
         "lettering": placed["lettering"],
@@ -264,8 +290,20 @@ def _compose_pages(
             save_image(path, image, page_params)
         pages.append(path)
         for ref, placed in zip(page_refs, layout["panels"]):
-            panel_meta.append(_panel_metadata(out_dir, ref, refs[ref], params[ref], seeds[ref], placed))
+            cast = script.cast_of(refs[ref])
+            panel_meta.append(_panel_metadata(out_dir, ref, refs[ref], params[ref], seeds[ref], placed, cast))
     return pages, panel_meta, warnings
+
+
+def _cast_metadata(script: ComicScript) -> dict:
+    """comic.json's record of the cast and style adapter (adapters as PATH:SCALE)."""
+    return {
+        "cast": [
+            {"name": m.name, "description": m.description, "adapter": str(m.adapter) if m.adapter else None}
+            for m in script.cast
+        ],
+        "style_adapter": str(script.style_adapter) if script.style_adapter else None,
+    }
 
 
 def _comic_metadata(script: ComicScript, pipeline, params, pages, panel_meta, overrides, warnings) -> dict:
@@ -276,6 +314,7 @@ def _comic_metadata(script: ComicScript, pipeline, params, pages, panel_meta, ov
         **comic_identity(script),
         "style": script.style,
         "character": script.character,
+        **_cast_metadata(script),
         "script_seed": script.seed,
         "model": pipeline.model_id,
         "parameters": {k: v for k, v in next(iter(params.values())).items() if k not in ("prompt", "seed")},
@@ -303,7 +342,9 @@ def make_comic(
     progress: bool = True,
     report: Callable[[str], None] = log.info,
 ) -> ComicResult:
-    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages."""
+    """Generate (or reuse) every panel of `script` with `pipeline` (a `TextToImage`) and compose its pages. Adapters
+    already applied to the pipeline act on every panel; the script's style and cast adapters are added to the
+    panels they belong to."""
     out_dir = Path(out_dir)
     regenerate = dict(regenerate or {})
     refs = _check_request(script, regenerate, candidates, reranker)
@@ -312,8 +353,14 @@ def make_comic(
     seeds, overrides, warnings = _panel_seeds(script, refs, regenerate, previous)
     rerank_info = {"candidates": candidates, "clip_model": getattr(reranker, "name", None) if candidates > 1 else None}
     shapes = panel_shapes(script, style, pipeline)  # each panel at its box's aspect
+    own = pipeline_adapters(pipeline)
+    sets = panel_adapter_sets(script, refs, own)
+    metadata = check_adapter_sets(pipeline, list(sets.values()))  # before anything is written
     params = {
-        ref: {**pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]), **rerank_info}
+        ref: _with_adapters(
+            {**pipeline.parameters(script.prompt_for(panel), seeds[ref], shape=shapes[ref]), **rerank_info},
+            metadata[sets[ref]],
+        )
         for ref, panel in refs.items()
     }
     todo, skipped = _panels_to_draw(out_dir, params, regenerate, overwrite)
@@ -322,7 +369,7 @@ def make_comic(
     # Record the seeds first, so an interrupted run resumes with the same ones.
     atomic_write_json(out_dir / METADATA_FILE, {**previous, "seed_overrides": overrides})
     job = _PanelJob(pipeline, out_dir, candidates, reranker, batch_size, progress, report)
-    warnings += _draw_panels(job, todo, seeds, params, shapes)
+    warnings += _draw_panels(job, todo, seeds, params, shapes, (sets, own))
     pages, panel_meta, page_warnings = _compose_pages(script, refs, params, seeds, pipeline, style, out_dir, progress)
     warnings += page_warnings
     atomic_write_json(

@@ -7,6 +7,13 @@ A script tells one or more pages. Top-level keys: `title`, `style` (appended to 
 (one page) or `pages` (each with `title`, `layout`, `gutter`, `bleed`, `panels`). A panel has `caption`,
 optional `narration`, optional `dialogue` (items with `speaker`, `text`, `kind` = speech | thought | shout)
 and optional `seed`.
+Cast (see `sampling/comic/cast.py`): `cast` maps each character's name to `description` (text put in the prompt
+of every panel the character is in) and an optional `adapter: PATH[:SCALE]` (a LoRA adapter folder applied
+while those panels are drawn); `style_adapter: PATH[:SCALE]` is applied to every panel. A panel's characters are
+its `cast: [name, ...]` list when it has one, else every cast name its caption contains as a whole word (any
+case). Relative adapter paths are relative to the script's folder. On the command line a script may name any
+adapter folder on the disk (the user runs their own script); a server running scripts others wrote (the studio)
+must parse them with `adapter_root` (its adapters folder) set, and then every adapter path must lie inside it.
 Layouts: "strip" (one row), "ROWSxCOLS" or {rows: R, cols: C} (square panels), a named layout whose panels have
 their own shapes (splash, 3-tier, wide-top, l-shape: sampling/comic/layouts.py; the page must have exactly its
 panel count), or "auto" (the named layout made for the page's panel count, else a grid).
@@ -29,7 +36,9 @@ from typing import Any
 import yaml
 
 from data_pipeline.errors import UserError
+from finetune.adapters.specs import AdapterSpec
 
+from .cast import CastMember, cast_in_panel, check_name, parse_script_adapter
 from .layouts import AUTO, NAMED_LAYOUTS, NamedLayout, auto_layout, layout_names
 
 DIALOGUE_KINDS = ("speech", "thought", "shout")
@@ -54,6 +63,9 @@ class ScriptLimits:
     # The most characters lettering tries to fit into one box, whatever its source (a speaker and a line, the
     # studio): longer text is cut with an ellipsis and a warning, so lettering time is bounded.
     typeset_chars: int = 2_000
+    cast_members: int = 32  # characters in one script's cast
+    name_chars: int = 64  # a cast member's name
+    path_chars: int = 1_024  # an adapter path
 
 
 LIMITS = ScriptLimits()
@@ -76,6 +88,7 @@ class Panel:
     narration: str | None = None
     dialogue: tuple[DialogueLine, ...] = ()
     seed: int | None = None
+    cast: tuple[str, ...] | None = None  # the panel's characters by name; None: those its caption names
 
 
 @dataclass(frozen=True)
@@ -112,11 +125,26 @@ class ComicScript:
     writer: str = ""
     summary: str = ""
     reading_order: str = "ltr"
+    cast: tuple[CastMember, ...] = ()
+    style_adapter: AdapterSpec | None = None
 
     def prompt_for(self, panel: Panel) -> str:
-        """The text the model sees: character description, caption, style suffix."""
-        prompt = _join(self.character, panel.caption, ", ")
+        """The text the model sees: character description, the descriptions of the panel's cast, caption, style."""
+        prompt = self.character
+        for member in self.cast_of(panel):
+            prompt = _join(prompt, member.description, ", ")
+        prompt = _join(prompt, panel.caption, ", ")
         return _join(prompt, self.style, ", ")
+
+    def cast_of(self, panel: Panel) -> tuple[CastMember, ...]:
+        """The panel's characters, in cast order: its own `cast` list, else the names its caption contains."""
+        return cast_in_panel(self.cast, panel.cast, panel.caption)
+
+    def adapters_for(self, panel: Panel) -> tuple[AdapterSpec, ...]:
+        """The adapters the panel is drawn with: the style adapter, then each of its characters' (one each)."""
+        found = [self.style_adapter] if self.style_adapter else []
+        found += [m.adapter for m in self.cast_of(panel) if m.adapter is not None]
+        return tuple(dict.fromkeys(found))  # one of each, order kept
 
     def panel_refs(self) -> list[tuple[int, int, Panel]]:
         """(page number, panel number, panel), both numbers 1-based."""
@@ -388,12 +416,12 @@ def _parse_dialogue(item: Any, line: int | None, path: str, source: str) -> Dial
     return DialogueLine(speaker=speaker.strip(), text=text.strip(), kind=kind)
 
 
-def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
+def _parse_panel(item: Any, line: int | None, path: str, source: str, cast_names: set[str]) -> Panel:
     if isinstance(item, str):  # a bare caption
         where = f"{source}: line {line}: {path}" if line else f"{source}: {path}"
         return Panel(caption=_bounded_text(item, LIMITS.prompt_chars, where))
     f = _Fields(item, path, source, line)
-    f.only(("caption", "narration", "dialogue", "seed"))
+    f.only(("caption", "narration", "dialogue", "seed", "cast"))
     caption = f.text("caption", LIMITS.prompt_chars, required=True, default="")
     narration = f.text("narration", LIMITS.lettering_chars)
     dialogue_items = f.items("dialogue", LIMITS.dialogue_per_panel, "dialogue lines per panel")
@@ -403,7 +431,21 @@ def _parse_panel(item: Any, line: int | None, path: str, source: str) -> Panel:
         narration=narration.strip() if narration and narration.strip() else None,
         dialogue=dialogue,
         seed=f.integer("seed", 0, 2**32 - 1),
+        cast=_panel_cast(f, cast_names),
     )
+
+
+def _panel_cast(f: _Fields, cast_names: set[str]) -> tuple[str, ...] | None:
+    """A panel's explicit `cast: [name, ...]`: names of the script's cast, each once."""
+    if "cast" not in f.data:
+        return None
+    names = []
+    for item, line, path in f.items("cast", LIMITS.cast_members, "characters per panel"):
+        if not isinstance(item, str) or item.strip().lower() not in cast_names:
+            known = ", ".join(sorted(cast_names)) or "none: the script has no cast"
+            raise ScriptError(f"{f.source}: line {line or f.line}: {path}: {item!r} is not in the cast ({known})")
+        names.append(item.strip().lower())
+    return tuple(dict.fromkeys(names))
 
 
 def _page_layout(f: _Fields, layout, n_panels: int) -> Layout | NamedLayout:
@@ -425,13 +467,14 @@ def _page_layout(f: _Fields, layout, n_panels: int) -> Layout | NamedLayout:
 
 
 def _parse_page(f: _Fields, defaults: dict, default_title: str | None, panels_before: int = 0) -> Page:
-    """One page; `defaults` holds the script-wide layout, gutter, bleed and reading_order."""
+    """One page; `defaults` holds the script-wide layout, gutter, bleed, reading_order and cast names."""
     panel_items = f.items("panels", LIMITS.panels_per_page, "panels per page")
     if not panel_items:
         f.fail("a page needs at least one panel", "panels")
     if panels_before + len(panel_items) > LIMITS.panels:
         f.fail(f"the script has more than {LIMITS.panels} panels (at most {LIMITS.panels} in one script)", "panels")
-    panels = tuple(_parse_panel(item, line, path, f.source) for item, line, path in panel_items)
+    cast_names = defaults["cast_names"]
+    panels = tuple(_parse_panel(item, line, path, f.source, cast_names) for item, line, path in panel_items)
     layout = _page_layout(f, f.layout("layout") or defaults["layout"], len(panels))
     gutter = f.integer("gutter", 0, MAX_GUTTER)
     return Page(
@@ -442,6 +485,48 @@ def _parse_page(f: _Fields, defaults: dict, default_title: str | None, panels_be
         bleed=f.flag("bleed", defaults["bleed"]),
         reading_order=defaults["reading_order"],
     )
+
+
+def _adapter_field(f: _Fields, key: str, roots: tuple) -> AdapterSpec | None:
+    """An optional `PATH[:SCALE]` field (see sampling/comic/cast.py for where paths may point)."""
+    text = f.text(key, LIMITS.path_chars)
+    if text is None:
+        return None
+    try:
+        return parse_script_adapter(text, *roots)
+    except ValueError as exc:
+        f.fail(str(exc), key)
+
+
+def _parse_cast(top: _Fields, roots: tuple) -> tuple[CastMember, ...]:
+    """The `cast` mapping: name -> {description, adapter} (or name -> description text)."""
+    value = top.data.get("cast")
+    if value is None:
+        return ()
+    cast = _Fields(value, "cast", top.source, top.key_lines.get("cast"))
+    if len(value) > LIMITS.cast_members:
+        top.fail(f"at most {LIMITS.cast_members} characters, got {len(value)}", "cast")
+    members, seen = [], set()
+    for name in value:
+        try:
+            name = check_name(name, LIMITS.name_chars)
+        except ValueError as exc:
+            cast.fail(str(exc), name)
+        if name.lower() in seen:
+            cast.fail("two cast members have this name (names match in any case)", name)
+        seen.add(name.lower())
+        members.append(_parse_member(cast, name, roots))
+    return tuple(members)
+
+
+def _parse_member(cast: _Fields, name: str, roots: tuple) -> CastMember:
+    entry = cast.data[name]
+    if entry is None or isinstance(entry, (str, int, float)) and not isinstance(entry, bool):
+        return CastMember(name, (cast.text(name, LIMITS.prompt_chars) or "").strip())
+    f = _Fields(entry, f"cast.{name}", cast.source, cast.key_lines.get(name))
+    f.only(("description", "adapter"))
+    description = (f.text("description", LIMITS.prompt_chars) or "").strip()
+    return CastMember(name, description, _adapter_field(f, "adapter", roots))
 
 
 SCRIPT_KEYS = (
@@ -457,16 +542,26 @@ SCRIPT_KEYS = (
     "bleed",
     "pages",
     "panels",
+    "cast",
+    "style_adapter",
 )
 
 
-def parse_script(data: Any, source: str = "<script>") -> ComicScript:
-    """Validate an already-loaded script (dict) into a ComicScript."""
+def parse_script(
+    data: Any, source: str = "<script>", *, base_dir: Path | None = None, adapter_root: Path | None = None
+) -> ComicScript:
+    """Validate an already-loaded script (dict) into a ComicScript. Relative adapter paths are relative to
+    `base_dir` (the script's folder; the working directory when None); with `adapter_root` set (the studio), they
+    are relative to it and every adapter must lie inside it."""
     top = _Fields(data, "", source, 1)
     top.only(SCRIPT_KEYS)
     if ("pages" in data) == ("panels" in data):
         top.fail("give either 'panels' (one page) or 'pages' (a list of pages), not both or neither")
+    roots = (base_dir, adapter_root)
+    cast = _parse_cast(top, roots)
+    style_adapter = _adapter_field(top, "style_adapter", roots)
     defaults = {
+        "cast_names": {member.name.lower() for member in cast},
         "layout": top.layout("layout"),
         "gutter": top.integer("gutter", 0, MAX_GUTTER),
         "bleed": top.flag("bleed"),
@@ -498,11 +593,14 @@ def parse_script(data: Any, source: str = "<script>") -> ComicScript:
         writer=(top.text("writer", LIMITS.lettering_chars) or "").strip(),
         summary=(top.text("summary", LIMITS.summary_chars) or "").strip(),
         reading_order=defaults["reading_order"],
+        cast=cast,
+        style_adapter=style_adapter,
     )
 
 
-def load_script(path: str | Path) -> ComicScript:
-    """Read and validate a YAML (.yaml/.yml) or JSON (.json) comic script."""
+def load_script(path: str | Path, *, adapter_root: Path | None = None) -> ComicScript:
+    """Read and validate a YAML (.yaml/.yml) or JSON (.json) comic script (adapter paths relative to its folder;
+    `adapter_root`: see parse_script)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -516,4 +614,4 @@ def load_script(path: str | Path) -> ComicScript:
     data = _load_document(text, str(path), is_json=path.suffix.lower() == ".json")
     if data is None:
         raise ScriptError(f"{path}: the script is empty")
-    return parse_script(data, str(path))
+    return parse_script(data, str(path), base_dir=path.parent, adapter_root=adapter_root)

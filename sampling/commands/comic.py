@@ -86,7 +86,10 @@ def _summary(script) -> str:
             + (f", title {page.title!r}" if page.title else "")
         )
         for q, panel in enumerate(page.panels, 1):
-            lines.append(f"    {number}.{q}: {script.prompt_for(panel)!r}")
+            adapters = ", ".join(str(spec) for spec in script.adapters_for(panel))
+            lines.append(
+                f"    {number}.{q}: {script.prompt_for(panel)!r}" + (f" [adapters: {adapters}]" if adapters else "")
+            )
     return "\n".join(lines)
 
 
