@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.bundled_models import bundled_model_path
+from finetune.bundled_models import BUNDLED_PIPELINES, bundled_model_path
 from finetune.hub import HubError, ensure_model, is_model_name, is_pipeline_name
 
 from .errors import AdapterError
 
-BUNDLED_NAME = "bundled"
-
 
 def resolve_model_folder(text: str) -> Path:
-    """A model folder, or the folder a model name stands for (`bundled` is the bundled base)."""
+    """A model folder, or the folder a model name stands for (`bundled`, `bundled-emoji`: their bundled bases)."""
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -21,9 +19,9 @@ def resolve_model_folder(text: str) -> Path:
                 f"{path} is not a model folder (no config.json); give the model the adapters were trained on"
             )
         return path
-    if text == BUNDLED_NAME:
+    if text in BUNDLED_PIPELINES:
         try:
-            return bundled_model_path("base")
+            return bundled_model_path("base", text)
         except FileNotFoundError as exc:
             raise AdapterError(str(exc)) from None
     if is_pipeline_name(text):
