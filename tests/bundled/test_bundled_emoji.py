@@ -172,7 +172,8 @@ def test_studio_offers_bundled_emoji_only_when_installed(bundle_root):
 
 
 def test_train_init_and_adapter_merge_take_the_emoji_name(bundle_root):
-    from finetune.adapters.command import AdapterError, resolve_model_folder
+    from finetune.adapters.errors import AdapterError
+    from finetune.adapters.model_names import resolve_model_folder
     from finetune.train.model_init import InitError, resolve_init
 
     with pytest.raises(InitError, match="^--init bundled-emoji: the bundled-emoji base model is not trained yet"):
