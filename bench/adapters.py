@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=int, default=TEACH_DEFAULTS["rank"], help="LoRA rank")
     parser.add_argument("--prior-images", type=int, default=TEACH_DEFAULTS["prior_images"])
     parser.add_argument("--lr", type=float, default=TEACH_DEFAULTS["lr"])
-    parser.add_argument("--targets", default="", help="LoRA targets (default: the trainer's)")
+    parser.add_argument("--targets", default=TEACH_DEFAULTS["targets"], help="LoRA targets (default: teach's)")
     parser.add_argument("--sampler", default="dpmpp_2m_sde", help="default: dpmpp_2m_sde")
     parser.add_argument("--sampler-steps", type=int, default=20, help="default: 20")
     parser.add_argument("--guidance", type=float, default=5.0, help="default: 5 (the bundled base's best)")
