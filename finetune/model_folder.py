@@ -349,6 +349,21 @@ MAX_CONFIG_BYTES = 1 << 20  # a model folder's config.json is a few kB; refuse t
 CONFIG_KEYS = ("format_version", "preset", "tokenizer", "tokenizer_files", "has_ema", "storage_dtype", "options")
 
 
+def read_json_object(path: Path, max_bytes: int, error: type[Exception], what: str) -> dict[str, Any]:
+    """A small JSON file that must hold one object (a config someone may have shared): its size is checked before
+    it is read, and every failure is `error` naming the file."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise error(f"{path}: {size} bytes; {what} is at most {max_bytes} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """A model folder's config.json, checked: format version, and every option typed and in range
     (``finetune.model.limits``) before anything is built from it. Errors name the file and field."""
@@ -356,15 +371,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a model folder (no {CONFIG_FILE})")
-    size = config_file.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ModelFolderError(f"{config_file}: {size} bytes; a model config is at most {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFolderError(f"{config_file} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ModelFolderError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    config = read_json_object(config_file, MAX_CONFIG_BYTES, ModelFolderError, "a model config")
     version = config.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MODEL_FOLDER_FORMAT_VERSION:
         raise ModelFolderError(

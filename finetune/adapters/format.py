@@ -9,7 +9,6 @@ the file's header) before any tensor is read.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from data_pipeline.fsutil import atomic_write_json, publish_dir
-from finetune.model_folder import code_version, unwrap_model, write_safetensors
+from finetune.model_folder import code_version, read_json_object, unwrap_model, write_safetensors
 from finetune.model_id import same_weights
 
 from .errors import AdapterError
@@ -143,14 +142,7 @@ def read_adapter_config(path: str | os.PathLike) -> AdapterFolder:
     config_file = path / CONFIG_FILE
     if not config_file.is_file() or not (path / WEIGHTS_FILE).is_file():
         raise AdapterError(f"{path} is not an adapter folder (it needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-    if config_file.stat().st_size > MAX_CONFIG_BYTES:
-        raise AdapterError(f"{config_file} is larger than {MAX_CONFIG_BYTES} bytes; not an adapter config")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdapterError(f"{config_file} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{config_file}: expected a JSON object")
+    config = read_json_object(config_file, MAX_CONFIG_BYTES, AdapterError, "an adapter config")
     version = config.get("format_version")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise AdapterError(f"{config_file} has format_version {version!r}; this code reads {FORMAT_VERSION}")
