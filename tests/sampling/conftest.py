@@ -7,6 +7,7 @@ import torch
 from random_models import save_random_model_folder
 
 from finetune.model import get_preset
+from sampling.loading import load_models
 
 # 16px base, 16->32 upsampler: small enough for many sampling runs in a few seconds.
 TINY = {"xf_layers": 1, "num_res_blocks": 1}
@@ -69,3 +70,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    """The tiny base + upsampler pair, loaded once per test module."""
+    return load_models(str(tiny_models["pipeline"]), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def base_only(tiny_models):
+    """The tiny pair's base alone."""
+    return load_models(str(tiny_models["pipeline"]), torch.device("cpu"), use_upsampler=False)

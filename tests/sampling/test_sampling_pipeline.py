@@ -21,16 +21,6 @@ def pixels(image):
     return np.asarray(image).astype(int)
 
 
-@pytest.fixture(scope="module")
-def models(tiny_models):
-    return load_models(str(tiny_models["pipeline"]), CPU)
-
-
-@pytest.fixture(scope="module")
-def base_only(tiny_models):
-    return load_models(str(tiny_models["pipeline"]), CPU, use_upsampler=False)
-
-
 def test_seeds_reproduce_and_do_not_depend_on_the_batch(models):
     pipe = TextToImage(models, CPU, base=FAST_BASE, upsampler=FAST_UP)
     first = pipe.generate(["a red boat", "a cat"], [11, 12], progress=False)

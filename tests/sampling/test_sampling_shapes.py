@@ -23,16 +23,6 @@ def pixels(image):
     return np.asarray(image).astype(int)
 
 
-@pytest.fixture(scope="module")
-def models(tiny_models):
-    return load_models(str(tiny_models["pipeline"]), CPU)
-
-
-@pytest.fixture(scope="module")
-def base_only(tiny_models):
-    return load_models(str(tiny_models["pipeline"]), CPU, use_upsampler=False)
-
-
 def test_every_variant_forwards_a_non_square_input():
     tokens = torch.ones(1, 16, dtype=torch.long)
     mask = torch.ones(1, 16, dtype=torch.bool)
