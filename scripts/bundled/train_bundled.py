@@ -167,8 +167,11 @@ def architecture_changed(kind: str, pipeline: str = DEFAULT_PIPELINE) -> bool:
     saved = json.loads((bundled_dir(kind, pipeline) / "config.json").read_text()).get("options")
     if not saved:  # no architecture recorded: nothing to compare against
         return False
+    from finetune.model import resolve_options
+
+    saved = resolve_options(saved)  # options newer than the weights take their defaults (e.g. coord_channels off)
     wanted = read_json(recipe_file(f"{kind}_model.json", pipeline))
-    return any(saved.get(k, False if k == "coord_channels" else None) != v for k, v in wanted.items())
+    return any(saved.get(k) != v for k, v in wanted.items())
 
 
 def make_grown_init(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE) -> Path:
