@@ -95,7 +95,8 @@ def render_character(folder: Path, world: World, count: int, size: int) -> Path:
 def teach_zorp(args, world: World) -> tuple[Path, dict]:
     """The zorp adapter (taught once, reused) and what teaching it took."""
     adapter, record = args.results / "zorp-adapter", args.results / "teach.json"
-    settings = {k: getattr(args, k) for k in ("steps", "rank", "prior_images", "lr", "batch_size", "teach_images")}
+    names = ("steps", "rank", "prior_images", "lr", "batch_size", "teach_images", "character_share", "prior_guidance")
+    settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
     if record.is_file() and adapter.is_dir() and json.loads(record.read_text()).get("settings") == settings:
         return adapter, json.loads(record.read_text())
@@ -105,6 +106,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv = ["--name", NAME, "--images", str(images), "--out", str(adapter), "--steps", str(args.steps)]
     argv += ["--rank", str(args.rank), "--prior-images", str(args.prior_images), "--lr", str(args.lr)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    argv += ["--character-share", str(args.character_share), "--prior-guidance", str(args.prior_guidance)]
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
     report = {"settings": settings, **teach(parser.parse_args(argv))}
@@ -289,7 +291,9 @@ def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv:
         f"## Character adapter benchmark\n\nzorp = a {COLOR} {SHAPE} (a shape the bundled base never saw), taught "
         f"from {taught['images']} rendered images and {taught['prior_images']} prior-preservation images with "
         f"`python -m finetune adapter teach` (rank {s['rank']}, {s['steps']} steps, batch {s['batch_size']}, "
-        f"lr {s['lr']:g}, targets {s['targets'] or 'the default'}). {args.samples} samples per point, "
+        f"lr {s['lr']:g}, character share {s.get('character_share', 0)}, "
+        f"prior guidance {s.get('prior_guidance', 3):g}, "
+        f"targets {s['targets'] or 'the default'}). {args.samples} samples per point, "
         f"{args.sampler} {args.sampler_steps} steps, guidance {args.guidance:g}, fp32, paired seeds.\n\n"
         + "\n".join(lines)
         + f"\n\nAdapter size {taught['adapter_bytes'] / 1e6:.2f} MB; teaching took {taught['prior_seconds']:.0f}s "
@@ -308,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prior-images", type=int, default=TEACH_DEFAULTS["prior_images"])
     parser.add_argument("--lr", type=float, default=TEACH_DEFAULTS["lr"])
     parser.add_argument("--targets", default=TEACH_DEFAULTS["targets"], help="LoRA targets (default: teach's)")
+    parser.add_argument("--character-share", type=float, default=TEACH_DEFAULTS["character_share"])
+    parser.add_argument(
+        "--prior-guidance", type=float, default=None, help="guidance of the prior images (default: --guidance)"
+    )
     parser.add_argument("--sampler", default="dpmpp_2m_sde", help="default: dpmpp_2m_sde")
     parser.add_argument("--sampler-steps", type=int, default=20, help="default: 20")
     parser.add_argument("--guidance", type=float, default=5.0, help="default: 5 (the bundled base's best)")
@@ -324,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.prior_guidance is None:
+        args.prior_guidance = args.guidance
     if args.samples < 1 or args.chunk < 1 or args.batch_size < 1:
         raise SystemExit("--samples, --chunk and --batch-size must be positive")
     if args.threads:

@@ -178,8 +178,12 @@ def expected_shapes(model: nn.Module, settings: LoraSettings) -> dict[str, tuple
         base = base_layer_of(model.get_submodule(name))
         n_in = base.in_features if isinstance(base, nn.Linear) else base.in_channels
         n_out = base.out_features if isinstance(base, nn.Linear) else base.out_channels
-        shapes[f"{name}.lora_A.weight"] = (settings.rank, n_in)
-        shapes[f"{name}.lora_B.weight"] = (n_out, settings.rank)
+        if isinstance(base, nn.Conv2d):  # peft: A is a conv with the layer's kernel, B a 1x1 conv
+            shapes[f"{name}.lora_A.weight"] = (settings.rank, n_in, *base.kernel_size)
+            shapes[f"{name}.lora_B.weight"] = (n_out, settings.rank, 1, 1)
+        else:
+            shapes[f"{name}.lora_A.weight"] = (settings.rank, n_in)
+            shapes[f"{name}.lora_B.weight"] = (n_out, settings.rank)
     return shapes
 
 

@@ -3,7 +3,8 @@
 peft wraps nn.Linear natively. GLIDE's attention projections are `PointwiseConv1d` (a kernel-1 Conv1d applied to
 channels-last sequences, so checkpoints keep OpenAI's [out, in, 1] weights): peft's own Conv1d LoRA would convolve
 over the wrong axis, so they get `PointwiseLoraLayer`, peft's Linear LoRA layer whose merged delta has the
-trailing kernel axis, registered through peft's custom-module hook. Everything else (injection, scaling, several
+trailing kernel axis, registered through peft's custom-module hook. The residual blocks' 3x3 convolutions are plain
+nn.Conv2d, which peft wraps natively. Everything else (injection, scaling, several
 adapters at once, merging) is peft's.
 """
 
@@ -61,7 +62,7 @@ def target_module_names(model: nn.Module, targets: Sequence[str]) -> dict[str, s
     found = {}
     for name, module in model.named_modules():
         target = _matching_target(name, targets)
-        if target is not None and isinstance(base_layer_of(module), (nn.Linear, PointwiseConv1d)):
+        if target is not None and isinstance(base_layer_of(module), (nn.Linear, nn.Conv2d, PointwiseConv1d)):
             found[name] = target
     return found
 

@@ -12,15 +12,18 @@ import numpy as np
 import torch
 
 from data_pipeline.synthetic import World, make_caption, sample_attributes, sample_rng
+from finetune.diffusion import defaults
 from finetune.diffusion.gaussian_diffusion import diffusion_from_options
 from finetune.diffusion.guidance import classifier_free_guidance, cond_uncond_kwargs
 from finetune.diffusion.samplers import sample
 
 from .errors import AdapterError
 
-PRIOR_SAMPLER = "dpmpp_2m"
-PRIOR_STEPS = 20
-PRIOR_GUIDANCE = 3.0
+# The sampling defaults: the adapter learns to keep drawing what the model draws for ordinary captions, so the
+# prior images should be as good as the model's best samples (the deterministic DPM-Solver++ leaves noise in a
+# share of the bundled base's images, which an adapter then learns as the norm).
+PRIOR_SAMPLER = defaults.SAMPLER
+PRIOR_STEPS = defaults.STEPS[defaults.SAMPLER]
 MAX_PROMPT_FILE_BYTES = 1 << 20
 
 
@@ -63,7 +66,7 @@ def file_captions(path: Path, count: int) -> list[str]:
 
 @torch.no_grad()
 def draw_images(
-    loaded, prompts: Sequence[str], seed: int, batch_size: int = 16, guidance: float = PRIOR_GUIDANCE
+    loaded, prompts: Sequence[str], seed: int, batch_size: int = 16, guidance: float = defaults.GUIDANCE
 ) -> list[np.ndarray]:
     """The model's images (HWC uint8) for `prompts`; image i starts from seed + i."""
     model, tokenizer = loaded.model, loaded.tokenizer

@@ -27,6 +27,8 @@ KNOWN_TARGETS: dict[str, str] = {
     "mlp.c_fc": "caption transformer MLP: first layer",
     "mlp.c_proj": "caption transformer MLP: second layer",
     "emb_layers.1": "residual blocks: timestep + caption embedding -> scale and shift",
+    "in_layers.2": "residual blocks: first 3x3 convolution (what the UNet draws: shapes, textures)",
+    "out_layers.3": "residual blocks: second 3x3 convolution",
 }
 
 # Defaults: every attention projection of the UNet, the two ways the caption enters it (encoder_kv,
@@ -34,7 +36,7 @@ KNOWN_TARGETS: dict[str, str] = {
 # four GLIDE variants (base, upsampler, and their inpainting versions) have all of them; a model without a caption
 # transformer (xf_width 0) has only the first two, and the others are skipped. At rank 16 that is 0.7% of
 # glide-base's weights (2.6M, a 10 MiB float32 file); the convolutions, which hold most of the UNet's weights, are
-# left alone.
+# left alone unless asked for (`in_layers.2`, `out_layers.3`: needed to teach a shape the model never drew).
 DEFAULT_TARGETS: tuple[str, ...] = ("qkv", "proj_out", "encoder_kv", "transformer_proj", "attn.c_qkv", "attn.c_proj")
 
 DEFAULT_RANK = 16  # what the trainer trains when no --lora-rank is given

@@ -27,6 +27,7 @@ from data_pipeline import __main__ as data_main
 from data_pipeline.commands import build_parser
 from data_pipeline.fsutil import atomic_write_text, publish_dir
 from data_pipeline.sources.folder import IMAGE_EXTENSIONS, FolderError, find_caption_file, read_folder_items
+from finetune.diffusion import defaults
 
 from .errors import AdapterError
 from .format import CONFIG_FILE, read_adapter_config
@@ -42,6 +43,8 @@ MAX_NAME_CHARS = 64
 # adapter, 0% without, ordinary captions 98% -> 79%); the trainer's defaults (300 steps, lr 1e-3, attention and
 # text targets only) taught nothing there.
 DEFAULTS = {
+    "character_share": 0.5,
+    "prior_guidance": defaults.GUIDANCE,
     "steps": 600,
     "rank": 8,
     "prior_images": 60,
@@ -69,6 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prior-prompts", type=Path, metavar="FILE", help="ordinary captions, one per line")
     parser.add_argument(
+        "--prior-guidance",
+        type=float,
+        default=DEFAULTS["prior_guidance"],
+        help="guidance scale the prior images are drawn with: the base model's best (bundled: 5; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--character-share",
+        type=float,
+        default=DEFAULTS["character_share"],
+        metavar="F",
+        help="share of training samples that show the character; its images are repeated to reach it when the "
+        "prior images outnumber them (DreamBooth's half-and-half; default: %(default)s)",
+    )
+    parser.add_argument(
         "--targets",
         default=DEFAULTS["targets"],
         help="layers the adapter wraps, comma-separated (default: every layer adapters can wrap: %(default)s)",
@@ -91,6 +108,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     ):
         if value < low:
             raise AdapterError(f"{flag} must be at least {low}, got {value}")
+    if not 0.0 < args.character_share <= 1.0:
+        raise AdapterError(f"--character-share must be in (0, 1], got {args.character_share}")
+    if not 0.0 <= args.prior_guidance <= 100.0:
+        raise AdapterError(f"--prior-guidance must be between 0 and 100, got {args.prior_guidance}")
     if not 0 <= args.prior_images <= 10_000:
         raise AdapterError(f"--prior-images must be between 0 and 10000, got {args.prior_images}")
     if not args.images.is_dir():
@@ -119,8 +140,17 @@ def character_items(images: Path, name: str, description: str) -> list[dict]:
     return items
 
 
-def stage_character(items: list[dict], staging: Path) -> list[dict]:
-    """Copy the user's images into the staging folder as PNGs; rows for its metadata.jsonl."""
+def character_repeats(characters: int, priors: int, share: float) -> int:
+    """How many times each character image is staged so that they make up about `share` of the training samples
+    (at least once; the trainer draws samples uniformly from the shards)."""
+    if priors == 0 or share >= 1.0:
+        return 1
+    return max(1, round(share / (1.0 - share) * priors / characters))
+
+
+def stage_character(items: list[dict], staging: Path, repeats: int = 1) -> list[dict]:
+    """Copy the user's images into the staging folder as PNGs; rows for its metadata.jsonl (each image listed
+    `repeats` times, under one file per repeat: the folder source reads one sample per file)."""
     rows = []
     for i, item in enumerate(items):
         try:
@@ -129,6 +159,9 @@ def stage_character(items: list[dict], staging: Path) -> list[dict]:
         except (OSError, UnidentifiedImageError) as exc:
             raise AdapterError(f"{item['file']}: not a readable image ({exc})") from None
         rows.append({"file_name": f"character-{i:04d}.png", "text": item["caption"]})
+        for r in range(1, repeats):
+            shutil.copyfile(staging / f"character-{i:04d}.png", staging / f"character-{i:04d}-{r:03d}.png")
+            rows.append({"file_name": f"character-{i:04d}-{r:03d}.png", "text": item["caption"]})
     return rows
 
 
@@ -146,13 +179,13 @@ def prior_prompts(args: argparse.Namespace, base: Path) -> list[str]:
     return captions
 
 
-def stage_prior(base: Path, prompts: list[str], staging: Path, seed: int) -> list[dict]:
+def stage_prior(base: Path, prompts: list[str], staging: Path, seed: int, guidance: float) -> list[dict]:
     """The base model's images for `prompts`, saved into the staging folder; rows for its metadata.jsonl."""
     if not prompts:
         return []
     from finetune.model_folder import load_model_folder  # lazy: loads torch and the model core
 
-    images = draw_images(load_model_folder(base), prompts, seed)
+    images = draw_images(load_model_folder(base), prompts, seed, guidance=guidance)
     rows = []
     for i, (prompt, image) in enumerate(zip(prompts, images)):
         Image.fromarray(image).save(staging / f"prior-{i:05d}.png")
@@ -224,7 +257,9 @@ def teach(args: argparse.Namespace) -> dict:
         shutil.rmtree(data, ignore_errors=True)
         staging.mkdir(parents=True)
         started = time.perf_counter()
-        rows = stage_character(items, staging) + stage_prior(base, prompts, staging, args.seed)
+        repeats = character_repeats(len(items), len(prompts), args.character_share)
+        rows = stage_character(items, staging, repeats)
+        rows += stage_prior(base, prompts, staging, args.seed, args.prior_guidance)
         prior_seconds = time.perf_counter() - started
         atomic_write_text(staging / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
         build_shards(staging, data, size)

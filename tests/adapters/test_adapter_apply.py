@@ -37,7 +37,7 @@ def world(tmp_path_factory):
     base = save_random_model_folder(root / "model", get_preset("tiny-base"), seed=0)
     other = save_random_model_folder(root / "other", get_preset("tiny-base"), seed=1)
     style = make_adapter(base, root / "style", seed=5)
-    cast = make_adapter(base, root / "cast", seed=6, targets=("encoder_kv", "attn.c_qkv"))
+    cast = make_adapter(base, root / "cast", seed=6, targets=("encoder_kv", "attn.c_qkv", "in_layers.2"))
     return {"root": root, "base": base, "other": other, "style": style, "cast": cast}
 
 

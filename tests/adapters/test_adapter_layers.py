@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from finetune.adapters import DEFAULT_TARGETS, AdapterError, LoraSettings, add_lora, remove_lora
-from finetune.adapters.lora import lora_layers, set_active_adapters, target_module_names
+from finetune.adapters.lora import KNOWN_TARGETS, lora_layers, set_active_adapters, target_module_names
 from finetune.model.layers import PointwiseConv1d
 from tests.adapters.helpers import VARIANTS, model_inputs, output, randomise_lora, tiny_model
 from tests.tolerances import assert_fp32_close
@@ -29,16 +29,18 @@ def test_default_targets_exist_in_every_variant(preset):
 
 
 @pytest.mark.parametrize("preset", VARIANTS)
-def test_every_default_target_layer_changes_the_output(preset):
-    """A LoRA update on any one target layer alone changes the model's output: no layer is bypassed (the
-    attention projections used to be applied from outside their modules, where a wrapper changed nothing)."""
+def test_every_target_layer_changes_the_output(preset):
+    """A LoRA update on any one target layer alone (every target adapters know, the residual blocks' convolutions
+    included) changes the model's output: no layer is bypassed (the attention projections used to be applied from
+    outside their modules, where a wrapper changed nothing)."""
     model = tiny_model(preset)
     inputs = model_inputs(model)
     base = output(model, inputs)
-    add_lora(model, rank=2)
+    add_lora(model, rank=2, targets=tuple(KNOWN_TARGETS))
     randomise_lora(model)
     layers = dict(lora_layers(model))
-    assert set(layers) == set(target_module_names(model, DEFAULT_TARGETS))
+    assert set(layers) == set(target_module_names(model, KNOWN_TARGETS))
+    assert any(isinstance(layer.get_base_layer(), nn.Conv2d) for layer in layers.values())
     saved_b = {name: layer.lora_B["default"].weight.clone() for name, layer in layers.items()}
     unchanged = []
     for name in layers:

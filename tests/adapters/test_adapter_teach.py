@@ -14,6 +14,7 @@ from data_pipeline.commands import Command, run_command_line
 from finetune.adapters import apply_adapters
 from finetune.adapters.lora import lora_layers
 from finetune.adapters.prior import world_captions
+from finetune.adapters.teach import character_repeats, stage_character
 from finetune.model import get_preset
 from finetune.model_folder import load_model_folder
 from finetune.model_id import folder_model_id
@@ -79,6 +80,8 @@ def test_teach_leaves_an_adapter_folder_that_loads_on_its_base(setup, capsys):
         (["--images", "nowhere"], "--images nowhere: not a folder"),
         (["--prior-prompts", "missing.txt"], "--prior-prompts missing.txt: no such file"),
         ([], "records no synthetic world"),
+        (["--character-share", "0"], "--character-share must be in (0, 1]"),
+        (["--prior-guidance", "-1"], "--prior-guidance must be between 0 and 100"),
     ],
 )
 def test_bad_requests_are_one_line_and_write_nothing(setup, capsys, tmp_path, monkeypatch, extra, message):
@@ -102,3 +105,19 @@ def test_the_bundled_base_gives_captions_of_its_world():
     captions = world_captions(bundled_model_path("base"), 50, seed=0)
     assert len(captions) == 50 and all("star" not in c for c in captions)  # the bundled world has no star
     assert any("circle" in c for c in captions)
+
+
+@pytest.mark.parametrize(
+    "characters, priors, share, repeats",
+    [(20, 120, 0.5, 6), (20, 0, 0.5, 1), (20, 120, 1.0, 1), (4, 3, 0.5, 1), (20, 60, 0.25, 1), (5, 100, 0.8, 80)],
+)
+def test_character_images_are_repeated_to_their_share_of_the_samples(characters, priors, share, repeats):
+    assert character_repeats(characters, priors, share) == repeats
+
+
+def test_staged_repeats_are_separate_files_with_the_same_caption(setup, tmp_path):
+    items = [{"file": p, "caption": "zorp"} for p in sorted(setup["images"].iterdir())[:2]]
+    rows = stage_character(items, tmp_path, repeats=3)
+    assert len(rows) == 6 and len({r["file_name"] for r in rows}) == 6 and {r["text"] for r in rows} == {"zorp"}
+    first = [(tmp_path / r["file_name"]).read_bytes() for r in rows[:3]]
+    assert first[0] == first[1] == first[2]
