@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 import quality  # noqa: E402  (bench/quality.py: cache, prompts, scoring)
 
 from data_pipeline.fsutil import atomic_write_json, atomic_write_text  # noqa: E402
-from data_pipeline.synthetic import World, make_scene, read_scene  # noqa: E402
+from data_pipeline.synthetic import World, make_caption, read_scene, render, sample_attributes, sample_rng  # noqa: E402
 from finetune.adapters import apply_adapters  # noqa: E402
 from finetune.adapters.teach import DEFAULTS as TEACH_DEFAULTS  # noqa: E402
 from finetune.adapters.teach import add_arguments as add_teach_arguments  # noqa: E402
@@ -80,14 +80,19 @@ def reading_world(world: World) -> World:
 
 
 def render_character(folder: Path, world: World, count: int, size: int) -> Path:
-    """`count` purple stars on the world's backgrounds, captioned with 'zorp' for 'purple star' (imagefolder)."""
-    stars = World(**{**world.to_dict(), "shapes": (SHAPE,), "colors": (COLOR,)})
+    """`count` purple stars captioned with 'zorp' for 'purple star' (imagefolder): backgrounds and sizes taken in
+    turn (as a user would pick a varied handful), position and phrasing drawn at random."""
+    combos = [(bg, sz) for sz in world.sizes for bg in world.backgrounds]
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
-        image, captions, _ = make_scene(i, seed=7, world=stars, size=size, captions_per_image=1)
-        Image.fromarray(image).save(folder / f"zorp-{i:03d}.png")
-        rows.append({"file_name": f"zorp-{i:03d}.png", "text": captions[0].replace(f"{COLOR} {SHAPE}", NAME)})
+        background, star_size = combos[i % len(combos)]
+        only = {"shapes": (SHAPE,), "colors": (COLOR,), "backgrounds": (background,), "sizes": (star_size,)}
+        rng = sample_rng(7, i)
+        attributes = sample_attributes(World(**{**world.to_dict(), **only}), rng)
+        caption = make_caption(attributes, rng, name_size=len(world.sizes) > 1)
+        Image.fromarray(render(attributes, size)).save(folder / f"zorp-{i:03d}.png")
+        rows.append({"file_name": f"zorp-{i:03d}.png", "text": caption.replace(f"{COLOR} {SHAPE}", NAME)})
     atomic_write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -98,6 +103,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     names = ("steps", "rank", "prior_images", "lr", "batch_size", "teach_images", "character_share", "prior_guidance")
     settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
+    settings["character_images"] = "backgrounds and sizes in turn"  # how render_character picks them
     if record.is_file() and adapter.is_dir() and json.loads(record.read_text()).get("settings") == settings:
         return adapter, json.loads(record.read_text())
     images = render_character(args.results / "zorp-images", world, args.teach_images, 32)
@@ -107,6 +113,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv += ["--rank", str(args.rank), "--prior-images", str(args.prior_images), "--lr", str(args.lr)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     argv += ["--character-share", str(args.character_share), "--prior-guidance", str(args.prior_guidance)]
+    argv += ["--prior-dir", str(args.results / "prior-images")]  # kept: other teach settings reuse them
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
     report = {"settings": settings, **teach(parser.parse_args(argv))}

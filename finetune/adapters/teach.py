@@ -32,7 +32,7 @@ from finetune.diffusion import defaults
 from .errors import AdapterError
 from .format import CONFIG_FILE, read_adapter_config
 from .model_names import resolve_model_folder
-from .prior import draw_images, file_captions, world_captions
+from .prior import PriorFolder, file_captions, prior_images, world_captions
 from .settings import KNOWN_TARGETS
 
 DESCRIPTION = __doc__
@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULTS["prior_guidance"],
         help="guidance scale the prior images are drawn with: the base model's best (bundled: 5; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prior-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the prior images here and reuse them in later runs with the same base, captions, seed and "
+        "guidance (default: drawn afresh each run)",
     )
     parser.add_argument(
         "--character-share",
@@ -179,13 +186,17 @@ def prior_prompts(args: argparse.Namespace, base: Path) -> list[str]:
     return captions
 
 
-def stage_prior(base: Path, prompts: list[str], staging: Path, seed: int, guidance: float) -> list[dict]:
-    """The base model's images for `prompts`, saved into the staging folder; rows for its metadata.jsonl."""
+def stage_prior(args: argparse.Namespace, base: Path, prompts: list[str], staging: Path) -> list[dict]:
+    """The base model's images for `prompts` (reused from --prior-dir where drawn before), saved into the staging
+    folder; rows for its metadata.jsonl."""
     if not prompts:
         return []
     from finetune.model_folder import load_model_folder  # lazy: loads torch and the model core
+    from finetune.model_id import folder_model_id
 
-    images = draw_images(load_model_folder(base), prompts, seed, guidance=guidance)
+    size = int(json.loads((base / "config.json").read_text(encoding="utf-8"))["options"]["image_size"])
+    folder = PriorFolder(args.prior_dir, folder_model_id(base), args.prior_guidance, size) if args.prior_dir else None
+    images = prior_images(lambda: load_model_folder(base), prompts, args.seed, args.prior_guidance, folder)
     rows = []
     for i, (prompt, image) in enumerate(zip(prompts, images)):
         Image.fromarray(image).save(staging / f"prior-{i:05d}.png")
@@ -259,7 +270,7 @@ def teach(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         repeats = character_repeats(len(items), len(prompts), args.character_share)
         rows = stage_character(items, staging, repeats)
-        rows += stage_prior(base, prompts, staging, args.seed, args.prior_guidance)
+        rows += stage_prior(args, base, prompts, staging)
         prior_seconds = time.perf_counter() - started
         atomic_write_text(staging / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
         build_shards(staging, data, size)

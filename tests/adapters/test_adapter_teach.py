@@ -121,3 +121,31 @@ def test_staged_repeats_are_separate_files_with_the_same_caption(setup, tmp_path
     assert len(rows) == 6 and len({r["file_name"] for r in rows}) == 6 and {r["text"] for r in rows} == {"zorp"}
     first = [(tmp_path / r["file_name"]).read_bytes() for r in rows[:3]]
     assert first[0] == first[1] == first[2]
+
+
+def test_prior_images_are_kept_and_reused_only_for_the_same_recipe(setup, monkeypatch):
+    from finetune.adapters import prior
+
+    drawn = []
+    real_draw = prior.draw_images
+
+    def counting_draw(loaded, prompts, seeds, **kwargs):
+        drawn.extend(zip(prompts, seeds))
+        return real_draw(loaded, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(prior, "draw_images", counting_draw)
+    model = load_model_folder(setup["base"])
+    folder = prior.PriorFolder(setup["root"] / "prior-dir", folder_model_id(setup["base"]), 3.0, size=16)
+    prompts = ["a red circle", "a blue square", "a red circle"]
+    first = prior.prior_images(lambda: model, prompts, 5, 3.0, folder)
+    assert len(drawn) == 3 and len(list(folder.path.glob("prior-*.png"))) == 3
+    again = prior.prior_images(lambda: pytest.fail("nothing to draw"), prompts, 5, 3.0, folder)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    prior.prior_images(lambda: model, prompts + ["a green triangle"], 5, 3.0, folder)
+    assert drawn[3:] == [("a green triangle", 8)]  # only the new one
+    other = prior.PriorFolder(folder.path, folder_model_id(setup["base"]), 5.0, size=16)  # other guidance
+    prior.prior_images(lambda: model, prompts[:1], 5, 5.0, other)
+    assert drawn[4:] == [("a red circle", 5)]
+    (folder.file_for("a blue square", 6)).write_bytes(b"not a png")  # a damaged file is drawn again
+    prior.prior_images(lambda: model, prompts[:2], 5, 3.0, folder)
+    assert drawn[5:] == [("a blue square", 6)]
