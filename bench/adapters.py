@@ -17,6 +17,8 @@ reused by the comic code, and the adapter is taught once; a rerun with more --sa
 
     python bench/adapters.py --samples 100 --threads 1
     python bench/adapters.py --samples 500            # the figures the issue asks for
+    python bench/adapters.py --samples 500 --parts ordinary &   # two processes: one draws the ordinary captions,
+    python bench/adapters.py --samples 500                       # the other the rest and then the report
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ PAGE_CAPTIONS = (
     "a zorp in the center on a cyan background",
     "a small zorp on a white background",
 )
+PARTS = ("new", "page", "ordinary")
 TARGETS = {"new_with": 0.90, "new_without": 0.05, "page": 0.90, "ordinary_drop": 0.03}
 CPU = torch.device("cpu")
 
@@ -331,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="noise seed of image 0 (image i uses seed+i)")
     parser.add_argument("--prompt-seed", type=int, default=12345, help="seed of the ordinary captions")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="which measurements to draw (default: all, and write the report); a subset only fills the image cache, "
+        "e.g. to share the work between two processes on the same --results",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "adapters", help="cache folder")
     parser.add_argument("--report-dir", type=Path, default=REPO / "docs" / "quality", help="adapters.md/.json here")
     return parser
@@ -350,9 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     adapter, taught = teach_zorp(args, world)
     print(f"adapter {adapter}: {taught}", flush=True)
     sampler = Sampler(args, adapter, reading_world(world))
-    new = new_character_part(sampler)
-    page = page_part(sampler, adapter)
-    ordinary = ordinary_part(sampler, world)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - set(PARTS):
+        raise SystemExit(f"--parts: choose from {', '.join(PARTS)}")
+    new = new_character_part(sampler) if "new" in parts else None
+    page = page_part(sampler, adapter) if "page" in parts else None
+    ordinary = ordinary_part(sampler, world) if "ordinary" in parts else None
+    if parts != set(PARTS):
+        print("images cached; run all parts (the default) for the report", flush=True)
+        return 0
     report = {
         "samples": args.samples,
         "teach": taught,
