@@ -104,6 +104,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     """The zorp adapter (taught once, reused) and what teaching it took."""
     adapter, record = args.results / "zorp-adapter", args.results / "teach.json"
     names = ("steps", "rank", "prior_images", "lr", "batch_size", "teach_images", "character_share", "prior_guidance")
+    names += ("uncond_p",)
     settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
     settings["character_images"] = "backgrounds and sizes in turn"  # how render_character picks them
@@ -116,6 +117,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv += ["--rank", str(args.rank), "--prior-images", str(args.prior_images), "--lr", str(args.lr)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     argv += ["--character-share", str(args.character_share), "--prior-guidance", str(args.prior_guidance)]
+    argv += ["--uncond-p", str(args.uncond_p)]
     argv += ["--prior-dir", str(args.results / "prior-images")]  # kept: other teach settings reuse them
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
@@ -323,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=TEACH_DEFAULTS["lr"])
     parser.add_argument("--targets", default=TEACH_DEFAULTS["targets"], help="LoRA targets (default: teach's)")
     parser.add_argument("--character-share", type=float, default=TEACH_DEFAULTS["character_share"])
+    parser.add_argument("--uncond-p", type=float, default=TEACH_DEFAULTS["uncond_p"])
     parser.add_argument(
         "--prior-guidance", type=float, default=None, help="guidance of the prior images (default: --guidance)"
     )

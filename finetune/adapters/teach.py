@@ -45,6 +45,7 @@ MAX_NAME_CHARS = 64
 DEFAULTS = {
     "character_share": 0.5,
     "prior_guidance": defaults.GUIDANCE,
+    "uncond_p": 0.0,
     "steps": 600,
     "rank": 8,
     "prior_images": 60,
@@ -97,6 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS["targets"],
         help="layers the adapter wraps, comma-separated (default: every layer adapters can wrap: %(default)s)",
     )
+    parser.add_argument(
+        "--uncond-p",
+        type=float,
+        default=DEFAULTS["uncond_p"],
+        help="share of training captions replaced by the empty one (the trainer's classifier-free-guidance dropout); "
+        "0 keeps the character out of the unconditional model, which guidance subtracts from every image "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="default: %(default)s")
@@ -117,6 +126,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise AdapterError(f"{flag} must be at least {low}, got {value}")
     if not 0.0 < args.character_share <= 1.0:
         raise AdapterError(f"--character-share must be in (0, 1], got {args.character_share}")
+    if not 0.0 <= args.uncond_p < 1.0:
+        raise AdapterError(f"--uncond-p must be in [0, 1), got {args.uncond_p}")
     if not 0.0 <= args.prior_guidance <= 100.0:
         raise AdapterError(f"--prior-guidance must be between 0 and 100, got {args.prior_guidance}")
     if not 0 <= args.prior_images <= 10_000:
@@ -227,6 +238,7 @@ def train_adapter(args: argparse.Namespace, base: Path, data: Path, run_dir: Pat
     argv = ["train", "--init", str(base), "--data", str(data), "--run-dir", str(run_dir)]
     argv += ["--adapter", "lora", "--lora-rank", str(args.rank), "--max-steps", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed)]
+    argv += ["--uncond-p", str(args.uncond_p)]
     argv += ["--threads", str(args.threads), "--num-workers", "0", "--val-samples", "0", "--lr-warmup-steps", "0"]
     # Whole images (a crop would move the character off the positions its captions name); no grids or
     # checkpoints in a short run.

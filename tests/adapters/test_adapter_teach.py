@@ -82,6 +82,7 @@ def test_teach_leaves_an_adapter_folder_that_loads_on_its_base(setup, capsys):
         ([], "records no synthetic world"),
         (["--character-share", "0"], "--character-share must be in (0, 1]"),
         (["--prior-guidance", "-1"], "--prior-guidance must be between 0 and 100"),
+        (["--uncond-p", "1"], "--uncond-p must be in [0, 1)"),
     ],
 )
 def test_bad_requests_are_one_line_and_write_nothing(setup, capsys, tmp_path, monkeypatch, extra, message):
