@@ -147,7 +147,8 @@ class Sampler:
         self.adapter_id = model_id_for(adapter)
 
     def use_adapter(self, on: bool) -> None:
-        apply_adapters(self.base.model, [(self.adapter, 1.0)] if on else [], base_model_id=self.base.model_id)
+        adapters = [(self.adapter, 1.0)] if on else []
+        apply_adapters(self.base.model, adapters, base_model_id=self.base.model_id, fuse=True)  # as sampling does
 
     def reads(self, part: str, on: bool, prompt_at) -> list[dict]:
         """Reads of images 0..n-1 (prompt `prompt_at(i)`, seed + i), with the adapter on or off; cached in chunks

@@ -51,7 +51,8 @@ def apply_to_models(models: ModelPair, specs: Sequence[AdapterSpec]) -> None:
     for role, sm in _models_by_role(models).items():
         if not routed[role] and not sm.adapters:
             continue  # nothing applied and nothing to apply: peft stays unloaded
-        applied = lora.apply_adapters(sm.model, routed[role], base_model_id=sm.model_id)
+        # Fused into the weights: sampling with adapters costs what it costs without them.
+        applied = lora.apply_adapters(sm.model, routed[role], base_model_id=sm.model_id, fuse=True)
         sm.model.eval()
         sm.adapters = [{**a.metadata(), "model": role} for a in applied]
 

@@ -127,9 +127,33 @@ def set_active_adapters(model: nn.Module, scales: dict[str, float]) -> None:
             layer.set_scale(adapter_name, scale)
 
 
-def remove_lora(model: nn.Module) -> None:
-    """Put every wrapped layer's original module back (its weights untouched unless an adapter was merged)."""
+# Where a fused layer keeps its weights from before the fuse (a plain attribute: not in the state dict).
+_WEIGHT_BEFORE_FUSE = "autocomics_weight_before_fuse"
+
+
+def merge_active(layer: LoraLayer, keep_original: bool = False) -> None:
+    """Add the layer's active adapters' scaled updates into its base weights (peft's merge: the layer then runs as
+    its base layer alone, at no extra cost). `keep_original`: keep a copy of the weights so that removing the
+    adapters restores them bit for bit (subtracting the update again would leave float rounding, which adds up
+    over many swaps in half precision)."""
+    if keep_original:
+        setattr(layer, _WEIGHT_BEFORE_FUSE, layer.get_base_layer().weight.detach().clone())
+    active = [name for name in layer.active_adapters if name in layer.lora_A]
+    layer.merge(safe_merge=True, adapter_names=active)
+
+
+def remove_lora(model: nn.Module, keep_merged: bool = False) -> None:
+    """Put every wrapped layer's original module back, its weights as they were before any adapter was fused into
+    them unless `keep_merged` (then merged updates stay in the weights)."""
     for name, layer in list(lora_layers(model)):
+        original = getattr(layer, _WEIGHT_BEFORE_FUSE, None)
+        if layer.merged and not keep_merged:
+            layer.unmerge()
+            if original is not None:
+                with torch.no_grad():
+                    layer.get_base_layer().weight.copy_(original)
+        if original is not None:
+            delattr(layer, _WEIGHT_BEFORE_FUSE)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.get_base_layer())

@@ -181,3 +181,23 @@ def test_model_names_resolve_to_model_folders(world):
         resolve_model_folder("no-such-model")
     with pytest.raises(AdapterError, match="is not a model folder"):
         resolve_model_folder(str(world["style"]))
+
+
+def test_fused_adapters_draw_what_unfused_ones_do_and_come_off_exactly(world):
+    """Fusing (what sampling does: no per-image cost) adds the same updates into the weights; replacing or removing
+    fused adapters puts the weights back bit for bit, however often they are swapped."""
+    model = loaded(world["base"])
+    inputs = model_inputs(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    base_id = folder_model_id(world["base"])
+    adapters = [(world["style"], 0.7), (world["cast"], 1.5)]  # the cast adapter wraps residual convolutions too
+    apply_adapters(model, adapters, base_model_id=base_id)
+    unfused = output(model, inputs)
+    for _ in range(3):
+        apply_adapters(model, adapters, base_model_id=base_id, fuse=True)
+        assert all(layer.merged for _, layer in lora_layers(model))
+        assert_fp32_close(output(model, inputs), unfused)
+        apply_adapters(model, [(world["style"], 1.0)], base_model_id=base_id, fuse=True)
+    apply_adapters(model, [], base_model_id=base_id)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
