@@ -93,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS["character_share"],
         metavar="F",
         help="share of training samples that show the character; its images are repeated to reach it when the "
-        "prior images outnumber them (DreamBooth's half-and-half; default: %(default)s)",
+        "prior images outnumber them (a half, as in DreamBooth, bled into ordinary captions here; "
+        "default: %(default)s)",
     )
     parser.add_argument(
         "--targets",
