@@ -200,11 +200,17 @@ def _new_page(browser, url: str):
 
 
 def _set(page, selector: str, value: str) -> None:
-    """Fill an input once visible and blur it, so Gradio takes the value; check that it held."""
+    """Fill an input once visible and blur it, so Gradio takes the value; check that it held. Filled again when a
+    late event from the page's start-up overwrote it (seen once on a loaded CPU: steps went back to the
+    sampler's default)."""
     field = page.locator(selector)
     field.wait_for(state="visible")
-    field.fill(value)
-    field.press("Tab")
+    for _ in range(3):
+        field.fill(value)
+        field.press("Tab")
+        page.wait_for_timeout(250)
+        if field.input_value() == value:
+            break
     assert field.input_value() == value
 
 
