@@ -51,8 +51,8 @@ def measure(sm, pipe, setups: dict, batch: int, repeats: int) -> dict[str, float
     """Best CPU seconds per image of each setup, the setups taking turns so that drift hits them alike."""
     best = dict.fromkeys(setups, float("inf"))
     for _ in range(repeats + 1):  # the first round warms up
-        for label, adapters in setups.items():
-            apply_adapters(sm.model, adapters, base_model_id=sm.model_id, fuse="unfused" not in label)
+        for label, (adapters, fuse) in setups.items():
+            apply_adapters(sm.model, adapters, base_model_id=sm.model_id, fuse=fuse)
             best[label] = min(best[label], cpu_seconds_per_image(pipe, batch))
     apply_adapters(sm.model, [], base_model_id=sm.model_id)
     return best
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
         one = random_adapter(sm, Path(tmp) / "one", args.rank, seed=1, targets=targets)
         two = random_adapter(sm, Path(tmp) / "two", args.rank, seed=2, targets=targets)
         figures["adapter_bytes"] = (one / "adapter.safetensors").stat().st_size
-        setups = {
-            "no adapter": [],
-            "1 adapter": [(one, 1.0)],  # fused into the weights, as the sampling commands apply adapters
-            "2 adapters mixed": [(one, 0.7), (two, 0.5)],
-            "1 adapter unfused": [(one, 1.0)],  # separate low-rank layers (what training and side-by-side use)
+        setups = {  # label: (adapters, fused into the weights as the sampling commands apply them)
+            "no adapter": ([], True),
+            "1 adapter": ([(one, 1.0)], True),
+            "2 adapters mixed": ([(one, 0.7), (two, 0.5)], True),
+            "1 adapter unfused": ([(one, 1.0)], False),  # separate low-rank layers (training, side-by-side grids)
         }
         for batch in (int(b) for b in args.batches.split(",")):
             for label, seconds in measure(sm, pipe, setups, batch, args.repeats).items():

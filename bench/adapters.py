@@ -103,8 +103,17 @@ def render_character(folder: Path, world: World, count: int, size: int) -> Path:
 def teach_zorp(args, world: World) -> tuple[Path, dict]:
     """The zorp adapter (taught once, reused) and what teaching it took."""
     adapter, record = args.results / "zorp-adapter", args.results / "teach.json"
-    names = ("steps", "rank", "prior_images", "lr", "batch_size", "teach_images", "character_share", "prior_guidance")
-    names += ("uncond_p",)
+    names = (
+        "steps",
+        "rank",
+        "prior_images",
+        "lr",
+        "batch_size",
+        "teach_images",
+        "character_share",
+        "prior_guidance",
+        "uncond_p",
+    )
     settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
     settings["character_images"] = "backgrounds and sizes in turn"  # how render_character picks them
@@ -304,8 +313,7 @@ def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv:
         f"## Character adapter benchmark\n\nzorp = a {COLOR} {SHAPE} (a shape the bundled base never saw), taught "
         f"from {taught['images']} rendered images and {taught['prior_images']} prior-preservation images with "
         f"`python -m finetune adapter teach` (rank {s['rank']}, {s['steps']} steps, batch {s['batch_size']}, "
-        f"lr {s['lr']:g}, character share {s.get('character_share', 0)}, "
-        f"prior guidance {s.get('prior_guidance', 3):g}, "
+        f"lr {s['lr']:g}, character share {s['character_share']}, prior guidance {s['prior_guidance']:g}, "
         f"targets {s['targets'] or 'the default'}). {args.samples} samples per point, "
         f"{args.sampler} {args.sampler_steps} steps, guidance {args.guidance:g}, fp32, paired seeds.\n\n"
         + "\n".join(lines)

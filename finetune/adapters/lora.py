@@ -147,13 +147,11 @@ def remove_lora(model: nn.Module, keep_merged: bool = False) -> None:
     them unless `keep_merged` (then merged updates stay in the weights)."""
     for name, layer in list(lora_layers(model)):
         original = getattr(layer, _WEIGHT_BEFORE_FUSE, None)
-        if layer.merged and not keep_merged:
+        if not keep_merged and original is not None:
+            with torch.no_grad():
+                layer.get_base_layer().weight.copy_(original)  # the layer is dropped: no need to unmerge first
+        elif not keep_merged and layer.merged:
             layer.unmerge()
-            if original is not None:
-                with torch.no_grad():
-                    layer.get_base_layer().weight.copy_(original)
-        if original is not None:
-            delattr(layer, _WEIGHT_BEFORE_FUSE)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.get_base_layer())

@@ -199,15 +199,14 @@ def prior_prompts(args: argparse.Namespace, base: Path) -> list[str]:
     return captions
 
 
-def stage_prior(args: argparse.Namespace, base: Path, prompts: list[str], staging: Path) -> list[dict]:
-    """The base model's images for `prompts` (reused from --prior-dir where drawn before), saved into the staging
-    folder; rows for its metadata.jsonl."""
+def stage_prior(args: argparse.Namespace, base: Path, size: int, prompts: list[str], staging: Path) -> list[dict]:
+    """The base model's images (`size` px) for `prompts` (reused from --prior-dir where drawn before), saved into
+    the staging folder; rows for its metadata.jsonl."""
     if not prompts:
         return []
     from finetune.model_folder import load_model_folder  # lazy: loads torch and the model core
     from finetune.model_id import folder_model_id
 
-    size = int(json.loads((base / "config.json").read_text(encoding="utf-8"))["options"]["image_size"])
     folder = PriorFolder(args.prior_dir, folder_model_id(base), args.prior_guidance, size) if args.prior_dir else None
     images = prior_images(lambda: load_model_folder(base), prompts, args.seed, args.prior_guidance, folder)
     rows = []
@@ -284,7 +283,7 @@ def teach(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         repeats = character_repeats(len(items), len(prompts), args.character_share)
         rows = stage_character(items, staging, repeats)
-        rows += stage_prior(args, base, prompts, staging)
+        rows += stage_prior(args, base, size, prompts, staging)
         prior_seconds = time.perf_counter() - started
         atomic_write_text(staging / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
         build_shards(staging, data, size)
