@@ -104,6 +104,8 @@ def slug(setting: dict) -> str:
         suffix += f"-up-{up['sampler']}-{up['steps']}-t{up['temperature']:g}-start{up['start_step']}"
     if setting.get("shape"):
         suffix += "-{}x{}".format(*setting["shape"])
+    if setting.get("placement"):
+        suffix += "-placed"
     return f"{setting['sampler']}-{setting['steps']}-g{g}-{setting['precision']}-s{setting['seed']}{suffix}"
 
 
@@ -135,9 +137,18 @@ class Cache:
 # --- generation and scoring --------------------------------------------------------------------------------------
 
 
+def base_settings(setting: dict) -> SamplerSettings:
+    """The base stage's sampler settings of a bench setting (placement only where the setting records it)."""
+    return SamplerSettings(
+        sampler=setting["sampler"],
+        steps=setting["steps"],
+        guidance=setting["guidance"],
+        placement=bool(setting.get("placement")),
+    )
+
+
 def generate_reads(sm, setting: dict, prompts: list[str], seeds: list[int], batch_size: int, world) -> list[dict]:
-    settings = SamplerSettings(sampler=setting["sampler"], steps=setting["steps"], guidance=setting["guidance"])
-    settings = settings.check(1000, "base")
+    settings = base_settings(setting).check(1000, "base")
     dtype = torch.bfloat16 if setting["precision"] == "bf16" else torch.float32
     reads = []
     for start in range(0, len(prompts), batch_size):
@@ -396,12 +407,10 @@ def pipeline_part(
     """Rows for the base alone and for base -> upsampler under each upsampler setting (paired seeds)."""
     up = load_sampling_model(up_dir, "upsampler", torch.device("cpu"))
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    base_settings = SamplerSettings(
-        sampler=base_setting["sampler"], steps=base_setting["steps"], guidance=base_setting["guidance"]
-    )
+    base = base_settings(base_setting)
     rows, notes, report_rows, base_reads = [], {}, [], None
     for up_settings in upsamplers:
-        pipeline = TextToImage(ModelPair(sm, up), torch.device("cpu"), dtype, base=base_settings, upsampler=up_settings)
+        pipeline = TextToImage(ModelPair(sm, up), torch.device("cpu"), dtype, base=base, upsampler=up_settings)
         u = pipeline.up_settings
         setting = {
             **base_setting,
@@ -463,10 +472,7 @@ def aspect_part(
     up = load_sampling_model(up_dir, "upsampler", torch.device("cpu")) if up_dir is not None else None
     models = ModelPair(sm, up)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    base_settings = SamplerSettings(
-        sampler=base_setting["sampler"], steps=base_setting["steps"], guidance=base_setting["guidance"]
-    )
-    pipeline = TextToImage(models, torch.device("cpu"), dtype, base=base_settings, upsampler=upsampler)
+    pipeline = TextToImage(models, torch.device("cpu"), dtype, base=base_settings(base_setting), upsampler=upsampler)
     rows, report_rows = [], []
     for label, aspect in parse_aspects(args.aspects):
         shape = shape_for_aspect(models, aspect)
@@ -546,6 +552,13 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"W:H canvases of the aspect part, comma-separated (default: {DEFAULT_ASPECTS})",
     )
     parser.add_argument("--guidance", default="0,1,2,3,5", help="guidance scales of the sweep (default: 0,1,2,3,5)")
+    parser.add_argument(
+        "--no-placement",
+        dest="placement",
+        action="store_false",
+        help="the model alone: do not move subjects to the position their captions name (sampling's default "
+        "does, sampling/placement.py)",
+    )
     parser.add_argument(
         "--fast-sampler",
         default=FAST_SAMPLER,
@@ -638,6 +651,8 @@ class Bench:
             "seed": args.seed,
             "prompt_seed": args.prompt_seed,
             "suffix": suffix,
+            # only when on, so that reads cached before placement existed stay valid for --no-placement
+            **({"placement": True} if args.placement else {}),
         }
 
     def fast_setting(self, guidance, suffix: str = "") -> dict:

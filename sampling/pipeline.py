@@ -21,6 +21,7 @@ from finetune.diffusion.samplers import force_known_pixels, sample
 from .adapters import adapter_metadata, apply_to_models
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
+from .placement import Placement, named_position
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
 from .shapes import Shape, check_base_shape, default_shape, output_shape
 
@@ -87,6 +88,16 @@ def _autocast_model(sm: SamplingModel, device: torch.device, dtype: torch.dtype)
     return forward
 
 
+def stage_placement(
+    settings: SamplerSettings, prompts: Sequence[str], low_res, known, num_timesteps: int
+) -> Placement | None:
+    """The subject placement of a stage: only a text-to-image base stage decides its own layout (an upsampler
+    follows its low-res input, inpainting its known pixels)."""
+    if not settings.placement or low_res is not None or known is not None:
+        return None
+    return Placement.from_captions(prompts, num_timesteps)
+
+
 def run_stage(
     sm: SamplingModel,
     settings: SamplerSettings,
@@ -132,8 +143,9 @@ def run_stage(
             "start_image": upsampled_low_res(low_res, (height, width)).to(device),
             "start_step": settings.start_step,
         }
+    diffusion = diffusion_from_options(sm.options, timestep_respacing="")
     x = sample(
-        diffusion_from_options(sm.options, timestep_respacing=""),
+        diffusion,
         model_fn,
         (batch, 3, height, width),
         sampler=settings.sampler,
@@ -146,6 +158,7 @@ def run_stage(
         denoised_fn=denoised_fn,
         device=device,
         progress=progress,
+        steer=stage_placement(settings, prompts, low_res, known, diffusion.num_timesteps),
         **start,
     )
     return x, truncated
@@ -188,9 +201,10 @@ class TextToImage:
         empty list restores the models. The models are shared: every pipeline over them samples with these."""
         apply_to_models(self.models, specs)
 
-    def parameters(self, prompt: str, seed: int, shape: Shape | None = None) -> dict:
+    def parameters(self, prompt: str, seed: int, shape: Shape | None = None, inpainting: bool = False) -> dict:
         """Everything that determines an image; stored in its PNG and compared on reruns. `shape`: the base-stage
-        (height, width) when not the model's square size; the output's [height, width] is then recorded as size."""
+        (height, width) when not the model's square size; the output's [height, width] is then recorded as size.
+        `inpainting`: the image is drawn around known pixels (no subject placement)."""
         b = self.base_settings
         params = {
             "prompt": prompt,
@@ -206,6 +220,9 @@ class TextToImage:
         }
         if self.adapters:  # only when used, so that earlier outputs made without adapters still match
             params["adapters"] = self.adapters
+        placed = named_position(prompt) if b.placement and not inpainting else None
+        if placed:  # likewise: only where a subject was moved
+            params["placement"] = placed
         if self.up_settings is not None:
             u = self.up_settings
             params["upsampler"] = {

@@ -23,7 +23,8 @@ class SamplerSettings:
     a number of model calls for dpmpp_2m(_sde); None takes the sampler's default. `guidance`: the
     classifier-free guidance scale, None for none (the conditional model alone). `start_step` (upsampler,
     ancestral/ddim): begin at this original timestep from the noised, upsampled low-res image instead of pure
-    noise; 0 starts from pure noise as GLIDE does."""
+    noise; 0 starts from pure noise as GLIDE does. `placement` (base stage): a caption that names a position ("in
+    the top left") gets its subject moved there while the noise is high (`sampling.placement`)."""
 
     sampler: str = defaults.SAMPLER
     steps: str | int | None = None
@@ -31,6 +32,7 @@ class SamplerSettings:
     eta: float = 0.0
     temperature: float = 1.0
     start_step: int = 0
+    placement: bool = True
 
     def resolved(self) -> "SamplerSettings":
         steps = DEFAULT_STEPS.get(self.sampler) if self.steps is None else self.steps

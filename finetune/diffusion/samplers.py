@@ -18,6 +18,9 @@ Common keyword arguments:
 - ``denoised_fn``: edits every predicted x_0 before clipping; ``force_known_pixels`` builds the
   inpainting one (GLIDE's method: the prediction is overwritten with the known pixels each step).
 - ``progress``: a tqdm bar; ``callback(step, total, x, pred_xstart)`` after every step.
+- ``steer``: ``steer(t, pred_xstart)`` after every step but the last (``t``: the step's original timestep) returns
+  None or one integer (dy, dx) per image; each image of the sampler's state is then rolled by its shift. The model is
+  (nearly) translation-equivariant, so this moves what it is drawing without changing it (see sampling.placement).
 
 Defaults (sampler and steps per sampler) come from ``finetune.diffusion.defaults``, the one table every caller
 reads: DPM-Solver++(2M) SDE with 30 model calls; ancestral ``"100"`` (GLIDE's base respacing); DDIM ``"fast27"``
@@ -43,6 +46,7 @@ STEP_COUNT_SAMPLERS = ("dpmpp_2m", "dpmpp_2m_sde")  # their steps are a number o
 ModelFn = Callable[..., torch.Tensor]
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+Steer = Callable[[int, torch.Tensor], torch.Tensor | None]
 
 
 def sample(
@@ -96,6 +100,7 @@ def sample_ancestral(
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Callback | None = None,
+    steer: Steer | None = None,
 ) -> torch.Tensor:
     """GLIDE's sampler: x_{t-1} ~ p(x_{t-1} | x_t) with the learned variance, over the process
     respaced by ``respacing``; the last step adds no noise."""
@@ -116,6 +121,8 @@ def sample_ancestral(
                 model_kwargs=model_kwargs,
             )
             x = out["sample"]
+            if steer is not None and i > 0:
+                x = roll_each(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
             if callback is not None:
                 callback(step, total, x, out["pred_xstart"])
     return x
@@ -139,6 +146,7 @@ def sample_ddim(
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Callback | None = None,
+    steer: Steer | None = None,
 ) -> torch.Tensor:
     """DDIM over the process respaced by ``respacing``; ``eta`` = 0 is deterministic."""
     if eta < 0:
@@ -161,6 +169,8 @@ def sample_ddim(
                 model_kwargs=model_kwargs,
             )
             x = out["sample"]
+            if steer is not None and i > 0:
+                x = roll_each(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
             if callback is not None:
                 callback(step, total, x, out["pred_xstart"])
     return x
@@ -203,6 +213,7 @@ def sample_dpmpp_2m(
     progress: bool = False,
     callback: Callback | None = None,
     stochastic: bool = False,
+    steer: Steer | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): a deterministic second-order multistep solver of the
     probability-flow ODE in data prediction, on the discrete schedule of ``diffusion``.
@@ -246,6 +257,9 @@ def sample_dpmpp_2m(
                 noise_now = draw.normal() if stochastic else None
                 x = _dpmpp_2m_step(x, d, h, sigma[k], sigma[k + 1], alpha[k + 1], noise_now)
                 previous_x0, previous_h = x0, h
+                if steer is not None:
+                    shifts = steer(grid[k], x0)
+                    x, previous_x0 = roll_each(x, shifts), roll_each(x0, shifts)
             if callback is not None:
                 callback(k, total, x, x0)
     return x
@@ -261,6 +275,16 @@ def force_known_pixels(known_image: torch.Tensor, known_mask: torch.Tensor) -> C
         return pred_xstart * (1 - mask) + image * mask
 
     return denoised_fn
+
+
+def roll_each(x: torch.Tensor, shifts: torch.Tensor | None) -> torch.Tensor:
+    """Each image of `x` [B, C, H, W] rolled (circularly) by its own (dy, dx) from `shifts` [B, 2]; None: `x`."""
+    if shifts is None:
+        return x
+    if tuple(shifts.shape) != (x.shape[0], 2):
+        raise ValueError(f"steer must return one (dy, dx) per image, shape ({len(x)}, 2); got {tuple(shifts.shape)}")
+    rows = [torch.roll(image, (int(dy), int(dx)), dims=(-2, -1)) for image, (dy, dx) in zip(x, shifts.tolist())]
+    return torch.stack(rows)
 
 
 class _NoiseDrawer:

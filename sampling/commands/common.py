@@ -106,6 +106,13 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default: 0, deterministic)")
     g.add_argument(
+        "--no-placement",
+        dest="placement",
+        action="store_false",
+        help="do not move a subject to the position its caption names ('in the top left', 'in the center'; "
+        "default: move it, see sampling/placement.py)",
+    )
+    g.add_argument(
         "--upsample-sampler",
         default=UPSAMPLER_DEFAULTS.sampler,
         choices=SAMPLER_CHOICES,
@@ -153,7 +160,9 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_out: str | Non
 
 
 def sampler_settings(args: argparse.Namespace) -> tuple[SamplerSettings, SamplerSettings]:
-    base = SamplerSettings(sampler=args.sampler, steps=args.steps, guidance=args.guidance, eta=args.eta)
+    base = SamplerSettings(
+        sampler=args.sampler, steps=args.steps, guidance=args.guidance, eta=args.eta, placement=args.placement
+    )
     start = args.upsample_start
     if start is None:
         start = UPSAMPLER_DEFAULTS.start_step if args.upsample_sampler in PARTWAY_SAMPLERS else 0

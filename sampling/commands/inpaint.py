@@ -63,7 +63,7 @@ def inpaint_images(args: argparse.Namespace) -> list[Path]:
     paths = [out / f"inpaint-{i:04d}-{slugify(args.prompt)}-s{seed}.png" for i, seed in enumerate(seeds)]
     params = [
         {
-            **pipeline.parameters(args.prompt, seed, shape),
+            **pipeline.parameters(args.prompt, seed, shape, inpainting=True),
             "mode": "inpaint",
             "source": inputs.digest,
             "upsampler_inpaints": bool(up is not None and up.is_inpainting),

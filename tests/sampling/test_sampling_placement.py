@@ -1,0 +1,165 @@
+"""Subject placement: position phrases, finding the subject, the samplers' steer hook, and the bundled base drawing
+a subject where its caption says (which it does not do on its own)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.synthetic import read_scene, render
+from data_pipeline.synthetic.world import POSITIONS
+from finetune.diffusion.samplers import SAMPLERS, roll_each, sample
+from sampling.loading import load_models
+from sampling.pipeline import TextToImage
+from sampling.placement import Placement, named_position, subject_centre
+from sampling.settings import SamplerSettings
+
+
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        ("a large red circle in the top left on a white background", "top_left"),
+        ("gray background, blue square at upper-right", "top_right"),
+        ("In The Top-Left Corner, a green triangle on pink", "top_left"),
+        ("a red circle at the lower right, cyan background", "bottom_right"),
+        ("a yellow circle in the centre on gray", "center"),
+        ("a yellow circle, middle, on gray", "center"),
+        ("bottom  left: a purple square", "bottom_left"),
+        ("a red circle on a white background", None),  # no position
+        ("a red circle in the top left and a blue one in the bottom right", None),  # two: ambiguous
+        ("a topleftish blob", None),  # not a word of its own
+    ],
+)
+def test_named_position(caption, expected):
+    assert named_position(caption) == expected
+
+
+def _scene(position: str, x: float, y: float, background: str = "white") -> np.ndarray:
+    attributes = {
+        "shape": "triangle",
+        "color": "red",
+        "size": "small",
+        "position": position,
+        "background": background,
+        "style": "plain",
+        "x": x,
+        "y": y,
+        "diameter": 0.3,
+    }
+    return render(attributes, 32).astype(np.float32) / 127.5 - 1
+
+
+def test_subject_centre_is_the_bounding_box_centre():
+    cx, cy = subject_centre(_scene("top_left", 0.3, 0.7))
+    assert cx == pytest.approx(0.3 * 32, abs=1.0) and cy == pytest.approx(0.7 * 32, abs=1.0)
+
+
+def test_no_subject_in_a_plain_or_busy_picture():
+    plain = np.full((32, 32, 3), 0.5, np.float32)
+    assert subject_centre(plain) is None
+    noise = np.random.default_rng(0).uniform(-1, 1, (32, 32, 3)).astype(np.float32)
+    assert subject_centre(noise) is None
+
+
+def test_placement_shifts_each_image_to_its_target_inside_its_window():
+    images = torch.from_numpy(np.stack([_scene("center", 0.5, 0.5), _scene("center", 0.5, 0.5)])).permute(0, 3, 1, 2)
+    placement = Placement([POSITIONS["top_left"], None], num_timesteps=1000)
+    shifts = placement(800, images)
+    assert shifts[1].tolist() == [0, 0]  # no target: left alone
+    moved = roll_each(images, shifts)[0].permute(1, 2, 0).numpy()
+    cx, cy = subject_centre(moved)
+    assert cx == pytest.approx(0.27 * 32, abs=1.0) and cy == pytest.approx(0.27 * 32, abs=1.0)
+    assert placement(999, images) is None and placement(100, images) is None  # too early, too late
+
+
+def test_placement_from_captions_only_when_one_names_a_position():
+    assert Placement.from_captions(["a red circle", "a blue square on gray"], 1000) is None
+    placement = Placement.from_captions(["a red circle", "a blue square in the bottom right"], 1000)
+    assert placement.targets == [None, POSITIONS["bottom_right"]]
+
+
+def test_roll_each_checks_the_shifts_shape():
+    x = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3)
+    assert roll_each(x, None) is x
+    rolled = roll_each(x, torch.tensor([[0, 1], [1, 0]]))
+    assert torch.equal(rolled[0], torch.roll(x[0], 1, dims=-1)) and torch.equal(rolled[1], torch.roll(x[1], 1, dims=-2))
+    with pytest.raises(ValueError, match="one \\(dy, dx\\) per image"):
+        roll_each(x, torch.zeros(3, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_steers_at_decreasing_timesteps_but_not_after_its_last_step(sampler):
+    seen = []
+
+    def model_fn(x, t, **_):
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    def steer(t, pred_xstart):
+        seen.append(t)
+        return torch.tensor([[1, 0]] * pred_xstart.shape[0])
+
+    generator = torch.Generator().manual_seed(0)
+    steps = 5 if sampler.startswith("dpmpp") else "5"
+    sample(None, model_fn, (2, 3, 8, 8), sampler=sampler, steps=steps, generator=generator, steer=steer)
+    assert len(seen) == 4 and seen == sorted(seen, reverse=True) and seen[-1] > 0
+
+
+def test_steering_rolls_the_state():
+    """With a model that predicts x0 = 0, DDIM's state after a step is a scaled copy of the previous one, so a
+    steered run equals the unsteered run rolled by the total shift."""
+
+    def model_fn(x, t, **_):
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    def run(steer):
+        return sample(
+            None,
+            model_fn,
+            (1, 3, 8, 8),
+            sampler="ddim",
+            steps="4",
+            generator=torch.Generator().manual_seed(3),
+            steer=steer,
+            clip_denoised=False,
+        )
+
+    plain = run(None)
+    steered = run(lambda t, x0: torch.tensor([[0, 1]]))
+    assert torch.allclose(steered, torch.roll(plain, 3, dims=-1))
+
+
+def test_bundled_base_draws_the_subject_where_the_caption_says():
+    """The bundled base ignores position words (docs/quality/README.md); with placement (the default) the same
+    seeds put each subject in its place, and shape, colour and background stay as the caption says."""
+    torch.set_num_threads(1)
+    models = load_models("bundled", torch.device("cpu"), use_upsampler=False)
+    cases = [
+        ("a large red square in the top left on a white background", "top_left"),
+        ("a small blue circle in the bottom right on a gray background", "bottom_right"),
+        ("a large green triangle in the center on a cyan background", "center"),
+        ("a small yellow square in the top right on a pink background", "top_right"),
+    ]
+    prompts = [c for c, _ in cases]
+    reads = {}
+    for placement in (True, False):
+        settings = SamplerSettings(steps=15, guidance=5, placement=placement)
+        pipeline = TextToImage(models, torch.device("cpu"), base=settings)
+        images = pipeline.generate(prompts, [11, 12, 13, 14], batch_size=4, progress=False)
+        reads[placement] = [read_scene(np.asarray(g.image)) for g in images]
+    placed = reads[True]
+    assert [r["position"] for r in placed] == [p for _, p in cases]
+    for read, caption in zip(placed, prompts):
+        assert f"{read['color']} {read['shape']}" in caption and f"on a {read['background']}" in caption
+    assert [r["position"] for r in reads[False]] != [p for _, p in cases]
+
+
+def test_parameters_record_the_placement_only_where_a_subject_is_moved(tiny_models):
+    models = load_models(str(tiny_models["pipeline"]), torch.device("cpu"), use_upsampler=False)
+    on = TextToImage(models, torch.device("cpu"))
+    off = TextToImage(models, torch.device("cpu"), base=SamplerSettings(placement=False))
+    caption = "a red circle in the top left"
+    assert on.parameters(caption, 1)["placement"] == "top_left"
+    assert "placement" not in on.parameters("a red circle", 1)
+    assert "placement" not in off.parameters(caption, 1)
+    assert "placement" not in on.parameters(caption, 1, inpainting=True)
