@@ -277,7 +277,18 @@ def table(rows: list[tuple[str, dict]], extra: dict[str, str] | None = None) -> 
     return "\n".join(lines)
 
 
-def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
+PLOTTED_ATTRIBUTES = (
+    ("all_three", "all three"),
+    ("shape", "shape"),
+    ("color", "colour"),
+    ("background", "background"),
+    ("position", "position"),
+)
+
+
+def plot(path: Path, guidance_rows, sampler_rows, finetune_rows, pipeline_rows=()) -> bool:
+    """One panel per part that ran: accuracy vs guidance, samplers, fine-tune, and base vs pipeline (`pipeline_rows`:
+    the pipeline report's rows)."""
     try:
         import matplotlib
 
@@ -286,19 +297,15 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
     except ImportError:
         print("matplotlib missing (pip install -e '.[bench]'): no plot", file=sys.stderr)
         return False
-    panels = [p for p in (guidance_rows, sampler_rows, finetune_rows) if p]
+    panels = [p for p in (guidance_rows, sampler_rows, finetune_rows, pipeline_rows) if p]
+    if not panels:  # e.g. only the aspect part ran
+        return False
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     axes = list(axes[0])
     if guidance_rows:
         ax = axes.pop(0)
         scales = [g for g, _ in guidance_rows]
-        for key, label in (
-            ("all_three", "all three"),
-            ("shape", "shape"),
-            ("color", "colour"),
-            ("background", "background"),
-            ("position", "position"),
-        ):
+        for key, label in PLOTTED_ATTRIBUTES:
             ax.plot(
                 scales,
                 [100 * s[key] for _, s in guidance_rows],
@@ -348,6 +355,22 @@ def plot(path: Path, guidance_rows, sampler_rows, finetune_rows) -> bool:
         ax.set_xticks(xs, labels)
         ax.set(ylim=(0, 100), ylabel="%", title="fine-tune: before / after")
         ax.legend(fontsize=8)
+    if pipeline_rows:
+        ax = axes.pop(0)
+        xs = np.arange(len(PLOTTED_ATTRIBUTES))
+        width = 0.8 / len(pipeline_rows)
+        for k, row in enumerate(pipeline_rows):
+            label = "base alone" if row["label"] == "base" else "base → upsampler"
+            ax.bar(
+                xs + (k - (len(pipeline_rows) - 1) / 2) * width,
+                [100 * row[a] for a, _ in PLOTTED_ATTRIBUTES],
+                width,
+                label=label if len(pipeline_rows) <= 2 else row["label"],
+            )
+        ax.set_xticks(xs, [label for _, label in PLOTTED_ATTRIBUTES], fontsize=8)
+        ax.set(ylim=(0, 105), ylabel="accuracy %", title="what users see: base vs pipeline")
+        ax.legend(fontsize=8, loc="lower left")
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
@@ -731,7 +754,8 @@ def write_report(bench: Bench, sections: list[str], report: dict, rows: dict, ar
     print("\n" + text)
     for name, body in (("quality.md", text), ("quality.json", json.dumps(report, indent=2))):
         atomic_write_text(args.results / name, body)
-    if plot(args.results / "quality.png", rows["guidance"], rows["samplers"], rows["finetune"]):
+    pipeline_rows = report.get("pipeline", {}).get("rows", [])
+    if plot(args.results / "quality.png", rows["guidance"], rows["samplers"], rows["finetune"], pipeline_rows):
         print(f"wrote {args.results / 'quality.png'}")
 
 

@@ -53,6 +53,7 @@ def test_pipeline_part_scores_base_and_upsampled_images_and_reuses_its_cache(qua
     assert report["rows"][1]["upsampler"]["start_step"] == 500 and report["rows"][2]["upsampler"]["start_step"] == 0
     text = (tmp_path / "quality.md").read_text()
     assert "What users see" in text and "bg RGB error" in text and "vs base" in text
+    assert (tmp_path / "quality.png").stat().st_size > 0  # the base-vs-pipeline panel
     assert first.count(" images ") == 4  # two chunks for each upsampler setting
     assert quality.main(args) == 0
     assert " images " not in capsys.readouterr().out  # every chunk came from the cache
@@ -107,3 +108,27 @@ def test_aspect_targets_keep_the_prompts_and_stay_inside_the_canvas(quality):
     wide, wide_prompts = quality.make_targets(world, 30, 4, aspect=2.0)
     assert prompts == wide_prompts and [t["position"] for t in square] == [t["position"] for t in wide]
     assert all(t["aspect"] == 2.0 for t in wide)
+
+
+def test_placement_is_part_of_the_cached_setting(quality, tiny_models, tmp_path, capsys):
+    """Placed and unplaced images never share a cache entry; unplaced settings keep their old form (and slug)."""
+    common = [
+        "--model", str(tiny_models["pipeline"] / "base"), "--parts", "guidance", "--guidance", "3", "--samples", "2",
+        "--batch-size", "2", "--chunk", "2", "--fast-sampler", "dpmpp_2m:2", "--precision", "fp32",
+        "--results", str(tmp_path),
+    ]  # fmt: skip
+    assert quality.main(common) == 0
+    assert quality.main([*common, "--no-placement"]) == 0
+    folders = sorted(p.name for p in tmp_path.glob("*/*") if p.is_dir())
+    assert folders == ["dpmpp_2m-2-g3-fp32-s0", "dpmpp_2m-2-g3-fp32-s0-placed"]
+    assert capsys.readouterr().out.count(" images ") == 2  # the second run did not reuse the placed images
+
+
+def test_position_words_diagnostic_runs(capsys):
+    spec = importlib.util.spec_from_file_location("position_words", REPO / "bench" / "position_words.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--samples", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["t"] for r in rows] == list(module.LEVELS)
+    assert all(r["true"] > 0 and r["ratio"] == pytest.approx(r["other"] / r["true"]) for r in rows)
