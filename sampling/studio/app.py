@@ -120,6 +120,11 @@ def _generate_tab(gr, studio: Studio) -> None:
                     label="Upsampler steps",
                     elem_id="gen-upsample-steps",
                 )
+                placement = gr.Checkbox(
+                    value=GenerateSettings.placement,
+                    label="Place subjects where captions say (top left, center, ...)",
+                    elem_id="gen-placement",
+                )
             with gr.Accordion("Page", open=False, elem_id="gen-page-options"):
                 layout = gr.Dropdown(
                     choices=list(LAYOUT_CHOICES),
@@ -164,10 +169,12 @@ def _generate_tab(gr, studio: Studio) -> None:
         outputs=[model, adapter, broken],
     )
 
-    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps, layout_name, order, formats, *lora):
+    def run(model_value, text, g, n, sampler_name, seed_value, up, up_steps, place, layout_name, order, formats, *lora):
         try:
             choices = (layout_name, order, formats)
-            out = studio.generate(model_value, text, g, n, sampler_name, seed_value, up, up_steps, choices, lora)
+            out = studio.generate(
+                model_value, text, g, n, sampler_name, seed_value, up, up_steps, choices, lora, placement=place
+            )
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         notes = out.messages + [
@@ -206,6 +213,7 @@ def _generate_tab(gr, studio: Studio) -> None:
             seed,
             upsample,
             upsample_steps,
+            placement,
             layout,
             reading_order,
             export_formats,

@@ -103,7 +103,9 @@ class Generator:
 
     def _sample(self, pair: ModelPair, prompts: list[str], settings: GenerateSettings, page: Page | None):
         steps = steps_spec(defaults.STEPS[settings.sampler], settings.steps)
-        base = SamplerSettings(sampler=settings.sampler, steps=steps, guidance=settings.guidance)
+        base = SamplerSettings(
+            sampler=settings.sampler, steps=steps, guidance=settings.guidance, placement=settings.placement
+        )
         upsampler = replace(UPSAMPLER_DEFAULTS, steps=steps_spec(UPSAMPLER_DEFAULTS.steps, settings.upsample_steps))
         try:
             pipeline = TextToImage(pair, self.device, base=base, upsampler=upsampler)

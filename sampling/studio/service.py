@@ -253,12 +253,13 @@ class Studio:
         upsample_steps=GenerateSettings.upsample_steps,
         page_choices: tuple = (None, None, None),  # layout, reading order, export formats (comic_page.page_options)
         adapter: tuple = (NO_ADAPTER, 1.0),  # an adapter's name in the adapters folder, and its scale
+        placement: bool = True,  # move subjects to the positions their captions name
     ) -> StripResult:
         try:
             captions, messages = split_captions(captions_text)
         except InvalidInput as exc:
             raise StudioError(str(exc)) from exc
-        settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps)
+        settings, clamped = clamp_settings(guidance, steps, sampler, seed, upsample, upsample_steps, placement)
         messages += clamped
         options, replaced = page_options(len(captions), *page_choices)
         messages += replaced

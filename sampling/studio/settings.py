@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from finetune.diffusion import defaults
 from finetune.diffusion.samplers import SAMPLERS as ALL_SAMPLERS
 
-from ..settings import MAX_GUIDANCE
+from ..settings import MAX_GUIDANCE, SamplerSettings
 from .catalogue import clean_caption
 from .catalogue.errors import InvalidInput
 
@@ -50,6 +50,7 @@ class GenerateSettings:
     seed: int = 0
     upsample: bool = False
     upsample_steps: int = DEFAULT_UPSAMPLE_STEPS
+    placement: bool = SamplerSettings.placement  # subjects go where their captions say (sampling.placement)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,7 +95,7 @@ def _number(value, name: str, kind, messages: list[str], default):
 
 
 def clamp_settings(
-    guidance, steps, sampler, seed, upsample=False, upsample_steps=DEFAULT_UPSAMPLE_STEPS
+    guidance, steps, sampler, seed, upsample=False, upsample_steps=DEFAULT_UPSAMPLE_STEPS, placement=True
 ) -> tuple[GenerateSettings, list[str]]:
     """Turn raw form values into settings the sampler accepts, saying what was changed."""
     messages: list[str] = []
@@ -110,5 +111,6 @@ def clamp_settings(
         seed=_number(seed, "seed", int, messages, 0),
         upsample=bool(upsample),
         upsample_steps=_number(upsample_steps, "upsample_steps", int, messages, DEFAULT_UPSAMPLE_STEPS),
+        placement=bool(placement),
     )
     return settings, messages

@@ -64,3 +64,13 @@ def test_two_generated_pages_saved_as_one_comic_item(models_dir, tmp_path):
     stored = [path.read_bytes() for path in studio.catalogue.page_paths(item.id)]
     assert stored == [page.page.read_bytes() for page in comic]  # the pages as generated, in the order added
     assert item.prompt.startswith("a red boat a blue bird a green hill") and item.params["page_count"] == 2
+
+
+def test_placement_is_a_setting_of_the_strip(models_dir, tmp_path):
+    from sampling.studio.service import Studio, StudioConfig
+
+    studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models_dir, semantic_search=False))
+    captions = "a red boat in the top left\na blue bird"
+    placed = studio.generate("models/tiny-random", captions, 3, 2, "ddim", 0)
+    unplaced = studio.generate("models/tiny-random", captions, 3, 2, "ddim", 0, placement=False)
+    assert placed.params["placement"] is True and unplaced.params["placement"] is False

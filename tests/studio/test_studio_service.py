@@ -34,6 +34,7 @@ def test_clamp_settings_says_what_changed():
     assert settings.guidance == 3.0 and 0 <= settings.seed < 2**31 and "not a number" in messages[0]
     settings, messages = clamp_settings(3, 20, "ancestral", 5)
     assert messages == [] and settings.sampler == "ancestral"
+    assert settings.placement and not clamp_settings(3, 20, "ancestral", 5, placement=False)[0].placement
 
 
 def test_unreachable_database_is_shown_and_retried(tmp_path):
