@@ -114,8 +114,11 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
         "prior_guidance",
         "uncond_p",
     )
+    # recorded only when not the default, so adapters taught before the option existed stay reusable
+    extra = {"uncond_images": args.uncond_images} if args.uncond_images != TEACH_DEFAULTS["uncond_images"] else {}
     settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
+    settings.update(extra)
     settings["character_images"] = "backgrounds and sizes in turn"  # how render_character picks them
     if record.is_file() and adapter.is_dir() and json.loads(record.read_text()).get("settings") == settings:
         return adapter, json.loads(record.read_text())
@@ -126,7 +129,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv += ["--rank", str(args.rank), "--prior-images", str(args.prior_images), "--lr", str(args.lr)]
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     argv += ["--character-share", str(args.character_share), "--prior-guidance", str(args.prior_guidance)]
-    argv += ["--uncond-p", str(args.uncond_p)]
+    argv += ["--uncond-p", str(args.uncond_p), "--uncond-images", args.uncond_images]
     argv += ["--prior-dir", str(args.results / "prior-images")]  # kept: other teach settings reuse them
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
@@ -153,10 +156,10 @@ class Sampler:
             "seed": args.seed,
             "suffix": "",
         }
-        self.adapter_id = model_id_for(adapter)
+        self.adapter_id = model_id_for(adapter) + (f"x{args.scale:g}" if args.scale != 1.0 else "")
 
     def use_adapter(self, on: bool) -> None:
-        adapters = [(self.adapter, 1.0)] if on else []
+        adapters = [(self.adapter, self.args.scale)] if on else []
         apply_adapters(self.base.model, adapters, base_model_id=self.base.model_id, fuse=True)  # as sampling does
 
     def reads(self, part: str, on: bool, prompt_at) -> list[dict]:
@@ -206,10 +209,16 @@ def new_character_part(sampler: Sampler) -> dict:
     return {"with": rate(map(is_zorp, with_adapter)), "without": rate(map(is_zorp, without)), "prompt": NEW_PROMPT}
 
 
-def comic_script(folder: Path, adapter: Path, pages: int) -> Path:
-    """A script with zorp in its cast (the adapter applied by the comic code) and `pages` pages of 6 panels."""
+def comic_script(folder: Path, adapter: Path, pages: int, scale: float = 1.0) -> Path:
+    """A script with zorp in its cast (the adapter applied by the comic code at `scale`) and `pages` pages of 6
+    panels."""
     panel_pages = [{"layout": "2x3", "panels": list(PAGE_CAPTIONS)} for _ in range(pages)]
-    script = {"title": "zorp bench", "seed": 11, "cast": {NAME: {"adapter": str(adapter)}}, "pages": panel_pages}
+    script = {
+        "title": "zorp bench",
+        "seed": 11,
+        "cast": {NAME: {"adapter": f"{adapter}:{scale:g}"}},
+        "pages": panel_pages,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "zorp.yaml"
     atomic_write_text(path, yaml.safe_dump(script, sort_keys=False))
@@ -221,7 +230,7 @@ def page_part(sampler: Sampler, adapter: Path) -> dict:
     every panel does."""
     pages = math.ceil(sampler.args.samples / len(PAGE_CAPTIONS))
     out = sampler.args.results / "comic" / sampler.adapter_id.replace("@", "-")  # one comic folder per adapter
-    script = load_script(comic_script(out, adapter, pages))
+    script = load_script(comic_script(out, adapter, pages, sampler.args.scale))
     # without subject placement, as the cached reads of every run so far: this bench reads shape, colour and background
     settings = SamplerSettings(sampler.args.sampler, sampler.args.sampler_steps, sampler.args.guidance, placement=False)
     pipeline = TextToImage(sampler.models, CPU, base=settings)
@@ -315,7 +324,7 @@ def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv:
         f"from {taught['images']} rendered images and {taught['prior_images']} prior-preservation images with "
         f"`python -m finetune adapter teach` (rank {s['rank']}, {s['steps']} steps, batch {s['batch_size']}, "
         f"lr {s['lr']:g}, character share {s['character_share']}, prior guidance {s['prior_guidance']:g}, "
-        f"targets {s['targets'] or 'the default'}). {args.samples} samples per point, "
+        f"targets {s['targets'] or 'the default'}), applied at scale {args.scale:g}. {args.samples} samples per point, "
         f"{args.sampler} {args.sampler_steps} steps, guidance {args.guidance:g}, fp32, paired seeds.\n\n"
         + "\n".join(lines)
         + f"\n\nAdapter size {taught['adapter_bytes'] / 1e6:.2f} MB; teaching took {taught['prior_seconds']:.0f}s "
@@ -336,8 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", default=TEACH_DEFAULTS["targets"], help="LoRA targets (default: teach's)")
     parser.add_argument("--character-share", type=float, default=TEACH_DEFAULTS["character_share"])
     parser.add_argument("--uncond-p", type=float, default=TEACH_DEFAULTS["uncond_p"])
+    parser.add_argument("--uncond-images", default=TEACH_DEFAULTS["uncond_images"], choices=("all", "prior"))
     parser.add_argument(
         "--prior-guidance", type=float, default=None, help="guidance of the prior images (default: --guidance)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="the adapter's scale when on, as --adapter PATH:SCALE (default: 1)"
     )
     parser.add_argument("--sampler", default="dpmpp_2m_sde", help="default: dpmpp_2m_sde")
     parser.add_argument("--sampler-steps", type=int, default=20, help="default: 20")
@@ -365,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         args.prior_guidance = args.guidance
     if args.samples < 1 or args.chunk < 1 or args.batch_size < 1:
         raise SystemExit("--samples, --chunk and --batch-size must be positive")
+    if not 0.0 < args.scale <= 10.0:
+        raise SystemExit(f"--scale must be in (0, 10], got {args.scale}")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
@@ -383,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {
         "samples": args.samples,
+        "scale": args.scale,
         "teach": taught,
         "new": new,
         "page": page,

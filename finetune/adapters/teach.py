@@ -38,6 +38,7 @@ from .settings import KNOWN_TARGETS
 DESCRIPTION = __doc__
 FORMATTER = argparse.RawDescriptionHelpFormatter
 MAX_IMAGES = 1_000
+UNCOND_IMAGES = ("all", "prior")
 MAX_NAME_CHARS = 64
 # The setting bench/adapters.py measured to teach a new shape without costing the rest of the vocabulary
 # (docs/quality/adapters.md): a quarter of the samples show the character, the rest are the base model's own images of
@@ -48,6 +49,7 @@ DEFAULTS = {
     "character_share": 0.25,
     "prior_guidance": defaults.GUIDANCE,
     "uncond_p": 0.2,
+    "uncond_images": "all",
     "steps": 1400,
     "rank": 8,
     "prior_images": 240,
@@ -107,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS["uncond_p"],
         help="share of training captions replaced by the empty one (classifier-free guidance dropout; 0 keeps the "
         "character out of the unconditional model; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--uncond-images",
+        choices=UNCOND_IMAGES,
+        default=DEFAULTS["uncond_images"],
+        help="which images the empty captions go with: 'all' (the trainer drops --uncond-p of every caption) or "
+        "'prior' (the character's captions are never dropped, the prior images' more often, so that --uncond-p of "
+        "all samples stay unconditional and the unconditional model stays the base's; default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
@@ -168,9 +178,11 @@ def character_repeats(characters: int, priors: int, share: float) -> int:
     return max(1, round(share / (1.0 - share) * priors / characters))
 
 
-def stage_character(items: list[dict], staging: Path, repeats: int = 1) -> list[dict]:
+def stage_character(items: list[dict], staging: Path, repeats: int = 1, keep_caption: bool = False) -> list[dict]:
     """Copy the user's images into the staging folder as PNGs; rows for its metadata.jsonl (each image listed
-    `repeats` times, under one file per repeat: the folder source reads one sample per file)."""
+    `repeats` times, under one file per repeat: the folder source reads one sample per file). `keep_caption`: the
+    trainer never drops their captions (the attribute `caption_dropout: off`)."""
+    extra = {"caption_dropout": "off"} if keep_caption else {}
     rows = []
     for i, item in enumerate(items):
         try:
@@ -178,11 +190,17 @@ def stage_character(items: list[dict], staging: Path, repeats: int = 1) -> list[
                 image.convert("RGB").save(staging / f"character-{i:04d}.png")
         except (OSError, UnidentifiedImageError) as exc:
             raise AdapterError(f"{item['file']}: not a readable image ({exc})") from None
-        rows.append({"file_name": f"character-{i:04d}.png", "text": item["caption"]})
+        rows.append({"file_name": f"character-{i:04d}.png", "text": item["caption"], **extra})
         for r in range(1, repeats):
             shutil.copyfile(staging / f"character-{i:04d}.png", staging / f"character-{i:04d}-{r:03d}.png")
-            rows.append({"file_name": f"character-{i:04d}-{r:03d}.png", "text": item["caption"]})
+            rows.append({"file_name": f"character-{i:04d}-{r:03d}.png", "text": item["caption"], **extra})
     return rows
+
+
+def prior_uncond_p(uncond_p: float, character_share: float) -> float:
+    """The caption-dropout rate of the prior images alone that keeps `uncond_p` of all samples unconditional when
+    the character's captions (`character_share` of the samples) are never dropped (capped below 1)."""
+    return min(0.95, uncond_p / max(1e-6, 1.0 - character_share))
 
 
 def prior_prompts(args: argparse.Namespace, base: Path) -> list[str]:
@@ -232,14 +250,14 @@ def build_shards(staging: Path, data: Path, size: int) -> None:
     run_subcommand(data_main, argv + ["--processes", "1", "--no-progress"])
 
 
-def train_adapter(args: argparse.Namespace, base: Path, data: Path, run_dir: Path) -> Path:
+def train_adapter(args: argparse.Namespace, base: Path, data: Path, run_dir: Path, uncond_p: float) -> Path:
     """`python -m finetune train --adapter lora` on the staged shards; the adapter folder it exports."""
     from finetune import __main__ as finetune_main  # lazy: the entry point module that lists `train`
 
     argv = ["train", "--init", str(base), "--data", str(data), "--run-dir", str(run_dir)]
     argv += ["--adapter", "lora", "--lora-rank", str(args.rank), "--max-steps", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed)]
-    argv += ["--uncond-p", str(args.uncond_p)]
+    argv += ["--uncond-p", str(uncond_p)]
     argv += ["--threads", str(args.threads), "--num-workers", "0", "--val-samples", "0", "--lr-warmup-steps", "0"]
     # Whole images (a crop would move the character off the positions its captions name); no grids or
     # checkpoints in a short run.
@@ -282,13 +300,15 @@ def teach(args: argparse.Namespace) -> dict:
         staging.mkdir(parents=True)
         started = time.perf_counter()
         repeats = character_repeats(len(items), len(prompts), args.character_share)
-        rows = stage_character(items, staging, repeats)
+        rows = stage_character(items, staging, repeats, keep_caption=args.uncond_images == "prior")
+        share = len(rows) / (len(rows) + len(prompts))  # of the staged samples, the character's
         rows += stage_prior(args, base, size, prompts, staging)
+        uncond_p = args.uncond_p if args.uncond_images == "all" else prior_uncond_p(args.uncond_p, share)
         prior_seconds = time.perf_counter() - started
         atomic_write_text(staging / "metadata.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
         build_shards(staging, data, size)
         started = time.perf_counter()
-        adapter = train_adapter(args, base, data, run_dir)
+        adapter = train_adapter(args, base, data, run_dir, uncond_p)
         train_seconds = time.perf_counter() - started
         publish_adapter(adapter, args.out)
     finally:

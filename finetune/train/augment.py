@@ -111,12 +111,15 @@ class SampleMaker:
             sample["inpaint_mask"] = random_mask(image.shape[:2], mask_rng, self.mask_kind)[None]
         return sample
 
-    def train_sample(self, rgb: np.ndarray, captions: tuple[str, ...], rng: np.random.Generator) -> dict:
+    def train_sample(
+        self, rgb: np.ndarray, captions: tuple[str, ...], rng: np.random.Generator, keep_caption: bool = False
+    ) -> dict:
         image = self.random_crop(rgb, rng)
         if self.flip_p and rng.random() < self.flip_p:
             image = np.ascontiguousarray(image[:, ::-1])
         caption = captions[int(rng.integers(len(captions)))] if captions else ""
-        uncond = bool(rng.random() < self.uncond_p) or not caption
+        dropped = bool(rng.random() < self.uncond_p)  # drawn either way: the rng stream does not depend on the flag
+        uncond = (dropped and not keep_caption) or not caption
         return self._finish(image, caption, uncond, rng, rng)
 
     def val_sample(self, rgb: np.ndarray, captions: tuple[str, ...], index: int, seed: int) -> dict:

@@ -42,6 +42,7 @@ class Record:
     path: str  # tar file or image file
     offset: int = 0  # byte offset of the image inside a tar (0 for a plain file)
     size: int = -1  # image byte count inside a tar (-1: the whole file)
+    keep_caption: bool = False  # never dropped for classifier-free guidance (attributes.caption_dropout "off")
 
     def read_bytes(self, handles: "FileCache | None" = None) -> bytes:
         if self.size < 0:
@@ -145,6 +146,13 @@ def _parse_json(data: bytes | None) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def keeps_caption(meta: dict) -> bool:
+    """Whether a sample's json asks that its caption is never dropped (`attributes.caption_dropout` "off"), e.g. the
+    character images of `adapter teach --uncond-images prior`."""
+    attributes = meta.get("attributes")
+    return isinstance(attributes, dict) and str(attributes.get("caption_dropout", "")).lower() == "off"
+
+
 def _captions_from(meta: dict, txt: str | None) -> tuple[tuple[str, ...], str]:
     """All known captions (json `captions`, else json `caption`/`text`, else KEY.txt) and the split."""
     captions: list[str] = []
@@ -173,11 +181,10 @@ def iter_tar_records(path: str) -> Iterator[Record]:
             if current_key is None or "image" not in parts:
                 return None
             txt = parts.get("txt")
-            captions, split = _captions_from(
-                _parse_json(parts.get("json")), txt.decode("utf-8", errors="replace") if txt else None
-            )
+            meta = _parse_json(parts.get("json"))
+            captions, split = _captions_from(meta, txt.decode("utf-8", errors="replace") if txt else None)
             offset, size = parts["image"]
-            return Record(current_key, captions, split, path, offset, size)
+            return Record(current_key, captions, split, path, offset, size, keeps_caption(meta))
 
         while True:
             try:

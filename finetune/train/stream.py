@@ -173,7 +173,7 @@ class TrainStream(IterableDataset):
             return None
         if self.maker.too_small(rgb):
             return None
-        sample = self.maker.train_sample(rgb, rec.captions, rng)
+        sample = self.maker.train_sample(rgb, rec.captions, rng, keep_caption=rec.keep_caption)
         sample["key"] = rec.key
         return sample
 

@@ -14,7 +14,7 @@ from data_pipeline.commands import Command, run_command_line
 from finetune.adapters import apply_adapters
 from finetune.adapters.lora import lora_layers
 from finetune.adapters.prior import world_captions
-from finetune.adapters.teach import character_repeats, stage_character
+from finetune.adapters.teach import character_repeats, prior_uncond_p, stage_character
 from finetune.model import get_preset
 from finetune.model_folder import load_model_folder
 from finetune.model_id import folder_model_id
@@ -122,6 +122,21 @@ def test_staged_repeats_are_separate_files_with_the_same_caption(setup, tmp_path
     assert len(rows) == 6 and len({r["file_name"] for r in rows}) == 6 and {r["text"] for r in rows} == {"zorp"}
     first = [(tmp_path / r["file_name"]).read_bytes() for r in rows[:3]]
     assert first[0] == first[1] == first[2]
+
+
+def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional_share(setup, capsys):
+    out, work = setup["root"] / "zorp-kept", setup["root"] / "work-kept"
+    argv = ["--name", "zorp", "--images", setup["images"], "--out", out, "--base", setup["base"], "--steps", 1]
+    argv += ["--rank", 2, "--prior-images", 3, "--prior-prompts", setup["prompts"], "--batch-size", 2]
+    status, captured = teach([*argv, "--work-dir", work, "--threads", 1, "--uncond-images", "prior"], capsys)
+    assert status == 0, captured.err
+    staged = [json.loads(line) for line in (work / "images" / "metadata.jsonl").read_text().splitlines()]
+    kept = [row for row in staged if row.get("caption_dropout") == "off"]
+    assert kept and all(row["file_name"].startswith("character-") for row in kept)
+    assert not any(row.get("caption_dropout") for row in staged if row["file_name"].startswith("prior-"))
+    trainer = (work / "run" / "config.yaml").read_text()
+    assert "uncond_p: 0.4" in trainer  # 0.2 of all samples from the priors, half of the samples here
+    assert prior_uncond_p(0.2, 0.2) == pytest.approx(0.25) and prior_uncond_p(0.5, 0.9) == 0.95
 
 
 def test_prior_images_are_kept_and_reused_only_for_the_same_recipe(setup, monkeypatch):

@@ -152,6 +152,26 @@ def test_captions_uncond_p_and_empty_caption_tokens(clip16):
     assert SampleMaker(32, uncond_p=0.0).train_sample(rgb, ("x",), rng)["uncond"] is False
 
 
+def test_a_kept_caption_is_never_dropped_and_the_rng_stream_does_not_change():
+    maker = SampleMaker(32, uncond_p=0.9)
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    kept = [maker.train_sample(rgb, ("zorp",), np.random.default_rng(i), keep_caption=True) for i in range(50)]
+    assert not any(s["uncond"] for s in kept)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    maker.train_sample(rgb, ("x",), a, keep_caption=True)
+    maker.train_sample(rgb, ("x",), b)
+    assert a.random() == b.random()
+
+
+def test_records_read_the_caption_dropout_attribute():
+    from finetune.train.dataset_discovery import keeps_caption
+
+    assert keeps_caption({"attributes": {"caption_dropout": "off"}})
+    assert keeps_caption({"attributes": {"caption_dropout": "OFF"}})
+    assert not keeps_caption({"attributes": {"caption_dropout": "on"}})
+    assert not keeps_caption({"attributes": None}) and not keeps_caption({})
+
+
 def test_flip_is_off_by_default_and_works_when_asked():
     rgb = np.tile(np.arange(32, dtype=np.uint8)[None, :, None], (32, 1, 3))
     rng = np.random.default_rng(0)
