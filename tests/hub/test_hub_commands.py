@@ -33,9 +33,17 @@ def child_env(hub_env) -> dict[str, str]:
     return {**os.environ, **hub_env["env"], "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
 
 
+# `python -m finetune fetch NAME --quiet` with Python's own Ctrl-C handler, also when the suite runs in a background
+# job: a non-interactive shell starts those with SIGINT ignored, which the child would inherit (and never stop).
+FETCH_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['finetune', 'fetch', sys.argv[1], '--quiet']; runpy.run_module('finetune', run_name='__main__')"
+)
+
+
 def start_fetch(hub_env, name: str = "glide-base") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "finetune", "fetch", name, "--quiet"],
+        [sys.executable, "-c", FETCH_WITH_CTRL_C, name],
         env=child_env(hub_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
