@@ -66,8 +66,8 @@ def _border_colour(image: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
-    """(x, y) in pixels of the bounding-box centre of the largest blob that differs from the border's colour, in an
+def subject_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, width, height) in pixels of the largest blob that differs from the border's colour, in an
     (H, W, 3) image with values in [-1, 1]; None when there is no such blob or it fills the picture."""
     h, w = image.shape[:2]
     distance = np.linalg.norm(image - _border_colour(image), axis=-1)
@@ -78,7 +78,21 @@ def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
     if count < 2:
         return None
     left, top, width, height, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
-    return left + width / 2, top + height / 2
+    return int(left), int(top), int(width), int(height)
+
+
+def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) in pixels of the centre of `subject_box`; None when there is none."""
+    box = subject_box(image)
+    return None if box is None else (box[0] + box[2] / 2, box[1] + box[3] / 2)
+
+
+def _shift(target: float, start: int, extent: int, side: int) -> int:
+    """Pixels to move a box [start, start + extent) along an axis of `side` pixels so that its centre lands on
+    `target` (a fraction of the side), kept a pixel inside the canvas: rolled across an edge, the subject would
+    wrap around and the model would draw it cut in two."""
+    centre = min(max(target * side, extent / 2 + 1), side - extent / 2 - 1)
+    return round(centre - (start + extent / 2))
 
 
 class Placement:
@@ -104,8 +118,9 @@ class Placement:
         h, w = images.shape[1:3]
         shifts = torch.zeros((len(images), 2), dtype=torch.long)
         for i, (image, target) in enumerate(zip(images, self.targets)):
-            centre = subject_centre(image) if target is not None else None
-            if centre is not None:
-                shifts[i, 0] = round(target[1] * h - centre[1])
-                shifts[i, 1] = round(target[0] * w - centre[0])
+            box = subject_box(image) if target is not None else None
+            if box is not None:
+                left, top, width, height = box
+                shifts[i, 0] = _shift(target[1], top, height, h)
+                shifts[i, 1] = _shift(target[0], left, width, w)
         return shifts if shifts.any() else None
