@@ -163,3 +163,13 @@ def test_parameters_record_the_placement_only_where_a_subject_is_moved(tiny_mode
     assert "placement" not in on.parameters("a red circle", 1)
     assert "placement" not in off.parameters(caption, 1)
     assert "placement" not in on.parameters(caption, 1, inpainting=True)
+
+
+def test_a_subject_is_never_moved_across_the_canvas_edge():
+    """A 10 px subject on a 20 px side, sent to the top-left place (0.27 = 5.4 px): its box stops a pixel inside."""
+    from sampling.placement import _shift
+
+    start, extent, side = 5, 10, 20
+    moved = start + _shift(0.27, start, extent, side)
+    assert moved == 1  # box [1, 11): inside; centred on 5.4 px it would start at 0.4 and wrap past the edge
+    assert _shift(0.73, 11, 4, 32) == round(0.73 * 32 - 13)  # a small subject goes exactly to its place
