@@ -25,6 +25,8 @@ import torch
 from data_pipeline.synthetic.captions import POSITION_PHRASES, POSITION_SHORT
 from data_pipeline.synthetic.world import POSITIONS
 
+from .comic.subject import border_pixels
+
 # Steering happens while the step's noise level (its original timestep as a share of the process) is in this
 # range: below its top the prediction already shows a subject, above its bottom the layout is still open.
 STEER_FROM = 0.9
@@ -53,24 +55,11 @@ def named_position(caption: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _border_colour(image: np.ndarray) -> np.ndarray:
-    ring = max(1, min(image.shape[:2]) // 16)
-    border = np.concatenate(
-        [
-            image[:ring].reshape(-1, 3),
-            image[-ring:].reshape(-1, 3),
-            image[:, :ring].reshape(-1, 3),
-            image[:, -ring:].reshape(-1, 3),
-        ]
-    )
-    return np.median(border, axis=0)
-
-
 def subject_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """(left, top, width, height) in pixels of the largest blob that differs from the border's colour, in an
     (H, W, 3) image with values in [-1, 1]; None when there is no such blob or it fills the picture."""
     h, w = image.shape[:2]
-    distance = np.linalg.norm(image - _border_colour(image), axis=-1)
+    distance = np.linalg.norm(image - np.median(border_pixels(image), axis=0), axis=-1)
     mask = (distance > SUBJECT_DISTANCE).astype(np.uint8)
     if not SUBJECT_MIN_SHARE * h * w <= mask.sum() <= SUBJECT_MAX_SHARE * h * w:
         return None
@@ -79,12 +68,6 @@ def subject_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     left, top, width, height, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
     return int(left), int(top), int(width), int(height)
-
-
-def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
-    """(x, y) in pixels of the centre of `subject_box`; None when there is none."""
-    box = subject_box(image)
-    return None if box is None else (box[0] + box[2] / 2, box[1] + box[3] / 2)
 
 
 def _shift(target: float, start: int, extent: int, side: int) -> int:

@@ -23,17 +23,23 @@ MARGIN_FRACTION = 0.03  # the subject grows by this share of the image side
 MAX_SUBJECT_SHARE = 0.5  # above this share of the image, there is no subject to keep clear of
 
 
-def _background_colours(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
+def border_pixels(image: np.ndarray) -> np.ndarray:
+    """(N, 3) pixels of the ring along an (H, W, 3) image's border (RING_FRACTION of its short side wide), where
+    its background shows."""
+    h, w = image.shape[:2]
     ring = max(1, round(min(h, w) * RING_FRACTION))
-    border = np.concatenate(
+    return np.concatenate(
         [
-            rgb[:ring].reshape(-1, 3),
-            rgb[-ring:].reshape(-1, 3),
-            rgb[:, :ring].reshape(-1, 3),
-            rgb[:, -ring:].reshape(-1, 3),
+            image[:ring].reshape(-1, 3),
+            image[-ring:].reshape(-1, 3),
+            image[:, :ring].reshape(-1, 3),
+            image[:, -ring:].reshape(-1, 3),
         ]
     )
+
+
+def _background_colours(rgb: np.ndarray) -> np.ndarray:
+    border = border_pixels(rgb)
     first = np.median(border, axis=0)
     far = border[np.linalg.norm(border - first, axis=1) > MIN_DISTANCE]
     if len(far) > SECOND_TONE_SHARE * len(border):

@@ -12,7 +12,7 @@ from data_pipeline.synthetic.world import POSITIONS
 from finetune.diffusion.samplers import SAMPLERS, roll_each, sample
 from sampling.loading import load_models
 from sampling.pipeline import TextToImage
-from sampling.placement import Placement, named_position, subject_centre
+from sampling.placement import Placement, named_position, subject_box
 from sampling.settings import SamplerSettings
 
 
@@ -33,6 +33,12 @@ from sampling.settings import SamplerSettings
 )
 def test_named_position(caption, expected):
     assert named_position(caption) == expected
+
+
+def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) in pixels of the centre of the subject's box; None when there is none."""
+    box = subject_box(image)
+    return None if box is None else (box[0] + box[2] / 2, box[1] + box[3] / 2)
 
 
 def _scene(position: str, x: float, y: float, background: str = "white") -> np.ndarray:
