@@ -115,7 +115,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
         "uncond_p",
     )
     # recorded only when not the default, so adapters taught before the option existed stay reusable
-    extra = {"uncond_images": args.uncond_images} if args.uncond_images != TEACH_DEFAULTS["uncond_images"] else {}
+    extra = {k: getattr(args, k) for k in ("uncond_images", "prior_target") if getattr(args, k) != TEACH_DEFAULTS[k]}
     settings = {k: getattr(args, k) for k in names}
     settings["targets"] = args.targets
     settings.update(extra)
@@ -130,6 +130,7 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     argv += ["--character-share", str(args.character_share), "--prior-guidance", str(args.prior_guidance)]
     argv += ["--uncond-p", str(args.uncond_p), "--uncond-images", args.uncond_images]
+    argv += ["--prior-target", args.prior_target]
     argv += ["--prior-dir", str(args.results / "prior-images")]  # kept: other teach settings reuse them
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--character-share", type=float, default=TEACH_DEFAULTS["character_share"])
     parser.add_argument("--uncond-p", type=float, default=TEACH_DEFAULTS["uncond_p"])
     parser.add_argument("--uncond-images", default=TEACH_DEFAULTS["uncond_images"], choices=("all", "prior"))
+    parser.add_argument("--prior-target", default=TEACH_DEFAULTS["prior_target"], choices=("noise", "base"))
     parser.add_argument(
         "--prior-guidance", type=float, default=None, help="guidance of the prior images (default: --guidance)"
     )

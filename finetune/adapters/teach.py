@@ -39,6 +39,7 @@ DESCRIPTION = __doc__
 FORMATTER = argparse.RawDescriptionHelpFormatter
 MAX_IMAGES = 1_000
 UNCOND_IMAGES = ("all", "prior")
+PRIOR_TARGETS = ("noise", "base")
 MAX_NAME_CHARS = 64
 # The setting bench/adapters.py measured to teach a new shape without costing the rest of the vocabulary
 # (docs/quality/adapters.md): a quarter of the samples show the character, the rest are the base model's own images of
@@ -50,6 +51,7 @@ DEFAULTS = {
     "prior_guidance": defaults.GUIDANCE,
     "uncond_p": 0.2,
     "uncond_images": "all",
+    "prior_target": "noise",
     "steps": 1400,
     "rank": 8,
     "prior_images": 240,
@@ -117,6 +119,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which images the empty captions go with: 'all' (the trainer drops --uncond-p of every caption) or "
         "'prior' (the character's captions are never dropped, the prior images' more often, so that --uncond-p of "
         "all samples stay unconditional and the unconditional model stays the base's; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prior-target",
+        choices=PRIOR_TARGETS,
+        default=DEFAULTS["prior_target"],
+        help="what the prior images train towards: 'noise' (their own, as DreamBooth) or 'base' (the base model's "
+        "prediction for the same noisy image: the adapter learns to leave ordinary captions as the base draws them; "
+        "a third more time per step; default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate (default: %(default)s)")
@@ -230,7 +240,7 @@ def stage_prior(args: argparse.Namespace, base: Path, size: int, prompts: list[s
     rows = []
     for i, (prompt, image) in enumerate(zip(prompts, images)):
         Image.fromarray(image).save(staging / f"prior-{i:05d}.png")
-        rows.append({"file_name": f"prior-{i:05d}.png", "text": prompt})
+        rows.append({"file_name": f"prior-{i:05d}.png", "text": prompt, "prior_preservation": "on"})
     return rows
 
 
@@ -257,7 +267,7 @@ def train_adapter(args: argparse.Namespace, base: Path, data: Path, run_dir: Pat
     argv = ["train", "--init", str(base), "--data", str(data), "--run-dir", str(run_dir)]
     argv += ["--adapter", "lora", "--lora-rank", str(args.rank), "--max-steps", str(args.steps)]
     argv += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed)]
-    argv += ["--uncond-p", str(uncond_p)]
+    argv += ["--uncond-p", str(uncond_p), "--prior-target", args.prior_target]
     argv += ["--threads", str(args.threads), "--num-workers", "0", "--val-samples", "0", "--lr-warmup-steps", "0"]
     # Whole images (a crop would move the character off the positions its captions name); no grids or
     # checkpoints in a short run.

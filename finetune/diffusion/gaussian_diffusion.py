@@ -249,8 +249,12 @@ class GaussianDiffusion:
         loss_type: str = "hybrid",
         mse_weighting: str = "eps",
         mse_weight_cap: float = 100.0,
+        eps_target: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample losses ``loss``, ``mse``, ``vb`` (shape [B]).
+
+        ``eps_target``: what the eps MSE regresses to instead of ``noise`` (e.g. a frozen model's prediction for
+        the same ``x_t``, to keep a fine-tune's output there unchanged); ``x_t`` is still made with ``noise``.
 
         ``mse_weighting`` sets how the eps MSE counts in ``loss`` at each timestep (``mse`` is always the
         plain eps MSE): ``eps`` uniformly (GLIDE); ``v`` times 1/alpha_bar_t = 1 + 1/SNR, capped at
@@ -283,7 +287,7 @@ class GaussianDiffusion:
                 f"model output has {out.shape[1]} channels; the {loss_type} loss needs "
                 f"{2 * channels}" + (f" or {channels}" if loss_type == "mse" else "")
             )
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat(((noise if eps_target is None else eps_target) - eps) ** 2)
         weighted_mse = mse * mse_weights.to(mse.dtype)
         if loss_type == "hybrid":
             frozen = torch.cat([eps.detach(), var_values], dim=1)

@@ -114,6 +114,11 @@ def ema_filter():
     return adapters.is_lora_parameter
 
 
+def base_only(model: torch.nn.Module):
+    """The frozen base model's behaviour for the duration (the adapter switched off)."""
+    return adapters.adapters_disabled(model)
+
+
 def side_by_side(run: AdapterRun, model: torch.nn.Module, draw) -> np.ndarray:
     """`draw(model)` with the adapter, beside the same grid without it (drawn once: the base is frozen)."""
     with_adapter = draw(model)

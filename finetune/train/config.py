@@ -226,6 +226,15 @@ class TrainConfig:
         "Layers the adapter wraps, by name (space- or comma-separated): " + ", ".join(KNOWN_TARGETS) + ".",
         comma_list=True,
     )
+    prior_target: str = _opt(
+        "noise",
+        "What the prior-preservation images (samples whose attributes say prior_preservation: on, as `adapter "
+        "teach` stages the base model's own images) are trained towards: noise = their noise, like any sample "
+        "(DreamBooth); base = the frozen base model's prediction for the same noisy input and caption (adapter "
+        "runs only; one more forward pass without gradients per step), so the adapter learns to leave the base's "
+        "output there as it was.",
+        choices=["noise", "base"],
+    )
 
     # --- checkpoints, logs, samples -------------------------------------------------------------
     checkpoint_every: int = _opt(
@@ -378,7 +387,7 @@ _SECTIONS = [
             "seed",
         ),
     ),
-    ("adapter (LoRA)", ("adapter", "lora_rank", "lora_alpha", "lora_targets")),
+    ("adapter (LoRA)", ("adapter", "lora_rank", "lora_alpha", "lora_targets", "prior_target")),
     (
         "checkpoints, logs, samples",
         (
@@ -540,7 +549,9 @@ def check_adapter_settings(config: TrainConfig) -> None:
     defaults = TrainConfig()
     if not config.adapter:
         given = [
-            _flag(n) for n in ("lora_rank", "lora_alpha", "lora_targets") if getattr(config, n) != getattr(defaults, n)
+            _flag(n)
+            for n in ("lora_rank", "lora_alpha", "lora_targets", "prior_target")
+            if getattr(config, n) != getattr(defaults, n)
         ]
         if given:
             raise ConfigError(f"{given[0]} has no effect without --adapter lora")

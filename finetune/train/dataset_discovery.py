@@ -43,6 +43,7 @@ class Record:
     offset: int = 0  # byte offset of the image inside a tar (0 for a plain file)
     size: int = -1  # image byte count inside a tar (-1: the whole file)
     keep_caption: bool = False  # never dropped for classifier-free guidance (attributes.caption_dropout "off")
+    prior: bool = False  # a prior-preservation image (attributes.prior_preservation "on"; see TrainConfig.prior_target)
 
     def read_bytes(self, handles: "FileCache | None" = None) -> bytes:
         if self.size < 0:
@@ -146,11 +147,21 @@ def _parse_json(data: bytes | None) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _attribute_is(meta: dict, name: str, value: str) -> bool:
+    attributes = meta.get("attributes")
+    return isinstance(attributes, dict) and str(attributes.get(name, "")).lower() == value
+
+
 def keeps_caption(meta: dict) -> bool:
     """Whether a sample's json asks that its caption is never dropped (`attributes.caption_dropout` "off"), e.g. the
     character images of `adapter teach --uncond-images prior`."""
-    attributes = meta.get("attributes")
-    return isinstance(attributes, dict) and str(attributes.get("caption_dropout", "")).lower() == "off"
+    return _attribute_is(meta, "caption_dropout", "off")
+
+
+def is_prior_image(meta: dict) -> bool:
+    """Whether a sample's json marks it as a prior-preservation image (`attributes.prior_preservation` "on"), as
+    `adapter teach` stages the base model's own images."""
+    return _attribute_is(meta, "prior_preservation", "on")
 
 
 def _captions_from(meta: dict, txt: str | None) -> tuple[tuple[str, ...], str]:
@@ -184,7 +195,7 @@ def iter_tar_records(path: str) -> Iterator[Record]:
             meta = _parse_json(parts.get("json"))
             captions, split = _captions_from(meta, txt.decode("utf-8", errors="replace") if txt else None)
             offset, size = parts["image"]
-            return Record(current_key, captions, split, path, offset, size, keeps_caption(meta))
+            return Record(current_key, captions, split, path, offset, size, keeps_caption(meta), is_prior_image(meta))
 
         while True:
             try:
@@ -232,7 +243,17 @@ def _folder_records(folder: Path, default_split: str) -> list[Record]:
             if folder.resolve() not in file_path.parents:
                 raise DatasetError(f"{meta_path}:{lineno}: file_name {row['file_name']!r} points outside the folder")
             captions, split = _captions_from({"split": default_split, **row}, None)
-            records.append(Record(row["file_name"], captions, split, str(file_path)))
+            flags = {"attributes": row}  # an imagefolder's extra columns play the part of a shard's attributes
+            records.append(
+                Record(
+                    row["file_name"],
+                    captions,
+                    split,
+                    str(file_path),
+                    keep_caption=keeps_caption(flags),
+                    prior=is_prior_image(flags),
+                )
+            )
     return records
 
 

@@ -43,6 +43,7 @@ def collate(samples: list[dict], tokenizer) -> dict:
         tokens[uncond] = empty_tokens.to(tokens.dtype)
         mask[uncond] = empty_mask.to(mask.dtype)
     batch["tokens"], batch["mask"], batch["uncond"] = tokens, mask, uncond
+    batch["prior"] = torch.tensor([bool(s.get("prior", False)) for s in samples], dtype=torch.bool)
     batch["captions"] = [s["caption"] for s in samples]
     batch["keys"] = [s["key"] for s in samples]
     return batch
@@ -174,7 +175,7 @@ class TrainStream(IterableDataset):
         if self.maker.too_small(rgb):
             return None
         sample = self.maker.train_sample(rgb, rec.captions, rng, keep_caption=rec.keep_caption)
-        sample["key"] = rec.key
+        sample["key"], sample["prior"] = rec.key, rec.prior
         return sample
 
 

@@ -588,6 +588,7 @@ def _accumulate_gradients(run: Run) -> torch.Tensor:
         if run.channels_last:
             noise = noise.contiguous(memory_format=torch.channels_last)
         last = micro == config.grad_accum - 1
+        eps_target = _prior_eps_target(run, batch, x0, t, noise, kwargs)
         with contextlib.nullcontext() if last else run.accelerator.no_sync(run.model):
             losses = diffusion.training_losses(
                 run.model,
@@ -598,12 +599,32 @@ def _accumulate_gradients(run: Run) -> torch.Tensor:
                 loss_type=config.loss_type,
                 mse_weighting=config.mse_weighting,
                 mse_weight_cap=config.mse_weight_cap,
+                eps_target=eps_target,
             )
             loss = losses["loss"].mean()
             run.accelerator.backward(loss / config.grad_accum)
         run.stats.add_micro_batch(losses, t)
         step_loss += loss.detach() / config.grad_accum
     return step_loss
+
+
+def _prior_eps_target(
+    run: Run, batch: dict, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, kwargs: dict
+) -> torch.Tensor | None:
+    """With --prior-target base, what the eps MSE regresses to: the frozen base model's own prediction (the
+    adapter switched off) for the batch's prior-preservation samples, the noise for the others. None otherwise."""
+    prior = batch.get("prior")
+    if run.config.prior_target != "base" or prior is None or not bool(prior.any()):
+        return None
+    prior = prior.to(run.device)
+    x_t = run.diffusion.q_sample(x0[prior], t[prior], noise[prior])
+    prior_kwargs = {name: value[prior] for name, value in kwargs.items()}
+    with torch.no_grad(), adapter_run.base_only(run.unwrapped):
+        out = run.model(x_t, run.diffusion.model_timesteps(t[prior]), **prior_kwargs)
+    out = out[0] if isinstance(out, tuple) else out
+    target = noise.clone()
+    target[prior] = out[:, : noise.shape[1]].to(noise.dtype)
+    return target
 
 
 def _optimizer_step(run: Run, loss: float, grad_norm: float) -> str | None:

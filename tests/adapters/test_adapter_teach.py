@@ -139,6 +139,18 @@ def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional
     assert prior_uncond_p(0.2, 0.2) == pytest.approx(0.25) and prior_uncond_p(0.5, 0.9) == 0.95
 
 
+def test_prior_images_are_marked_and_prior_target_reaches_the_trainer(setup, capsys):
+    out, work = setup["root"] / "zorp-distilled", setup["root"] / "work-distilled"
+    argv = ["--name", "zorp", "--images", setup["images"], "--out", out, "--base", setup["base"], "--steps", 1]
+    argv += ["--rank", 2, "--prior-images", 3, "--prior-prompts", setup["prompts"], "--batch-size", 2]
+    status, captured = teach([*argv, "--work-dir", work, "--threads", 1, "--prior-target", "base"], capsys)
+    assert status == 0, captured.err
+    staged = [json.loads(line) for line in (work / "images" / "metadata.jsonl").read_text().splitlines()]
+    marked = {row["file_name"] for row in staged if row.get("prior_preservation") == "on"}
+    assert marked == {row["file_name"] for row in staged if row["file_name"].startswith("prior-")} and len(marked) == 3
+    assert "prior_target: base" in (work / "run" / "config.yaml").read_text()
+
+
 def test_prior_images_are_kept_and_reused_only_for_the_same_recipe(setup, monkeypatch):
     from finetune.adapters import prior
 

@@ -4,14 +4,17 @@ shows the samples with and without the adapter side by side; wrong combinations 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from train_settings import fast_config
 
@@ -99,6 +102,38 @@ def test_export_is_an_adapter_folder_that_changes_the_base_it_names(tmp_path, sh
     assert (grid[:, 64:72] == 255).all() and not (with_adapter == without).all()
 
 
+def _prior_folder(root, n: int = 8):
+    """An imagefolder whose every image is marked as a prior-preservation image."""
+    root.mkdir()
+    rows = []
+    for i in range(n):
+        rgb = np.full((32, 32, 3), (40 * i) % 256, np.uint8)
+        rgb[8:24, 8:24] = (255, 30 * i, 0)
+        Image.fromarray(rgb).save(root / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"shape {i}", "prior_preservation": "on"}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("prior_target, keeps_base", [("base", True), ("noise", False)])
+def test_prior_target_base_trains_the_prior_images_towards_the_base_output(
+    tmp_path, tiny_folder, prior_target, keeps_base
+):
+    """Where every sample is a prior image and the loss is the eps MSE alone, `base` targets are exactly what the
+    fresh adapter (B = 0) predicts: the loss is 0 and the adapter stays a no-op; with `noise` it learns."""
+    data = _prior_folder(tmp_path / "prior")
+    settings = _settings(tmp_path / "run", data, tiny_folder, max_steps=3, checkpoint_every=0, ema_decay=0.0)
+    result = train(fast_config(**settings, loss_type="mse", prior_target=prior_target))
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run") if "loss" in m]
+    assert (max(losses) == 0.0) == keeps_base and len(losses) == 3
+
+    model = load_model_folder(tiny_folder).model.eval()
+    inputs = model_inputs(model)
+    before = output(model, inputs)
+    apply_adapters(model, [(result.adapter_dir, 1.0)], base_model_id=folder_model_id(tiny_folder, use_ema=True))
+    assert torch.equal(output(model, inputs), before) == keeps_base
+
+
 @pytest.mark.parametrize(
     "name, shards, precision", [("tiny_upsample", "shards64", "no"), ("tiny_base_inpaint", "shards32", "bf16")]
 )
@@ -155,6 +190,7 @@ def test_resume_refuses_a_changed_base(tmp_path, shards32):
         ({"lora_targets": ["qkv", "conv"]}, "unknown LoRA target"),
         ({"adapter": "", "lora_rank": 4}, "--lora-rank has no effect without --adapter lora"),
         ({"lora_rank": 0}, "--lora-rank must be >= 1"),
+        ({"adapter": "", "prior_target": "base"}, "--prior-target has no effect without --adapter lora"),
     ],
 )
 def test_wrong_adapter_settings_are_refused_in_one_line(settings, message):

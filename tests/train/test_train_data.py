@@ -172,6 +172,14 @@ def test_records_read_the_caption_dropout_attribute():
     assert not keeps_caption({"attributes": None}) and not keeps_caption({})
 
 
+def test_records_read_the_prior_preservation_attribute():
+    from finetune.train.dataset_discovery import is_prior_image
+
+    assert is_prior_image({"attributes": {"prior_preservation": "on"}})
+    assert not is_prior_image({"attributes": {"prior_preservation": "off"}})
+    assert not is_prior_image({"attributes": "on"}) and not is_prior_image({})
+
+
 def test_flip_is_off_by_default_and_works_when_asked():
     rgb = np.tile(np.arange(32, dtype=np.uint8)[None, :, None], (32, 1, 3))
     rng = np.random.default_rng(0)
