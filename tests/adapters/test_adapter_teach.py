@@ -124,13 +124,18 @@ def test_staged_repeats_are_separate_files_with_the_same_caption(setup, tmp_path
     assert first[0] == first[1] == first[2]
 
 
-def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional_share(setup, capsys):
-    out, work = setup["root"] / "zorp-kept", setup["root"] / "work-kept"
+def teach_small(setup, capsys, name: str, *extra):
+    """A one-step teach on the setup's images with 3 prior prompts, its work files kept; (work dir, staged rows)."""
+    out, work = setup["root"] / f"zorp-{name}", setup["root"] / f"work-{name}"
     argv = ["--name", "zorp", "--images", setup["images"], "--out", out, "--base", setup["base"], "--steps", 1]
     argv += ["--rank", 2, "--prior-images", 3, "--prior-prompts", setup["prompts"], "--batch-size", 2]
-    status, captured = teach([*argv, "--work-dir", work, "--threads", 1, "--uncond-images", "prior"], capsys)
+    status, captured = teach([*argv, "--work-dir", work, "--threads", 1, *extra], capsys)
     assert status == 0, captured.err
-    staged = [json.loads(line) for line in (work / "images" / "metadata.jsonl").read_text().splitlines()]
+    return work, [json.loads(line) for line in (work / "images" / "metadata.jsonl").read_text().splitlines()]
+
+
+def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional_share(setup, capsys):
+    work, staged = teach_small(setup, capsys, "kept", "--uncond-images", "prior")
     kept = [row for row in staged if row.get("caption_dropout") == "off"]
     assert kept and all(row["file_name"].startswith("character-") for row in kept)
     assert not any(row.get("caption_dropout") for row in staged if row["file_name"].startswith("prior-"))
@@ -140,12 +145,7 @@ def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional
 
 
 def test_prior_images_are_marked_and_prior_target_reaches_the_trainer(setup, capsys):
-    out, work = setup["root"] / "zorp-distilled", setup["root"] / "work-distilled"
-    argv = ["--name", "zorp", "--images", setup["images"], "--out", out, "--base", setup["base"], "--steps", 1]
-    argv += ["--rank", 2, "--prior-images", 3, "--prior-prompts", setup["prompts"], "--batch-size", 2]
-    status, captured = teach([*argv, "--work-dir", work, "--threads", 1, "--prior-target", "base"], capsys)
-    assert status == 0, captured.err
-    staged = [json.loads(line) for line in (work / "images" / "metadata.jsonl").read_text().splitlines()]
+    work, staged = teach_small(setup, capsys, "distilled", "--prior-target", "base")
     marked = {row["file_name"] for row in staged if row.get("prior_preservation") == "on"}
     assert marked == {row["file_name"] for row in staged if row["file_name"].startswith("prior-")} and len(marked) == 3
     assert "prior_target: base" in (work / "run" / "config.yaml").read_text()

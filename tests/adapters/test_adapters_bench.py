@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # it imports bench/quality.py as a sibling
-    spec = importlib.util.spec_from_file_location("adapters_bench", REPO / "bench" / "adapters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_scripts import load_bench
 
 
 def test_tiny_run_teaches_measures_and_reports(monkeypatch, tmp_path, capsys):
-    bench = load_bench(monkeypatch)
+    bench = load_bench(monkeypatch, "adapters")
     results, report = tmp_path / "results", tmp_path / "report"
     argv = ["--samples", "2", "--chunk", "2", "--batch-size", "2", "--teach-images", "2", "--steps", "2"]
     argv += ["--prior-images", "2", "--sampler-steps", "2", "--threads", "1"]

@@ -3,29 +3,20 @@ rendered scenes (where the evaluator must find what was drawn)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 from random_models import save_random_model_folder
 from test_bundled_emoji import TINY_BASE, TINY_UP
-from test_bundled_models import REPO
 
 from data_pipeline.emoji_world import make_emoji_world, render_emoji_scene
+from tests.bench_scripts import load_bench
 
 WORLD = make_emoji_world(emoji="cat,robot,sailboat,ghost", backgrounds="white,cyan", pair_p=0.3)
 
 
-def load_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # it imports bench/quality.py as a sibling
-    spec = importlib.util.spec_from_file_location("emoji_quality_bench", REPO / "bench" / "emoji_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rendered_scenes_score_as_drawn(monkeypatch):
-    bench = load_bench(monkeypatch)
+    bench = load_bench(monkeypatch, "emoji_quality")
     targets, prompts = bench.make_targets(WORLD, 24, prompt_seed=7)
     assert any(len(t["subjects"]) == 2 for t in targets) and all(" background" in p for p in prompts)
     reads = [bench.brief(bench.read_emoji_scene(render_emoji_scene(t, 64), WORLD)) for t in targets]
@@ -36,7 +27,7 @@ def test_rendered_scenes_score_as_drawn(monkeypatch):
 
 
 def test_tiny_pipeline_is_measured_reported_and_cached(monkeypatch, tmp_path, capsys):
-    bench = load_bench(monkeypatch)
+    bench = load_bench(monkeypatch, "emoji_quality")
     pipeline = tmp_path / "pipeline"
     save_random_model_folder(pipeline / "base", TINY_BASE, seed=1)
     save_random_model_folder(pipeline / "upsampler", TINY_UP, seed=2)
@@ -58,7 +49,7 @@ def test_tiny_pipeline_is_measured_reported_and_cached(monkeypatch, tmp_path, ca
 
 
 def test_an_untrained_pipeline_is_one_line(monkeypatch, tmp_path, capsys):
-    bench = load_bench(monkeypatch)
+    bench = load_bench(monkeypatch, "emoji_quality")
     assert bench.main(["--model", str(tmp_path / "missing"), "--report-dir", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
