@@ -144,11 +144,12 @@ def test_uncond_images_prior_keeps_the_characters_captions_and_the_unconditional
     assert prior_uncond_p(0.2, 0.2) == pytest.approx(0.25) and prior_uncond_p(0.5, 0.9) == 0.95
 
 
-def test_prior_images_are_marked_and_prior_target_reaches_the_trainer(setup, capsys):
-    work, staged = teach_small(setup, capsys, "distilled", "--prior-target", "base")
+@pytest.mark.parametrize("extra, target", [((), "base"), (("--prior-target", "noise"), "noise")])
+def test_prior_images_are_marked_and_prior_target_reaches_the_trainer(setup, capsys, extra, target):
+    work, staged = teach_small(setup, capsys, f"target-{target}", *extra)
     marked = {row["file_name"] for row in staged if row.get("prior_preservation") == "on"}
     assert marked == {row["file_name"] for row in staged if row["file_name"].startswith("prior-")} and len(marked) == 3
-    assert "prior_target: base" in (work / "run" / "config.yaml").read_text()
+    assert f"prior_target: {target}" in (work / "run" / "config.yaml").read_text()  # the default: base
 
 
 def test_prior_images_are_kept_and_reused_only_for_the_same_recipe(setup, monkeypatch):

@@ -3,6 +3,7 @@ choices for it (subprocess stood in), and the name `bundled-emoji` wherever `bun
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -13,9 +14,11 @@ from random_models import save_random_model_folder
 from test_bundled_models import REPO, _fake_run, load_script
 
 import finetune.bundled_models
-from data_pipeline.emoji_world import EmojiWorld
+from data_pipeline.emoji_world import EmojiWorld, canonical_emoji_caption
 from finetune.model import build_model, get_preset
 from finetune.train.config import build_config, load_config_file
+from sampling.comic.script import load_script as load_comic_script
+from sampling.commands.comic import example_scripts
 from sampling.loading import ModelLoadError, load_models
 
 RECIPE = REPO / "scripts" / "bundled" / "emoji"
@@ -183,3 +186,29 @@ def test_train_init_and_adapter_merge_take_the_emoji_name(bundle_root):
     save_random_model_folder(bundle_root / "emoji" / "base", TINY_BASE, 0)
     assert resolve_init("bundled-emoji") == str(bundle_root / "emoji" / "base")
     assert resolve_model_folder("bundled-emoji") == bundle_root / "emoji" / "base"
+
+
+def test_the_emoji_story_speaks_the_bundled_emoji_world():
+    """Every panel caption of sampling/examples/emoji_story.yaml is a canonical caption of a scene of the world the
+    bundled-emoji models are trained on (one emoji at any place and size, or two small ones at two corners)."""
+    world = EmojiWorld.from_dict(load_script().world_provenance("emoji")["world"])
+    script = load_comic_script(example_scripts()["emoji_story"])
+    captions = [panel.caption for page in script.pages for panel in page.panels]
+    assert len(captions) >= 4
+
+    def scene(subjects, background):
+        return canonical_emoji_caption({"subjects": subjects, "background": background}, name_size=len(subjects) == 1)
+
+    for caption in captions:
+        named = [e for e in world.emoji if f" {e} " in f" {caption} "]
+        singles = [
+            scene([{"emoji": e, "position": p, "size": z}], b)
+            for e, p, z, b in itertools.product(named, world.positions, world.sizes, world.backgrounds)
+        ]
+        pairs = [
+            scene([{"emoji": e, "position": p, "size": "small"}, {"emoji": f, "position": q, "size": "small"}], b)
+            for e, f in itertools.permutations(named, 2)
+            for p, q in itertools.permutations(world.corners, 2)
+            for b in world.backgrounds
+        ]
+        assert caption in singles + pairs, caption
