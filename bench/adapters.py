@@ -281,6 +281,9 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+PRIOR_TARGET_WORDS = {"base": "the base model's prediction", "noise": "their noise"}
+
+
 def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv: list[str]) -> str:
     drop = -ordinary["difference"]
     rows = [
@@ -325,6 +328,7 @@ def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv:
         f"from {taught['images']} rendered images and {taught['prior_images']} prior-preservation images with "
         f"`python -m finetune adapter teach` (rank {s['rank']}, {s['steps']} steps, batch {s['batch_size']}, "
         f"lr {s['lr']:g}, character share {s['character_share']}, prior guidance {s['prior_guidance']:g}, "
+        f"prior images trained towards {PRIOR_TARGET_WORDS[args.prior_target]}, "
         f"targets {s['targets'] or 'the default'}), applied at scale {args.scale:g}. {args.samples} samples per point, "
         f"{args.sampler} {args.sampler_steps} steps, guidance {args.guidance:g}, fp32, paired seeds.\n\n"
         + "\n".join(lines)
