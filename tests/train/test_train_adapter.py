@@ -60,10 +60,27 @@ def _adapter_checkpoint(run_dir) -> dict[str, dict[str, torch.Tensor]]:
     return {name: load_file(str(final / f"{name}.safetensors")) for name in ("model", "ema")}
 
 
-def test_adapter_run_stopped_and_resumed_matches_the_uninterrupted_run(tmp_path, shards32, tiny_folder):
+def _prior_folder(root, n: int = 8, every: int = 1):
+    """An imagefolder whose every `every`-th image is marked as a prior-preservation image."""
+    root.mkdir()
+    rows = []
+    for i in range(n):
+        rgb = np.full((32, 32, 3), (40 * i) % 256, np.uint8)
+        rgb[8:24, 8:24] = (255, 30 * i, 0)
+        Image.fromarray(rgb).save(root / f"{i}.png")
+        prior = {"prior_preservation": "on"} if i % every == 0 else {}
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"shape {i}", **prior}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("prior_target", ["noise", "base"])
+def test_adapter_run_stopped_and_resumed_matches_the_uninterrupted_run(tmp_path, shards32, tiny_folder, prior_target):
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
-    train(fast_config(**_settings(straight_dir, shards32, tiny_folder, export_model=False)))
-    train(fast_config(**_settings(resumed_dir, shards32, tiny_folder, export_model=False, max_steps=3)))
+    data = shards32 if prior_target == "noise" else _prior_folder(tmp_path / "half-prior", every=2)
+    more = {"export_model": False, "prior_target": prior_target}
+    train(fast_config(**_settings(straight_dir, data, tiny_folder, **more)))
+    train(fast_config(**_settings(resumed_dir, data, tiny_folder, **more, max_steps=3)))
     resumed = train(build_config({"run_dir": str(resumed_dir), "resume": "latest", "max_steps": STEPS}))
     assert resumed.step == STEPS
     straight_steps, resumed_steps = read_metrics(straight_dir), read_metrics(resumed_dir)
@@ -100,19 +117,6 @@ def test_export_is_an_adapter_folder_that_changes_the_base_it_names(tmp_path, sh
     assert grid.shape[:2] == (32, 2 * (2 * 32) + 8)  # with the adapter | gap | without
     with_adapter, without = grid[:, :64], grid[:, 72:]
     assert (grid[:, 64:72] == 255).all() and not (with_adapter == without).all()
-
-
-def _prior_folder(root, n: int = 8):
-    """An imagefolder whose every image is marked as a prior-preservation image."""
-    root.mkdir()
-    rows = []
-    for i in range(n):
-        rgb = np.full((32, 32, 3), (40 * i) % 256, np.uint8)
-        rgb[8:24, 8:24] = (255, 30 * i, 0)
-        Image.fromarray(rgb).save(root / f"{i}.png")
-        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"shape {i}", "prior_preservation": "on"}))
-    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
-    return root
 
 
 @pytest.mark.parametrize("prior_target, keeps_base", [("base", True), ("noise", False)])
