@@ -1,5 +1,5 @@
-"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch`, `cache` and
-`adapter`."""
+"""`python -m finetune train ...` (also `accelerate launch -m finetune train ...`), `convert`, `fetch`, `cache`,
+`trim-vocab` and `adapter`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ COMMANDS = [
         "fetch", "finetune.commands.fetch", "download OpenAI's released GLIDE weights by name into the model cache"
     ),
     Command("cache", "finetune.commands.cache", "list or remove cached models"),
+    Command(
+        "trim-vocab", "finetune.commands.trim_vocab", "copy a model folder with its vocabulary trimmed to its captions"
+    ),
     Command("adapter", "finetune.adapters.command", "LoRA adapters: merge into a model folder, teach a character"),
 ]
 

@@ -422,4 +422,9 @@ def load_model_folder(
         raise FileNotFoundError(
             f"model folder {str(path)!r} has no {options['tokenizer']} vocabulary files; pass vocab_path ({e})"
         ) from None
+    if tokenizer.vocab_size != model.vocab_size:  # e.g. a trimmed model's kept_tokens.json missing or overridden
+        raise ModelFolderError(
+            f"model folder {str(path)!r}: its tokenizer has {tokenizer.vocab_size} tokens but the model "
+            f"{model.vocab_size} token embedding rows"
+        )
     return LoadedModel(model=model, options=options, tokenizer=tokenizer, config=config, path=path)

@@ -26,10 +26,48 @@ from data_pipeline.fsutil import atomic_write_bytes
 GPT2_VOCAB_SIZE = 50257
 GPT2_END_TOKEN = 50256
 CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+KEPT_TOKENS_FILE = "kept_tokens.json"  # a trimmed vocabulary's kept ids, beside the vocabulary files
+MAX_KEPT_TOKENS_BYTES = 1 << 20
 GPT2_FILES = ("encoder.json.gz", "vocab.bpe.gz")
 PACKAGED_GPT2_DIR = ("tokenizer_files", "gpt2")  # under the finetune package: GPT-2's encoder.json and vocab.bpe
 
 _GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+
+
+class KeptTokens:
+    """A trimmed vocabulary: the tokenizer ids a model keeps token embedding rows for, in row order; every other id
+    reads the last row, the unknown token's."""
+
+    def __init__(self, ids: Sequence[int], full_size: int, pad_token: int):
+        if not isinstance(ids, (list, tuple)) or not all(type(i) is int and 0 <= i < full_size for i in ids):
+            raise ValueError(f"kept token ids must be a list of integers in [0, {full_size})")
+        if len(set(ids)) != len(ids) or not 1 <= len(ids) < full_size:
+            raise ValueError(f"kept token ids must be 1 to {full_size - 1} distinct ids")
+        if pad_token not in ids:
+            raise ValueError(f"kept token ids must include the padding token {pad_token}")
+        self.ids = tuple(ids)
+        self.unknown_row = len(ids)
+        self._rows = {token: row for row, token in enumerate(ids)}
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids) + 1
+
+    def map(self, ids: Sequence[int]) -> list[int]:
+        return [self._rows.get(i, self.unknown_row) for i in ids]
+
+
+def read_kept_tokens(path: Path, name: str) -> list[int]:
+    """The kept ids a vocabulary folder's kept_tokens.json lists for tokenizer `name` (checked by KeptTokens)."""
+    if path.stat().st_size > MAX_KEPT_TOKENS_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_KEPT_TOKENS_BYTES} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("tokenizer") != name or "ids" not in data:
+        raise ValueError(f"{path}: expected {{'tokenizer': {name!r}, 'ids': [...]}}")
+    return data["ids"]
 
 
 class Tokenizer:
@@ -38,6 +76,7 @@ class Tokenizer:
     name: str
     vocab_size: int
     pad_token: int
+    kept: KeptTokens | None = None
 
     def __init__(self, text_ctx: int):
         if int(text_ctx) < 2:
@@ -60,6 +99,8 @@ class Tokenizer:
             if not isinstance(caption, str):
                 raise TypeError(f"caption {row} must be a str, got {type(caption).__name__}")
             ids, cut = self.ids(caption)
+            if self.kept is not None:
+                ids = self.kept.map(ids)
             tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = True
             truncated.append(cut)
@@ -72,8 +113,25 @@ class Tokenizer:
             torch.zeros((n, self.text_ctx), dtype=torch.bool),
         )
 
+    def keep_only(self, ids: Sequence[int]) -> None:
+        """Trim the vocabulary to `ids` (in row order, the padding token among them); other ids become the unknown
+        token, the last row. The model's token embedding then has `vocab_size` = len(ids) + 1 rows."""
+        full = type(self)
+        self.kept = KeptTokens(ids, full.vocab_size, full.pad_token)
+        self.vocab_size = self.kept.rows
+        self.pad_token = self.kept.map([full.pad_token])[0]
+
     def save_files(self, directory: str | os.PathLike) -> list[Path]:
-        """Copy the vocabulary files into `directory` (a model folder), so it is self-contained."""
+        """Copy the vocabulary files (and a trimmed vocabulary's kept ids) into `directory` (a model folder), so it
+        is self-contained."""
+        written = self._save_vocabulary(Path(directory))
+        if self.kept is not None:
+            target = Path(directory) / KEPT_TOKENS_FILE
+            atomic_write_bytes(target, json.dumps({"tokenizer": self.name, "ids": list(self.kept.ids)}).encode())
+            written.append(target)
+        return written
+
+    def _save_vocabulary(self, directory: Path) -> list[Path]:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -208,8 +266,7 @@ class GPT2Tokenizer(Tokenizer):
         ids = self.bpe.encode(caption.lower())
         return ids[: self.text_ctx], len(ids) > self.text_ctx
 
-    def save_files(self, directory) -> list[Path]:
-        directory = Path(directory)
+    def _save_vocabulary(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         encoder_bytes = json.dumps(self._encoder_table, ensure_ascii=False).encode("utf-8")
         merges_bytes = ("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in self._merges) + "\n").encode("utf-8")
@@ -251,8 +308,7 @@ class CLIPTokenizer(Tokenizer):
         room = self.text_ctx - 2
         return [self.sot, *body[:room], self.eot], len(body) > room
 
-    def save_files(self, directory) -> list[Path]:
-        directory = Path(directory)
+    def _save_vocabulary(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / CLIP_VOCAB_FILE
         atomic_write_bytes(target, self.bpe_file.read_bytes())
@@ -265,7 +321,12 @@ TOKENIZERS = {"clip": CLIPTokenizer, "gpt2": GPT2Tokenizer}
 
 def get_tokenizer(name: str, text_ctx: int, vocab_path: str | os.PathLike | None = None) -> Tokenizer:
     """A tokenizer by name ("clip" or "gpt2"); `vocab_path` is a directory of vocabulary files overriding the
-    shipped ones (GPT-2's ship with this package, CLIP's with open_clip)."""
+    shipped ones (GPT-2's ship with this package, CLIP's with open_clip); a kept_tokens.json there trims the
+    vocabulary (see Tokenizer.keep_only)."""
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[name](text_ctx, vocab_path)
+    tokenizer = TOKENIZERS[name](text_ctx, vocab_path)
+    kept = Path(vocab_path).expanduser() / KEPT_TOKENS_FILE if vocab_path is not None else None
+    if kept is not None and kept.is_file():
+        tokenizer.keep_only(read_kept_tokens(kept, name))
+    return tokenizer

@@ -167,6 +167,7 @@ OPTION_LIMITS: dict[str, Any] = {
     "super_res": Flag(),
     "coord_channels": Flag(),
     "tokenizer": OneOf(tuple(VOCAB_SIZES)),
+    "token_rows": Integer(2, max(VOCAB_SIZES.values()), sentinels=(0,)),  # 0: the tokenizer's whole vocabulary
 }
 
 

@@ -46,6 +46,9 @@ BASE_DEFAULTS: dict[str, Any] = {
     # a pixel is (convolutions and attention alone are translation-equivariant) and can follow "in the top left".
     "coord_channels": False,
     "tokenizer": "gpt2",
+    # Not in GLIDE: token embedding rows of a model whose vocabulary was trimmed to the tokens its captions use
+    # (finetune.vocab_trim; its tokenizer reads the kept ids from kept_tokens.json). 0: the whole vocabulary.
+    "token_rows": 0,
 }
 
 UPSAMPLER_OVERRIDES: dict[str, Any] = {
@@ -221,6 +224,9 @@ def architecture(options: dict[str, Any]) -> dict[str, Any]:
     tokenizer = options["tokenizer"]
     if tokenizer not in VOCAB_SIZES:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; known: {', '.join(VOCAB_SIZES)}")
+    vocab_size = int(options.get("token_rows") or 0) or VOCAB_SIZES[tokenizer]
+    if vocab_size > VOCAB_SIZES[tokenizer]:
+        raise ValueError(f"token_rows {vocab_size} is more than the {tokenizer} vocabulary's {VOCAB_SIZES[tokenizer]}")
     in_channels = 3
     if options["super_res"]:
         in_channels += 3
@@ -236,6 +242,6 @@ def architecture(options: dict[str, Any]) -> dict[str, Any]:
         "in_channels": in_channels,
         "out_channels": 6,
         "num_heads_upsample": int(options["num_heads"]) if num_heads_upsample == -1 else num_heads_upsample,
-        "vocab_size": VOCAB_SIZES[tokenizer],
+        "vocab_size": vocab_size,
         "xf_width": xf_width,
     }

@@ -39,6 +39,7 @@ class Pipeline:
     weights_subdir: str  # finetune/bundled_weights/<weights_subdir>/<kind> ("" = bundled_weights/<kind>)
     subcommand: str  # the data_pipeline command that builds the dataset
     flags: dict  # world.json key -> that command's flag
+    trim_vocab: bool = False  # export keeps only the tokens of the dataset's captions (finetune.vocab_trim)
 
 
 COMMON_FLAGS = {
@@ -62,6 +63,9 @@ PIPELINES = {
         "emoji",
         "emoji-scenes",
         {**COMMON_FLAGS, "emoji": "--emoji", "emoji_sizes": "--emoji-sizes", "pair_p": "--pair-p"},
+        # half of each model file is the token embedding of 49,408 CLIP tokens, of which its captions use ~120:
+        # untrimmed, a second pair would not fit the repository's size budget
+        trim_vocab=True,
     ),
 }
 DEFAULT_PIPELINE = "shapes"
@@ -351,8 +355,11 @@ def export(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE, to: Path | N
     provenance = export_provenance(root, kind, pipeline, state, weights.name == "ema.safetensors")
     target = to / kind if to else bundled_dir(kind, pipeline)
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
-    # write_model_folder builds the folder beside the target and swaps it in
-    write_model_folder(target, load_file(str(weights)), options, tokenizer, provenance=provenance, dtype=torch.float16)
+    state_dict = load_file(str(weights))
+    if PIPELINES[pipeline].trim_vocab:
+        export_trimmed(root, pipeline, target, state_dict, options, tokenizer, provenance)
+    else:  # write_model_folder builds the folder beside the target and swaps it in
+        write_model_folder(target, state_dict, options, tokenizer, provenance=provenance, dtype=torch.float16)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(
         f"{pipeline} {kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} "
@@ -360,6 +367,33 @@ def export(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE, to: Path | N
         flush=True,
     )
     return target
+
+
+def export_trimmed(root: Path, pipeline: str, target: Path, state_dict, options, tokenizer, provenance) -> None:
+    """Write the model beside `target`, then its copy with the vocabulary trimmed to the dataset's captions at
+    `target` (see finetune.vocab_trim)."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from finetune.commands.trim_vocab import dataset_captions
+    from finetune.model_folder import write_model_folder
+    from finetune.vocab_trim import trim_model_folder
+
+    data = dataset_dir(root, pipeline)
+    if not (data / "manifest.json").is_file():
+        raise SystemExit(f"export trims the vocabulary to the dataset's captions: no dataset at {data} (run `data`)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.untrimmed-"))
+    try:
+        untrimmed = write_model_folder(
+            work / "model", state_dict, options, tokenizer, provenance=provenance, dtype=torch.float16
+        )
+        report = trim_model_folder(untrimmed, dataset_captions(str(data)), target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{pipeline}: kept {report['kept']} of {report['rows_before']} tokens (the dataset's captions)", flush=True)
 
 
 def status(root: Path, pipeline: str = DEFAULT_PIPELINE) -> None:

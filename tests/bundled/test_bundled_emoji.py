@@ -14,6 +14,7 @@ from random_models import save_random_model_folder
 from test_bundled_models import REPO, _fake_run, load_script
 
 import finetune.bundled_models
+from data_pipeline.__main__ import main as data_main
 from data_pipeline.emoji_world import EmojiWorld, canonical_emoji_caption
 from finetune.model import build_model, get_preset
 from finetune.train.config import build_config, load_config_file
@@ -109,8 +110,16 @@ def test_emoji_export_to_a_folder_carries_the_licence(tmp_path, monkeypatch):
     script = load_script()
     monkeypatch.setattr(script, "bundled_dir", lambda kind, pipeline="shapes": pytest.fail("wrote the bundle"))
     ema = _fake_run(tmp_path, "emoji-base", 7, get_preset("tiny-base"))
+    with pytest.raises(SystemExit, match="no dataset"):  # the vocabulary is trimmed to the dataset's captions
+        script.export(tmp_path, "base", "emoji", to=tmp_path / "trial")
+    data = ["emoji-scenes", "--out", str(tmp_path / "data" / "emoji-plain"), "--count", "12", "--sizes", "32"]
+    assert data_main([*data, "--no-progress", "--processes", "1"]) == 0
     out = script.export(tmp_path, "base", "emoji", to=tmp_path / "trial")
-    assert out == tmp_path / "trial" / "base"
+    assert out == tmp_path / "trial" / "base" and not list((tmp_path / "trial").glob(".*"))
+    kept = json.loads((out / "kept_tokens.json").read_text())["ids"]
+    assert (
+        5 < len(kept) < 200 and json.loads((out / "config.json").read_text())["options"]["token_rows"] == len(kept) + 1
+    )
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["license"] == "CC BY-SA 4.0" and "OpenMoji" in provenance["attribution"]
     assert len(EmojiWorld.from_dict(provenance["world"]).emoji) >= 64
