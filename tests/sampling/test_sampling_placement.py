@@ -3,6 +3,8 @@ a subject where its caption says (which it does not do on its own)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,21 @@ def _scene(position: str, x: float, y: float, background: str = "white") -> np.n
 def test_subject_centre_is_the_bounding_box_centre():
     cx, cy = subject_centre(_scene("top_left", 0.3, 0.7))
     assert cx == pytest.approx(0.3 * 32, abs=1.0) and cy == pytest.approx(0.7 * 32, abs=1.0)
+
+
+def test_the_subject_of_an_emoji_scene_is_found_where_it_was_drawn():
+    """Placement also serves the emoji pipeline: an OpenMoji glyph (many colours, outlines) is one subject."""
+    from data_pipeline.emoji_world import DEFAULT_EMOJI_WORLD, make_emoji_scene
+
+    world = dataclasses.replace(DEFAULT_EMOJI_WORLD, pair_p=0.0)
+    found = 0
+    for i in range(60):
+        image, _, attributes = make_emoji_scene(i, seed=5, world=world, size=32)
+        subject, centre = attributes["subjects"][0], subject_centre(image.astype(np.float32) / 127.5 - 1)
+        found += (
+            centre is not None and abs(centre[0] / 32 - subject["x"]) < 0.1 and abs(centre[1] / 32 - subject["y"]) < 0.1
+        )
+    assert found >= 57  # 499 of 500 measured with the bundled-emoji world
 
 
 def test_no_subject_in_a_plain_or_busy_picture():
