@@ -55,7 +55,7 @@ from sampling.settings import SamplerSettings  # noqa: E402
 
 TARGETS = {"emoji": 0.80, "background": 0.90, "position": 0.80}  # issue 17's bar, at the best scale
 MEASURES = ("emoji", "background", "position", "all")
-SHEET_COLUMNS, SHEET_ROWS, CAPTION_PX = 8, 4, 30
+SHEET_COLUMNS, SHEET_ROWS, CAPTION_PX, CAPTION_LINES = 8, 4, 52, 5  # Pillow's default font: ~10 px a line
 
 
 def world_of(model_dir: Path, spec: str | None) -> EmojiWorld:
@@ -136,7 +136,7 @@ def measure(pipeline: TextToImage, setting: dict, prompts: list[str], args, worl
 
 
 def contact_sheet(images: list[np.ndarray], captions: list[str]) -> Image.Image:
-    """The images in a grid, each over its prompt (wrapped to two lines)."""
+    """The images in a grid, each over its prompt (wrapped to at most CAPTION_LINES lines)."""
     side = images[0].shape[0]
     rows = math.ceil(len(images) / SHEET_COLUMNS)
     sheet = Image.new("RGB", (SHEET_COLUMNS * side, rows * (side + CAPTION_PX)), "white")
@@ -149,7 +149,7 @@ def contact_sheet(images: list[np.ndarray], captions: list[str]) -> Image.Image:
             if len(lines[-1]) + len(word) + 1 > side // 6 and lines[-1]:
                 lines.append("")
             lines[-1] = f"{lines[-1]} {word}".strip()
-        pen.multiline_text((x + 2, y + side + 1), "\n".join(lines[:3]), fill="black", spacing=0)
+        pen.multiline_text((x + 2, y + side + 1), "\n".join(lines[:CAPTION_LINES]), fill="black", spacing=0)
     return sheet
 
 
