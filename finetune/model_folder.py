@@ -318,7 +318,7 @@ def write_model_folder(
             "tokenizer_files": tokenizer_files,
             "has_ema": ema_state_dict is not None,
             "storage_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
-            "options": options,
+            "options": stored_options(options),
         }
         write_json(tmp / CONFIG_FILE, config)
         publish_dir(tmp, path)
@@ -326,6 +326,12 @@ def write_model_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as config.json records them: an untrimmed vocabulary's `token_rows` (0) is left out, so a folder
+    written today has the same config bytes, hence the same model id, as one written before the option existed."""
+    return {k: v for k, v in options.items() if not (k == "token_rows" and not v)}
 
 
 def save_model_folder(

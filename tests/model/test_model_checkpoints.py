@@ -14,7 +14,7 @@ from tolerances import assert_fp32_close
 from finetune.__main__ import main as finetune_main
 from finetune.bundled_models import bundled_model_path
 from finetune.convert import convert
-from finetune.model import build_model, get_preset
+from finetune.model import build_model, get_preset, resolve_options
 from finetune.model_folder import (
     ModelFolderError,
     load_model_folder,
@@ -146,7 +146,7 @@ def test_model_folder_round_trip_with_ema_and_fp16(tmp_path):
     )
     config = json.loads((folder / "config.json").read_text())
     assert config["format_version"] == 1 and config["preset"] == "tiny-upsample" and config["tokenizer"] == "clip"
-    assert config["options"] == model.options and config["has_ema"]
+    assert resolve_options(config["options"]) == model.options and config["has_ema"]
     assert json.loads((folder / "provenance.json").read_text())["note"] == "test"
     assert not list(tmp_path.glob(".*"))
 

@@ -83,6 +83,8 @@ def test_trimmed_folder_gives_the_same_outputs_for_kept_captions(folders):
     assert torch.equal(empty, full.model(x, t, *full.tokenizer.empty(2)))
     assert torch.isfinite(unknown).all()
     assert folder_model_id(trimmed) != folder_model_id(source)
+    # an untrimmed folder's config.json does not record token_rows: its bytes (and model id) are as before the option
+    assert "token_rows" not in json.loads((source / "config.json").read_text())["options"]
     provenance = json.loads((trimmed / "provenance.json").read_text())
     assert provenance["vocabulary_trimmed"]["kept_tokens"] == report["kept"]
 
