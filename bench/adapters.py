@@ -134,7 +134,12 @@ def teach_zorp(args, world: World) -> tuple[Path, dict]:
     argv += ["--prior-dir", str(args.results / "prior-images")]  # kept: other teach settings reuse them
     argv += ["--targets", args.targets] if args.targets else []
     print(f"teaching {NAME}: python -m finetune adapter teach {' '.join(argv)}", flush=True)
-    report = {"settings": settings, **teach(parser.parse_args(argv))}
+    # the threads teaching ran with (a later report run may use other ones)
+    report = {
+        "settings": settings,
+        "threads": args.threads or torch.get_num_threads(),
+        **teach(parser.parse_args(argv)),
+    }
     atomic_write_json(record, report)
     return adapter, report
 
@@ -334,7 +339,7 @@ def report_text(args, taught: dict, new: dict, page: dict, ordinary: dict, argv:
         + "\n".join(lines)
         + f"\n\nAdapter size {taught['adapter_bytes'] / 1e6:.2f} MB; teaching took {taught['prior_seconds']:.0f}s "
         f"for the prior images and {taught['train_seconds']:.0f}s of training on this CPU "
-        f"({args.threads or torch.get_num_threads()} thread(s)).\n\nCommand: `python bench/adapters.py "
+        f"({taught.get('threads', 'unrecorded')} thread(s)).\n\nCommand: `python bench/adapters.py "
         f"{' '.join(argv)}`\n"
     )
 
