@@ -38,6 +38,18 @@ def trimmed_embedding(weight: torch.Tensor, kept: list[int]) -> torch.Tensor:
     return torch.cat([weight[kept], torch.zeros_like(weight[:1])])
 
 
+def trim_vocabulary(tokenizer: Tokenizer, captions: Iterable[str], state_dicts: Iterable[dict]) -> dict:
+    """Trim in place: the tokenizer to the tokens of `captions`, each state dict's token embedding to their rows.
+    Returns what a model folder's provenance records of it (kept tokens, of how many)."""
+    kept = used_token_ids(tokenizer, captions)
+    for state in state_dicts:
+        if TOKEN_EMBEDDING not in state:
+            raise ModelFolderError(f"the weights have no {TOKEN_EMBEDDING} (a model without a text side?)")
+        state[TOKEN_EMBEDDING] = trimmed_embedding(state[TOKEN_EMBEDDING], kept)
+    tokenizer.keep_only(kept)
+    return {"kept_tokens": len(kept), "of": type(tokenizer).vocab_size}
+
+
 def trim_model_folder(source: str | os.PathLike, captions: Iterable[str], out: str | os.PathLike) -> dict:
     """Write a copy of the model folder `source` at `out` whose vocabulary keeps only the tokens of `captions`;
     returns {kept, rows_before, bytes_before, bytes_after}."""
@@ -48,27 +60,18 @@ def trim_model_folder(source: str | os.PathLike, captions: Iterable[str], out: s
         raise ModelFolderError(f"{source}: its vocabulary is trimmed already ({options['token_rows']} rows)")
     if not config.get("tokenizer_files"):
         raise ModelFolderError(f"{source}: the folder holds no vocabulary files to trim")
-    tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], source)
-    kept = used_token_ids(tokenizer, captions)
     if not (source / WEIGHTS_FILE).is_file():
         raise ModelFolderError(f"{source}: no {WEIGHTS_FILE}")
-    states = {}
-    for name in (WEIGHTS_FILE, EMA_FILE):
-        if (source / name).is_file():
-            state = load_file(str(source / name))
-            if TOKEN_EMBEDDING not in state:
-                raise ModelFolderError(f"{source / name}: no {TOKEN_EMBEDDING} (a model without a text side?)")
-            rows = state[TOKEN_EMBEDDING].shape[0]
-            state[TOKEN_EMBEDDING] = trimmed_embedding(state[TOKEN_EMBEDDING], kept)
-            states[name] = state
-    tokenizer.keep_only(kept)
+    tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"], source)
+    states = {name: load_file(str(source / name)) for name in (WEIGHTS_FILE, EMA_FILE) if (source / name).is_file()}
+    trimmed = trim_vocabulary(tokenizer, captions, states.values())
     options["token_rows"] = tokenizer.vocab_size
     provenance_file = source / "provenance.json"
     provenance = {}
     if provenance_file.is_file():
         provenance = json.loads(provenance_file.read_text(encoding="utf-8"))
         provenance = {k: v for k, v in provenance.items() if k not in ("created", "code_version")}
-    provenance["vocabulary_trimmed"] = {"kept_tokens": len(kept), "of": type(tokenizer).vocab_size, "from": str(source)}
+    provenance["vocabulary_trimmed"] = {**trimmed, "from": str(source)}
     dtype = STORAGE_DTYPES.get(config.get("storage_dtype") or "float32")
     write_model_folder(
         out,
@@ -81,8 +84,8 @@ def trim_model_folder(source: str | os.PathLike, captions: Iterable[str], out: s
         dtype=dtype,
     )
     return {
-        "kept": len(kept),
-        "rows_before": rows,
+        "kept": trimmed["kept_tokens"],
+        "rows_before": trimmed["of"],
         "bytes_before": folder_bytes(source),
         "bytes_after": folder_bytes(out),
     }

@@ -357,9 +357,10 @@ def export(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE, to: Path | N
     tokenizer = get_tokenizer(options["tokenizer"], options["text_ctx"])
     state_dict = load_file(str(weights))
     if PIPELINES[pipeline].trim_vocab:
-        export_trimmed(root, pipeline, target, state_dict, options, tokenizer, provenance)
-    else:  # write_model_folder builds the folder beside the target and swaps it in
-        write_model_folder(target, state_dict, options, tokenizer, provenance=provenance, dtype=torch.float16)
+        provenance["vocabulary_trimmed"] = trim_to_dataset(root, pipeline, tokenizer, state_dict)
+        options = {**options, "token_rows": tokenizer.vocab_size}
+    # write_model_folder builds the folder beside the target and swaps it in
+    write_model_folder(target, state_dict, options, tokenizer, provenance=provenance, dtype=torch.float16)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(
         f"{pipeline} {kind}: exported {ckpt.name} ({provenance['total_steps']} steps in all) -> {target} "
@@ -369,31 +370,18 @@ def export(root: Path, kind: str, pipeline: str = DEFAULT_PIPELINE, to: Path | N
     return target
 
 
-def export_trimmed(root: Path, pipeline: str, target: Path, state_dict, options, tokenizer, provenance) -> None:
-    """Write the model beside `target`, then its copy with the vocabulary trimmed to the dataset's captions at
-    `target` (see finetune.vocab_trim)."""
-    import shutil
-    import tempfile
-
-    import torch
-
+def trim_to_dataset(root: Path, pipeline: str, tokenizer, state_dict: dict) -> dict:
+    """Trim the tokenizer and the weights (in place) to the tokens of the pipeline's dataset captions (see
+    finetune.vocab_trim); what the provenance records of it."""
     from finetune.commands.trim_vocab import dataset_captions
-    from finetune.model_folder import write_model_folder
-    from finetune.vocab_trim import trim_model_folder
+    from finetune.vocab_trim import trim_vocabulary
 
     data = dataset_dir(root, pipeline)
     if not (data / "manifest.json").is_file():
         raise SystemExit(f"export trims the vocabulary to the dataset's captions: no dataset at {data} (run `data`)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.untrimmed-"))
-    try:
-        untrimmed = write_model_folder(
-            work / "model", state_dict, options, tokenizer, provenance=provenance, dtype=torch.float16
-        )
-        report = trim_model_folder(untrimmed, dataset_captions(str(data)), target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"{pipeline}: kept {report['kept']} of {report['rows_before']} tokens (the dataset's captions)", flush=True)
+    trimmed = trim_vocabulary(tokenizer, dataset_captions(str(data)), [state_dict])
+    print(f"{pipeline}: kept {trimmed['kept_tokens']} of {trimmed['of']} tokens (the dataset's captions)", flush=True)
+    return trimmed
 
 
 def status(root: Path, pipeline: str = DEFAULT_PIPELINE) -> None:
