@@ -45,6 +45,7 @@ from data_pipeline.emoji_world import (  # noqa: E402
     emoji_world_from_manifest,
     read_emoji_scene,
     sample_emoji_attributes,
+    score_emoji_reads,
 )
 from data_pipeline.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from data_pipeline.synthetic.world import sample_rng  # noqa: E402
@@ -83,24 +84,20 @@ def brief(read: dict) -> dict:
     }
 
 
-def right(read: dict, target: dict, measure: str) -> bool:
-    got, want = read["subjects"], target["subjects"]
-    if measure == "emoji":
-        return sorted(s["emoji"] for s in got) == sorted(s["emoji"] for s in want)
-    if measure == "background":
-        return read["background"] == target["background"]
-    if measure == "position":
-        return sorted(s["position"] for s in got) == sorted(s["position"] for s in want)
-    pairs = sorted((s["emoji"], s["position"]) for s in got) == sorted((s["emoji"], s["position"]) for s in want)
-    return pairs and read["background"] == target["background"]
+def placed(read: dict, target: dict) -> bool:
+    """Every emoji at its own place (whatever its size), on the right background."""
+    places = [sorted((s["emoji"], s["position"]) for s in scene["subjects"]) for scene in (read, target)]
+    return places[0] == places[1] and read["background"] == target["background"]
 
 
 def summarise(reads: list[dict], targets: list[dict]) -> dict:
+    """Rates of the emoji evaluator's scoring (emoji, background, position) and `all` (placed), with 95% intervals."""
+    scores = score_emoji_reads(reads, targets)
+    scores["all"] = float(np.mean([placed(r, t) for r, t in zip(reads, targets)]))
     out: dict = {"n": len(reads)}
     for measure in MEASURES:
-        rate = float(np.mean([right(r, t, measure) for r, t in zip(reads, targets)]))
-        out[measure] = rate
-        out[f"{measure}_ci95"] = 1.96 * math.sqrt(max(rate * (1 - rate), 1e-12) / len(reads))
+        out[measure] = scores[measure]
+        out[f"{measure}_ci95"] = 1.96 * math.sqrt(max(scores[measure] * (1 - scores[measure]), 1e-12) / len(reads))
     return out
 
 
