@@ -12,8 +12,10 @@ seed + i at every scale (paired seeds). `data_pipeline.emoji_world.read_emoji_sc
   position    every emoji at a named place (as a set: whichever emoji stands there)
   all         every emoji at its own place, on the right background (sizes not required)
 
-The base image of each sample is read too (the same seeds; what the upsampler starts from). Resumable: reads are
-cached in chunks under --results per model and setting, so a rerun with more --samples only draws the new images.
+The base image of each sample is read too (the same seeds; what the upsampler starts from), and so is the
+upsampler's output from each target scene rendered at the base's size (a perfect base image): what the upsampler
+alone loses. Resumable: reads are cached in chunks under --results per model and setting, so a rerun with more
+--samples only draws the new images.
 Prints a table; writes emoji.md, emoji.json and emoji-sheet.png (a contact sheet of the best scale) to --report-dir.
 
     python bench/emoji_quality.py                                   # bundled-emoji, 500 samples per scale
@@ -44,6 +46,7 @@ from data_pipeline.emoji_world import (  # noqa: E402
     canonical_emoji_caption,
     emoji_world_from_manifest,
     read_emoji_scene,
+    render_emoji_scene,
     sample_emoji_attributes,
     score_emoji_reads,
 )
@@ -51,7 +54,7 @@ from data_pipeline.fsutil import atomic_write, atomic_write_text  # noqa: E402
 from data_pipeline.synthetic.world import sample_rng  # noqa: E402
 from finetune.diffusion import defaults  # noqa: E402
 from sampling.loading import load_models  # noqa: E402
-from sampling.pipeline import TextToImage  # noqa: E402
+from sampling.pipeline import TextToImage, run_stage, tensor_to_images  # noqa: E402
 from sampling.settings import SamplerSettings  # noqa: E402
 
 TARGETS = {"emoji": 0.80, "background": 0.90, "position": 0.80}  # issue 17's bar, at the best scale
@@ -108,28 +111,71 @@ def draw(pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size
             yield np.asarray(g.image), np.asarray(g.base_image)
 
 
-def measure(pipeline: TextToImage, setting: dict, prompts: list[str], args, world) -> list[dict]:
-    """Reads ({final, base}) of images 0..n-1 under one setting, drawn chunk by chunk (cached)."""
-    cache = Cache(args.results, pipeline.model_id, setting, args.chunk)
+def cached_reads(args, model_id: str, setting: dict, n: int, label: str, draw_chunk) -> list[dict]:
+    """Reads of images 0..n-1 under one setting, drawn chunk by chunk (`draw_chunk(start, stop)`) and cached."""
+    cache = Cache(args.results, model_id, setting, args.chunk)
     reads = []
-    for start in range(0, len(prompts), args.chunk):
-        stop = min(start + args.chunk, len(prompts))
+    for start in range(0, n, args.chunk):
+        stop = min(start + args.chunk, n)
         cached = cache.load(start)
         if cached is None or len(cached) < stop - start:
-            _, more = make_targets(world, start + args.chunk, args.prompt_seed)  # whole chunks: reusable later
-            seeds = [args.seed + i for i in range(start, start + args.chunk)]
             t0 = time.perf_counter()
-            cached = [
-                {"final": brief(read_emoji_scene(final, world)), "base": brief(read_emoji_scene(base, world))}
-                for final, base in draw(pipeline, more[start:], seeds, args.batch_size)
-            ]
-            took = time.perf_counter() - t0
-            print(
-                f"  guidance {setting['guidance']:g} images {start}-{start + args.chunk - 1}: {took:.0f}s", flush=True
-            )
+            cached = draw_chunk(start, start + args.chunk)  # whole chunks: reusable by a later, larger run
+            print(f"  {label} images {start}-{start + args.chunk - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
             cache.store(start, cached)
         reads.extend(cached[: stop - start])
     return reads
+
+
+def measure(pipeline: TextToImage, setting: dict, n: int, args, world) -> list[dict]:
+    """Reads ({final, base}) of images 0..n-1 through the whole pipeline under one setting."""
+
+    def draw_chunk(start: int, stop: int) -> list[dict]:
+        _, prompts = make_targets(world, stop, args.prompt_seed)
+        seeds = [args.seed + i for i in range(start, stop)]
+        return [
+            {"final": brief(read_emoji_scene(final, world)), "base": brief(read_emoji_scene(base, world))}
+            for final, base in draw(pipeline, prompts[start:], seeds, args.batch_size)
+        ]
+
+    return cached_reads(args, pipeline.model_id, setting, n, f"guidance {setting['guidance']:g}", draw_chunk)
+
+
+def upsample_rendered(
+    pipeline: TextToImage, targets: list[dict], prompts: list[str], seeds: list[int], batch_size: int
+):
+    """The upsampler's images (uint8 arrays) from the target scenes rendered at the base's size: what it makes of a
+    perfect base image."""
+    low_size = pipeline.models.base.image_size
+    for i in range(0, len(prompts), batch_size):
+        scenes = np.stack([render_emoji_scene(t, low_size) for t in targets[i : i + batch_size]])
+        low_res = torch.from_numpy(scenes).permute(0, 3, 1, 2).float() / 127.5 - 1
+        generators = [torch.Generator().manual_seed(s) for s in seeds[i : i + batch_size]]
+        x, _ = run_stage(
+            pipeline.models.upsampler,
+            pipeline.up_settings,
+            prompts[i : i + batch_size],
+            generators,
+            pipeline.device,
+            pipeline.dtype,
+            low_res=low_res,
+        )
+        for image in tensor_to_images(x):
+            yield np.asarray(image)
+
+
+def measure_upsampler(pipeline: TextToImage, n: int, args, world) -> list[dict]:
+    """Reads of the upsampler alone on rendered low-res scenes (the same prompts and seeds as the pipeline)."""
+    setting = {**bench_setting(pipeline, args.seed), "sampler": "rendered", "steps": pipeline.models.base.image_size}
+    setting.update(guidance=None, placement=False)
+
+    def draw_chunk(start: int, stop: int) -> list[dict]:
+        targets, prompts = make_targets(world, stop, args.prompt_seed)
+        seeds = [args.seed + i for i in range(start, stop)]
+        images = upsample_rendered(pipeline, targets[start:], prompts[start:], seeds, args.batch_size)
+        return [{"final": brief(read_emoji_scene(image, world))} for image in images]
+
+    return cached_reads(args, pipeline.models.upsampler.model_id, setting, n, "rendered low-res", draw_chunk)
 
 
 def contact_sheet(images: list[np.ndarray], captions: list[str]) -> Image.Image:
@@ -158,7 +204,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| guidance | stage | n | emoji | background | position | all |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         cells = [pct(row[m], row[f"{m}_ci95"]) for m in MEASURES]
-        lines.append(f"| {row['guidance']:g} | {row['stage']} | {row['n']} | " + " | ".join(cells) + " |")
+        scale = "-" if row["guidance"] is None else f"{row['guidance']:g}"
+        lines.append(f"| {scale} | {row['stage']} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -250,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, best = [], None
     for scale in scales:
         pipeline = pipeline_at(pair, sampler, steps, scale)
-        reads = measure(pipeline, bench_setting(pipeline, args.seed), prompts, args, world)
+        reads = measure(pipeline, bench_setting(pipeline, args.seed), len(prompts), args, world)
         stages = ("final", "base") if pair.upsampler is not None else ("base",)
         for stage in stages:
             size = pipeline.output_size if stage == "final" else pair.base.image_size
@@ -259,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         what_users_see = rows[-len(stages)]
         if best is None or what_users_see["all"] > best["all"]:
             best = what_users_see
+    if pair.upsampler is not None:  # how much of the loss is the upsampler's: its output from perfect inputs
+        reads = measure_upsampler(pipeline_at(pair, sampler, steps, scales[0]), len(prompts), args, world)
+        label = f"rendered {pair.base.image_size} px -> upsampler ({pair.upsampler.image_size} px)"
+        rows.append({"guidance": None, "stage": label, **summarise([r["final"] for r in reads], targets)})
     text = table(rows)
     met = {m: best[m] >= t for m, t in TARGETS.items()}
     verdict = ", ".join(

@@ -38,14 +38,31 @@ def test_tiny_pipeline_is_measured_reported_and_cached(monkeypatch, tmp_path, ca
     argv += ["--report-dir", str(report)]
     assert bench.main(argv) == 0
     data = json.loads((report / "emoji.json").read_text())
-    assert [(r["guidance"], r["n"]) for r in data["rows"]] == [(0.0, 3), (0.0, 3), (3.0, 3), (3.0, 3)]
+    rows = [(r["guidance"], r["n"]) for r in data["rows"]]
+    assert rows == [(0.0, 3), (0.0, 3), (3.0, 3), (3.0, 3), (None, 3)]  # the last: the upsampler alone
     assert all(0.0 <= r[m] <= 1.0 for r in data["rows"] for m in bench.MEASURES)
-    assert "| 3 | base -> upsampler (64 px) | 3 |" in (report / "emoji.md").read_text()
+    md = (report / "emoji.md").read_text()
+    assert "| 3 | base -> upsampler (64 px) | 3 |" in md and "| - | rendered 16 px -> upsampler (64 px) | 3 |" in md
     sheet = bench.Image.open(report / "emoji-sheet.png")
     assert sheet.size == (8 * 64, 64 + bench.CAPTION_PX) and np.asarray(sheet).std() > 0
     capsys.readouterr()
     assert bench.main(argv) == 0  # every read cached: nothing drawn but the sheet
-    assert "images 0-1" not in capsys.readouterr().out
+    assert "images 0-1" not in capsys.readouterr().out  # neither the pipeline's nor the rendered low-res reads
+
+
+def test_the_upsampler_alone_starts_from_the_rendered_scene(monkeypatch, tmp_path):
+    bench = load_bench(monkeypatch, "emoji_quality")
+    save_random_model_folder(tmp_path / "base", TINY_BASE, seed=1)
+    save_random_model_folder(tmp_path / "upsampler", TINY_UP, seed=2)
+    pair = bench.load_models(str(tmp_path / "base"), bench.torch.device("cpu"), upsampler=str(tmp_path / "upsampler"))
+    pipeline = bench.pipeline_at(pair, "dpmpp_2m", 2, 3.0)
+    targets, prompts = bench.make_targets(WORLD, 2, prompt_seed=7)
+    seen = []
+    monkeypatch.setattr(bench, "run_stage", lambda sm, *a, low_res, **k: seen.append((sm, low_res)) or (low_res, None))
+    images = list(bench.upsample_rendered(pipeline, targets, prompts, [0, 1], batch_size=2))
+    assert seen[0][0] is pair.upsampler and len(images) == 2
+    for image, target in zip(images, targets):  # the stand-in returns its input: the scene at the base's size
+        np.testing.assert_array_equal(image, render_emoji_scene(target, pair.base.image_size))
 
 
 def test_an_untrained_pipeline_is_one_line(monkeypatch, tmp_path, capsys):
