@@ -235,7 +235,7 @@ def bench_setting(pipeline: TextToImage, seed: int) -> dict:
         "precision": "fp32",
         "seed": seed,
         "suffix": "",
-        "placement": b.placement,
+        "placement": "one or two subjects" if b.placement else False,  # pairs are placed since session 8
         "upsampler": upsampler,
     }
 

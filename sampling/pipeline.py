@@ -21,7 +21,7 @@ from finetune.diffusion.samplers import force_known_pixels, sample
 from .adapters import adapter_metadata, apply_to_models
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
-from .placement import Placement, named_position
+from .placement import Placement, placement_names
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
 from .shapes import Shape, check_base_shape, default_shape, output_shape
 
@@ -220,9 +220,9 @@ class TextToImage:
         }
         if self.adapters:  # only when used, so that earlier outputs made without adapters still match
             params["adapters"] = self.adapters
-        placed = named_position(prompt) if b.placement and not inpainting else None
-        if placed:  # likewise: only where a subject was moved
-            params["placement"] = placed
+        placed = placement_names(prompt) if b.placement and not inpainting else []
+        if placed:  # likewise: only where subjects are moved (one place as a name, as before pairs were placed)
+            params["placement"] = placed[0] if len(placed) == 1 else placed
         if self.up_settings is not None:
             u = self.up_settings
             params["upsampler"] = {

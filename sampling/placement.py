@@ -1,16 +1,22 @@
-"""Subject placement: a caption that says where its subject goes ("... in the top left ...") gets it there.
+"""Subject placement: a caption that says where its subject goes ("... in the top left ...") gets it there, and one
+that names two places ("a cat in the top left and a robot in the bottom right") gets a subject at each.
 
 Why at sampling time: a convolutional UNet with text attention is (nearly) translation-equivariant, so where it
-draws a single subject is decided by the starting noise, not by position words (the bundled base ignores them:
+draws a subject is decided by the starting noise, not by position words (the bundled base ignores them:
 docs/quality/README.md). The layout is settled early, at high noise. So while the noise is high, after each step the
 sampler finds the subject in the model's current prediction of the clean image (pixels that differ from the
 border's colour), and rolls every image of its state so that the subject's bounding-box centre lands on the place
 the caption names. The model then finishes drawing the same subject there.
 
+Two places: the two largest subjects are matched to the two places (whichever pairing moves them less) and each is
+moved on its own: its box (plus a pixel) trades pixels with the box of the same size at its place, or, where the
+two overlap, the rectangle covering both is rolled. Either way the state's pixels are only rearranged, so the noise
+stays noise. A move that would disturb the other subject waits for a later step.
+
 The places are the synthetic world's five (corners and centre, `data_pipeline.synthetic.world.POSITIONS`), named by
-its phrases ("in the top left", "at the upper right", "in the middle", ...). A caption that names none, or two
-different ones, is left alone. It works for one subject on a plain background; a busy scene, whose "subject" fills
-the picture, is left alone too.
+its phrases ("in the top left", "at the upper right", "in the middle", ...). A caption that names none, or more
+than two, is left alone. It works for subjects on a plain background; a busy scene, whose "subject" fills the
+picture, is left alone too.
 """
 
 from __future__ import annotations
@@ -48,26 +54,47 @@ def _phrase_pattern() -> dict[str, re.Pattern]:
 _PATTERNS = _phrase_pattern()
 
 
-def named_position(caption: str) -> str | None:
-    """The one position `caption` names (a key of POSITIONS), or None when it names none or several."""
+def named_positions(caption: str) -> list[str]:
+    """The distinct positions `caption` names (keys of POSITIONS), in the order it names them."""
     text = caption.lower()
-    found = {name for name, pattern in _PATTERNS.items() if pattern.search(text)}
-    return found.pop() if len(found) == 1 else None
+    found = [(match.start(), name) for name, pattern in _PATTERNS.items() if (match := pattern.search(text))]
+    return [name for _, name in sorted(found)]
 
 
-def subject_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, width, height) in pixels of the largest blob that differs from the border's colour, in an
-    (H, W, 3) image with values in [-1, 1]; None when there is no such blob or it fills the picture."""
+def named_position(caption: str) -> str | None:
+    """The one position `caption` names, or None when it names none or several."""
+    names = named_positions(caption)
+    return names[0] if len(names) == 1 else None
+
+
+def placement_names(caption: str) -> list[str]:
+    """The places placement moves the caption's subjects to: one or two positions, else none."""
+    names = named_positions(caption)
+    return names if len(names) <= 2 else []
+
+
+Box = tuple[int, int, int, int]  # left, top, width, height in pixels
+
+
+def subject_boxes(image: np.ndarray, limit: int = 1) -> list[Box]:
+    """The boxes of the `limit` largest blobs that differ from the border's colour (largest first), in an (H, W, 3)
+    image with values in [-1, 1]; none when nothing stands out or the blobs fill the picture. Blobs smaller than a
+    subject's minimum are not subjects."""
     h, w = image.shape[:2]
     distance = np.linalg.norm(image - np.median(border_pixels(image), axis=0), axis=-1)
     mask = (distance > SUBJECT_DISTANCE).astype(np.uint8)
     if not SUBJECT_MIN_SHARE * h * w <= mask.sum() <= SUBJECT_MAX_SHARE * h * w:
-        return None
+        return []
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count < 2:
-        return None
-    left, top, width, height, _ = stats[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
-    return int(left), int(top), int(width), int(height)
+    order = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable")
+    chosen = order[:1].tolist() + [i for i in order[1:limit] if stats[i, cv2.CC_STAT_AREA] >= SUBJECT_MIN_SHARE * h * w]
+    return [tuple(int(v) for v in stats[i, :4]) for i in chosen]
+
+
+def subject_box(image: np.ndarray) -> Box | None:
+    """The box of the largest blob that differs from the border's colour (see `subject_boxes`), or None."""
+    boxes = subject_boxes(image, 1)
+    return boxes[0] if boxes else None
 
 
 def _shift(target: float, start: int, extent: int, side: int) -> int:
@@ -78,32 +105,96 @@ def _shift(target: float, start: int, extent: int, side: int) -> int:
     return round(centre - (start + extent / 2))
 
 
-class Placement:
-    """A sampler's `steer`: moves each image's subject to its target, given as fractions (x, y) of the width and
-    height, or None to leave that image alone."""
+def _box_shift(box: Box, target: tuple[float, float], h: int, w: int) -> tuple[int, int]:
+    left, top, width, height = box
+    return _shift(target[1], top, height, h), _shift(target[0], left, width, w)
 
-    def __init__(self, targets: Sequence[tuple[float, float] | None], num_timesteps: int):
-        self.targets = list(targets)
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _rows_cols(box: Box) -> tuple[slice, slice]:
+    left, top, width, height = box
+    return slice(top, top + height), slice(left, left + width)
+
+
+def _move_one(sources: np.ndarray, box: Box, dy: int, dx: int, keep: Box) -> Box | None:
+    """Move the pixels of `box` (grown by a pixel, inside the canvas) by (dy, dx) in the source map, unless that
+    would touch `keep`; returns where the grown box went, or None when nothing moved."""
+    h, w = sources.shape
+    left, top = max(box[0] - 1, 0), max(box[1] - 1, 0)
+    right, bottom = min(box[0] + box[2] + 1, w), min(box[1] + box[3] + 1, h)
+    dy = min(max(dy, -top), h - bottom)  # the moved box stays on the canvas
+    dx = min(max(dx, -left), w - right)
+    if dy == dx == 0:
+        return None
+    here = (left, top, right - left, bottom - top)
+    there = (left + dx, top + dy, right - left, bottom - top)
+    if _overlap(here, there):  # roll the rectangle covering both: the subject lands there, the rest wraps behind it
+        span = (min(left, left + dx), min(top, top + dy), right - left + abs(dx), bottom - top + abs(dy))
+        if _overlap(span, keep):
+            return None
+        rows, cols = _rows_cols(span)
+        sources[rows, cols] = np.roll(sources[rows, cols], (dy, dx), axis=(0, 1))
+    else:  # trade places with the box-sized patch at the destination
+        if _overlap(here, keep) or _overlap(there, keep):
+            return None
+        (r1, c1), (r2, c2) = _rows_cols(here), _rows_cols(there)
+        sources[r1, c1], sources[r2, c2] = sources[r2, c2].copy(), sources[r1, c1].copy()
+    return there
+
+
+def pair_sources(image: np.ndarray, targets: Sequence[tuple[float, float]]) -> np.ndarray | None:
+    """The source map [H, W] (flat indices) that moves the two largest subjects of `image` to the two targets
+    (the pairing that moves them less), or None when there are not two subjects or nothing moves."""
+    boxes = subject_boxes(image, 2)
+    if len(boxes) < 2:
+        return None
+    h, w = image.shape[:2]
+
+    def distance(box: Box, target: tuple[float, float]) -> float:
+        return float(np.hypot(*_box_shift(box, target, h, w)))
+
+    (a, b), (ta, tb) = boxes, targets
+    if distance(a, ta) + distance(b, tb) > distance(a, tb) + distance(b, ta):
+        ta, tb = tb, ta
+    sources = np.arange(h * w).reshape(h, w)
+    a_now = _move_one(sources, a, *_box_shift(a, ta, h, w), keep=b)  # b's pixels stay where they are
+    b_now = _move_one(sources, b, *_box_shift(b, tb, h, w), keep=a_now or a)
+    return sources if a_now or b_now else None
+
+
+class Placement:
+    """A sampler's `steer`: moves each image's subjects to its targets, given as fractions (x, y) of the width and
+    height: one target (the subject) or two (the two largest subjects); none leaves that image alone."""
+
+    def __init__(self, targets: Sequence[Sequence[tuple[float, float]]], num_timesteps: int):
+        self.targets = [list(t) for t in targets]
         self.window = (STEER_UNTIL * num_timesteps, STEER_FROM * num_timesteps)
 
     @classmethod
     def from_captions(cls, captions: Sequence[str], num_timesteps: int) -> Placement | None:
         """The placement the captions ask for; None when none of them names a position."""
-        names = [named_position(c) for c in captions]
+        names = [placement_names(c) for c in captions]
         if not any(names):
             return None
-        return cls([POSITIONS[n] if n else None for n in names], num_timesteps)
+        return cls([[POSITIONS[n] for n in found] for found in names], num_timesteps)
 
     def __call__(self, t: int, pred_xstart: torch.Tensor) -> torch.Tensor | None:
         if not self.window[0] <= t <= self.window[1]:
             return None
         images = pred_xstart.detach().float().permute(0, 2, 3, 1).cpu().numpy()
         h, w = images.shape[1:3]
-        shifts = torch.zeros((len(images), 2), dtype=torch.long)
-        for i, (image, target) in enumerate(zip(images, self.targets)):
-            box = subject_box(image) if target is not None else None
-            if box is not None:
-                left, top, width, height = box
-                shifts[i, 0] = _shift(target[1], top, height, h)
-                shifts[i, 1] = _shift(target[0], left, width, w)
-        return shifts if shifts.any() else None
+        sources = np.tile(np.arange(h * w), (len(images), 1))
+        moved = False
+        for i, (image, targets) in enumerate(zip(images, self.targets)):
+            if len(targets) == 1 and (box := subject_box(image)) is not None:
+                dy, dx = _box_shift(box, targets[0], h, w)
+                if dy or dx:  # the whole image rolls: the subject and the noise around it move together
+                    sources[i] = np.roll(sources[i].reshape(h, w), (dy, dx), axis=(0, 1)).ravel()
+                    moved = True
+            elif len(targets) == 2 and (pair := pair_sources(image, targets)) is not None:
+                sources[i] = pair.ravel()
+                moved = True
+        return torch.from_numpy(sources) if moved else None

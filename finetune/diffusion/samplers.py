@@ -19,8 +19,9 @@ Common keyword arguments:
   inpainting one (GLIDE's method: the prediction is overwritten with the known pixels each step).
 - ``progress``: a tqdm bar; ``callback(step, total, x, pred_xstart)`` after every step.
 - ``steer``: ``steer(t, pred_xstart)`` after every step but the last (``t``: the step's original timestep) returns
-  None or one integer (dy, dx) per image; each image of the sampler's state is then rolled by its shift. The model is
-  (nearly) translation-equivariant, so this moves what it is drawing without changing it (see sampling.placement).
+  None or, per image, where each pixel comes from (``[B, H*W]`` flat source indices: a permutation such as a roll);
+  the pixels of every image of the sampler's state are then rearranged so. The model is (nearly)
+  translation-equivariant, so moving what it is drawing, noise and all, does not change it (see sampling.placement).
 
 Defaults (sampler and steps per sampler) come from ``finetune.diffusion.defaults``, the one table every caller
 reads: DPM-Solver++(2M) SDE with 30 model calls; ancestral ``"100"`` (GLIDE's base respacing); DDIM ``"fast27"``
@@ -122,7 +123,7 @@ def sample_ancestral(
             )
             x = out["sample"]
             if steer is not None and i > 0:
-                x = roll_each(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
+                x = move_pixels(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
             if callback is not None:
                 callback(step, total, x, out["pred_xstart"])
     return x
@@ -170,7 +171,7 @@ def sample_ddim(
             )
             x = out["sample"]
             if steer is not None and i > 0:
-                x = roll_each(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
+                x = move_pixels(x, steer(int(process.timestep_map[i]), out["pred_xstart"]))
             if callback is not None:
                 callback(step, total, x, out["pred_xstart"])
     return x
@@ -258,8 +259,8 @@ def sample_dpmpp_2m(
                 x = _dpmpp_2m_step(x, d, h, sigma[k], sigma[k + 1], alpha[k + 1], noise_now)
                 previous_x0, previous_h = x0, h
                 if steer is not None:
-                    shifts = steer(grid[k], x0)
-                    x, previous_x0 = roll_each(x, shifts), roll_each(x0, shifts)
+                    sources = steer(grid[k], x0)
+                    x, previous_x0 = move_pixels(x, sources), move_pixels(x0, sources)
             if callback is not None:
                 callback(k, total, x, x0)
     return x
@@ -277,14 +278,18 @@ def force_known_pixels(known_image: torch.Tensor, known_mask: torch.Tensor) -> C
     return denoised_fn
 
 
-def roll_each(x: torch.Tensor, shifts: torch.Tensor | None) -> torch.Tensor:
-    """Each image of `x` [B, C, H, W] rolled (circularly) by its own (dy, dx) from `shifts` [B, 2]; None: `x`."""
-    if shifts is None:
+def move_pixels(x: torch.Tensor, sources: torch.Tensor | None) -> torch.Tensor:
+    """`x` [B, C, H, W] with each image's pixels rearranged: pixel p (row-major) of image b takes the old pixel
+    `sources[b, p]` (`sources` [B, H*W]); None: `x`."""
+    if sources is None:
         return x
-    if tuple(shifts.shape) != (x.shape[0], 2):
-        raise ValueError(f"steer must return one (dy, dx) per image, shape ({len(x)}, 2); got {tuple(shifts.shape)}")
-    rows = [torch.roll(image, (int(dy), int(dx)), dims=(-2, -1)) for image, (dy, dx) in zip(x, shifts.tolist())]
-    return torch.stack(rows)
+    b, c, h, w = x.shape
+    if tuple(sources.shape) != (b, h * w):
+        raise ValueError(
+            f"steer must return one source index per pixel, shape ({b}, {h * w}); got {tuple(sources.shape)}"
+        )
+    index = sources.to(device=x.device, dtype=torch.long).unsqueeze(1).expand(b, c, h * w)
+    return x.reshape(b, c, h * w).gather(2, index).reshape(b, c, h, w)
 
 
 class _NoiseDrawer:

@@ -11,10 +11,18 @@ import torch
 
 from data_pipeline.synthetic import read_scene, render
 from data_pipeline.synthetic.world import POSITIONS
-from finetune.diffusion.samplers import SAMPLERS, roll_each, sample
+from finetune.diffusion.samplers import SAMPLERS, move_pixels, sample
 from sampling.loading import load_models
 from sampling.pipeline import TextToImage
-from sampling.placement import Placement, named_position, subject_box
+from sampling.placement import (
+    Placement,
+    named_position,
+    named_positions,
+    pair_sources,
+    placement_names,
+    subject_box,
+    subject_boxes,
+)
 from sampling.settings import SamplerSettings
 
 
@@ -35,6 +43,19 @@ from sampling.settings import SamplerSettings
 )
 def test_named_position(caption, expected):
     assert named_position(caption) == expected
+
+
+def test_named_positions_in_caption_order():
+    pair = "a cat in the bottom right and a robot at the upper left on a pink background"
+    assert named_positions(pair) == ["bottom_right", "top_left"] == placement_names(pair)
+    assert placement_names("a red circle in the top left") == ["top_left"]
+    assert placement_names("a red circle") == []
+    assert placement_names("top left, top right and the center") == []  # three: left alone
+
+
+def rolled(h: int, w: int, dy: int, dx: int) -> torch.Tensor:
+    """The source map of a roll by (dy, dx), for one image."""
+    return torch.roll(torch.arange(h * w).reshape(h, w), (dy, dx), dims=(0, 1)).reshape(1, h * w)
 
 
 def subject_centre(image: np.ndarray) -> tuple[float, float] | None:
@@ -87,10 +108,11 @@ def test_no_subject_in_a_plain_or_busy_picture():
 
 def test_placement_shifts_each_image_to_its_target_inside_its_window():
     images = torch.from_numpy(np.stack([_scene("center", 0.5, 0.5), _scene("center", 0.5, 0.5)])).permute(0, 3, 1, 2)
-    placement = Placement([POSITIONS["top_left"], None], num_timesteps=1000)
-    shifts = placement(800, images)
-    assert shifts[1].tolist() == [0, 0]  # no target: left alone
-    moved = roll_each(images, shifts)[0].permute(1, 2, 0).numpy()
+    placement = Placement([[POSITIONS["top_left"]], []], num_timesteps=1000)
+    sources = placement(800, images)
+    assert sources[1].tolist() == list(range(32 * 32))  # no target: left alone
+    assert torch.equal(sources[:1], rolled(32, 32, *placement_shift(images[0])))  # one subject: the image rolls
+    moved = move_pixels(images, sources)[0].permute(1, 2, 0).numpy()
     cx, cy = subject_centre(moved)
     assert cx == pytest.approx(0.27 * 32, abs=1.0) and cy == pytest.approx(0.27 * 32, abs=1.0)
     assert placement(999, images) is None and placement(100, images) is None  # too early, too late
@@ -99,16 +121,74 @@ def test_placement_shifts_each_image_to_its_target_inside_its_window():
 def test_placement_from_captions_only_when_one_names_a_position():
     assert Placement.from_captions(["a red circle", "a blue square on gray"], 1000) is None
     placement = Placement.from_captions(["a red circle", "a blue square in the bottom right"], 1000)
-    assert placement.targets == [None, POSITIONS["bottom_right"]]
+    assert placement.targets == [[], [POSITIONS["bottom_right"]]]
+    pair = Placement.from_captions(["a cat in the top left and a dog in the bottom right"], 1000)
+    assert pair.targets == [[POSITIONS["top_left"], POSITIONS["bottom_right"]]]
 
 
-def test_roll_each_checks_the_shifts_shape():
+def test_move_pixels_checks_the_sources_shape():
     x = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3)
-    assert roll_each(x, None) is x
-    rolled = roll_each(x, torch.tensor([[0, 1], [1, 0]]))
-    assert torch.equal(rolled[0], torch.roll(x[0], 1, dims=-1)) and torch.equal(rolled[1], torch.roll(x[1], 1, dims=-2))
-    with pytest.raises(ValueError, match="one \\(dy, dx\\) per image"):
-        roll_each(x, torch.zeros(3, 2, dtype=torch.long))
+    assert move_pixels(x, None) is x
+    moved = move_pixels(x, torch.cat([rolled(2, 3, 0, 1), rolled(2, 3, 1, 0)]))
+    assert torch.equal(moved[0], torch.roll(x[0], 1, dims=-1)) and torch.equal(moved[1], torch.roll(x[1], 1, dims=-2))
+    with pytest.raises(ValueError, match="one source index per pixel"):
+        move_pixels(x, torch.zeros(3, 6, dtype=torch.long))
+
+
+def placement_shift(image: torch.Tensor) -> tuple[int, int]:
+    """The (dy, dx) that brings the subject of a [3, 32, 32] image to the top-left place."""
+    left, top, width, height = subject_box(image.permute(1, 2, 0).numpy())
+    return round(0.27 * 32 - (top + height / 2)), round(0.27 * 32 - (left + width / 2))
+
+
+def _two_subjects(boxes: list[tuple[int, int, int]], side: int = 32) -> np.ndarray:
+    """A white (H, W, 3) image in [-1, 1] with a differently coloured square (left, top, size) for each box."""
+    image = np.ones((side, side, 3), np.float32)
+    for (left, top, size), colour in zip(boxes, ((1, -1, -1), (-1, -1, 1))):
+        image[top : top + size, left : left + size] = colour
+    return image
+
+
+def _centres(image: np.ndarray) -> list[tuple[float, float]]:
+    return sorted((b[0] + b[2] / 2, b[1] + b[3] / 2) for b in subject_boxes(image, 2))
+
+
+@pytest.mark.parametrize(
+    ("boxes", "targets"),
+    [
+        ([(2, 2, 8), (22, 2, 8)], ("bottom_left", "bottom_right")),  # far: each trades places with its destination
+        ([(2, 2, 8), (22, 2, 8)], ("bottom_right", "bottom_left")),  # the caption's order does not matter
+        ([(5, 14, 8), (20, 3, 8)], ("top_left", "bottom_right")),  # near: rolled inside the rectangle covering both
+    ],
+)
+def test_two_subjects_go_to_the_two_places_and_the_pixels_are_only_rearranged(boxes, targets):
+    image = _two_subjects(boxes)
+    sources = pair_sources(image, [POSITIONS[t] for t in targets])
+    assert sorted(sources.ravel().tolist()) == list(range(32 * 32))  # a permutation: noise stays noise
+    moved = image.reshape(-1, 3)[sources.ravel()].reshape(image.shape)
+    wanted = sorted((POSITIONS[t][0] * 32, POSITIONS[t][1] * 32) for t in targets)
+    for (x, y), (wx, wy) in zip(_centres(moved), wanted):
+        assert abs(x - wx) <= 1 and abs(y - wy) <= 1
+    assert sorted(map(tuple, moved.reshape(-1, 3).tolist())) == sorted(map(tuple, image.reshape(-1, 3).tolist()))
+
+
+def test_a_move_that_would_disturb_the_other_subject_waits():
+    """Moving the red square to the top-left place would roll the blue one beside it: only the blue one moves (the
+    red one follows at a later step)."""
+    image = _two_subjects([(2, 2, 6), (9, 9, 6)])
+    sources = pair_sources(image, [POSITIONS["top_left"], POSITIONS["bottom_right"]])
+    moved = image.reshape(-1, 3)[sources.ravel()].reshape(image.shape)
+    red = np.argwhere((moved == (1, -1, -1)).all(-1))
+    blue = np.argwhere((moved == (-1, -1, 1)).all(-1))
+    assert red.mean(0).tolist() == [4.5, 4.5]  # unmoved
+    assert abs(blue.mean(0)[0] - 0.73 * 32) <= 1 and abs(blue.mean(0)[1] - 0.73 * 32) <= 1
+
+
+def test_fewer_than_two_subjects_leave_a_pair_caption_alone():
+    one = _two_subjects([(2, 2, 8)])
+    assert pair_sources(one, [POSITIONS["bottom_left"], POSITIONS["bottom_right"]]) is None
+    placed = _two_subjects([(6, 6, 6), (20, 20, 6)])  # already there
+    assert pair_sources(placed, [POSITIONS["top_left"], POSITIONS["bottom_right"]]) is None
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -120,7 +200,7 @@ def test_every_sampler_steers_at_decreasing_timesteps_but_not_after_its_last_ste
 
     def steer(t, pred_xstart):
         seen.append(t)
-        return torch.tensor([[1, 0]] * pred_xstart.shape[0])
+        return torch.cat([rolled(8, 8, 1, 0)] * pred_xstart.shape[0])
 
     generator = torch.Generator().manual_seed(0)
     steps = 5 if sampler.startswith("dpmpp") else "5"
@@ -148,7 +228,7 @@ def test_steering_rolls_the_state():
         )
 
     plain = run(None)
-    steered = run(lambda t, x0: torch.tensor([[0, 1]]))
+    steered = run(lambda t, x0: rolled(8, 8, 0, 1))
     assert torch.allclose(steered, torch.roll(plain, 3, dims=-1))
 
 
