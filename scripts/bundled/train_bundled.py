@@ -424,7 +424,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=1,
-        help="torch threads (default 1: on a shared 2-core machine more threads measured 8x slower)",
+        help="torch threads (default 1. On 2 idle cores 2 threads run the emoji base 1.7x faster, but beside any other "
+        "job they run slower than 1: 2.7 s per step vs 1.6 s)",
     )
     p.add_argument("--count", type=int, default=None, help=count_help)
     p = sub.add_parser("export", help="export the newest EMA weights to finetune/bundled_weights/ in fp16")
