@@ -74,9 +74,10 @@ def world_of(model_dir: Path, spec: str | None) -> EmojiWorld:
 
 
 def make_targets(world: EmojiWorld, n: int, prompt_seed: int) -> tuple[list[dict], list[str]]:
-    """Scenes 0..n-1 of the prompt seed and their canonical captions (sizes named when the world has several)."""
+    """Scenes 0..n-1 of the prompt seed and their canonical captions, naming sizes where the training captions do
+    (a single emoji when the world has several sizes; never a pair's)."""
     targets = [sample_emoji_attributes(world, sample_rng(prompt_seed, i)) for i in range(n)]
-    return targets, [canonical_emoji_caption(t, name_size=len(world.sizes) > 1) for t in targets]
+    return targets, [canonical_emoji_caption(t, name_size=world.names_size(len(t["subjects"]))) for t in targets]
 
 
 def brief(read: dict) -> dict:
@@ -111,17 +112,23 @@ def draw(pipeline: TextToImage, prompts: list[str], seeds: list[int], batch_size
             yield np.asarray(g.image), np.asarray(g.base_image)
 
 
-def cached_reads(args, model_id: str, setting: dict, n: int, label: str, draw_chunk) -> list[dict]:
-    """Reads of images 0..n-1 under one setting, drawn chunk by chunk (`draw_chunk(start, stop)`) and cached."""
+def cached_reads(args, model_id: str, setting: dict, n: int, label: str, draw_chunk, world) -> list[dict]:
+    """Reads of images 0..n-1 under one setting, drawn chunk by chunk (`draw_chunk(targets, prompts, seeds)`) and
+    cached with their prompts: a cached chunk whose prompts are not today's (another --prompt-seed, captions
+    phrased otherwise) is drawn again."""
     cache = Cache(args.results, model_id, setting, args.chunk)
+    full = -(-n // args.chunk) * args.chunk  # whole chunks: reusable by a later, larger run
+    targets, prompts = make_targets(world, full, args.prompt_seed)
     reads = []
     for start in range(0, n, args.chunk):
-        stop = min(start + args.chunk, n)
+        stop, end = min(start + args.chunk, n), start + args.chunk
         cached = cache.load(start)
-        if cached is None or len(cached) < stop - start:
+        if cached is None or [r.get("prompt") for r in cached] != prompts[start:end]:
             t0 = time.perf_counter()
-            cached = draw_chunk(start, start + args.chunk)  # whole chunks: reusable by a later, larger run
-            print(f"  {label} images {start}-{start + args.chunk - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
+            seeds = [args.seed + i for i in range(start, end)]
+            drawn = draw_chunk(targets[start:end], prompts[start:end], seeds)
+            cached = [{"prompt": p, **r} for p, r in zip(prompts[start:end], drawn)]
+            print(f"  {label} images {start}-{end - 1}: {time.perf_counter() - t0:.0f}s", flush=True)
             cache.store(start, cached)
         reads.extend(cached[: stop - start])
     return reads
@@ -130,15 +137,14 @@ def cached_reads(args, model_id: str, setting: dict, n: int, label: str, draw_ch
 def measure(pipeline: TextToImage, setting: dict, n: int, args, world) -> list[dict]:
     """Reads ({final, base}) of images 0..n-1 through the whole pipeline under one setting."""
 
-    def draw_chunk(start: int, stop: int) -> list[dict]:
-        _, prompts = make_targets(world, stop, args.prompt_seed)
-        seeds = [args.seed + i for i in range(start, stop)]
+    def draw_chunk(targets: list[dict], prompts: list[str], seeds: list[int]) -> list[dict]:
         return [
             {"final": brief(read_emoji_scene(final, world)), "base": brief(read_emoji_scene(base, world))}
-            for final, base in draw(pipeline, prompts[start:], seeds, args.batch_size)
+            for final, base in draw(pipeline, prompts, seeds, args.batch_size)
         ]
 
-    return cached_reads(args, pipeline.model_id, setting, n, f"guidance {setting['guidance']:g}", draw_chunk)
+    label = f"guidance {setting['guidance']:g}"
+    return cached_reads(args, pipeline.model_id, setting, n, label, draw_chunk, world)
 
 
 def upsample_rendered(
@@ -169,13 +175,12 @@ def measure_upsampler(pipeline: TextToImage, n: int, args, world) -> list[dict]:
     setting = {**bench_setting(pipeline, args.seed), "sampler": "rendered", "steps": pipeline.models.base.image_size}
     setting.update(guidance=None, placement=False)
 
-    def draw_chunk(start: int, stop: int) -> list[dict]:
-        targets, prompts = make_targets(world, stop, args.prompt_seed)
-        seeds = [args.seed + i for i in range(start, stop)]
-        images = upsample_rendered(pipeline, targets[start:], prompts[start:], seeds, args.batch_size)
+    def draw_chunk(targets: list[dict], prompts: list[str], seeds: list[int]) -> list[dict]:
+        images = upsample_rendered(pipeline, targets, prompts, seeds, args.batch_size)
         return [{"final": brief(read_emoji_scene(image, world))} for image in images]
 
-    return cached_reads(args, pipeline.models.upsampler.model_id, setting, n, "rendered low-res", draw_chunk)
+    model_id = pipeline.models.upsampler.model_id
+    return cached_reads(args, model_id, setting, n, "rendered low-res", draw_chunk, world)
 
 
 def contact_sheet(images: list[np.ndarray], captions: list[str]) -> Image.Image:

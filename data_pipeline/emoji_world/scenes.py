@@ -24,10 +24,10 @@ def make_emoji_scene(
         raise ValueError("captions_per_image must be >= 1")
     rng = sample_rng(seed, index)
     attributes = sample_emoji_attributes(world, rng, style)
-    sizes = world.sizes if len(attributes["subjects"]) == 1 else world.pair_sizes
+    name_size = world.names_size(len(attributes["subjects"]))
     captions: list[str] = []
     for _ in range(8 * captions_per_image):
-        caption = make_emoji_caption(attributes, rng, name_size=len(sizes) > 1, style_word_p=style_word_p)
+        caption = make_emoji_caption(attributes, rng, name_size=name_size, style_word_p=style_word_p)
         if caption not in captions:
             captions.append(caption)
         if len(captions) == captions_per_image:

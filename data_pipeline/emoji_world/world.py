@@ -64,6 +64,11 @@ class EmojiWorld:
         fitting = tuple(s for s in self.sizes if SIZES[s] <= SIZES[PAIR_MAX_SIZE])
         return fitting or (min(self.sizes, key=SIZES.get),)
 
+    def names_size(self, subjects: int) -> bool:
+        """Whether captions of a scene of this many subjects name sizes: only where such scenes come in several sizes
+        (pairs come in the pair sizes only, so their captions never say "small")."""
+        return len(self.sizes if subjects == 1 else self.pair_sizes) > 1
+
     @property
     def has_pairs(self) -> bool:
         return self.pair_p > 0 and len(self.corners) >= 2

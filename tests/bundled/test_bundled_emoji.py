@@ -206,7 +206,8 @@ def test_the_emoji_story_speaks_the_bundled_emoji_world():
     assert len(captions) >= 4
 
     def scene(subjects, background):
-        return canonical_emoji_caption({"subjects": subjects, "background": background}, name_size=len(subjects) == 1)
+        attributes = {"subjects": subjects, "background": background}
+        return canonical_emoji_caption(attributes, name_size=world.names_size(len(subjects)))
 
     for caption in captions:
         named = [e for e in world.emoji if f" {e} " in f" {caption} "]

@@ -19,6 +19,8 @@ def test_rendered_scenes_score_as_drawn(monkeypatch):
     bench = load_bench(monkeypatch, "emoji_quality")
     targets, prompts = bench.make_targets(WORLD, 24, prompt_seed=7)
     assert any(len(t["subjects"]) == 2 for t in targets) and all(" background" in p for p in prompts)
+    for target, prompt in zip(targets, prompts):  # sizes named as in the training captions: never for a pair
+        assert any(f" {w} " in prompt for w in ("small", "large")) == (len(target["subjects"]) == 1), prompt
     reads = [bench.brief(bench.read_emoji_scene(render_emoji_scene(t, 64), WORLD)) for t in targets]
     scores = bench.summarise(reads, targets)
     assert scores["n"] == 24 and min(scores[m] for m in bench.MEASURES) >= 0.9
@@ -48,6 +50,8 @@ def test_tiny_pipeline_is_measured_reported_and_cached(monkeypatch, tmp_path, ca
     capsys.readouterr()
     assert bench.main(argv) == 0  # every read cached: nothing drawn but the sheet
     assert "images 0-1" not in capsys.readouterr().out  # neither the pipeline's nor the rendered low-res reads
+    assert bench.main(argv + ["--prompt-seed", "8"]) == 0  # other prompts: the cached reads are not theirs
+    assert capsys.readouterr().out.count("images 0-1") == 3  # two scales and the upsampler alone
 
 
 def test_the_upsampler_alone_starts_from_the_rendered_scene(monkeypatch, tmp_path):

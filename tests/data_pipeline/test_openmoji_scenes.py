@@ -77,6 +77,16 @@ def test_canonical_caption():
     )
 
 
+def test_pair_captions_never_name_sizes_when_pairs_come_in_one():
+    """A model trained on these captions never reads "small" in a pair caption: the evaluation prompts must not
+    say it either (with it, a base at step 6,600 drew one subject for a pair caption, without it two)."""
+    assert DEFAULT_EMOJI_WORLD.names_size(1) and not DEFAULT_EMOJI_WORLD.names_size(2)
+    for i in range(200):
+        _, captions, attributes = make_emoji_scene(i, seed=3, size=32)
+        named = any(f" {w} " in f" {c} " for c in captions for w in ("small", "little", "large", "big"))
+        assert named == (len(attributes["subjects"]) == 1), captions
+
+
 def test_scene_background_and_glyph_are_where_the_attributes_say():
     world = make_emoji_world(emoji="sailboat", positions="top_left", sizes="large", pair_p=0.0)
     image, _, attributes = make_emoji_scene(0, seed=0, world=world, size=64)
