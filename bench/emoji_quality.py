@@ -240,7 +240,7 @@ def bench_setting(pipeline: TextToImage, seed: int) -> dict:
         "precision": "fp32",
         "seed": seed,
         "suffix": "",
-        "placement": "one or two subjects" if b.placement else False,  # pairs placed too: older reads are not reused
+        "placement": "pairs placed, halves guided" if b.placement else False,  # older reads are not reused
         "upsampler": upsampler,
     }
 

@@ -22,6 +22,7 @@ from .adapters import adapter_metadata, apply_to_models
 from .devices import autocast, dtype_name
 from .loading import ModelPair, SamplingModel
 from .placement import Placement, placement_names
+from .regions import RegionalCaptions, regional_guidance, split_pair_caption
 from .settings import BASE_DEFAULTS, UPSAMPLER_DEFAULTS, SamplerSettings, SettingsError
 from .shapes import Shape, check_base_shape, default_shape, output_shape
 
@@ -98,6 +99,15 @@ def stage_placement(
     return Placement.from_captions(prompts, num_timesteps)
 
 
+def stage_regions(settings: SamplerSettings, prompts: Sequence[str], low_res, known) -> RegionalCaptions | None:
+    """The regional guidance of a stage: where placement decides the layout, two subjects at two places are each
+    guided by a caption of their own (`sampling.regions`)."""
+    if not settings.placement or low_res is not None or known is not None:
+        return None
+    regions = RegionalCaptions(prompts)
+    return regions or None
+
+
 def run_stage(
     sm: SamplingModel,
     settings: SamplerSettings,
@@ -126,17 +136,27 @@ def run_stage(
         denoised_fn = force_known_pixels(known.image.to(device), known.mask.to(device))
     truncated = [False] * batch
     model_fn = _autocast_model(sm, device, dtype)
+    height, width = shape or (sm.image_size, sm.image_size)
     if sm.options.get("xf_width"):
-        text_emb, truncated = encode_captions(sm, prompts, device, dtype)
+        regions = stage_regions(settings, prompts, low_res, known)
+        captions = regions.conditional_captions(prompts) if regions else prompts
+        text_emb, cut = encode_captions(sm, captions, device, dtype)
+        truncated = cut[:batch]
+        if regions:
+            for row, second_cut in zip(regions.rows, cut[batch:]):
+                truncated[row] = truncated[row] or second_cut
         cond = {"text_emb": text_emb, **extra}
         if settings.guided:
             kwargs = cond_uncond_kwargs(cond, {"text_emb": _empty_embedding(sm, batch, device, dtype)})
-            model_fn = classifier_free_guidance(model_fn, float(settings.guidance))
         else:
             kwargs = cond
+        scale = float(settings.guidance) if settings.guided else None
+        if regions:
+            model_fn = regional_guidance(model_fn, scale, regions, height, width)
+        elif scale is not None:
+            model_fn = classifier_free_guidance(model_fn, scale)
     else:
         kwargs = extra
-    height, width = shape or (sm.image_size, sm.image_size)
     start = {}
     if settings.start_step and low_res is not None:
         start = {
@@ -223,6 +243,9 @@ class TextToImage:
         placed = placement_names(prompt) if b.placement and not inpainting else []
         if placed:  # likewise: only where subjects are moved (one place as a name, as before pairs were placed)
             params["placement"] = placed[0] if len(placed) == 1 else placed
+            split = split_pair_caption(prompt) if len(placed) == 2 else None
+            if split is not None:  # each subject guided by its own caption (sampling.regions)
+                params["regions"] = [caption for caption, _ in split]
         if self.up_settings is not None:
             u = self.up_settings
             params["upsampler"] = {

@@ -54,11 +54,17 @@ def _phrase_pattern() -> dict[str, re.Pattern]:
 _PATTERNS = _phrase_pattern()
 
 
+def position_spans(caption: str) -> list[tuple[int, int, str]]:
+    """Where `caption` names each distinct position: (start, end, key of POSITIONS) of its first phrase for it, in
+    the caption's order."""
+    text = caption.lower()
+    found = [(m.start(), m.end(), name) for name, pattern in _PATTERNS.items() if (m := pattern.search(text))]
+    return sorted(found)
+
+
 def named_positions(caption: str) -> list[str]:
     """The distinct positions `caption` names (keys of POSITIONS), in the order it names them."""
-    text = caption.lower()
-    found = [(match.start(), name) for name, pattern in _PATTERNS.items() if (match := pattern.search(text))]
-    return [name for _, name in sorted(found)]
+    return [name for _, _, name in position_spans(caption)]
 
 
 def named_position(caption: str) -> str | None:
