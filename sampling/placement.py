@@ -11,7 +11,9 @@ the caption names. The model then finishes drawing the same subject there.
 Two places: the two largest subjects are matched to the two places (whichever pairing moves them less) and each is
 moved on its own: its box (plus a pixel) trades pixels with the box of the same size at its place, or, where the
 two overlap, the rectangle covering both is rolled. Either way the state's pixels are only rearranged, so the noise
-stays noise. A move that would disturb the other subject waits for a later step.
+stays noise. A move that would disturb the other subject waits for a later step. Which subject each becomes is up to
+the model; for captions of the form "<A> <place> and <B> <place> ..." regional guidance (`sampling.regions`) has
+each half of the picture guided by its own subject's caption.
 
 The places are the synthetic world's five (corners and centre, `data_pipeline.synthetic.world.POSITIONS`), named by
 its phrases ("in the top left", "at the upper right", "in the middle", ...). A caption that names none, or more

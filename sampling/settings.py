@@ -24,7 +24,8 @@ class SamplerSettings:
     classifier-free guidance scale, None for none (the conditional model alone). `start_step` (upsampler,
     ancestral/ddim): begin at this original timestep from the noised, upsampled low-res image instead of pure
     noise; 0 starts from pure noise as GLIDE does. `placement` (base stage): a caption that names a position ("in
-    the top left") gets its subject moved there while the noise is high (`sampling.placement`)."""
+    the top left") gets its subject moved there while the noise is high (`sampling.placement`), and one naming two
+    subjects at two places has each half of the picture guided by its subject's own caption (`sampling.regions`)."""
 
     sampler: str = defaults.SAMPLER
     steps: str | int | None = None

@@ -109,8 +109,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-placement",
         dest="placement",
         action="store_false",
-        help="do not move a subject to the position its caption names ('in the top left', 'in the center'; "
-        "default: move it, see sampling/placement.py)",
+        help="do not move a subject to the position its caption names ('in the top left', 'in the center'), nor "
+        "guide each of two subjects by its own caption in its half ('a cat in the top left and a robot in the bottom "
+        "right'); default: both, see sampling/placement.py and sampling/regions.py",
     )
     g.add_argument(
         "--upsample-sampler",
