@@ -201,6 +201,24 @@ def contact_sheet(images: list[np.ndarray], captions: list[str]) -> Image.Image:
     return sheet
 
 
+def by_subject_count(reads: list[dict], targets: list[dict]) -> list[dict]:
+    """`summarise` of the prompts with one emoji and of those with two, separately."""
+    rows = []
+    for count, label in ((1, "one emoji"), (2, "two emoji")):
+        chosen = [i for i, t in enumerate(targets) if len(t["subjects"]) == count]
+        if chosen:
+            rows.append({"prompts": label, **summarise([reads[i] for i in chosen], [targets[i] for i in chosen])})
+    return rows
+
+
+def breakdown_table(rows: list[dict]) -> str:
+    lines = ["| prompts | n | emoji | background | position | all |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [pct(row[m], row[f"{m}_ci95"]) for m in MEASURES]
+        lines.append(f"| {row['prompts']} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def pct(rate: float, half: float | None = None) -> str:
     return f"{100 * rate:.1f}%" + (f" ± {100 * half:.1f}" if half is not None else "")
 
@@ -299,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     world = world_of(Path(pair.base.source), args.world)
     targets, prompts = make_targets(world, args.samples, args.prompt_seed)
-    rows, best = [], None
+    rows, best, finals = [], None, {}
     for scale in scales:
         pipeline = pipeline_at(pair, sampler, steps, scale)
         reads = measure(pipeline, bench_setting(pipeline, args.seed), len(prompts), args, world)
+        finals[scale] = [r["final"] for r in reads]
         stages = ("final", "base") if pair.upsampler is not None else ("base",)
         for stage in stages:
             size = pipeline.output_size if stage == "final" else pair.base.image_size
@@ -320,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict = ", ".join(
         f"{m} {pct(best[m])} (target {pct(t)}: {'met' if met[m] else 'not met'})" for m, t in TARGETS.items()
     )
-    print(text + f"\n\nbest guidance {best['guidance']:g}: {verdict}")
+    breakdown = by_subject_count(finals[best["guidance"]], targets)
+    split = breakdown_table(breakdown)
+    print(text + f"\n\nbest guidance {best['guidance']:g}: {verdict}\n\nby prompt, at the best guidance:\n{split}")
     args.report_dir.mkdir(parents=True, exist_ok=True)
     shown = min(args.samples, SHEET_COLUMNS * SHEET_ROWS)
     images = [
@@ -341,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.samples} prompts per scale, paired seeds, base {sampler} {steps}; emoji, position and all are read "
         "from the final image by the emoji world's evaluator.\n\n"
         + text
-        + f"\n\nBest guidance {best['guidance']:g}: {verdict}.\n\nCommand: `{command.strip()}`\n\n"
+        + f"\n\nBest guidance {best['guidance']:g}: {verdict}.\n\nAt the best guidance, by prompt:\n\n{split}\n\n"
+        f"Command: `{command.strip()}`\n\n"
         "![The first prompts at the best scale](emoji-sheet.png)\n"
     )
     atomic_write_text(args.report_dir / "emoji.md", md)
@@ -351,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": args.samples,
         "rows": rows,
         "best_guidance": best["guidance"],
+        "best_by_prompt": breakdown,
         "targets": TARGETS,
     }
     atomic_write_text(args.report_dir / "emoji.json", json.dumps(report, indent=2) + "\n")

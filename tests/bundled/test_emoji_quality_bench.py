@@ -45,6 +45,10 @@ def test_tiny_pipeline_is_measured_reported_and_cached(monkeypatch, tmp_path, ca
     assert all(0.0 <= r[m] <= 1.0 for r in data["rows"] for m in bench.MEASURES)
     md = (report / "emoji.md").read_text()
     assert "| 3 | base -> upsampler (64 px) | 3 |" in md and "| - | rendered 16 px -> upsampler (64 px) | 3 |" in md
+    split = {row["prompts"]: row["n"] for row in data["best_by_prompt"]}  # the best scale's prompts, by emoji count
+    targets, _ = bench.make_targets(WORLD, 3, 12345)
+    assert sum(split.values()) == 3 and split.get("one emoji", 0) == sum(len(t["subjects"]) == 1 for t in targets)
+    assert "| one emoji |" in md or "| two emoji |" in md
     sheet = bench.Image.open(report / "emoji-sheet.png")
     assert sheet.size == (8 * 64, 64 + bench.CAPTION_PX) and np.asarray(sheet).std() > 0
     capsys.readouterr()
