@@ -1,5 +1,5 @@
 """Bundled small models, shipped as package data under finetune/bundled_weights/: the shapes pipeline (``base/``
-and ``upsampler/`` model folders, named ``bundled``) and, once trained, the emoji pipeline in ``emoji/`` (named
+and ``upsampler/`` model folders, named ``bundled``) and the emoji pipeline in ``emoji/`` (named
 ``bundled-emoji``; its art and weights are OpenMoji's CC BY-SA 4.0)."""
 
 from __future__ import annotations

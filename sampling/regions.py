@@ -5,8 +5,8 @@ Why: a small text-conditioned UNet that has learned "a cat" and "a robot" one at
 poorly when one caption names both: it draws two subjects but often the same one twice (the bundled emoji base:
 singles right 94%, pairs 3-9%, docs/quality/README.md). Split into "a cat in the top left on a pink background" and
 "a robot in the bottom right on a pink background", each is a caption the model knows. The conditional prediction
-of every pixel is then taken from the caption of the place it is nearer to (a soft boundary of a couple of pixels
-along the bisector of the two places), and classifier-free guidance is applied to that mixture as usual. Subject
+of every pixel is then taken from the caption of the place it is nearer to (with a soft boundary along the bisector
+of the two places), and classifier-free guidance is applied to that mixture as usual. Subject
 placement (`sampling.placement`) moves the two subjects onto their places meanwhile, so each grows under its own
 caption. A caption that is not of the form "<subject> <place>, and <subject> <place> <rest>" is guided as a whole.
 """
@@ -34,7 +34,7 @@ def split_pair_caption(caption: str) -> tuple[tuple[str, str], tuple[str, str]] 
     """The two single-subject captions of a caption naming two places as "<A> <place A> and <B> <place B> <rest>",
     each with the rest ("on a pink background"), paired with its place; None for any other caption."""
     spans = position_spans(caption)
-    if len(spans) != 2:
+    if len(spans) != 2 or len(caption.lower()) != len(caption):  # the spans index the lower-cased caption
         return None
     (_, end_a, place_a), (start_b, end_b, place_b) = spans
     joint = _CONJUNCTION.match(caption, end_a)

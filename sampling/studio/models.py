@@ -61,7 +61,8 @@ def _bundled_available(pipeline: str = BUNDLED_NAME) -> bool:
 
 
 def bundled_choices() -> list[ModelChoice]:
-    """The bundled pipelines that are installed: ``bundled`` (shapes) and, once trained, ``bundled-emoji``."""
+    """The bundled pipelines that are installed: ``bundled`` (shapes) and ``bundled-emoji`` (shipped; absent from a
+    checkout that removed its weights)."""
     choices = [ModelChoice(BUNDLED_NAME, "bundled model", None)] if _bundled_available() else []
     if _bundled_available(EMOJI_NAME):
         # offered as its pipeline folder, so loading and fine-tuning take it like any pipeline folder

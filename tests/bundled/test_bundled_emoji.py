@@ -15,7 +15,7 @@ from test_bundled_models import REPO, _fake_run, load_script
 
 import finetune.bundled_models
 from data_pipeline.__main__ import main as data_main
-from data_pipeline.emoji_world import EmojiWorld, canonical_emoji_caption
+from data_pipeline.emoji_world import EmojiWorld, canonical_emoji_caption, read_emoji_scene
 from finetune.model import build_model, get_preset
 from finetune.train.config import build_config, load_config_file
 from sampling.comic.script import load_script as load_comic_script
@@ -222,3 +222,38 @@ def test_the_emoji_story_speaks_the_bundled_emoji_world():
             for b in world.backgrounds
         ]
         assert caption in singles + pairs, caption
+
+
+def shipped_emoji_world() -> EmojiWorld:
+    base = finetune.bundled_models.bundled_pipeline_path("bundled-emoji") / "base"
+    return EmojiWorld.from_dict(json.loads((base / "provenance.json").read_text())["world"])
+
+
+def test_shipped_emoji_pair_is_fp16_ema_and_carries_the_openmoji_licence():
+    root = finetune.bundled_models.bundled_pipeline_path("bundled-emoji")
+    for kind in ("base", "upsampler"):
+        config = json.loads((root / kind / "config.json").read_text())
+        assert config["storage_dtype"] == "float16" and not config["has_ema"]
+        provenance = json.dumps(json.loads((root / kind / "provenance.json").read_text()))
+        assert "CC BY-SA 4.0" in provenance and "OpenMoji" in provenance
+    assert len(shipped_emoji_world().emoji) >= 64
+
+
+def test_main_job_draws_the_emoji_story_s_characters(tmp_path):
+    """The README's main job: every panel of the emoji story, read back by the emoji evaluator, shows the emoji its
+    caption names (one or two), on the caption's background."""
+    from sampling.__main__ import main
+
+    out = tmp_path / "comic"
+    assert main(["comic", "emoji_story", "--model", "bundled-emoji", "--out", str(out), "--quiet"]) == 0
+    world = shipped_emoji_world()
+    metadata = json.loads((out / "comic.json").read_text())
+    assert len(metadata["panels"]) == 4
+    right = 0
+    for panel in metadata["panels"]:
+        caption = panel["caption"]
+        read = read_emoji_scene(out / panel["file"], world)
+        named = sorted(e for e in world.emoji if f" {e} " in f" {caption} ")
+        drawn = sorted(s["emoji"] for s in read["subjects"])
+        right += drawn == named and f" {read['background']} background" in caption
+    assert right >= 3  # all four on this tree; one spare for another torch's float rounding
