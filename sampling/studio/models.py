@@ -20,6 +20,7 @@ from ..loading import BUNDLED_NAME, is_model_folder, is_pipeline_folder
 
 MAX_REASON_CHARS = 200
 EMOJI_NAME = "bundled-emoji"
+EMOJI_LABEL = "bundled emoji model (OpenMoji art, CC BY-SA 4.0)"  # the model list's label, licence included
 
 
 class UnknownModel(UserError, ValueError):
@@ -67,7 +68,7 @@ def bundled_choices() -> list[ModelChoice]:
     if _bundled_available(EMOJI_NAME):
         # offered as its pipeline folder, so loading and fine-tuning take it like any pipeline folder
         path = bundled_models.bundled_pipeline_path(EMOJI_NAME)
-        choices.append(ModelChoice(EMOJI_NAME, "bundled emoji model (OpenMoji art, CC BY-SA 4.0)", path))
+        choices.append(ModelChoice(EMOJI_NAME, EMOJI_LABEL, path))
     return choices
 
 

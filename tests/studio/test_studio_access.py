@@ -20,6 +20,8 @@ import requests
 from PIL import Image
 from studio_helpers import free_port
 
+from sampling.studio.models import EMOJI_LABEL
+
 USER, PASSWORD = "ann", "correct horse: battery"  # a colon inside the password is allowed
 
 
@@ -267,7 +269,7 @@ def test_malformed_model_folders_are_listed_as_broken_not_fatal(broken_models_di
 
     studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=broken_models_dir, semantic_search=False))
     demo = build_app(studio)  # the studio starts
-    assert [label for label, _ in studio.model_choices()] == ["bundled model", "tiny-random"]
+    assert [label for label, _ in studio.model_choices()] == ["bundled model", EMOJI_LABEL, "tiny-random"]
     broken = studio.broken_models()
     assert [line.split(": ", 2)[:2] for line in broken] == [
         ["bad-config", "unreadable model folder"],

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from studio_helpers import apt_install, free_port, missing_dependency
 
+from sampling.studio.models import EMOJI_LABEL
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -275,7 +277,7 @@ def test_generate_save_search_rename_download_delete(signed_in, studio_url, scre
     # --- model choice: the bundled model is the default; the models directory adds its folders
     page.wait_for_selector("#gen-captions textarea")
     assert page.input_value("#gen-model input") == "bundled model"
-    assert [label for label, _ in studio.model_choices()] == ["bundled model", "tiny-random"]
+    assert [label for label, _ in studio.model_choices()] == ["bundled model", EMOJI_LABEL, "tiny-random"]
     page.click("#gen-model input")
     page.get_by_role("option", name="tiny-random").wait_for()
     page.keyboard.press("Escape")

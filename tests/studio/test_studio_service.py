@@ -7,6 +7,7 @@ import math
 import pytest
 
 from sampling.studio.catalogue.errors import InvalidInput
+from sampling.studio.models import EMOJI_LABEL
 from sampling.studio.service import Studio, StudioConfig, StudioError
 from sampling.studio.settings import MAX_PANEL_CHARS, MAX_PANELS, clamp_settings, split_captions
 from sampling.studio.training import TrainingError, TrainingJob, read_tensorboard, tail_text
@@ -144,7 +145,11 @@ def test_fine_tunes_can_start_from_the_bundled_model_or_a_pipeline_folder(tmp_pa
             json.dumps({"format_version": MODEL_FOLDER_FORMAT_VERSION, "options": options})
         )
     studio = Studio(StudioConfig(workdir=tmp_path / "work", models_dir=models, semantic_search=False))
-    assert studio.model_choices() == [("bundled model", "bundled"), ("pipeline (with upsampler)", "models/pipeline")]
+    assert studio.model_choices() == [
+        ("bundled model", "bundled"),
+        (EMOJI_LABEL, "bundled-emoji"),  # the shipped emoji pair
+        ("pipeline (with upsampler)", "models/pipeline"),
+    ]
     init = studio._training_init
     assert init("bundled") == str(bundled_model_path("base"))
     assert init("models/pipeline") == str(models / "pipeline" / "base")
