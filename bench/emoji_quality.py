@@ -211,11 +211,14 @@ def by_subject_count(reads: list[dict], targets: list[dict]) -> list[dict]:
     return rows
 
 
+def measure_cells(row: dict) -> str:
+    """A row's rates with their 95% half-widths, as markdown table cells."""
+    return " | ".join(pct(row[m], row[f"{m}_ci95"]) for m in MEASURES)
+
+
 def breakdown_table(rows: list[dict]) -> str:
     lines = ["| prompts | n | emoji | background | position | all |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        cells = [pct(row[m], row[f"{m}_ci95"]) for m in MEASURES]
-        lines.append(f"| {row['prompts']} | {row['n']} | " + " | ".join(cells) + " |")
+    lines += [f"| {row['prompts']} | {row['n']} | {measure_cells(row)} |" for row in rows]
     return "\n".join(lines)
 
 
@@ -226,9 +229,8 @@ def pct(rate: float, half: float | None = None) -> str:
 def table(rows: list[dict]) -> str:
     lines = ["| guidance | stage | n | emoji | background | position | all |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        cells = [pct(row[m], row[f"{m}_ci95"]) for m in MEASURES]
         scale = "-" if row["guidance"] is None else f"{row['guidance']:g}"
-        lines.append(f"| {scale} | {row['stage']} | {row['n']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {scale} | {row['stage']} | {row['n']} | {measure_cells(row)} |")
     return "\n".join(lines)
 
 

@@ -89,22 +89,23 @@ def _autocast_model(sm: SamplingModel, device: torch.device, dtype: torch.dtype)
     return forward
 
 
+def lays_out(settings: SamplerSettings, low_res, known) -> bool:
+    """Whether the stage takes its layout from the captions (placement and regions): only a text-to-image base stage
+    with placement on (an upsampler follows its low-res input, inpainting its known pixels)."""
+    return settings.placement and low_res is None and known is None
+
+
 def stage_placement(
     settings: SamplerSettings, prompts: Sequence[str], low_res, known, num_timesteps: int
 ) -> Placement | None:
-    """The subject placement of a stage: only a text-to-image base stage decides its own layout (an upsampler
-    follows its low-res input, inpainting its known pixels)."""
-    if not settings.placement or low_res is not None or known is not None:
-        return None
-    return Placement.from_captions(prompts, num_timesteps)
+    """The subject placement of a stage (only one that `lays_out`)."""
+    return Placement.from_captions(prompts, num_timesteps) if lays_out(settings, low_res, known) else None
 
 
 def stage_regions(settings: SamplerSettings, prompts: Sequence[str], low_res, known) -> RegionalCaptions | None:
     """The regional guidance of a stage: where placement decides the layout, two subjects at two places are each
     guided by a caption of their own (`sampling.regions`)."""
-    if not settings.placement or low_res is not None or known is not None:
-        return None
-    regions = RegionalCaptions(prompts)
+    regions = RegionalCaptions(prompts) if lays_out(settings, low_res, known) else None
     return regions or None
 
 

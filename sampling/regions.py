@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from data_pipeline.synthetic.world import POSITIONS
+from finetune.diffusion.guidance import guided_output
 
 from .placement import position_spans
 
@@ -61,20 +62,16 @@ def half_masks(places: Sequence[tuple[str, str]], height: int, width: int) -> to
 
 
 class RegionalCaptions:
-    """Which images of a batch are guided by regions: their rows, their two captions and their masks."""
+    """Which images of a batch are guided by regions: their rows and their splits ((caption, place) for each half)."""
 
     def __init__(self, captions: Sequence[str]):
         self.rows: list[int] = []
-        self.first: list[str] = []
-        self.second: list[str] = []
-        self.places: list[tuple[tuple[str, str], tuple[str, str]]] = []
+        self.splits: list[tuple[tuple[str, str], tuple[str, str]]] = []
         for row, caption in enumerate(captions):
             split = split_pair_caption(caption)
             if split is not None:
                 self.rows.append(row)
-                self.first.append(split[0][0])
-                self.second.append(split[1][0])
-                self.places.append(split)
+                self.splits.append(split)
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -83,13 +80,13 @@ class RegionalCaptions:
         """The batch's captions with each regional image's caption replaced by its first half's, then the second
         halves' captions appended: the conditional rows `regional_guidance` expects."""
         out = list(captions)
-        for row, first in zip(self.rows, self.first):
-            out[row] = first
-        return out + self.second
+        for row, (first, _) in zip(self.rows, self.splits):
+            out[row] = first[0]
+        return out + [second[0] for _, second in self.splits]
 
     def masks(self, height: int, width: int) -> torch.Tensor:
         """[R, 1, H, W]: the first caption's weight for each regional image."""
-        return torch.stack([half_masks(places, height, width)[0] for places in self.places])
+        return torch.stack([half_masks(split, height, width)[0] for split in self.splits])
 
 
 def regional_guidance(model, guidance_scale: float | None, regions: RegionalCaptions, height: int, width: int):
@@ -113,9 +110,7 @@ def regional_guidance(model, guidance_scale: float | None, regions: RegionalCapt
         cond[rows] = w * out[:batch][rows] + (1 - w) * out[batch : batch + extra]
         if guidance_scale is None:
             return cond
-        uncond = out[batch + extra :]
-        eps = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
-        return torch.cat([eps, cond[:, channels:]], dim=1)
+        return guided_output(cond, out[batch + extra :], guidance_scale, channels)
 
     if hasattr(model, "parameters"):
         guided.parameters = model.parameters

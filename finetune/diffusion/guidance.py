@@ -35,15 +35,20 @@ def classifier_free_guidance(model: Callable[..., torch.Tensor], guidance_scale:
             out = out[0]
         if out.shape[0] != 2 * batch:
             raise ValueError(f"guided model returned {out.shape[0]} rows for a doubled batch of {2 * batch}")
-        cond, uncond = out[:batch], out[batch:]
-        eps = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
-        return torch.cat([eps, cond[:, channels:]], dim=1)
+        return guided_output(out[:batch], out[batch:], scale, channels)
 
     guided.guidance_scale = scale
     # Lets the samplers find the model's device when no noise is given.
     if hasattr(model, "parameters"):
         guided.parameters = model.parameters
     return guided
+
+
+def guided_output(cond: torch.Tensor, uncond: torch.Tensor, scale: float, channels: int) -> torch.Tensor:
+    """GLIDE's guided model output from the conditional and unconditional outputs (eps channels first, then
+    variance values): eps = uncond + scale * (cond - uncond), with the conditional variance channels."""
+    eps = uncond[:, :channels] + scale * (cond[:, :channels] - uncond[:, :channels])
+    return torch.cat([eps, cond[:, channels:]], dim=1)
 
 
 def cond_uncond_kwargs(cond: dict, uncond: dict) -> dict:

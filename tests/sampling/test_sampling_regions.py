@@ -91,7 +91,7 @@ def test_regional_guidance_mixes_the_two_captions_by_half_then_guides():
     scale = 3.0
     out = regional_guidance(model, scale, regions, 8, 8)(x, t, value=value)
     assert model.rows == [5]
-    w = half_masks(regions.places[0], 8, 8)[0]
+    w = half_masks(regions.splits[0], 8, 8)[0]
     assert torch.allclose(out[0, :3], torch.full((3, 8, 8), 0.5 + scale * (1.0 - 0.5)))
     mixed = w * 2.0 + (1 - w) * 4.0
     assert torch.allclose(out[1, :3], (0.25 + scale * (mixed - 0.25)).expand(3, -1, -1))
